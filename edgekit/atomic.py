@@ -1,0 +1,54 @@
+"""Crash-safe file writes: a reader sees the old file or the new one, never half.
+
+Used for everything edgekit writes on a user's behalf (models, personal
+state, update files): write a temporary file beside the target, fsync it,
+rename it over the target (atomic on POSIX and Windows), fsync the folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as
+    it was, so a failed command never leaves partial output behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> None:
+    """Atomically replace ``path`` with ``data`` (optionally with permissions ``mode``)."""
+    with atomic_path(path) as tmp:
+        if mode is not None:
+            os.chmod(tmp, mode)
+        tmp.write_bytes(data)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -12,7 +12,7 @@ import click
 # name -> "module:attribute"; each area owns its module.
 COMMANDS = {
     "convert": "converters.commands:convert",
-    "train-base": "converters.commands:train_base",
+    "train-base": "converters.train_base:command",
     "evaluate": "edgekit.commands.evaluate:evaluate",
     "info": "edgekit.commands.device:info",
     "suggest": "edgekit.commands.device:suggest",

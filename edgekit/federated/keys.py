@@ -1,0 +1,121 @@
+"""The server's HPKE key pair (RFC 9180: X25519, HKDF-SHA256, ChaCha20-Poly1305).
+
+Devices only ever hold the public key: it lets them seal an update that only
+the server can open. The private key never leaves the server; it is written
+with 0600 permissions and, when a passphrase is given, encrypted at rest
+(PKCS#8 with the best encryption ``cryptography`` offers).
+
+The suite is fixed rather than configurable: one well-reviewed choice leaves
+nothing to negotiate and nothing to downgrade. ChaCha20-Poly1305 is fast in
+software on phones without AES instructions.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
+
+from ..atomic import atomic_write_bytes
+
+SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.CHACHA20_POLY1305)
+SUITE_NAME = "X25519-HKDF-SHA256-ChaCha20Poly1305"
+PRIVATE_MODE = 0o600
+PUBLIC_MODE = 0o644
+
+
+class KeyFileError(ValueError):
+    """A key file is missing, unreadable, of the wrong type, or insecure; the message says why."""
+
+
+def generate_keypair(private_path: str | Path, public_path: str | Path | None = None, *,
+                     passphrase: bytes | None = None, overwrite: bool = False) -> X25519PublicKey:
+    """Create the server key pair and write both halves; return the public key.
+
+    ``public_path`` defaults to ``<private_path>.pub``. An existing private key
+    is never replaced unless ``overwrite=True``: losing it makes every update
+    sealed to it unreadable.
+    """
+    private_path = Path(private_path)
+    public_path = Path(public_path) if public_path is not None else private_path.with_name(private_path.name + ".pub")
+    if not overwrite and private_path.exists():
+        raise KeyFileError(f"{private_path}: already exists; refusing to replace a server key "
+                           "(updates sealed to it would become unreadable)")
+    key = X25519PrivateKey.generate()
+    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
+                  else serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    atomic_write_bytes(private_path, pem, mode=PRIVATE_MODE)
+    public = key.public_key()
+    atomic_write_bytes(public_path, public_pem(public), mode=PUBLIC_MODE)
+    return public
+
+
+def public_pem(public_key: X25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def key_id(public_key: X25519PublicKey) -> str:
+    """Short public id of a key, written in update headers.
+
+    It lets the server say "sealed for another key" instead of a bare
+    decryption failure; it reveals nothing the public key does not.
+    """
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_public_key(source: str | Path | bytes | X25519PublicKey) -> X25519PublicKey:
+    """A public key from a PEM file path, PEM bytes, or a key object."""
+    if isinstance(source, X25519PublicKey):
+        return source
+    data, where = _read(source)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise KeyFileError(f"{where}: not a PEM public key") from None
+    if not isinstance(key, X25519PublicKey):
+        raise KeyFileError(f"{where}: a {type(key).__name__}, expected an X25519 public key "
+                           "(make one with `edgekit keygen`)")
+    return key
+
+
+def load_private_key(path: str | Path, passphrase: bytes | None = None) -> X25519PrivateKey:
+    """The server's private key; refuses a file that others can read."""
+    path = Path(path)
+    data, where = _read(path)
+    _check_private_mode(path)
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except TypeError:
+        # cryptography raises TypeError for a missing or unexpected password.
+        hint = "it is passphrase-protected: give the passphrase" if passphrase is None else "it has no passphrase"
+        raise KeyFileError(f"{where}: {hint}") from None
+    except ValueError:
+        raise KeyFileError(f"{where}: not a PEM private key, or the passphrase is wrong") from None
+    if not isinstance(key, X25519PrivateKey):
+        raise KeyFileError(f"{where}: a {type(key).__name__}, expected an X25519 private key")
+    return key
+
+
+def _read(source: str | Path | bytes) -> tuple[bytes, str]:
+    if isinstance(source, bytes):
+        return source, "key"
+    path = Path(source)
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot read key ({e.strerror})") from None
+
+
+def _check_private_mode(path: Path) -> None:
+    if os.name != "posix":
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise KeyFileError(f"{path}: private key is readable by others (mode {mode:o}); "
+                           f"run: chmod 600 {path}")

@@ -1,0 +1,289 @@
+"""The update file: what one device sends to the server, sealed with HPKE.
+
+Layout (all integers big-endian)::
+
+    magic   8 bytes  b"EKUPDATE"
+    version uint16   FORMAT_VERSION
+    hlen    uint32   length of the header
+    header  hlen     canonical JSON (sorted keys, no spaces, ASCII)
+    sealed  rest     HPKE single-shot ciphertext: enc (32) || AEAD(zlib(encoded delta))
+
+Everything before ``sealed`` is the HPKE ``info``: it enters the key schedule,
+so changing any header byte (or the magic/version/length) makes decryption
+fail, and a header cannot be moved onto another payload. The header stays in
+clear so the server can refuse an update for another model, key or policy,
+or a replayed id, before spending any work on it.
+
+Anyone holding the server's public key can make a well-formed update, so
+every field is checked again after decryption (shape, finiteness, norm) and
+decompression is bounded by the size the expected shape implies.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+import struct
+import zlib
+from collections.abc import Container
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from ..atomic import atomic_write_bytes
+from .delta import (DEFAULT_CLIP_NORM, DEFAULT_ENCODING, ENCODINGS, Delta, UpdateError, decode_delta,
+                    encode_delta, encoded_size, norm_bound, privatize, validate_delta)
+from .keys import SUITE, SUITE_NAME, key_id, load_public_key
+
+MAGIC = b"EKUPDATE"
+FORMAT_VERSION = 1
+COMPRESSION = "zlib"
+MAX_HEADER_BYTES = 4096
+MAX_ELEMENTS = 1 << 28  # 256M head entries: far above any keyboard model, bounds allocations
+DEFAULT_MAX_EXAMPLES = 10_000
+_PREFIX = struct.Struct(">8sHI")
+_HPKE_OVERHEAD = 32 + 16  # X25519 encapsulated key + Poly1305 tag
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+
+
+@dataclass(frozen=True)
+class UpdateHeader:
+    """The clear-text, authenticated description of one update."""
+
+    model_fingerprint: str
+    update_id: str  # 128 random bits, hex: the server refuses an id it has seen
+    n_examples: int
+    clip_norm: float
+    noise_multiplier: float
+    encoding: str
+    shape: tuple[int, int]  # (features, shared vocabulary)
+    key_id: str  # which server key sealed it (see keys.key_id)
+    suite: str = SUITE_NAME
+    compression: str = COMPRESSION
+
+    def to_bytes(self) -> bytes:
+        return _canonical({**asdict(self), "shape": list(self.shape)})
+
+    @property
+    def dim(self) -> int:
+        return (self.shape[0] + 1) * self.shape[1]
+
+
+@dataclass(frozen=True)
+class UpdatePolicy:
+    """What the server accepts this round; anything else is refused with a reason."""
+
+    model_fingerprint: str
+    shape: tuple[int, int]
+    key_id: str
+    clip_norm: float = DEFAULT_CLIP_NORM
+    noise_multiplier: float = 0.0
+    max_examples: int = DEFAULT_MAX_EXAMPLES  # caps one device's FedAvg weight
+
+    def weight(self, header: UpdateHeader) -> int:
+        return min(header.n_examples, self.max_examples)
+
+    def max_file_bytes(self) -> int:
+        raw = max(encoded_size(self.shape, e) for e in ENCODINGS)
+        # zlib's worst case for incompressible data is a few bytes per 16 KiB block.
+        return _PREFIX.size + MAX_HEADER_BYTES + raw + raw // 1000 + 1024 + _HPKE_OVERHEAD
+
+
+def new_update_id() -> str:
+    return secrets.token_hex(16)
+
+
+def make_update(dW: np.ndarray, db: np.ndarray, *, public_key: X25519PublicKey | bytes | str | Path,
+                model_fingerprint: str, n_examples: int, clip_norm: float = DEFAULT_CLIP_NORM,
+                noise_multiplier: float = 0.0, encoding: str = DEFAULT_ENCODING,
+                rng: np.random.Generator | None = None) -> bytes:
+    """Clip, noise, encode, compress and seal a shared-head delta; return the file bytes.
+
+    ``(dW, db)`` must already exclude personal-word slots (see ``shared_delta``).
+    """
+    public_key = load_public_key(public_key)
+    dW, db = privatize(dW, db, clip_norm, noise_multiplier, rng)
+    header = UpdateHeader(model_fingerprint=model_fingerprint, update_id=new_update_id(),
+                          n_examples=int(n_examples), clip_norm=float(clip_norm),
+                          noise_multiplier=float(noise_multiplier), encoding=encoding,
+                          shape=(int(dW.shape[0]), int(dW.shape[1])), key_id=key_id(public_key))
+    _check_header(header)
+    limit = norm_bound(clip_norm, noise_multiplier, header.dim)
+    return seal(header, pack_payload(dW, db, encoding, limit), public_key)
+
+
+def shared_delta(dW: np.ndarray, db: np.ndarray, vocab_size: int, personal_slots: int) -> Delta:
+    """The shared rows of a full-vocabulary delta: personal-word slots are personal data."""
+    shared = vocab_size - personal_slots
+    if dW.shape[-1] not in (shared, vocab_size) or db.shape[-1] != dW.shape[-1]:
+        raise ValueError(f"delta shapes {dW.shape}, {db.shape} match neither the vocabulary ({vocab_size}) "
+                         f"nor its shared part ({shared})")
+    return dW[:, :shared], db[:shared]
+
+
+def export_update(model, public_key: X25519PublicKey | bytes | str | Path, path: str | Path | None = None,
+                  **options) -> bytes:
+    """Seal the personal head delta of an ``EdgeModel``-like object; write it to ``path`` if given.
+
+    Uses ``model.head_delta()``, ``model.fingerprint``, ``model.n_examples`` and
+    ``model.metadata`` (``vocab_size``, ``personal_slots``). ``options`` go to
+    ``make_update`` (``clip_norm``, ``noise_multiplier``, ``encoding``).
+    """
+    if model.n_examples < 1:
+        raise ValueError("nothing to export: the model has not been personalized yet")
+    meta = model.metadata
+    dW, db = shared_delta(*model.head_delta(), meta["vocab_size"], meta.get("personal_slots", 0))
+    data = make_update(dW, db, public_key=public_key, model_fingerprint=model.fingerprint,
+                       n_examples=model.n_examples, **options)
+    if path is not None:
+        atomic_write_bytes(path, data)
+    return data
+
+
+def pack_payload(dW: np.ndarray, db: np.ndarray, encoding: str = DEFAULT_ENCODING,
+                 max_norm: float | None = None) -> bytes:
+    """Encoded and compressed delta: the plaintext that ``seal`` encrypts."""
+    return zlib.compress(encode_delta(dW, db, encoding, max_norm), 6)
+
+
+def seal(header: UpdateHeader, payload: bytes, public_key: X25519PublicKey) -> bytes:
+    """Update file bytes: the header in clear, bound as HPKE ``info`` to the sealed payload."""
+    prefix = _prefix(header.to_bytes())
+    return prefix + SUITE.encrypt(payload, public_key, info=prefix)
+
+
+def parse_update(data: bytes) -> tuple[UpdateHeader, bytes, bytes]:
+    """Split update bytes into ``(header, info, sealed)``; only ``UpdateError`` escapes.
+
+    Nothing is authenticated yet: the header is trustworthy only once
+    ``open_update`` has decrypted the payload under it.
+    """
+    if len(data) < _PREFIX.size:
+        raise UpdateError("format", f"truncated: {len(data)} bytes, not even a header")
+    magic, version, hlen = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise UpdateError("format", "not an edgekit update file (bad magic bytes)")
+    if version != FORMAT_VERSION:
+        raise UpdateError("version", f"update format v{version}; this edgekit reads v{FORMAT_VERSION}")
+    if hlen > MAX_HEADER_BYTES:
+        raise UpdateError("format", f"header length {hlen} exceeds {MAX_HEADER_BYTES} bytes")
+    end = _PREFIX.size + hlen
+    if len(data) < end + _HPKE_OVERHEAD:
+        raise UpdateError("format", f"truncated: {len(data)} bytes, header alone needs {end + _HPKE_OVERHEAD}")
+    header = _parse_header(data[_PREFIX.size:end])
+    return header, data[:end], data[end:]
+
+
+def check_header(header: UpdateHeader, policy: UpdatePolicy) -> None:
+    """Refuse an update this round cannot use, before decrypting anything."""
+    if header.model_fingerprint != policy.model_fingerprint:
+        raise UpdateError("wrong-model", f"update is for model {header.model_fingerprint}, "
+                          f"this round aggregates {policy.model_fingerprint}")
+    if header.key_id != policy.key_id:
+        raise UpdateError("wrong-key", f"update is sealed for server key {header.key_id}, "
+                          f"this server's key is {policy.key_id}")
+    if tuple(header.shape) != tuple(policy.shape):
+        raise UpdateError("wrong-shape", f"delta shape {header.shape}, the model's shared head is {policy.shape}")
+    for name in ("clip_norm", "noise_multiplier"):
+        got, want = getattr(header, name), getattr(policy, name)
+        if not math.isclose(got, want, rel_tol=1e-9, abs_tol=0.0):
+            raise UpdateError("policy", f"update uses {name.replace('_', ' ')} {got:g}, this round requires {want:g}")
+
+
+def open_update(data: bytes, private_key: X25519PrivateKey, policy: UpdatePolicy,
+                seen_ids: Container[str] = ()) -> tuple[UpdateHeader, Delta]:
+    """Verify and decrypt one update; return ``(header, (dW, db))`` or raise ``UpdateError``.
+
+    ``seen_ids`` are ids already aggregated (this batch and earlier rounds): the
+    caller adds an id once it accepts the update.
+    """
+    if len(data) > policy.max_file_bytes():
+        raise UpdateError("too-large", f"{len(data)} bytes, more than a {policy.shape} delta can take")
+    header, info, sealed = parse_update(data)
+    check_header(header, policy)
+    if header.update_id in seen_ids:
+        raise UpdateError("replay", f"update id {header.update_id} was already aggregated")
+    try:
+        payload = SUITE.decrypt(sealed, private_key, info=info)
+    except InvalidTag:
+        raise UpdateError("decrypt", "decryption failed: the file was modified or sealed for another key") from None
+    raw = _decompress(payload, encoded_size(header.shape, header.encoding))
+    dW, db = decode_delta(raw, header.shape, header.encoding)
+    validate_delta(dW, db, clip_norm=header.clip_norm, noise_multiplier=header.noise_multiplier)
+    return header, (dW, db)
+
+
+def _decompress(payload: bytes, expected: int) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(payload, expected + 1)
+    except zlib.error as e:
+        raise UpdateError("payload", f"payload does not decompress ({e})") from None
+    if len(raw) != expected or not d.eof or d.unused_data:
+        raise UpdateError("payload", f"payload decompresses to {len(raw)}{'+' if not d.eof else ''} bytes, "
+                          f"{expected} expected")
+    return raw
+
+
+def _prefix(header_bytes: bytes) -> bytes:
+    return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header_bytes)) + header_bytes
+
+
+def _canonical(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+_FIELDS = {"model_fingerprint", "update_id", "n_examples", "clip_norm", "noise_multiplier",
+           "encoding", "shape", "key_id", "suite", "compression"}
+
+
+def _parse_header(raw: bytes) -> UpdateHeader:
+    try:
+        obj = json.loads(raw.decode("ascii"))
+        canonical = isinstance(obj, dict) and _canonical(obj) == raw
+    except (ValueError, RecursionError):
+        raise UpdateError("format", "header is not valid JSON") from None
+    if not canonical:
+        raise UpdateError("format", "header is not canonical JSON")
+    if set(obj) != _FIELDS:
+        raise UpdateError("format", f"header fields {sorted(obj)} differ from {sorted(_FIELDS)}")
+    shape = obj["shape"]
+    if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(s) for s in shape)):
+        raise UpdateError("format", f"header shape {shape!r} is not [features, vocabulary]")
+    header = UpdateHeader(**{**obj, "shape": (shape[0], shape[1])})
+    _check_header(header)
+    return header
+
+
+def _check_header(h: UpdateHeader) -> None:
+    checks = [
+        (isinstance(h.model_fingerprint, str) and _HEX32.fullmatch(h.model_fingerprint), "model fingerprint"),
+        (isinstance(h.update_id, str) and _HEX32.fullmatch(h.update_id), "update id"),
+        (isinstance(h.key_id, str) and _HEX16.fullmatch(h.key_id), "key id"),
+        (_is_int(h.n_examples) and 1 <= h.n_examples < 2**53, "number of examples"),
+        (_is_number(h.clip_norm) and h.clip_norm > 0, "clip norm"),
+        (_is_number(h.noise_multiplier) and h.noise_multiplier >= 0, "noise multiplier"),
+        (h.encoding in ENCODINGS, "encoding"),
+        (all(1 <= s <= MAX_ELEMENTS for s in h.shape) and h.dim <= MAX_ELEMENTS, "shape"),
+    ]
+    for ok, what in checks:
+        if not ok:
+            raise UpdateError("format", f"header has an invalid {what}")
+    if h.suite != SUITE_NAME or h.compression != COMPRESSION:
+        raise UpdateError("version", f"update uses {h.suite!r}/{h.compression!r}; "
+                          f"this edgekit reads {SUITE_NAME}/{COMPRESSION}")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    """A finite JSON number of sane size (huge ints would overflow float math later)."""
+    return (_is_int(x) or isinstance(x, float)) and abs(x) < 1e300

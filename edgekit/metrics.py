@@ -1,0 +1,131 @@
+"""Next-word quality: top-1 / top-3 accuracy, perplexity, keystroke savings.
+
+One implementation for every model kind: a *scorer* maps context ids
+``[N, T]`` to next-word probabilities ``[N, V]``; the Keras model, the
+``.tflite`` file, and a personalized device model are all scorers.
+
+Scoring rules (the same for peers in ``benchmarks/``): targets are the word
+tokens of each line, in order (``<s>``, ``</s>``, ``<num>`` are context only);
+an out-of-vocabulary target is a miss and is scored as ``<unk>`` for
+perplexity; ``max_targets`` takes the first N targets of the text.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .progress import progress_bar
+from .tokenizer import BOS, EOS, NUM, PAD
+from .vocab import Vocabulary
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+NOT_TARGETS = frozenset((PAD, BOS, EOS, NUM))
+
+
+@dataclass
+class Window:
+    context: np.ndarray  # [T] int32 ids
+    word: str  # the target as typed
+    target: int  # its id (unk if out of vocabulary)
+
+
+def iter_windows(token_lines: Iterable[list[str]], vocab: Vocabulary, context_length: int,
+                 max_targets: int | None = None) -> Iterator[Window]:
+    """The scored (context, target) pairs of a text, first to last."""
+    n = 0
+    for line in token_lines:
+        for i in range(1, len(line)):
+            if line[i] in NOT_TARGETS:
+                continue
+            if max_targets is not None and n >= max_targets:
+                return
+            yield Window(vocab.context_ids(line[:i], context_length), line[i], vocab.id_of(line[i]))
+            n += 1
+
+
+def _batches(windows: Iterator[Window], size: int) -> Iterator[list[Window]]:
+    batch: list[Window] = []
+    for w in windows:
+        batch.append(w)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def top_k(probs: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` most probable ids among ``candidates``, best first."""
+    if len(candidates) <= k:
+        order = np.argsort(-probs[candidates], kind="stable")
+    else:
+        part = np.argpartition(-probs[candidates], k)[:k]
+        order = part[np.argsort(-probs[candidates][part], kind="stable")]
+    return candidates[order]
+
+
+def keystrokes_with_suggestions(probs: np.ndarray, word: str, target: int, vocab: Vocabulary, k: int = 3) -> int:
+    """Keys pressed to enter ``word`` + space when a correct suggestion is tapped.
+
+    At every prefix (the empty one first) the user looks at the ``k`` best
+    words that complete it; a tap costs one key and enters the space too.
+    """
+    if vocab.is_word_id(target):
+        for typed in range(len(word)):
+            if target in top_k(probs, vocab.prefix_ids(word[:typed]), k):
+                return typed + 1
+    return len(word) + 1
+
+
+class Accumulator:
+    """Running totals, so evaluation streams over any amount of text."""
+
+    def __init__(self) -> None:
+        self.targets = self.oov = self.hit1 = self.hit3 = 0
+        self.nll = 0.0
+        self.keys_without = self.keys_with = 0
+
+    def add(self, probs: np.ndarray, window: Window, vocab: Vocabulary, mask: np.ndarray) -> None:
+        self.targets += 1
+        in_vocab = vocab.is_word_id(window.target)
+        self.oov += not in_vocab
+        p = float(probs[window.target])
+        self.nll -= math.log(max(p, 1e-12))
+        if in_vocab:
+            better = int(np.count_nonzero(probs[mask] > p))
+            self.hit1 += better < 1
+            self.hit3 += better < 3
+        self.keys_without += len(window.word) + 1
+        self.keys_with += keystrokes_with_suggestions(probs, window.word, window.target, vocab)
+
+    def result(self) -> dict:
+        n = max(self.targets, 1)
+        return {
+            "targets": self.targets,
+            "top1": self.hit1 / n,
+            "top3": self.hit3 / n,
+            "perplexity": math.exp(self.nll / n),
+            "keystroke_savings": 1 - self.keys_with / max(self.keys_without, 1),
+            "oov_rate": self.oov / n,
+        }
+
+
+def evaluate(scorer: Scorer, vocab: Vocabulary, token_lines: Iterable[list[str]], context_length: int,
+             max_targets: int | None = None, batch_size: int = 256, progress: bool = False,
+             label: str = "evaluating") -> dict:
+    """Score a model on text; returns top1, top3, perplexity, keystroke_savings, targets, oov_rate."""
+    acc = Accumulator()
+    mask = vocab.suggestable_mask()
+    windows = iter_windows(token_lines, vocab, context_length, max_targets)
+    with progress_bar(max_targets, label, progress) as bar:
+        for batch in _batches(windows, batch_size):
+            probs = scorer(np.stack([w.context for w in batch]))
+            for row, w in zip(probs, batch):
+                acc.add(row, w, vocab, mask)
+            bar.update(len(batch))
+    if acc.targets == 0:
+        raise ValueError("no words to score in the evaluation text (is it empty?)")
+    return acc.result()

@@ -1,0 +1,372 @@
+"""``EdgeModel``: next-word suggestions that learn from their user, on the device.
+
+    m = EdgeModel.load()                 # bundled model, default state dir
+    m.suggest("see you tomo")            # [Suggestion("tomorrow", 0.61), ...]
+    m.personalize(["text the user typed", ...])
+
+No TensorFlow here: the body runs in LiteRT (or tflite-runtime), the head's
+personal change and the phrase memory live in numpy.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple
+
+import numpy as np
+
+from . import personalize as pz
+from .metrics import evaluate as evaluate_scorer
+from .metrics import iter_windows
+from .modelfile import ModelFile, read_model_file
+from .phrases import PhraseMemory, mix
+from .progress import progress_bar
+from .runtime import load_interpreter
+from .state import PersonalState, default_state_dir, load_state, save_state, state_path
+from .tokenizer import SPECIAL_TOKENS, Tokenizer, TokenizerConfig, read_text_lines
+from .vocab import Vocabulary
+
+ASSETS = Path(__file__).parent / "assets"
+DEFAULT_MODEL = "edgekit-en-int8.tflite"
+BATCH = 256
+PHRASE_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8)
+TOP3_SLACK = 0.003
+
+
+class Suggestion(NamedTuple):
+    word: str
+    probability: float
+
+
+def default_model_path() -> Path:
+    return ASSETS / DEFAULT_MODEL
+
+
+class EdgeModel:
+    """A loaded ``.tflite`` with its vocabulary, tokenizer and personal state."""
+
+    def __init__(self, model_file: ModelFile, path: Path, state_dir: Path | None,
+                 runtime: str | None = None, num_threads: int | None = None):
+        self.path = path
+        self.file = model_file
+        self.metadata = model_file.metadata
+        self.tokenizer = Tokenizer(TokenizerConfig.from_dict(self.metadata["tokenizer"]))
+        self.vocab = Vocabulary(model_file.vocab, self.metadata.get("personal_slots", 0))
+        self._num_threads = num_threads
+        self._interp, self.runtime = load_interpreter(model_file.flatbuffer, num_threads, runtime)
+        self._batch_interp = None
+        self._base_head: tuple[np.ndarray, np.ndarray] | None = None
+        self._head: tuple[np.ndarray, np.ndarray] | None = None  # base + personal delta, cached
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.state = self._empty_state()
+        if self.state_file is not None and self.state_file.exists():
+            self._set_state(load_state(self.state_file, self.fingerprint, self.feature_dim, len(self.vocab),
+                                       self._skip_ids()))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, state_dir: str | Path | None = None,
+             stateless: bool = False, runtime: str | None = None, num_threads: int | None = None) -> "EdgeModel":
+        """Load a model file (default: the bundled English model) and the user's state.
+
+        ``state_dir`` defaults to ``$EDGEKIT_STATE_DIR`` or the per-user data
+        folder; ``stateless=True`` neither reads nor writes personal state.
+        """
+        path = Path(path) if path is not None else default_model_path()
+        directory = None if stateless else Path(state_dir) if state_dir is not None else default_state_dir()
+        return cls(read_model_file(path), path, directory, runtime, num_threads)
+
+    # -- facts ------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return self.metadata["fingerprint"]
+
+    @property
+    def context_length(self) -> int:
+        return int(self.metadata["context_length"])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.metadata["feature_dim"])
+
+    @property
+    def quantization(self) -> str:
+        return self.metadata["quantization"]
+
+    @property
+    def n_examples(self) -> int:
+        return self.state.n_examples
+
+    @property
+    def state_file(self) -> Path | None:
+        return None if self.state_dir is None else state_path(self.state_dir, self.metadata["name"])
+
+    def info(self) -> dict:
+        return {"path": str(self.path), "name": self.metadata["name"], "fingerprint": self.fingerprint,
+                "quantization": self.quantization, "compat": self.metadata.get("compat", "litert"),
+                "runtime": self.runtime, "vocab_size": len(self.vocab), "context_length": self.context_length,
+                "feature_dim": self.feature_dim, "personal_slots": self.vocab.personal_slots,
+                "personal_words": len(self.state.personal_words), "personal_examples": self.state.n_examples,
+                "state_file": str(self.state_file) if self.state_file else None,
+                "file_bytes": self.path.stat().st_size if self.path.exists() else None}
+
+    # -- inference ----------------------------------------------------------
+    def features_logits(self, ids: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Run the body on context ids ``[N, T]``: ``(features [N, F], logits [N, V])``.
+
+        Personal-slot ids are fed to the body as ``<unk>``: the body was never
+        trained on them; only the head knows personal words.
+        """
+        ids = np.where(np.asarray(ids) >= self.vocab.first_slot, self.vocab.unk, ids).astype(np.int32)
+        if len(ids) == 1:
+            return self._invoke(self._interp, ids)
+        interp = self._batch_interpreter()
+        feats, logits = [], []
+        with progress_bar(len(ids), "running model", progress) as bar:
+            for start in range(0, len(ids), BATCH):
+                chunk = ids[start : start + BATCH]
+                padded = np.concatenate([chunk, np.zeros((BATCH - len(chunk), ids.shape[1]), np.int32)])
+                f, lg = self._invoke(interp, padded)
+                feats.append(f[: len(chunk)])
+                logits.append(lg[: len(chunk)])
+                bar.update(len(chunk))
+        return np.concatenate(feats), np.concatenate(logits)
+
+    def probabilities(self, ids: np.ndarray) -> np.ndarray:
+        """Next-word probabilities ``[N, V]`` for context ids ``[N, T]``, personal state included."""
+        feats, logits = self.features_logits(ids)
+        if self.state.n_examples:
+            w, b = self.head
+            logits = feats @ w + b
+        return mix(pz.softmax(logits.astype(np.float32)), self.state.phrases, ids, self.state.phrase_weight)
+
+    def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
+        """The ``k`` likeliest next words, or completions of a partly typed word.
+
+        Probabilities are conditional on the typed prefix (they sum to 1 over
+        all completions). Case follows the user: "Tomo" -> "Tomorrow".
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"suggest() needs text (str), got {type(text).__name__}")
+        context, prefix = self.tokenizer.split_partial(text[-4096:])
+        probs = self.probabilities(self.vocab.context_ids(context, self.context_length)[None])[0]
+        candidates = self.vocab.prefix_ids(prefix)
+        if not len(candidates) or k <= 0:
+            return []
+        from .metrics import top_k
+
+        best = top_k(probs, candidates, k)
+        total = float(probs[candidates].sum()) or 1.0
+        typed = text.rstrip()[-len(prefix):] if prefix else ""
+        return [Suggestion(_match_case(self.vocab.word(int(i)), typed), float(probs[i]) / total) for i in best]
+
+    def evaluate(self, text: str | Path | Iterable[str], max_targets: int | None = None,
+                 progress: bool = False) -> dict:
+        """top1, top3, perplexity and keystroke savings on text (a file path or lines)."""
+        return evaluate_scorer(self.probabilities, self.vocab, self.tokenizer.iter_lines(_lines(text)),
+                               self.context_length, max_targets=max_targets, progress=progress)
+
+    # -- the head -----------------------------------------------------------
+    @property
+    def base_head(self) -> tuple[np.ndarray, np.ndarray]:
+        """The model version's float head ``(W [F, V], b [V])``, read out of the file."""
+        if self._base_head is None:
+            self._base_head = self.file.head if self.file.head is not None else self._read_head()
+        return self._base_head
+
+    @property
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """Base head plus the personal delta."""
+        if self._head is None:
+            w, b = self.base_head
+            self._head = (w + self.state.delta_w, b + self.state.delta_b)
+        return self._head
+
+    def head_delta(self) -> tuple[np.ndarray, np.ndarray]:
+        """The personal change to the *shared* rows: personal-word slots stay on the device."""
+        s = self.vocab.first_slot
+        return self.state.delta_w[:, :s].copy(), self.state.delta_b[:s].copy()
+
+    # -- personalization ----------------------------------------------------
+    def personalize(self, texts: str | Path | Iterable[str], config: pz.TrainConfig | None = None,
+                    progress: bool = False, save: bool = True) -> dict:
+        """Learn from the user's text; adopt the result only if it helps on held-out text.
+
+        ``texts``: a file path, or an iterable of strings (messages/lines).
+        Every ``holdout_every``-th line is held out; the new head and phrase
+        weight are adopted only when top-3 there beats the current state, so
+        a personalization never makes suggestions worse on the user's own text.
+        """
+        cfg = config or pz.TrainConfig()
+        t0 = time.perf_counter()
+        lines = self._read_personal(texts, cfg)
+        new_words = self._assign_personal_words(lines, cfg.min_word_count)
+        train = [ln for i, ln in enumerate(lines) if i % cfg.holdout_every != cfg.holdout_every - 1]
+        held = [ln for i, ln in enumerate(lines) if i % cfg.holdout_every == cfg.holdout_every - 1]
+        x_tr, y_tr = self._examples(train)
+        x_ho, y_ho = self._examples(held)
+        if not len(y_tr) or not len(y_ho):
+            self._drop_words(new_words)
+            raise ValueError("not enough text to personalize: need several lines with known or repeated words")
+        f_tr, _ = self.features_logits(x_tr, progress)
+        f_ho, _ = self.features_logits(x_ho, progress)
+        mask = self.vocab.suggestable_mask()
+        before = self._score_held(f_ho, x_ho, y_ho, self.head, self.state.phrases, self.state.phrase_weight, mask)
+        new_head = pz.train_head(f_tr, y_tr, *self.head, cfg, progress)
+        memory = self._memory_with(train)
+        options = [(before, None, None)]
+        for head in (self.head, new_head):
+            for weight in PHRASE_WEIGHTS:
+                options.append((self._score_held(f_ho, x_ho, y_ho, head, memory, weight, mask), head, weight))
+        best, head, weight = _choose(options)
+        adopted = head is not None and (best[1], best[0], -best[2]) > (before[1], before[0], -before[2])
+        if adopted:
+            self._adopt(head, memory, weight, held, len(y_tr) if head is new_head else 0)
+        else:
+            self._drop_words(new_words)
+        report = {"adopted": adopted, "train_examples": int(len(y_tr)), "heldout_examples": int(len(y_ho)),
+                  "before": {"top1": before[0], "top3": before[1]}, "after": {"top1": best[0], "top3": best[1]},
+                  "new_personal_words": sorted(new_words) if adopted else [],
+                  "phrase_weight": self.state.phrase_weight, "seconds": round(time.perf_counter() - t0, 2)}
+        self.state.history.append({k: report[k] for k in ("adopted", "train_examples", "before", "after")})
+        if save and adopted:
+            self.save()
+        return report
+
+    def save(self) -> None:
+        """Write personal state atomically (no-op for a stateless model)."""
+        if self.state_file is not None:
+            save_state(self.state_file, self.state)
+
+    def reset(self) -> None:
+        """Forget everything personal: in memory and on disk."""
+        if self.state_file is not None:
+            self.state_file.unlink(missing_ok=True)
+        self._set_state(self._empty_state())
+
+    # -- internals ----------------------------------------------------------
+    def _invoke(self, interp, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outs = interp.get_output_details()
+        interp.set_tensor(interp.get_input_details()[self.metadata["inputs"]["tokens"]]["index"], ids)
+        interp.invoke()
+        o = self.metadata["outputs"]
+        return (interp.get_tensor(outs[o["features"]]["index"]).copy(),
+                interp.get_tensor(outs[o["logits"]]["index"]).copy())
+
+    def _batch_interpreter(self):
+        if self._batch_interp is None:
+            interp, _ = load_interpreter(self.file.flatbuffer, self._num_threads, self.runtime)
+            idx = interp.get_input_details()[self.metadata["inputs"]["tokens"]]["index"]
+            interp.resize_tensor_input(idx, [BATCH, self.context_length])
+            interp.allocate_tensors()
+            self._batch_interp = interp
+        return self._batch_interp
+
+    def _read_head(self) -> tuple[np.ndarray, np.ndarray]:
+        h = self.metadata["head"]
+        details = {d["index"]: d for d in self._interp.get_tensor_details()}
+        w = _dequantize(self._interp.get_tensor(h["weight_tensor"]), details[h["weight_tensor"]]).T
+        b = (np.zeros(w.shape[1], np.float32) if h.get("bias_tensor") is None
+             else _dequantize(self._interp.get_tensor(h["bias_tensor"]), details[h["bias_tensor"]]))
+        return np.ascontiguousarray(w, dtype=np.float32), b.astype(np.float32)
+
+    def _skip_ids(self) -> list[int]:
+        return [self.vocab.ids[t] for t in SPECIAL_TOKENS]
+
+    def _empty_state(self) -> PersonalState:
+        return PersonalState.empty(self.fingerprint, self.feature_dim, len(self.vocab), self._skip_ids())
+
+    def _set_state(self, state: PersonalState) -> None:
+        self.vocab.set_personal(state.personal_words)
+        self.state = state
+        self._head = None
+
+    def _read_personal(self, texts, cfg: pz.TrainConfig) -> list[list[str]]:
+        lines = []
+        for tokens in self.tokenizer.iter_lines(_lines(texts)):
+            lines.append(tokens)
+            if len(lines) >= cfg.max_lines:
+                break
+        if not lines:
+            raise ValueError("no text to personalize on (the text is empty)")
+        return lines
+
+    def _assign_personal_words(self, lines: list[list[str]], min_count: int) -> set[str]:
+        from collections import Counter
+
+        counts = Counter(t for ln in lines for t in ln if self.vocab.id_of(t) == self.vocab.unk
+                         and t not in SPECIAL_TOKENS and not t.isdigit())
+        frequent = [w for w, c in counts.most_common() if c >= min_count]
+        before = set(self.vocab.personal_words)
+        return set(self.vocab.assign_personal(frequent)) - before
+
+    def _drop_words(self, words: set[str]) -> None:
+        self.vocab.set_personal({w: s for w, s in self.vocab.personal_words.items() if w not in words})
+
+    def _examples(self, lines: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+        ctx, tgt = [], []
+        for w in iter_windows(lines, self.vocab, self.context_length):
+            if self.vocab.is_word_id(w.target):
+                ctx.append(w.context)
+                tgt.append(w.target)
+        if not ctx:
+            return np.zeros((0, self.context_length), np.int32), np.zeros(0, np.int64)
+        return np.stack(ctx), np.array(tgt, np.int64)
+
+    def _memory_with(self, lines: list[list[str]]) -> PhraseMemory:
+        memory = PhraseMemory.from_arrays(len(self.vocab), self._skip_ids(), self.state.phrases.to_arrays())
+        for ln in lines:
+            memory.add(self.vocab.encode(ln))
+        return memory
+
+    def _score_held(self, feats, ctx, targets, head, memory, weight, mask):
+        probs = mix(pz.softmax(feats @ head[0] + head[1]), memory, ctx, weight)
+        return pz.score(probs, targets, mask)
+
+    def _adopt(self, head, memory: PhraseMemory, weight: float, held: list[list[str]], examples: int) -> None:
+        for ln in held:  # the held-out text has done its job: remember it too
+            memory.add(self.vocab.encode(ln))
+        w0, b0 = self.base_head
+        self.state.delta_w, self.state.delta_b = head[0] - w0, head[1] - b0
+        self.state.phrases, self.state.phrase_weight = memory, weight
+        self.state.personal_words = self.vocab.personal_words
+        self.state.n_examples += examples
+        self._head = None
+
+
+def _choose(options: list) -> tuple:
+    """Best held-out top-3; among options within ``TOP3_SLACK`` of it, the lowest loss.
+
+    Heavy phrase weights win top-3 by a hair while wrecking perplexity for
+    every word the user has not typed yet; the slack prefers the safer mix.
+    """
+    best_top3 = max(o[0][1] for o in options)
+    close = [o for o in options if o[0][1] >= best_top3 - TOP3_SLACK]
+    return min(close, key=lambda o: (o[0][2], -o[0][1]))
+
+
+def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    q = detail.get("quantization_parameters") or {}
+    scales = np.asarray(q.get("scales", []), np.float32)
+    if values.dtype in (np.float32, np.float16) or not len(scales):
+        return values.astype(np.float32)
+    zero = np.asarray(q.get("zero_points", np.zeros_like(scales)), np.float32)
+    axis = int(q.get("quantized_dimension", 0))
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    return (values.astype(np.float32) - zero.reshape(shape)) * scales.reshape(shape)
+
+
+def _match_case(word: str, typed: str) -> str:
+    if typed[:1].isupper():
+        return word.upper() if len(typed) > 1 and typed.isupper() else word[:1].upper() + word[1:]
+    return word
+
+
+def _lines(text: str | Path | Iterable[str]) -> Iterator[str]:
+    """A path is read as a UTF-8 file (streamed); a str is one text; else an iterable of texts."""
+    if isinstance(text, Path):
+        return read_text_lines(text)
+    if isinstance(text, str):
+        return iter(text.splitlines() or [text])
+    return iter(text)

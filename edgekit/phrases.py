@@ -1,0 +1,113 @@
+"""Personal phrase memory: a small n-gram model of the user's own text.
+
+People repeat their own phrases ("on my way", "love you x"); a last-layer
+update learns that slowly, an n-gram cache learns it from one example. The
+memory is interpolated with the neural probabilities, weighted by how much
+evidence it has for the current context. It lives in the personal state file
+and never leaves the device.
+
+Probabilities use interpolated Witten-Bell smoothing (Witten & Bell 1991)
+over orders 1..3, backing off to the user's unigram distribution.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Iterable, Sequence
+
+import numpy as np
+
+ORDER = 3  # trigram: two words of context
+
+
+class PhraseMemory:
+    """Counts of ``(previous words) -> next word`` over token ids."""
+
+    def __init__(self, vocab_size: int, skip_ids: Iterable[int] = ()):
+        self.vocab_size = vocab_size
+        self.skip = frozenset(skip_ids)  # ids never predicted (unk, specials)
+        self.unigram: Counter[int] = Counter()
+        self.ngrams: dict[tuple[int, ...], Counter[int]] = defaultdict(Counter)
+        self._unigram_probs: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return sum(self.unigram.values())
+
+    def add(self, ids: Sequence[int]) -> None:
+        """Learn one line of ids (starting with ``<s>``)."""
+        for i in range(1, len(ids)):
+            w = ids[i]
+            if w in self.skip:
+                continue
+            self.unigram[w] += 1
+            for n in range(1, ORDER):
+                if i - n >= 0:
+                    self.ngrams[tuple(ids[i - n : i])][w] += 1
+        self._unigram_probs = None
+
+    def evidence(self, context: Sequence[int]) -> int:
+        """How often the last word of ``context`` was seen followed by anything."""
+        c = self.ngrams.get((int(context[-1]),))
+        return sum(c.values()) if c else 0
+
+    def probs(self, context: Sequence[int]) -> np.ndarray:
+        """p(next | context) over the whole vocabulary ([V] float32, sums to 1 when any text was learned)."""
+        p = self._unigram().copy()
+        for n in range(1, ORDER):
+            if len(context) < n:
+                break
+            counts = self.ngrams.get(tuple(int(t) for t in context[-n:]))
+            if not counts:
+                break
+            total, types = sum(counts.values()), len(counts)
+            p *= types / (total + types)
+            ids = np.fromiter(counts.keys(), dtype=np.int64, count=types)
+            p[ids] += np.fromiter(counts.values(), dtype=np.float32, count=types) / (total + types)
+        return p
+
+    def _unigram(self) -> np.ndarray:
+        if self._unigram_probs is None:
+            p = np.zeros(self.vocab_size, dtype=np.float32)
+            total = sum(self.unigram.values())
+            if total:
+                ids = np.fromiter(self.unigram.keys(), dtype=np.int64)
+                p[ids] = np.fromiter(self.unigram.values(), dtype=np.float32) / total
+            self._unigram_probs = p
+        return self._unigram_probs
+
+    # -- persistence: flat integer arrays, no pickle ---------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        rows = [(-1,) * (ORDER - 1 - len(ctx)) + ctx + (w, c)
+                for ctx, cnt in self.ngrams.items() for w, c in cnt.items()]
+        uni = np.array(sorted(self.unigram.items()), dtype=np.int64).reshape(-1, 2)
+        return {"phrases_unigram": uni,
+                "phrases_ngrams": np.array(rows, dtype=np.int64).reshape(-1, ORDER - 1 + 2)}
+
+    @classmethod
+    def from_arrays(cls, vocab_size: int, skip_ids: Iterable[int], arrays: dict) -> "PhraseMemory":
+        mem = cls(vocab_size, skip_ids)
+        for w, c in arrays["phrases_unigram"]:
+            mem.unigram[int(w)] = int(c)
+        for row in arrays["phrases_ngrams"]:
+            ctx = tuple(int(t) for t in row[: ORDER - 1] if t >= 0)
+            mem.ngrams[ctx][int(row[-2])] = int(row[-1])
+        if any(not 0 <= w < vocab_size for w in mem.unigram):
+            raise ValueError("phrase memory refers to ids outside the vocabulary")
+        return mem
+
+
+def mix(neural: np.ndarray, memory: PhraseMemory, contexts: np.ndarray, weight: float) -> np.ndarray:
+    """Interpolate neural ``[N, V]`` probabilities with the phrase memory.
+
+    The memory's share grows with its evidence for the context's last word,
+    ``weight * e / (e + 1)``: a phrase seen often dominates, a context never
+    seen leaves the neural model alone.
+    """
+    if weight <= 0 or not len(memory):
+        return neural
+    out = neural.copy()
+    for i, ctx in enumerate(contexts):
+        e = memory.evidence(ctx)
+        lam = weight * e / (e + 1.0)
+        if lam > 0:
+            out[i] = (1 - lam) * neural[i] + lam * memory.probs(ctx)
+    return out

@@ -1,0 +1,109 @@
+"""Personal state on the device: versioned, bound to one model version, crash-safe.
+
+One file per model name in the state directory, ``<name>.edgekit-state``: an
+``.npz`` (no pickle) holding the head delta, personal words, phrase memory,
+and a JSON ``meta`` record with the format version and the model fingerprint.
+State made for another model version is refused, never silently mixed in.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write_bytes
+from .phrases import PhraseMemory
+
+STATE_FORMAT = "edgekit-state"
+STATE_VERSION = 1
+SUFFIX = ".edgekit-state"
+
+
+class StateError(ValueError):
+    """Personal state that cannot be used; the message says why and what to do."""
+
+
+def default_state_dir() -> Path:
+    """``$EDGEKIT_STATE_DIR``, else the platform's per-user data folder."""
+    if os.environ.get("EDGEKIT_STATE_DIR"):
+        return Path(os.environ["EDGEKIT_STATE_DIR"])
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "edgekit"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "edgekit"
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "edgekit"
+
+
+@dataclass
+class PersonalState:
+    """What personalization learned; empty for a fresh user."""
+
+    fingerprint: str
+    delta_w: np.ndarray  # [F, V] change to the head weight
+    delta_b: np.ndarray  # [V]
+    phrases: PhraseMemory
+    personal_words: dict[str, int] = field(default_factory=dict)
+    phrase_weight: float = 0.0
+    n_examples: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids) -> "PersonalState":
+        return cls(fingerprint, np.zeros((feature_dim, vocab_size), np.float32), np.zeros(vocab_size, np.float32),
+                   PhraseMemory(vocab_size, skip_ids))
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.n_examples and not len(self.phrases) and not self.personal_words
+
+
+def state_path(state_dir: str | Path, model_name: str) -> Path:
+    return Path(state_dir) / f"{model_name}{SUFFIX}"
+
+
+def save_state(path: str | Path, state: PersonalState) -> None:
+    """Atomic: a crash during the save leaves the previous state readable."""
+    meta = {"format": STATE_FORMAT, "format_version": STATE_VERSION, "fingerprint": state.fingerprint,
+            "personal_words": state.personal_words, "phrase_weight": state.phrase_weight,
+            "n_examples": state.n_examples, "history": state.history[-20:]}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                        delta_w=state.delta_w, delta_b=state.delta_b, **state.phrases.to_arrays())
+    atomic_write_bytes(path, buf.getvalue(), mode=0o600)
+
+
+def load_state(path: str | Path, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids) -> PersonalState:
+    """Load and check the state at ``path``; raises ``StateError`` naming the problem."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes())
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise StateError(f"{path}: personal state is corrupt ({e}); move it away or run `edgekit reset`") from None
+    if meta.get("format") != STATE_FORMAT or meta.get("format_version") != STATE_VERSION:
+        raise StateError(f"{path}: state format {meta.get('format')!r} v{meta.get('format_version')!r} "
+                         f"is not {STATE_FORMAT} v{STATE_VERSION}")
+    if meta.get("fingerprint") != fingerprint:
+        raise StateError(f"{path}: this personal state belongs to another model version "
+                         f"(fingerprint {meta.get('fingerprint')}, this model is {fingerprint}); "
+                         "use the model it was made with, or run `edgekit reset` to start over")
+    dw, db = arrays["delta_w"], arrays["delta_b"]
+    if dw.shape != (feature_dim, vocab_size) or db.shape != (vocab_size,):
+        raise StateError(f"{path}: head delta has shape {dw.shape}, expected {(feature_dim, vocab_size)}")
+    if not (np.isfinite(dw).all() and np.isfinite(db).all()):
+        raise StateError(f"{path}: personal state holds non-finite values; run `edgekit reset`")
+    try:
+        phrases = PhraseMemory.from_arrays(vocab_size, skip_ids, arrays)
+    except (KeyError, ValueError, IndexError) as e:
+        raise StateError(f"{path}: phrase memory is corrupt ({e})") from None
+    return PersonalState(meta["fingerprint"], dw.astype(np.float32), db.astype(np.float32), phrases,
+                         {str(k): int(v) for k, v in meta.get("personal_words", {}).items()},
+                         float(meta.get("phrase_weight", 0.0)), int(meta.get("n_examples", 0)),
+                         list(meta.get("history", [])))

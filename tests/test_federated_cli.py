@@ -1,0 +1,73 @@
+"""`edgekit keygen` and `edgekit aggregate` end to end (update files made by the library)."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+from click.testing import CliRunner
+
+from edgekit.cli import main
+from edgekit.federated import load_public_key, make_update
+from edgekit.modelfile import read_model_file
+from test_federated_helpers import random_delta, write_tiny_model
+
+
+def _run(*args, **kw):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kw)
+    return result
+
+
+def test_keygen_then_aggregate_with_rejections(tmp_path):
+    (tmp_path / "pass").write_text("s3cret\n")
+    out = _run("keygen", "-o", tmp_path / "server.key", "--passphrase-file", tmp_path / "pass", "--json")
+    assert out.exit_code == 0, out.output
+    assert stat.S_IMODE(os.stat(tmp_path / "server.key").st_mode) == 0o600
+    assert json.loads(out.output)["encrypted"] is True
+    assert _run("keygen", "-o", tmp_path / "server.key").exit_code != 0  # never silently replaced
+
+    model = write_tiny_model(tmp_path / "m.tflite")
+    public = load_public_key(tmp_path / "server.key.pub")
+    updates = tmp_path / "updates"
+    updates.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        data = make_update(*random_delta(rng, 0.01), public_key=public, model_fingerprint=model.fingerprint,
+                           n_examples=i + 1)
+        (updates / f"{i}.edgekit-update").write_bytes(data)
+    truncated = make_update(*random_delta(rng, 0.01), public_key=public, model_fingerprint=model.fingerprint,
+                            n_examples=1)[:-1]
+    (updates / "bad.edgekit-update").write_bytes(truncated)
+
+    args = ["aggregate", "--key", tmp_path / "server.key", "--passphrase-file", tmp_path / "pass",
+            "--model", tmp_path / "m.tflite", updates, "-o", tmp_path / "next.tflite",
+            "--seen-ids", tmp_path / "seen.txt", "--json"]
+    out = _run(*args)
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["accepted"] == 4 and [r["reason"] for r in report["rejected"]] == ["decrypt"]
+    assert report["parent_fingerprint"] == model.fingerprint
+    assert read_model_file(tmp_path / "next.tflite").fingerprint == report["fingerprint"]
+    assert len((tmp_path / "seen.txt").read_text().split()) == 4
+
+    again = _run(*args)  # every id is now in the ledger: replays, nothing to aggregate
+    assert again.exit_code != 0 and "no update accepted" in again.output
+
+
+def test_aggregate_reports_privacy_and_wrong_passphrase(tmp_path):
+    (tmp_path / "pass").write_text("right")
+    _run("keygen", "-o", tmp_path / "k", "--passphrase-file", tmp_path / "pass")
+    model = write_tiny_model(tmp_path / "m.tflite")
+    data = make_update(*random_delta(np.random.default_rng(0)), public_key=tmp_path / "k.pub",
+                       model_fingerprint=model.fingerprint, n_examples=1, noise_multiplier=1.0)
+    (tmp_path / "u.edgekit-update").write_bytes(data)
+    base = ["aggregate", "--key", tmp_path / "k", "--model", tmp_path / "m.tflite", tmp_path / "u.edgekit-update",
+            "-o", tmp_path / "n.tflite"]
+    (tmp_path / "wrong").write_text("wrong")
+    out = _run(*base, "--passphrase-file", tmp_path / "wrong")
+    assert out.exit_code != 0 and "passphrase" in out.output
+    out = _run(*base, "--noise-multiplier", "1.0", "--rounds", "10", "--sampling-rate", "0.1",
+               env={"EDGEKIT_KEY_PASSPHRASE": "right"})
+    assert out.exit_code == 0, out.output
+    assert "epsilon" in out.output and "accepted 1 of 1" in out.output

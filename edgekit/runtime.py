@@ -7,9 +7,11 @@ Choose explicitly with ``EDGEKIT_RUNTIME=litert`` or ``=tflite-runtime``.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from typing import Any
+import tempfile
+from typing import Any, Iterator
 
 RUNTIMES = {
     "litert": "ai_edge_litert.interpreter",
@@ -46,11 +48,31 @@ def load_interpreter(content: bytes, num_threads: int | None = None,
     interpreter is native code and must never see an unchecked file.
     """
     cls, name = interpreter_class(prefer)
-    try:
-        interp = cls(model_content=content, num_threads=num_threads)
-        interp.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        hint = (" (files for tflite-runtime 2.14 need `edgekit convert --compat tflite-runtime-2.14`)"
-                if name == "tflite-runtime" else "")
-        raise RuntimeError(f"{name} cannot load this model: {e}{hint}") from None
+    with _native_stderr() as native_log:
+        try:
+            interp = cls(model_content=content, num_threads=num_threads)
+            interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            hint = (" (files for tflite-runtime 2.14 need `edgekit convert --compat tflite-runtime-2.14`)"
+                    if name == "tflite-runtime" else "")
+            raise RuntimeError(f"{name} cannot load this model: {e} {native_log()}{hint}".strip()) from None
     return interp, name
+
+
+@contextlib.contextmanager
+def _native_stderr() -> Iterator:
+    """Hold back the runtime's native log lines ("INFO: Created TensorFlow Lite
+    XNNPACK delegate") that would otherwise land in every app's stderr; what
+    they said is kept for error messages."""
+    with tempfile.TemporaryFile() as sink:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (some embedded hosts)
+            yield lambda: ""
+            return
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lambda: (sink.seek(0), sink.read().decode(errors="replace").strip())[1]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

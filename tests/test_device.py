@@ -1,0 +1,207 @@
+"""The device runtime on real .tflite files: suggestions, personalization, state."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.model import EdgeModel
+from edgekit.modelfile import ModelFileError
+from edgekit.state import StateError
+from tests.device_fixtures import base_lines, device_vocab, train_tiny, user_lines
+
+
+@pytest.fixture(scope="session")
+def trained_files(tmp_path_factory):
+    """The trained tiny model converted with a float body and with an int8 body."""
+    from converters.convert import convert
+
+    vocab = device_vocab()
+    model = train_tiny(vocab)
+    folder = tmp_path_factory.mktemp("device-models")
+    out = {}
+    for mode in ("none", "int8"):
+        out[mode] = folder / f"tiny-{mode}.tflite"
+        convert(model, vocab, out[mode], quantize=mode, calibration_lines=base_lines(100), name="tiny")
+    return out
+
+
+@pytest.fixture(params=["none", "int8"])
+def model(request, trained_files, tmp_path):
+    return EdgeModel.load(trained_files[request.param], state_dir=tmp_path / "state")
+
+
+def top3(m: EdgeModel, lines: list[str]) -> float:
+    return m.evaluate(lines)["top3"]
+
+
+def test_suggestions_are_deterministic_and_ranked(model):
+    first = model.suggest("w3 w4 w5 ", k=5)
+    assert first == model.suggest("w3 w4 w5 ", k=5)
+    probs = [s.probability for s in first]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert first[0].word == "w6"  # the base rule counts up by one
+
+
+def test_partial_words_complete(model):
+    words = [s.word for s in model.suggest("w3 w4 w1", k=3)]
+    assert words and all(w.startswith("w1") for w in words)
+    assert [s.word for s in model.suggest("w3 w4 W1", k=1)][0].startswith("W1")  # follows the user's case
+
+
+@pytest.mark.parametrize("text", ["", " ", "w1 " * 500, "qqq rrr sss ", "w1, w2! «w3» — ", "日本語 ", "w1\n\nw2 "])
+def test_awkward_contexts_still_suggest(model, text):
+    assert len(model.suggest(text, k=3)) == 3
+
+
+def test_unknown_prefix_suggests_nothing(model):
+    assert model.suggest("w1 w2 xyz") == []
+
+
+def test_personalization_learns_a_style_shift(model):
+    text = user_lines(300)
+    train, test = text[:240], text[240:]
+    before = top3(model, test)
+    report = model.personalize(train)
+    after = top3(model, test)
+    assert report["adopted"]
+    assert after >= before * 1.2 and after - before > 0.2, (before, after)
+    assert "zorblax" in report["new_personal_words"]
+    assert "zorblax" in [s.word for s in model.suggest("hi ", k=3)]
+
+
+def test_head_delta_leaves_personal_slots_on_the_device(model):
+    model.personalize(user_lines(200))
+    dw, db = model.head_delta()
+    assert dw.shape == (model.feature_dim, model.vocab.first_slot) and db.shape == (model.vocab.first_slot,)
+    slot = model.vocab.id_of("zorblax")
+    assert slot >= model.vocab.first_slot and np.abs(model.state.delta_w[:, slot]).sum() > 0
+
+
+def test_personalization_is_never_worse_on_held_out_text(model):
+    model.personalize(user_lines(200))
+    state_bytes = model.state_file.read_bytes()
+    rng = np.random.default_rng(5)
+    noise = [" ".join(f"w{i}" for i in rng.integers(0, 180, 6)) for _ in range(100)]
+    report = model.personalize(noise)
+    assert report["after"]["top3"] >= report["before"]["top3"]
+    if not report["adopted"]:
+        assert model.state_file.read_bytes() == state_bytes
+
+
+def test_state_survives_reload_and_reset_forgets(model, tmp_path):
+    fresh = model.suggest("hi ", k=3)
+    model.personalize(user_lines(200))
+    personal = model.suggest("hi ", k=3)
+    again = EdgeModel.load(model.path, state_dir=tmp_path / "state")
+    assert again.suggest("hi ", k=3) == personal != fresh
+    again.reset()
+    assert not again.state_file.exists()
+    assert again.suggest("hi ", k=3) == fresh
+
+
+def test_state_of_another_model_is_refused(trained_files, tmp_path):
+    m = EdgeModel.load(trained_files["none"], state_dir=tmp_path)
+    m.personalize(user_lines(200))
+    other = tmp_path / "other.tflite"
+    from edgekit.modelfile import read_model_file, write_model_file
+
+    mf = read_model_file(trained_files["none"])
+    mf.metadata["fingerprint"] = "0" * 32
+    write_model_file(other, mf)
+    with pytest.raises(StateError, match="another model version"):
+        EdgeModel.load(other, state_dir=tmp_path)
+
+
+def test_corrupt_state_is_refused_not_lost(trained_files, tmp_path):
+    m = EdgeModel.load(trained_files["none"], state_dir=tmp_path)
+    m.personalize(user_lines(200))
+    m.state_file.write_bytes(m.state_file.read_bytes()[:100])
+    with pytest.raises(StateError, match="corrupt"):
+        EdgeModel.load(trained_files["none"], state_dir=tmp_path)
+    assert m.state_file.exists()  # kept for the user to inspect or reset
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "zip-only"])
+def test_damaged_model_files_are_refused_before_the_interpreter(trained_files, tmp_path, damage):
+    data = trained_files["int8"].read_bytes()
+    bad = tmp_path / "bad.tflite"
+    if damage == "flip":
+        data = data[:2000] + bytes([data[2000] ^ 0xFF]) + data[2001:]
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "empty":
+        data = b""
+    else:
+        data = data[data.index(b"PK\x03\x04"):]
+    bad.write_bytes(data)
+    with pytest.raises(ModelFileError):
+        EdgeModel.load(bad, stateless=True)
+
+
+def test_bad_personal_text_gets_a_clear_error(model, tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        model.personalize([])
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8"):
+        model.personalize(latin1)
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"\x7fELF\x00\x00" * 100)
+    with pytest.raises(ValueError, match="binary"):
+        model.personalize(binary)
+    assert not model.state_file.exists()
+
+
+def test_huge_text_is_streamed_with_bounded_lines(model, tmp_path):
+    from edgekit.personalize import TrainConfig
+
+    huge = tmp_path / "huge.txt"
+    line = " ".join(user_lines(1)[0] for _ in range(10))
+    with open(huge, "w") as f:
+        for _ in range(5_000):
+            f.write(line + "\n")
+    report = model.personalize(huge, TrainConfig(max_lines=100, epochs=1))
+    assert report["train_examples"] + report["heldout_examples"] <= 100 * len(line.split()) * 2
+
+
+def test_a_kill_during_save_leaves_the_previous_state_readable(trained_files, tmp_path):
+    """SIGKILL a process that saves state in a loop; the file must always load."""
+    m = EdgeModel.load(trained_files["none"], state_dir=tmp_path)
+    m.personalize(user_lines(200))
+    script = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+        from edgekit.model import EdgeModel
+        m = EdgeModel.load({str(trained_files['none'])!r}, state_dir={str(tmp_path)!r})
+        print("ready", flush=True)
+        while True:
+            m.state.phrase_weight = (m.state.phrase_weight + 0.1) % 1
+            m.save()
+    """)
+    for delay in (0.05, 0.2, 0.4):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"
+        import time
+
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        loaded = EdgeModel.load(trained_files["none"], state_dir=tmp_path)
+        assert loaded.state.n_examples == m.state.n_examples
+
+
+def test_device_path_never_imports_tensorflow(trained_files, tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        import edgekit, edgekit.cli, edgekit.commands.device
+        from edgekit import EdgeModel
+        m = EdgeModel.load({str(trained_files['int8'])!r}, state_dir={str(tmp_path)!r})
+        m.suggest("w1 w2 ")
+        bad = [name for name in ("tensorflow", "keras", "converters") if name in sys.modules]
+        assert not bad, bad
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -59,7 +59,7 @@ class EdgeModel:
         self._base_head: tuple[np.ndarray, np.ndarray] | None = None
         self._head: tuple[np.ndarray, np.ndarray] | None = None  # base + personal delta, cached
         self.state_dir = Path(state_dir) if state_dir is not None else None
-        self.state = self._empty_state()
+        self._set_state(self._empty_state())
         if self.state_file is not None and self.state_file.exists():
             self._set_state(load_state(self.state_file, self.fingerprint, self.feature_dim, len(self.vocab),
                                        self._skip_ids()))
@@ -135,7 +135,7 @@ class EdgeModel:
     def probabilities(self, ids: np.ndarray) -> np.ndarray:
         """Next-word probabilities ``[N, V]`` for context ids ``[N, T]``, personal state included."""
         feats, logits = self.features_logits(ids)
-        if self.state.n_examples:
+        if self._host_head:
             w, b = self.head
             logits = feats @ w + b
         return mix(pz.softmax(logits.astype(np.float32)), self.state.phrases, ids, self.state.phrase_weight)
@@ -183,9 +183,53 @@ class EdgeModel:
         return self._head
 
     def head_delta(self) -> tuple[np.ndarray, np.ndarray]:
-        """The personal change to the *shared* rows: personal-word slots stay on the device."""
+        """What this device learned for the *shared* rows since its model version was installed.
+
+        Personal-word slots are excluded: they are personal data and stay here.
+        """
+        s, st = self.vocab.first_slot, self.state
+        dw, db = st.delta_w[:, :s].copy(), st.delta_b[:s].copy()
+        if st.export_base_w is not None:
+            dw -= st.export_base_w
+            db -= st.export_base_b
+        return dw, db
+
+    # -- federated ----------------------------------------------------------
+    def export_update(self, server_public_key, path: str | Path | None = None, **options) -> bytes:
+        """Seal :meth:`head_delta` for the server (clipped, optionally noised, encrypted).
+
+        ``options``: ``clip_norm``, ``noise_multiplier``, ``encoding`` (see
+        ``edgekit.federated.make_update``). Returns the bytes; writes ``path`` if given.
+        """
+        from .federated.update import export_update
+
+        return export_update(self, server_public_key, path, **options)
+
+    def install_global(self, path: str | Path) -> None:
+        """Switch to a new global version of this model (made by ``edgekit aggregate``).
+
+        The user keeps their personalization on top of the new global head;
+        the next export carries only what is learned from now on.
+        """
+        new = read_model_file(path)
+        if new.metadata.get("body_sha256") != self.metadata.get("body_sha256") or new.vocab != self.file.vocab:
+            raise ValueError(f"{path}: not a version of this model (its body or vocabulary differs); "
+                             "load it as a new model instead")
+        state = self.state
+        state.export_base_w, state.export_base_b = (a.copy() for a in self.head_delta_full())
+        state.fingerprint, state.n_examples = new.fingerprint, 0
+        if new.flatbuffer != self.file.flatbuffer:
+            self._interp, self.runtime = load_interpreter(new.flatbuffer, self._num_threads, self.runtime)
+            self._batch_interp = None
+        self.file, self.metadata, self.path = new, new.metadata, Path(path)
+        self._base_head = None
+        self._set_state(state)
+        self.save()
+
+    def head_delta_full(self) -> tuple[np.ndarray, np.ndarray]:
+        """The personal change to the shared rows, all of it (including what was exported)."""
         s = self.vocab.first_slot
-        return self.state.delta_w[:, :s].copy(), self.state.delta_b[:s].copy()
+        return self.state.delta_w[:, :s], self.state.delta_b[:s]
 
     # -- personalization ----------------------------------------------------
     def personalize(self, texts: str | Path | Iterable[str], config: pz.TrainConfig | None = None,
@@ -280,6 +324,8 @@ class EdgeModel:
         self.vocab.set_personal(state.personal_words)
         self.state = state
         self._head = None
+        # Logits come from numpy only when the head differs from the flatbuffer's.
+        self._host_head = self.file.head is not None or bool(state.delta_w.any() or state.delta_b.any())
 
     def _read_personal(self, texts, cfg: pz.TrainConfig) -> list[list[str]]:
         lines = []
@@ -331,7 +377,7 @@ class EdgeModel:
         self.state.phrases, self.state.phrase_weight = memory, weight
         self.state.personal_words = self.vocab.personal_words
         self.state.n_examples += examples
-        self._head = None
+        self._set_state(self.state)
 
 
 def _choose(options: list) -> tuple:

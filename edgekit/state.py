@@ -50,8 +50,12 @@ class PersonalState:
     phrases: PhraseMemory
     personal_words: dict[str, int] = field(default_factory=dict)
     phrase_weight: float = 0.0
-    n_examples: int = 0
+    n_examples: int = 0  # examples learned since the model version was installed
     history: list[dict] = field(default_factory=list)
+    # The delta already folded into the server's view when a new global version
+    # was installed: exports carry only what was learned since (no double counting).
+    export_base_w: np.ndarray | None = None
+    export_base_b: np.ndarray | None = None
 
     @classmethod
     def empty(cls, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids) -> "PersonalState":
@@ -74,7 +78,8 @@ def save_state(path: str | Path, state: PersonalState) -> None:
             "n_examples": state.n_examples, "history": state.history[-20:]}
     buf = io.BytesIO()
     np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                        delta_w=state.delta_w, delta_b=state.delta_b, **state.phrases.to_arrays())
+                        delta_w=state.delta_w, delta_b=state.delta_b, **state.phrases.to_arrays(),
+                        **_export_base(state))
     atomic_write_bytes(path, buf.getvalue(), mode=0o600)
 
 
@@ -106,4 +111,10 @@ def load_state(path: str | Path, fingerprint: str, feature_dim: int, vocab_size:
     return PersonalState(meta["fingerprint"], dw.astype(np.float32), db.astype(np.float32), phrases,
                          {str(k): int(v) for k, v in meta.get("personal_words", {}).items()},
                          float(meta.get("phrase_weight", 0.0)), int(meta.get("n_examples", 0)),
-                         list(meta.get("history", [])))
+                         list(meta.get("history", [])), arrays.get("export_base_w"), arrays.get("export_base_b"))
+
+
+def _export_base(state: PersonalState) -> dict[str, np.ndarray]:
+    if state.export_base_w is None:
+        return {}
+    return {"export_base_w": state.export_base_w, "export_base_b": state.export_base_b}

@@ -1,0 +1,153 @@
+"""Device runtime benchmark: latency, SDK overhead, training throughput, memory.
+
+    python -m benchmarks.bench_runtime [--models edgekit/assets] [--keras models/edgekit-en.keras]
+
+For every ``.tflite`` in the folder, in a fresh process each (clean peak
+memory): suggest() latency p50/p95 next to a bare interpreter invoke on the
+same contexts, suggest() after personalization, personalization throughput,
+load time and peak RSS. Then the float Keras model on the same contexts
+(``model(x)`` and ``model.predict``) when TensorFlow is installed, and the
+time to ``import edgekit``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTEXT_TEXT = ROOT / "data" / "heldout" / "email_easy_ham_2.txt"
+PERSONAL_TEXT = ROOT / "data" / "personal" / "sms_ham.txt"
+N_CONTEXTS = 300
+
+
+def contexts(n: int = N_CONTEXTS) -> list[str]:
+    """Prefixes of held-out lines, cut after a space: what a user has typed so far."""
+    rng = np.random.default_rng(0)
+    lines = [ln.strip() for ln in CONTEXT_TEXT.read_text(encoding="utf-8").splitlines() if len(ln.split()) > 4]
+    out = []
+    for ln in rng.choice(lines, n):
+        words = ln.split()
+        out.append(" ".join(words[: rng.integers(1, len(words))]) + " ")
+    return out
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    return float(np.percentile(samples, 50) * 1e6), float(np.percentile(samples, 95) * 1e6)
+
+
+def timed(fn, items) -> list[float]:
+    out = []
+    for item in items:
+        t = time.perf_counter()
+        fn(item)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def one_model(path: Path) -> dict:
+    """Everything measured for one file; runs in its own process."""
+    import tempfile
+
+    from edgekit.model import EdgeModel
+    from edgekit.personalize import TrainConfig
+
+    t = time.perf_counter()
+    m = EdgeModel.load(path, stateless=True)
+    load_s = time.perf_counter() - t
+    texts = contexts()
+    ids = [m.vocab.context_ids(m.tokenizer.split_partial(c)[0], m.context_length)[None] for c in texts]
+    for c in texts[:20]:
+        m.suggest(c)  # warm-up
+    bare = timed(lambda x: m._invoke(m._interp, x), ids)
+    sdk = timed(m.suggest, texts)
+    with tempfile.TemporaryDirectory() as state:
+        pm = EdgeModel.load(path, state_dir=state)
+        lines = PERSONAL_TEXT.read_text(encoding="utf-8").splitlines()[:1000]
+        t = time.perf_counter()
+        report = pm.personalize(lines, TrainConfig(epochs=2))
+        train_s = time.perf_counter() - t
+        personal = timed(pm.suggest, texts)
+    return {"file": path.name, "quantization": m.quantization, "bytes": path.stat().st_size,
+            "load_ms": load_s * 1e3, "bare_us": percentiles(bare), "suggest_us": percentiles(sdk),
+            "personal_suggest_us": percentiles(personal),
+            "train_tokens_per_s": (report["train_examples"] + report["heldout_examples"]) / train_s,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def keras_latency(keras_path: Path) -> dict:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from edgekit.tokenizer import Tokenizer
+    from edgekit.vocab import Vocabulary
+
+    model = keras.saving.load_model(keras_path, compile=False)
+    vocab = Vocabulary((keras_path.parent / "vocab.txt").read_text(encoding="utf-8").splitlines(), 0)
+    length = model.input_shape[1]
+    ids = [vocab.context_ids(Tokenizer().split_partial(c)[0], length)[None] for c in contexts()]
+    for x in ids[:20]:
+        model(x)
+    return {"call_us": percentiles(timed(lambda x: model(x), ids)),
+            "predict_us": percentiles(timed(lambda x: model.predict(x, verbose=0), ids[:100]))}
+
+
+def import_seconds() -> float:
+    code = "import time; t = time.perf_counter(); import edgekit.model; print(time.perf_counter() - t)"
+    runs = [float(subprocess.check_output([sys.executable, "-c", code], cwd=ROOT)) for _ in range(3)]
+    return sorted(runs)[1]
+
+
+def in_subprocess(path: Path) -> dict:
+    out = subprocess.check_output([sys.executable, "-m", "benchmarks.bench_runtime", "--one", str(path)], cwd=ROOT)
+    return json.loads(out.splitlines()[-1])
+
+
+def table(rows: list[dict], keras: dict | None, import_s: float) -> str:
+    head = (f"{'file':28} {'MB':>5} {'load ms':>8} {'bare p50/p95 us':>16} {'suggest p50/p95 us':>19} "
+            f"{'overhead':>8} {'personal p50/p95':>17} {'train tok/s':>11} {'peak MB':>8}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        overhead = r["suggest_us"][0] / r["bare_us"][0] - 1
+        lines.append(f"{r['file']:28} {r['bytes'] / 1e6:5.2f} {r['load_ms']:8.1f} "
+                     f"{r['bare_us'][0]:7.0f}/{r['bare_us'][1]:<8.0f} {r['suggest_us'][0]:8.0f}/{r['suggest_us'][1]:<10.0f} "
+                     f"{overhead:8.0%} {r['personal_suggest_us'][0]:7.0f}/{r['personal_suggest_us'][1]:<9.0f} "
+                     f"{r['train_tokens_per_s']:11.0f} {r['peak_rss_mb']:8.0f}")
+    if keras:
+        lines.append(f"{'keras float model(x)':28} {'':5} {'':8} {keras['call_us'][0]:7.0f}/{keras['call_us'][1]:<8.0f}")
+        lines.append(f"{'keras float predict()':28} {'':5} {'':8} {keras['predict_us'][0]:7.0f}/{keras['predict_us'][1]:<8.0f}")
+    lines.append(f"import edgekit.model: {import_s * 1e3:.0f} ms")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=Path, default=ROOT / "edgekit" / "assets")
+    ap.add_argument("--keras", type=Path, default=ROOT / "models" / "edgekit-en.keras")
+    ap.add_argument("--one", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one_model(args.one)))
+        return
+    rows = [in_subprocess(p) for p in sorted(args.models.glob("*.tflite"))]
+    try:
+        keras = keras_latency(args.keras) if args.keras.exists() else None
+    except ImportError:
+        keras = None
+    result = {"models": rows, "keras": keras, "import_s": import_seconds()}
+    print(table(rows, keras, result["import_s"]))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

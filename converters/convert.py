@@ -1,0 +1,243 @@
+"""Keras next-word model -> self-contained edgekit ``.tflite`` (flatbuffer + metadata).
+
+Why the checks after conversion: the device finds its inputs, outputs and
+head weights by the indices written here, with no TensorFlow to ask. So every
+index is found in a real interpreter (ai-edge-litert) and verified: the batch
+dimension resizes, the output shapes match, and the head tensor dequantizes
+to the Keras head weights.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import keras
+import numpy as np
+
+from edgekit.modelfile import ModelFile, hash_arrays, make_fingerprint, write_model_file
+from edgekit.tokenizer import Tokenizer, TokenizerConfig
+from edgekit.vocab import Vocabulary
+
+from .contract import body_weights, context_length_of, contract_model, head_weights
+
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+COMPAT_TARGETS = ("litert", "tflite-runtime-2.14")
+CALIBRATION_SAMPLES = 400
+# Dequantized int8 weights differ from float ones by at most half a step;
+# this bound (relative to the largest weight) also catches a wrong tensor.
+_HEAD_MATCH_TOLERANCE = 0.02
+
+
+class ConversionError(ValueError):
+    """Conversion failed for a reason the user can fix; the message says what."""
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """Where the device finds things inside the interpreter."""
+
+    tokens_input: int
+    features_output: int
+    logits_output: int
+    head_weight: int
+    head_bias: int | None
+
+
+def convert(model: keras.Model, vocab: Vocabulary, out_path: str | Path, quantize: str = "dynamic",
+            calibration_lines: Iterable[str] | None = None, compat: str = "litert", name: str = "edgekit-en",
+            tokenizer_config: TokenizerConfig | None = None, progress: bool = False) -> ModelFile:
+    """Convert, verify and write ``out_path`` atomically; returns the written model file.
+
+    ``calibration_lines`` (raw text lines) are required for ``int8``: full-integer
+    quantization needs activation ranges from representative contexts.
+    """
+    if quantize not in QUANTIZE_MODES:
+        raise ConversionError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZE_MODES)}")
+    if compat not in COMPAT_TARGETS:
+        raise ConversionError(f"unknown compat target {compat!r}; choose one of {', '.join(COMPAT_TARGETS)}")
+    tokenizer_config = tokenizer_config or TokenizerConfig()
+    model = contract_model(model, vocab)
+    context_length = context_length_of(model)
+    weight, bias = head_weights(model)
+    calibration = None
+    if quantize == "int8":
+        if calibration_lines is None:
+            raise ConversionError("int8 quantization needs calibration text (--calibration-text)")
+        calibration = calibration_contexts(calibration_lines, vocab, context_length, Tokenizer(tokenizer_config))
+    flatbuffer = to_tflite(model, quantize, compat, calibration, progress=progress)
+    layout = locate_tensors(flatbuffer, context_length, weight, bias)
+    body_sha, head_sha = hash_arrays(body_weights(model)), hash_arrays([weight, bias])
+    metadata = {
+        "name": name, "quantization": quantize, "compat": compat,
+        "context_length": context_length, "feature_dim": int(weight.shape[0]),
+        "vocab_size": len(vocab), "personal_slots": vocab.personal_slots,
+        "tokenizer": tokenizer_config.to_dict(),
+        "inputs": {"tokens": layout.tokens_input},
+        "outputs": {"features": layout.features_output, "logits": layout.logits_output},
+        "head": {"weight_tensor": layout.head_weight, "bias_tensor": layout.head_bias},
+        "body_sha256": body_sha, "head_sha256": head_sha,
+        "fingerprint": make_fingerprint(body_sha, head_sha, vocab.tokens),
+    }
+    model_file = ModelFile(flatbuffer=flatbuffer, metadata=metadata, vocab=list(vocab.tokens))
+    write_model_file(out_path, model_file)
+    return model_file
+
+
+def calibration_contexts(lines: Iterable[str], vocab: Vocabulary, context_length: int, tokenizer: Tokenizer,
+                         samples: int = CALIBRATION_SAMPLES) -> np.ndarray:
+    """Up to ``samples`` contexts ``[N, T]`` spread evenly over the start of the text.
+
+    Real contexts (not random ids) matter: activation ranges set from random
+    ids clip the values that real sentences produce. Reading stops after
+    ``50 * samples`` contexts so a huge text costs bounded memory and time.
+    """
+    contexts: list[np.ndarray] = []
+    for line in tokenizer.iter_lines(lines):
+        contexts.extend(vocab.context_ids(line[:i], context_length) for i in range(1, len(line)))
+        if len(contexts) >= 50 * samples:
+            break
+    if not contexts:
+        raise ConversionError("calibration text is empty: it has no words to calibrate int8 quantization on")
+    pick = np.unique(np.linspace(0, len(contexts) - 1, min(samples, len(contexts))).astype(int))
+    return np.stack([contexts[i] for i in pick])
+
+
+def to_tflite(model: keras.Model, quantize: str, compat: str, calibration: np.ndarray | None = None,
+              progress: bool = False) -> bytes:
+    """The flatbuffer, TFLite builtins only (device runtimes ship no Flex delegate)."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-convert-") as tmp:
+        spec = tf.TensorSpec([None, context_length_of(model)], tf.int32, name="tokens")
+        model.export(os.path.join(tmp, "saved"), format="tf_saved_model", input_signature=[spec], verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(os.path.join(tmp, "saved"))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        _configure_quantization(converter, tf, quantize, compat, calibration, progress)
+        try:
+            return converter.convert()
+        except Exception as e:  # the converter raises ConverterError and plain exceptions alike
+            raise _explain_converter_error(e) from None
+
+
+def _configure_quantization(converter, tf, quantize: str, compat: str, calibration: np.ndarray | None,
+                            progress: bool) -> None:
+    if quantize == "none":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        # int8 builtins everywhere; the int32 token input (feeding a gather)
+        # and the float32 outputs stay as they are.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: _representative(calibration, progress)
+    if compat == "tflite-runtime-2.14" and quantize == "dynamic":
+        # Per-channel dynamic-range dense layers need FULLY_CONNECTED v12, which
+        # tflite-runtime 2.14 cannot load (measured: "Didn't find op ... version 12").
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+
+
+def _representative(calibration: np.ndarray, progress: bool) -> Iterator[list[np.ndarray]]:
+    """One context per step, as the converter's calibration loop expects."""
+    if not progress:
+        yield from ([row[None, :]] for row in calibration)
+        return
+    import click  # the bar belongs to the command line; library use stays quiet
+
+    with click.progressbar(calibration, label="int8 calibration", file=sys.stderr) as rows:
+        yield from ([row[None, :]] for row in rows)
+
+
+def _explain_converter_error(e: Exception) -> ConversionError:
+    text = str(e)
+    ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text)))
+    if ops or "Select TF" in text or "flex op" in text:
+        names = f" ({', '.join(ops)})" if ops else ""
+        return ConversionError(f"model needs Select TF ops (Flex){names}, which device runtimes do not ship; "
+                               "use layers made of TFLite builtin ops (for LSTM/GRU set unroll=True)")
+    lines = [line for line in text.splitlines() if "error:" in line] or text.splitlines()[:1]
+    return ConversionError(f"TFLite conversion failed: {lines[0].strip() if lines else type(e).__name__}")
+
+
+def locate_tensors(flatbuffer: bytes, context_length: int, weight: np.ndarray, bias: np.ndarray) -> TensorLayout:
+    """Find and verify input, outputs and head tensors in a real interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    inputs = interpreter.get_input_details()
+    if len(inputs) != 1 or inputs[0]["dtype"] != np.int32:
+        raise ConversionError(f"converted model has inputs {[(d['name'], d['dtype']) for d in inputs]}, "
+                              "expected one int32 token input")
+    feature_dim, vocab_size = weight.shape
+    features, logits = _output_positions(interpreter, feature_dim, vocab_size)
+    _check_resizable(interpreter, inputs[0]["index"], context_length, feature_dim, vocab_size)
+    w_index = _find_weight(interpreter, weight.T)
+    b_index = None if not bias.any() else _find_weight(interpreter, bias)
+    return TensorLayout(0, features, logits, w_index, b_index)
+
+
+def _output_positions(interpreter, feature_dim: int, vocab_size: int) -> tuple[int, int]:
+    """Positions in ``get_output_details()`` of features and logits, told apart by width."""
+    widths = [int(d["shape_signature"][-1]) for d in interpreter.get_output_details()]
+    if feature_dim == vocab_size or sorted(widths) != sorted([feature_dim, vocab_size]):
+        raise ConversionError(f"converted model outputs have widths {widths}, expected features "
+                              f"({feature_dim}) and logits ({vocab_size}), distinguishable by width")
+    return widths.index(feature_dim), widths.index(vocab_size)
+
+
+def _check_resizable(interpreter, index: int, context_length: int, feature_dim: int, vocab_size: int) -> None:
+    """The device scores batches of contexts: the batch dimension must resize."""
+    batch = 3
+    try:
+        interpreter.resize_tensor_input(index, [batch, context_length])
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(index, np.zeros((batch, context_length), np.int32))
+        interpreter.invoke()
+    except (RuntimeError, ValueError) as e:
+        raise ConversionError(f"converted model does not accept a batch of {batch} contexts: {e}") from None
+    shapes = sorted(tuple(interpreter.get_tensor(d["index"]).shape) for d in interpreter.get_output_details())
+    if shapes != sorted([(batch, feature_dim), (batch, vocab_size)]):
+        raise ConversionError(f"converted model gives output shapes {shapes} for a batch of {batch}")
+
+
+def dequantize(interpreter, detail: dict) -> np.ndarray:
+    """Float values of a constant tensor: ``(q - zero_point) * scale``, per channel."""
+    values = interpreter.get_tensor(detail["index"])
+    q = detail["quantization_parameters"]
+    if not len(q["scales"]):
+        return values.astype(np.float32)
+    shape = [1] * values.ndim
+    shape[q["quantized_dimension"]] = -1
+    return (values.astype(np.float32) - q["zero_points"].reshape(shape)) * q["scales"].reshape(shape)
+
+
+def _find_weight(interpreter, expected: np.ndarray) -> int:
+    """Index of the constant tensor holding ``expected`` (head weight ``[V, F]`` or bias ``[V]``).
+
+    Among matches the narrowest dtype wins: a float16 model also holds a
+    float32 copy made at run time by DEQUANTIZE, while the device must read
+    the stored constant.
+    """
+    scale = float(np.abs(expected).max()) or 1.0
+    matches = []
+    for detail in interpreter.get_tensor_details():
+        if tuple(detail["shape"]) != expected.shape:
+            continue
+        try:
+            values = dequantize(interpreter, detail)
+        except ValueError:  # tensors without data (intermediates) cannot be read
+            continue
+        with np.errstate(invalid="ignore"):  # unwritten intermediates may hold NaN: never a match
+            close = bool(np.all(np.abs(values - expected) <= _HEAD_MATCH_TOLERANCE * scale))
+        if close:
+            matches.append((np.dtype(detail["dtype"]).itemsize, detail["index"]))
+    if not matches:
+        what = "weight" if expected.ndim == 2 else "bias"
+        raise ConversionError(f"cannot find the head {what} {expected.shape} in the converted model; "
+                              "the device could not personalize it")
+    return min(matches)[1]

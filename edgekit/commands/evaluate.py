@@ -1,0 +1,70 @@
+"""``edgekit evaluate``: top-1/top-3, perplexity and keystroke savings of a model on text.
+
+A ``.tflite`` is scored through ``EdgeModel`` (no TensorFlow import on that
+path, so this runs on a device); a ``.keras`` file needs the converter extra
+and is scored through ``converters.keras_eval``, with the same metrics.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import emit, json_option, user_errors
+
+METRIC_LABELS = (("top1", "top-1", "{:.2%}"), ("top3", "top-3", "{:.2%}"), ("perplexity", "perplexity", "{:.1f}"),
+                 ("keystroke_savings", "keys saved", "{:.1%}"), ("oov_rate", "out of vocab", "{:.1%}"),
+                 ("targets", "words scored", "{}"))
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--text", required=True, type=click.Path(path_type=Path), help="UTF-8 text to score, one message per line.")
+@click.option("--max-targets", type=click.IntRange(min=1), default=None, help="Score only the first N words.")
+@click.option("--vocab", type=click.Path(path_type=Path),
+              help="For a .keras MODEL: its vocabulary file [default: vocab.txt beside it].")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="For a .tflite MODEL: include the personal state kept in this folder [default: none].")
+@json_option
+@user_errors
+def evaluate(model: Path, text: Path, max_targets: int | None, vocab: Path | None, state_dir: Path | None,
+             as_json: bool) -> None:
+    """Score MODEL (.tflite or .keras) on the words of --text."""
+    if not model.is_file():
+        raise click.ClickException(f"{model}: no such model file")
+    if not text.is_file():
+        raise click.ClickException(f"{text}: no such text file")
+    suffix = model.suffix.lower()
+    if suffix == ".tflite":
+        result = _evaluate_tflite(model, text, max_targets, state_dir, progress=not as_json)
+    elif suffix == ".keras":
+        result = _evaluate_keras(model, text, max_targets, vocab, progress=not as_json)
+    else:
+        raise click.ClickException(f"{model}: expected a .tflite (edgekit convert output) or a .keras model")
+    emit({"model": str(model), "text": str(text), **result}, as_json, _format)
+
+
+def _evaluate_tflite(model: Path, text: Path, max_targets: int | None, state_dir: Path | None,
+                     progress: bool) -> dict:
+    from ..model import EdgeModel
+
+    loaded = EdgeModel.load(model, state_dir=state_dir, stateless=state_dir is None)
+    return loaded.evaluate(text, max_targets=max_targets, progress=progress)
+
+
+def _evaluate_keras(model: Path, text: Path, max_targets: int | None, vocab: Path | None, progress: bool) -> dict:
+    try:
+        from converters.contract import load_keras_model, read_vocab
+        from converters.keras_eval import evaluate_keras
+    except ImportError as e:
+        raise click.ClickException(f"scoring a .keras model needs TensorFlow ({e}); "
+                                   "install it with: pip install 'edgekit[convert]'") from None
+    keras_model = load_keras_model(model)
+    return evaluate_keras(keras_model, read_vocab(vocab or model.parent / "vocab.txt"), text,
+                          max_targets=max_targets, progress=progress)
+
+
+def _format(data: dict) -> str:
+    lines = [f"{data['model']} on {data['text']}"]
+    lines += [f"  {label:<13} {fmt.format(data[key])}" for key, label, fmt in METRIC_LABELS if key in data]
+    return "\n".join(lines)

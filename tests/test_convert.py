@@ -186,7 +186,7 @@ def test_cli_evaluate_tflite_and_keras_agree(converted, tiny_keras_dir, tiny_tex
 @pytest.mark.skipif(not COMPAT_PYTHON.exists(), reason="no .venv-compat with tflite-runtime 2.14 "
                     "(python3.11 -m venv .venv-compat && .venv-compat/bin/pip install 'tflite-runtime==2.14.*' 'numpy<2')")
 def test_compat_files_load_in_tflite_runtime_214(tiny_model, tiny_vocab, tiny_text, tmp_path):
-    """Run the compat files in a separate venv with tflite-runtime 2.14 and numpy<2."""
+    """Run the compat files through EdgeModel in a separate venv with tflite-runtime 2.14 and numpy<2."""
     from converters.convert import convert
 
     lines = tiny_text.read_text(encoding="utf-8").splitlines()
@@ -202,26 +202,22 @@ def test_compat_files_load_in_tflite_runtime_214(tiny_model, tiny_vocab, tiny_te
     if "No module named 'tflite_runtime'" in proc.stderr:
         pytest.skip("tflite_runtime is not installed in .venv-compat")
     assert proc.returncode == 0, proc.stderr
+    weight = tiny_model.get_layer("head").get_weights()[0]
     for mode in MODES:
         logits = np.load(tmp_path / f"{mode}.logits.npy")
         assert np.abs(logits - want).max() < LOGIT_TOLERANCE[mode], mode
+        assert np.abs(np.load(tmp_path / f"{mode}.head.npy") - weight).max() <= 0.01 * np.abs(weight).max(), mode
 
 
-# Runs inside .venv-compat: only numpy, tflite_runtime and edgekit.modelfile.
+# Runs inside .venv-compat (numpy<2, tflite_runtime, no TensorFlow): the device code path.
 COMPAT_SCRIPT = """
 import sys, pathlib, numpy as np
-from tflite_runtime.interpreter import Interpreter
-from edgekit.modelfile import read_model_file
+from edgekit.model import EdgeModel
 folder = pathlib.Path(sys.argv[1])
 ids = np.load(folder / "ids.npy")
 for path in sorted(folder.glob("*.tflite")):
-    model = read_model_file(path)
-    interp = Interpreter(model_content=model.flatbuffer)
-    index = interp.get_input_details()[model.metadata["inputs"]["tokens"]]["index"]
-    interp.resize_tensor_input(index, list(ids.shape))
-    interp.allocate_tensors()
-    interp.set_tensor(index, ids)
-    interp.invoke()
-    out = interp.get_output_details()[model.metadata["outputs"]["logits"]]["index"]
-    np.save(folder / (path.stem + ".logits.npy"), interp.get_tensor(out))
+    model = EdgeModel.load(path, stateless=True, runtime="tflite-runtime")
+    assert model.runtime == "tflite-runtime", model.runtime
+    np.save(folder / (path.stem + ".logits.npy"), model.features_logits(ids)[1])
+    np.save(folder / (path.stem + ".head.npy"), model.base_head[0])
 """

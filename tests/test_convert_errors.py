@@ -109,3 +109,30 @@ def test_calibration_without_words_is_refused(tiny_vocab):
 
     with pytest.raises(ConversionError, match="calibration text is empty"):
         calibration_contexts(["", "  ...  ", "!!"], tiny_vocab, 4, Tokenizer())
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing.tflite", "no such model file"),
+    (lambda d: (d / "model.onnx").write_bytes(b"x") and d / "model.onnx", "expected a .tflite"),
+    (lambda d: (d / "junk.tflite").write_bytes(b"not a model") and d / "junk.tflite", "not a TensorFlow Lite model"),
+])
+def test_evaluate_refuses_bad_models(tmp_path, tiny_text, make, message):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    result = CliRunner().invoke(main, ["evaluate", str(make(tmp_path)), "--text", str(tiny_text)])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_evaluate_refuses_missing_or_binary_text(tmp_path, tiny_keras_dir):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    model = str(tiny_keras_dir / "model.keras")
+    result = CliRunner().invoke(main, ["evaluate", model, "--text", str(tmp_path / "none.txt")])
+    assert result.exit_code != 0 and "no such text file" in result.output
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00binary")
+    result = CliRunner().invoke(main, ["evaluate", model, "--text", str(tmp_path / "bin.txt")])
+    assert result.exit_code != 0 and "not UTF-8 text" in result.output

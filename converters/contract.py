@@ -9,6 +9,7 @@ the feature output and the head emits logits. The device trains that head.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import keras
 import numpy as np
@@ -53,6 +54,7 @@ def contract_model(model: keras.Model, vocab: Vocabulary) -> keras.Model:
     shares its weights (nothing is retrained or copied except a softmax head).
     """
     _check_input(model)
+    _check_recurrent_unrolled(model)
     head = _find_head(model, len(vocab))
     features = head.input
     if len(model.outputs) == 2 and _is_linear(head) and model.outputs[0] is features:
@@ -96,6 +98,21 @@ def _check_input(model: keras.Model) -> None:
                             "with a fixed context length")
     if "int" not in str(x.dtype):
         raise ContractError(f"model input is {x.dtype}, expected integer token ids (int32)")
+
+
+def _check_recurrent_unrolled(model: keras.Model) -> None:
+    """A rolled LSTM/GRU converts to TensorList ops, which only Flex (not shipped on devices) runs."""
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.RNN) and not layer.unroll:
+            raise ContractError(f"layer {layer.name!r} ({type(layer).__name__}) needs unroll=True: a rolled "
+                                "recurrent layer needs Select TF ops (Flex), which device runtimes do not ship")
+
+
+def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def _find_head(model: keras.Model, vocab_size: int) -> keras.layers.Dense:

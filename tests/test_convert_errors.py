@@ -136,3 +136,14 @@ def test_evaluate_refuses_missing_or_binary_text(tmp_path, tiny_keras_dir):
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00binary")
     result = CliRunner().invoke(main, ["evaluate", model, "--text", str(tmp_path / "bin.txt")])
     assert result.exit_code != 0 and "not UTF-8 text" in result.output
+
+
+def test_rolled_lstm_is_refused_with_the_fix(tiny_vocab):
+    import keras
+
+    from converters.contract import ContractError, contract_model
+
+    tokens = keras.Input((4,), dtype="int32")
+    x = keras.layers.LSTM(8, name="rolled")(keras.layers.Embedding(len(tiny_vocab), 4)(tokens))
+    with pytest.raises(ContractError, match=r"layer 'rolled' \(LSTM\) needs unroll=True"):
+        contract_model(keras.Model(tokens, keras.layers.Dense(len(tiny_vocab))(x)), tiny_vocab)

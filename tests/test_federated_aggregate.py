@@ -77,7 +77,7 @@ def _poisoned_batch(n=50, poisoned=5, boost=50.0, seed=0):
 
 
 def _combine(deltas, mode, **kw):
-    with Aggregator(SHARED, mode, capacity=len(deltas), **kw) as agg:
+    with Aggregator(SHARED, mode, **kw) as agg:
         for d in deltas:
             agg.add(*d)
         return agg.result()
@@ -115,10 +115,12 @@ def test_robust_top3_matches_clean_run_on_the_head():
     assert agreement(_combine(honest + bad, "fedavg")) < 0.5
 
 
-def test_robust_mode_uses_a_disk_backed_matrix_removed_on_close(tmp_path):
-    agg = Aggregator(SHARED, "median", capacity=3, workdir=tmp_path)
-    assert len(list(tmp_path.rglob("*.npy"))) == 1
+def test_robust_mode_keeps_rows_on_disk_and_removes_them_on_close(tmp_path):
+    agg = Aggregator(SHARED, "median", workdir=tmp_path)
     agg.add(*random_delta(np.random.default_rng(0)))
+    agg.add(*random_delta(np.random.default_rng(1)))
+    agg.result()
+    assert [f.stat().st_size for f in tmp_path.rglob("*.f32")] == [2 * 4 * (SHARED[0] + 1) * SHARED[1]]
     agg.close()
     assert not list(tmp_path.iterdir())
 
@@ -134,3 +136,16 @@ def test_block_reduction_matches_numpy(monkeypatch):
     got = _combine(deltas, "trimmed-mean", trim=0.2)
     want = np.sort(rows, axis=0)[1:-1].mean(axis=0)
     assert np.allclose(np.concatenate([got[0].ravel(), got[1]]), want, atol=1e-6)
+
+
+def test_central_noise_is_unweighted_mean_plus_noise_on_the_sum(model):
+    rng = np.random.default_rng(7)
+    deltas = [clip_delta(*random_delta(rng, 0.01), 1.0) for _ in range(4)]
+    batch = [_update(model, d, n) for d, n in zip(deltas, [1, 1, 1, 1000])]
+    result = aggregate_updates(batch, PRIVATE, policy_for(model, PRIVATE), central_noise_multiplier=2.0,
+                               rng=np.random.default_rng(0))
+    mean = [sum(d[i] for d in deltas) / 4 for i in (0, 1)]
+    noise = np.concatenate([(result.delta[0] - mean[0]).ravel(), result.delta[1] - mean[1]])
+    assert abs(noise.std() - 2.0 * 1.0 / 4) < 0.05
+    with pytest.raises(ValueError, match="central noise"):
+        aggregate_updates(batch, PRIVATE, policy_for(model, PRIVATE), mode="median", central_noise_multiplier=1.0)

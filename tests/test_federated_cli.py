@@ -71,3 +71,18 @@ def test_aggregate_reports_privacy_and_wrong_passphrase(tmp_path):
                env={"EDGEKIT_KEY_PASSPHRASE": "right"})
     assert out.exit_code == 0, out.output
     assert "epsilon" in out.output and "accepted 1 of 1" in out.output
+
+
+def test_aggregate_with_central_noise_reports_central_privacy(tmp_path):
+    _run("keygen", "-o", tmp_path / "k")
+    model = write_tiny_model(tmp_path / "m.tflite")
+    for i in range(3):
+        data = make_update(*random_delta(np.random.default_rng(i)), public_key=tmp_path / "k.pub",
+                           model_fingerprint=model.fingerprint, n_examples=1)
+        (tmp_path / f"{i}.edgekit-update").write_bytes(data)
+    out = _run("aggregate", "--key", tmp_path / "k", "--model", tmp_path / "m.tflite", tmp_path,
+               "-o", tmp_path / "n.tflite", "--central-noise-multiplier", "1.1", "--sampling-rate", "0.01",
+               "--rounds", "100", "--json")
+    assert out.exit_code == 0, out.output
+    privacy = json.loads(out.output)["privacy"]
+    assert privacy["kind"] == "central" and 0 < privacy["epsilon"] < 10

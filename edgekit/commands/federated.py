@@ -90,6 +90,8 @@ def export_update(server_key, model_path, out, clip_norm, noise_multiplier, enco
 @click.option("--clip-norm", type=float, default=None, help="Clip norm this round requires [default: 1.0].")
 @click.option("--noise-multiplier", type=float, default=0.0, show_default=True,
               help="Noise multiplier this round requires.")
+@click.option("--central-noise-multiplier", type=float, default=0.0, show_default=True,
+              help="Central DP: Gaussian noise on the sum of clipped updates (unweighted fedavg only).")
 @click.option("--max-examples", type=int, default=None, help="Cap on one update's FedAvg weight [default: 10000].")
 @click.option("--seen-ids", type=click.Path(dir_okay=False, path_type=Path),
               help="Ledger of update ids already aggregated; accepted ids are appended.")
@@ -101,7 +103,7 @@ def export_update(server_key, model_path, out, clip_norm, noise_multiplier, enco
 @click.option("--delta", "dp_delta", type=float, default=1e-6, show_default=True, help="DP delta for the report.")
 @_json
 def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, out, mode, trim, clip_norm,
-              noise_multiplier, max_examples, seen_ids, workdir, sampling_rate, rounds, dp_delta, as_json):
+              noise_multiplier, central_noise_multiplier, max_examples, seen_ids, workdir, sampling_rate, rounds, dp_delta, as_json):
     """Verify, decrypt and aggregate UPDATES (files or folders) into a new model version."""
     from ..federated import aggregate as agg
     from ..federated.delta import DEFAULT_CLIP_NORM
@@ -124,18 +126,21 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
     on_reject = None if as_json else (lambda r: click.echo(f"rejected {r.source}: {r.reason}: {r.message}", err=True))
     try:
         result = agg.aggregate_updates(paths, private, policy, mode=mode, trim=trim, seen_ids=ledger,
-                                       workdir=workdir, on_reject=on_reject)
+                                       workdir=workdir, central_noise_multiplier=central_noise_multiplier,
+                                       on_reject=on_reject)
         new = install_delta(model_path, result.delta, out)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
     if seen_ids is not None:
         _write_ledger(seen_ids, ledger, result.update_ids)
     report = _summary(result, policy, new.metadata, out, mode, len(paths))
-    if noise_multiplier > 0:
+    if noise_multiplier > 0 or central_noise_multiplier > 0:
         from ..federated.privacy import dp_epsilon
 
-        report["privacy"] = dp_epsilon(noise_multiplier, sampling_rate=sampling_rate, rounds=rounds,
-                                       delta=dp_delta).to_dict()
+        kind = "local" if noise_multiplier > 0 else "central"
+        report["privacy"] = {"kind": kind, **dp_epsilon(noise_multiplier or central_noise_multiplier,
+                                                        sampling_rate=sampling_rate, rounds=rounds,
+                                                        delta=dp_delta).to_dict()}
     _emit(as_json, report, _summary_text(report))
 
 
@@ -153,7 +158,7 @@ def _summary_text(report: dict) -> str:
              f"wrote {report['out']}: model {report['fingerprint']} (from {report['parent_fingerprint']})"]
     if "privacy" in report:
         p = report["privacy"]
-        lines.append(f"privacy per device: epsilon {p['epsilon']:.3g} at delta {p['delta']:g} "
+        lines.append(f"privacy per device ({p['kind']} noise): epsilon {p['epsilon']:.3g} at delta {p['delta']:g} "
                      f"(noise x{p['noise_multiplier']:g}, sampling {p['sampling_rate']:g}, "
                      f"{p['rounds']} rounds, {p['accountant']} accountant)")
     return "\n".join(lines)

@@ -6,10 +6,12 @@ Memory, honestly:
   entries, whatever the number of updates (plus 32 bytes of id per update
   for replay detection).
 - ``median`` and ``trimmed-mean`` need every value of a coordinate at once.
-  Accepted deltas are written as float32 rows of a disk-backed ``np.memmap``
-  [capacity, D] in a temporary directory (4*D bytes of disk per update: about
-  5 MB for a 128 x 10,005 head, 5 GB for 1,000 updates), then reduced in
-  column blocks of bounded size. RAM stays O(D + block); disk grows with n.
+  Accepted deltas are appended as float32 rows to a file [n, D] in a temporary
+  directory (4*D bytes of disk per update: about 5 MB for a 128 x 10,005
+  head, 5 GB for 1,000 updates), then reduced in column blocks of at most
+  ``BLOCK_BYTES``, each read through a short-lived ``np.memmap`` so that
+  mapped pages do not pile up in the process. RAM stays O(D + block); disk
+  grows with n.
 
 The robust modes are unweighted on purpose: weighting by the number of
 examples a device *claims* would hand the result back to an attacker.
@@ -17,7 +19,7 @@ examples a device *claims* would hand the result back to an attacker.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,7 +27,7 @@ from typing import Callable
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from .delta import Delta, UpdateError
+from .delta import Delta, UpdateError, add_gaussian_noise
 from .update import UpdatePolicy, open_update
 
 MODES = ("fedavg", "median", "trimmed-mean")
@@ -36,13 +38,12 @@ BLOCK_BYTES = 64 << 20  # RAM for one column block of the robust reduction
 class Aggregator:
     """Combine deltas of one shape, one at a time (usable without any file format).
 
-    ``capacity`` (robust modes only) is the most updates that will be added;
-    ``workdir`` is where the temporary memmap goes (default: the system temp dir).
-    Use as a context manager, or call ``close()``, to remove the temporary file.
+    ``workdir`` is where robust modes keep their temporary file (default: the
+    system temp dir). Use as a context manager, or call ``close()``, to remove it.
     """
 
     def __init__(self, shape: tuple[int, int], mode: str = "fedavg", *, trim: float = DEFAULT_TRIM,
-                 capacity: int | None = None, workdir: str | Path | None = None):
+                 workdir: str | Path | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown aggregation mode {mode!r}; choose one of {', '.join(MODES)}")
         if not 0 <= trim < 0.5:
@@ -54,11 +55,9 @@ class Aggregator:
         if mode == "fedavg":
             self._sum = np.zeros(self.dim, dtype=np.float64)
         else:
-            if not capacity or capacity < 1:
-                raise ValueError(f"mode {mode!r} needs capacity, the most updates that will be added")
             self._tmp = tempfile.TemporaryDirectory(prefix="edgekit-aggregate-", dir=workdir)
-            self._rows = np.lib.format.open_memmap(Path(self._tmp.name) / "deltas.npy", mode="w+",
-                                                   dtype=np.float32, shape=(capacity, self.dim))
+            self._path = Path(self._tmp.name) / "deltas.f32"
+            self._file = open(self._path, "wb")
 
     def add(self, dW: np.ndarray, db: np.ndarray, weight: float = 1.0) -> None:
         """Add one (already validated) delta; ``weight`` counts only for ``fedavg``."""
@@ -70,10 +69,8 @@ class Aggregator:
             self._sum[: dW.size] += weight * dW.ravel()
             self._sum[dW.size:] += weight * db
         else:
-            if self.count == len(self._rows):
-                raise ValueError(f"capacity {len(self._rows)} reached")
-            self._rows[self.count, : dW.size] = dW.ravel()
-            self._rows[self.count, dW.size:] = db
+            self._file.write(np.ascontiguousarray(dW, dtype="<f4").tobytes())
+            self._file.write(np.ascontiguousarray(db, dtype="<f4").tobytes())
         self.count += 1
         self.total_weight += weight
 
@@ -90,7 +87,7 @@ class Aggregator:
 
     def close(self) -> None:
         if self._tmp is not None:
-            del self._rows
+            self._file.close()
             self._tmp.cleanup()
             self._tmp = None
 
@@ -103,10 +100,13 @@ class Aggregator:
     def _robust(self) -> np.ndarray:
         n = self.count
         k = int(self.trim * n)
+        self._file.flush()
         out = np.empty(self.dim, dtype=np.float32)
         step = max(1, BLOCK_BYTES // (4 * n))
         for start in range(0, self.dim, step):
-            block = np.array(self._rows[:n, start:start + step])
+            rows = np.memmap(self._path, dtype="<f4", mode="r", shape=(n, self.dim))
+            block = np.array(rows[:, start:start + step])
+            del rows  # unmap: RSS stays one block, not the whole file
             if self.mode == "median":
                 out[start:start + step] = np.median(block, axis=0)
             else:
@@ -133,7 +133,8 @@ class AggregateResult:
 
 def aggregate_updates(sources: Iterable[str | Path | bytes], private_key: X25519PrivateKey, policy: UpdatePolicy,
                       *, mode: str = "fedavg", trim: float = DEFAULT_TRIM, seen_ids: Iterable[str] = (),
-                      capacity: int | None = None, workdir: str | Path | None = None,
+                      workdir: str | Path | None = None, central_noise_multiplier: float = 0.0,
+                      rng: np.random.Generator | None = None,
                       on_reject: Callable[[Rejection], None] | None = None) -> AggregateResult:
     """Verify each update (files or bytes), aggregate the accepted ones, report the rest.
 
@@ -141,12 +142,17 @@ def aggregate_updates(sources: Iterable[str | Path | bytes], private_key: X25519
     model, key, shape or clipping policy, reuses an id (from ``seen_ids`` or
     earlier in the batch), fails decryption/authentication, or decodes to
     non-finite or over-norm values. Raises ``ValueError`` only if nothing is accepted.
+
+    ``central_noise_multiplier`` > 0 switches to central DP: an unweighted mean
+    (one clipped delta per device, sensitivity ``C``) plus noise on the sum
+    (see ``add_central_noise``). It excludes local noise and robust modes.
     """
-    if capacity is None and isinstance(sources, Sequence):
-        capacity = len(sources)
+    if central_noise_multiplier > 0 and (mode != "fedavg" or policy.noise_multiplier > 0):
+        raise ValueError("central noise needs mode fedavg and updates without local noise "
+                         "(a median's sensitivity is not C; local noise would count twice)")
     seen, ids, rejections = set(seen_ids), [], []
     examples = 0
-    with Aggregator(policy.shape, mode, trim=trim, capacity=capacity, workdir=workdir) as agg:
+    with Aggregator(policy.shape, mode, trim=trim, workdir=workdir) as agg:
         for i, source in enumerate(sources):
             name = str(source) if not isinstance(source, bytes) else f"update #{i}"
             try:
@@ -159,10 +165,24 @@ def aggregate_updates(sources: Iterable[str | Path | bytes], private_key: X25519
             seen.add(header.update_id)
             ids.append(header.update_id)
             examples += header.n_examples
-            agg.add(dW, db, policy.weight(header))
+            agg.add(dW, db, 1.0 if central_noise_multiplier > 0 else policy.weight(header))
         if agg.count == 0:
             raise ValueError(f"no update accepted ({len(rejections)} rejected)")
-        return AggregateResult(agg.result(), agg.count, examples, ids, rejections)
+        delta = agg.result()
+    if central_noise_multiplier > 0:
+        delta = add_central_noise(delta, policy.clip_norm, central_noise_multiplier, agg.count, rng)
+    return AggregateResult(delta, agg.count, examples, ids, rejections)
+
+
+def add_central_noise(mean: Delta, clip_norm: float, noise_multiplier: float, n: int,
+                      rng: np.random.Generator | None = None) -> Delta:
+    """Central DP: N(0, (z*C)^2) on the *sum* of ``n`` clipped deltas = std z*C/n on their mean.
+
+    Valid for the unweighted mean of deltas each clipped to ``C``. ``n`` is
+    treated as public (a round with a known number of participants); the
+    privacy spent is ``privacy.dp_epsilon(z, sampling_rate=q, rounds=T)``.
+    """
+    return add_gaussian_noise(*mean, clip_norm / n, noise_multiplier, rng)
 
 
 def _open(source: str | Path | bytes, private_key: X25519PrivateKey, policy: UpdatePolicy,

@@ -1,0 +1,55 @@
+"""The federated CLI on real .tflite files: `export-update` on devices, `aggregate` on the server,
+`install_global` back on a device."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import main
+from edgekit.federated import generate_keypair, parse_update
+from edgekit.model import EdgeModel
+from tests.device_fixtures import user_lines
+from tests.test_device import trained_files  # noqa: F401  (session fixture: trained tiny models)
+
+pytestmark = pytest.mark.slow
+CLIP = "20"  # about the norm of one device's delta on this tiny model (~16)
+
+
+def _cli(*args, env=None):
+    out = CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    return json.loads(out.output)
+
+
+def test_cli_round_on_real_models(trained_files, tmp_path):  # noqa: F811
+    base = trained_files["none"]
+    generate_keypair(tmp_path / "server.key")
+    for i in range(4):
+        state = tmp_path / f"device{i}"
+        EdgeModel.load(base, state_dir=state).personalize(user_lines(150, seed=10 + i))
+        out = tmp_path / "updates" / f"{i}.edgekit-update"
+        report = _cli("export-update", "--server-key", tmp_path / "server.key.pub", "--model", base, "-o", out,
+                      "--clip-norm", CLIP, "--json", env={"EDGEKIT_STATE_DIR": str(state)})
+        header = parse_update(out.read_bytes())[0]
+        assert report["update_id"] == header.update_id and header.n_examples > 0
+
+    result = _cli("aggregate", "--key", tmp_path / "server.key", "--model", base, tmp_path / "updates",
+                  "-o", tmp_path / "next.tflite", "--clip-norm", CLIP, "--json")
+    assert result["accepted"] == 4 and not result["rejected"]
+
+    old = EdgeModel.load(base, stateless=True)
+    new = EdgeModel.load(tmp_path / "next.tflite", stateless=True)
+    assert new.fingerprint == result["fingerprint"] != old.fingerprint
+    slots = old.vocab.first_slot
+    assert np.array_equal(new.base_head[0][:, slots:], old.base_head[0][:, slots:])  # personal slots untouched
+    held_out = user_lines(60, seed=99)
+    assert new.evaluate(held_out)["top3"] > old.evaluate(held_out)["top3"] + 0.1
+
+    device = EdgeModel.load(base, state_dir=tmp_path / "device0")
+    before = device.evaluate(held_out)["top3"]
+    device.install_global(tmp_path / "next.tflite")
+    assert device.fingerprint == new.fingerprint
+    assert device.evaluate(held_out)["top3"] >= before - 0.05  # personalization stays sensible

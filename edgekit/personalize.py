@@ -20,6 +20,7 @@ class TrainConfig:
     """Defaults chosen on SMS and Austen personal splits (see README)."""
 
     epochs: int = 4
+    min_steps: int = 150  # small texts still get enough optimizer steps to move the head
     batch_size: int = 256
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4  # pulls the head back toward where it started
@@ -45,9 +46,10 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
     rng = np.random.default_rng(config.seed)
     n, bs = len(targets), config.batch_size
     steps_per_epoch = max(1, -(-n // bs))
+    epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
     beta1, beta2, eps, t = 0.9, 0.999, 1e-8, 0
-    with progress_bar(config.epochs * steps_per_epoch, "personalizing", progress) as bar:
-        for _ in range(config.epochs):
+    with progress_bar(epochs * steps_per_epoch, "personalizing", progress) as bar:
+        for _ in range(epochs):
             order = rng.permutation(n)
             for start in range(0, n, bs):
                 idx = order[start : start + bs]

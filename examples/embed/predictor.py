@@ -1,0 +1,66 @@
+"""Embedding edgekit in a device app: one object the UI thread talks to.
+
+The app calls ``on_text_changed`` on every keystroke and ``on_message_sent``
+when the user sends; learning runs in the background when the device is idle
+(charging, screen off), and an encrypted update is produced when the server
+asks for one. Everything personal stays in the app's own state folder.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from edgekit import EdgeModel
+
+
+class KeyboardPredictor:
+    """Thread-safe wrapper: suggestions stay fast while learning happens elsewhere."""
+
+    def __init__(self, app_dir: Path, model_path: Path | None = None):
+        self.app_dir = Path(app_dir)
+        self.journal = self.app_dir / "sent.txt"
+        self._lock = threading.Lock()
+        self._model = EdgeModel.load(model_path, state_dir=self.app_dir / "state", num_threads=1)
+
+    def on_text_changed(self, text: str) -> list[str]:
+        """Three words for the suggestion strip (completions while mid-word)."""
+        with self._lock:
+            return [s.word for s in self._model.suggest(text, k=3)]
+
+    def on_message_sent(self, text: str) -> None:
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.journal, "a", encoding="utf-8") as f:
+            f.write(text.replace("\n", " ") + "\n")
+
+    def learn_when_idle(self) -> dict | None:
+        """Personalize on everything sent so far; call from a background job."""
+        if not self.journal.exists():
+            return None
+        learner = EdgeModel.load(self._model.path, state_dir=self.app_dir / "state")
+        report = learner.personalize(self.journal)  # saves atomically if it helped
+        if report["adopted"]:
+            with self._lock:  # swap in the improved model between two keystrokes
+                self._model = learner
+        return report
+
+    def update_for_server(self, server_public_key: bytes) -> bytes:
+        """The sealed head delta (clipped, encrypted) for the federated round."""
+        with self._lock:
+            return self._model.export_update(server_public_key)
+
+    def install_global(self, new_model: Path) -> None:
+        """A new global version arrived: keep personalization, switch the model."""
+        with self._lock:
+            self._model.install_global(new_model)
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        kb = KeyboardPredictor(Path(d))
+        for msg in ["running late, see you at the station", "at the station now", "see you at the cafe"] * 20:
+            kb.on_message_sent(msg)
+        print("before:", kb.on_text_changed("see you at the "))
+        print(kb.learn_when_idle())
+        print("after: ", kb.on_text_changed("see you at the "))

@@ -86,3 +86,9 @@ def test_aggregate_with_central_noise_reports_central_privacy(tmp_path):
     assert out.exit_code == 0, out.output
     privacy = json.loads(out.output)["privacy"]
     assert privacy["kind"] == "central" and 0 < privacy["epsilon"] < 10
+
+
+def test_keygen_refuses_an_empty_passphrase_file(tmp_path):
+    (tmp_path / "pass").write_text("\n")
+    out = _run("keygen", "-o", tmp_path / "k", "--passphrase-file", tmp_path / "pass")
+    assert out.exit_code != 0 and "empty" in out.output and not (tmp_path / "k").exists()

@@ -55,3 +55,9 @@ def test_wrong_files_give_clear_errors(tmp_path):
     os.chmod(tmp_path / "junk", 0o600)
     with pytest.raises(KeyFileError, match="not a PEM private key"):
         load_private_key(tmp_path / "junk")
+
+
+def test_empty_passphrase_is_an_error_not_an_unencrypted_key(tmp_path):
+    with pytest.raises(KeyFileError, match="empty passphrase"):
+        generate_keypair(tmp_path / "k", passphrase=b"")
+    assert not (tmp_path / "k").exists()

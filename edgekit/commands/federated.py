@@ -13,6 +13,8 @@ UPDATE_SUFFIX = ".edgekit-update"
 _passphrase_file = click.option("--passphrase-file", type=click.Path(dir_okay=False, path_type=Path),
                                 help=f"Read the key passphrase from this file (or set ${PASSPHRASE_ENV}).")
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+_POSITIVE = click.FloatRange(min=0, min_open=True)
+_NON_NEGATIVE = click.FloatRange(min=0)
 
 
 @click.command()
@@ -47,8 +49,8 @@ def keygen(private_path, public_path, passphrase_file, ask_passphrase, force, as
               help="Model file [default: the bundled model].")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help=f"Update file to write (e.g. update{UPDATE_SUFFIX}).")
-@click.option("--clip-norm", type=float, default=None, help="L2 bound of the delta [default: 1.0].")
-@click.option("--noise-multiplier", type=float, default=0.0, show_default=True,
+@click.option("--clip-norm", type=_POSITIVE, default=None, help="L2 bound of the delta [default: 1.0].")
+@click.option("--noise-multiplier", type=_NON_NEGATIVE, default=0.0, show_default=True,
               help="Gaussian noise std as a multiple of the clip norm (local DP).")
 @click.option("--encoding", type=click.Choice(["float16", "int8"]), default="float16", show_default=True)
 @_json
@@ -86,24 +88,29 @@ def export_update(server_key, model_path, out, clip_norm, noise_multiplier, enco
               help="New model file (new head, new fingerprint).")
 @click.option("--mode", type=click.Choice(["fedavg", "median", "trimmed-mean"]), default="fedavg",
               show_default=True, help="fedavg weights by examples; median / trimmed-mean resist poisoned updates.")
-@click.option("--trim", type=float, default=0.1, show_default=True, help="Fraction cut at each end (trimmed-mean).")
-@click.option("--clip-norm", type=float, default=None, help="Clip norm this round requires [default: 1.0].")
-@click.option("--noise-multiplier", type=float, default=0.0, show_default=True,
+@click.option("--trim", type=click.FloatRange(0, 0.5, max_open=True), default=0.1, show_default=True,
+              help="Fraction cut at each end (trimmed-mean).")
+@click.option("--clip-norm", type=_POSITIVE, default=None, help="Clip norm this round requires [default: 1.0].")
+@click.option("--noise-multiplier", type=_NON_NEGATIVE, default=0.0, show_default=True,
               help="Noise multiplier this round requires.")
-@click.option("--central-noise-multiplier", type=float, default=0.0, show_default=True,
+@click.option("--central-noise-multiplier", type=_NON_NEGATIVE, default=0.0, show_default=True,
               help="Central DP: Gaussian noise on the sum of clipped updates (unweighted fedavg only).")
-@click.option("--max-examples", type=int, default=None, help="Cap on one update's FedAvg weight [default: 10000].")
+@click.option("--max-examples", type=click.IntRange(min=1), default=None,
+              help="Cap on one update's FedAvg weight [default: 10000].")
 @click.option("--seen-ids", type=click.Path(dir_okay=False, path_type=Path),
               help="Ledger of update ids already aggregated; accepted ids are appended.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Where robust modes keep their temporary disk-backed matrix.")
-@click.option("--sampling-rate", type=float, default=1.0, show_default=True,
+@click.option("--sampling-rate", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Per-round participation probability (privacy report only).")
-@click.option("--rounds", type=int, default=1, show_default=True, help="Rounds a device joins (privacy report only).")
-@click.option("--delta", "dp_delta", type=float, default=1e-6, show_default=True, help="DP delta for the report.")
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Rounds a device joins (privacy report only).")
+@click.option("--delta", "dp_delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-6,
+              show_default=True, help="DP delta for the report.")
 @_json
 def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, out, mode, trim, clip_norm,
-              noise_multiplier, central_noise_multiplier, max_examples, seen_ids, workdir, sampling_rate, rounds, dp_delta, as_json):
+              noise_multiplier, central_noise_multiplier, max_examples, seen_ids, workdir, sampling_rate, rounds,
+              dp_delta, as_json):
     """Verify, decrypt and aggregate UPDATES (files or folders) into a new model version."""
     from ..federated import aggregate as agg
     from ..federated.delta import DEFAULT_CLIP_NORM
@@ -185,15 +192,21 @@ def _write_ledger(path: Path, old: set[str], new_ids: list[str]) -> None:
 
 
 def _passphrase(path: Path | None, ask: bool, confirm: bool) -> bytes | None:
+    """From a file, a prompt, or the environment; an empty one is an error, never "no passphrase"."""
     if path is not None:
         try:
-            return path.read_bytes().rstrip(b"\r\n")
+            secret = path.read_bytes().rstrip(b"\r\n")
         except OSError as e:
             raise click.ClickException(f"{path}: cannot read passphrase ({e.strerror})") from None
-    if ask:
-        return click.prompt("Key passphrase", hide_input=True, confirmation_prompt=confirm).encode()
-    env = os.environ.get(PASSPHRASE_ENV)
-    return env.encode() if env else None
+    elif ask:
+        secret = click.prompt("Key passphrase", hide_input=True, confirmation_prompt=confirm).encode()
+    elif PASSPHRASE_ENV in os.environ:
+        secret = os.environ[PASSPHRASE_ENV].encode()
+    else:
+        return None
+    if not secret:
+        raise click.ClickException("the key passphrase is empty")
+    return secret
 
 
 def _emit(as_json: bool, data: dict, text: str) -> None:

@@ -45,8 +45,10 @@ def generate_keypair(private_path: str | Path, public_path: str | Path | None = 
     if not overwrite and private_path.exists():
         raise KeyFileError(f"{private_path}: already exists; refusing to replace a server key "
                            "(updates sealed to it would become unreadable)")
+    if passphrase is not None and not passphrase:
+        raise KeyFileError("empty passphrase: give a real one, or none for an unencrypted key")
     key = X25519PrivateKey.generate()
-    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
+    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase is not None
                   else serialization.NoEncryption())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     atomic_write_bytes(private_path, pem, mode=PRIVATE_MODE)

@@ -9,9 +9,8 @@ Memory, honestly:
   Accepted deltas are appended as float32 rows to a file [n, D] in a temporary
   directory (4*D bytes of disk per update: about 5 MB for a 128 x 10,005
   head, 5 GB for 1,000 updates), then reduced in column blocks of at most
-  ``BLOCK_BYTES``, each read through a short-lived ``np.memmap`` so that
-  mapped pages do not pile up in the process. RAM stays O(D + block); disk
-  grows with n.
+  ``BLOCK_BYTES``, read with seek + read (a memory map would pile the file's
+  pages up in the process's RSS). RAM stays O(D + block); disk grows with n.
 
 The robust modes are unweighted on purpose: weighting by the number of
 examples a device *claims* would hand the result back to an attacker.
@@ -103,16 +102,24 @@ class Aggregator:
         self._file.flush()
         out = np.empty(self.dim, dtype=np.float32)
         step = max(1, BLOCK_BYTES // (4 * n))
-        for start in range(0, self.dim, step):
-            rows = np.memmap(self._path, dtype="<f4", mode="r", shape=(n, self.dim))
-            block = np.array(rows[:, start:start + step])
-            del rows  # unmap: RSS stays one block, not the whole file
-            if self.mode == "median":
-                out[start:start + step] = np.median(block, axis=0)
-            else:
-                block.sort(axis=0)
-                out[start:start + step] = block[k:n - k].mean(axis=0, dtype=np.float64)
+        with open(self._path, "rb") as f:
+            for start in range(0, self.dim, step):
+                block = self._read_block(f, n, start, min(step, self.dim - start))
+                if self.mode == "median":
+                    out[start:start + step] = np.median(block, axis=0)
+                else:
+                    block.sort(axis=0)
+                    out[start:start + step] = block[k:n - k].mean(axis=0, dtype=np.float64)
         return out
+
+    def _read_block(self, f, n: int, start: int, width: int) -> np.ndarray:
+        """Columns ``start:start+width`` of every row, by seek + read: no mapping, so RSS is this block."""
+        block = np.empty((n, width), dtype="<f4")
+        for i in range(n):
+            f.seek(4 * (i * self.dim + start))
+            if f.readinto(memoryview(block[i]).cast("B")) != 4 * width:
+                raise OSError(f"{self._path}: short read (temporary file damaged?)")
+        return block
 
 
 @dataclass

@@ -5,12 +5,15 @@ device commands must stay fast and work without it.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 import click
 
 # Same as converters.convert.QUANTIZE_MODES / COMPAT_TARGETS, repeated so that
@@ -48,14 +51,46 @@ def convert(model: Path | None, output: Path | None, quantize: str, vocab: Path 
     Dense layer with one unit per vocabulary entry. The report gives each file's size and
     top-1/top-3/perplexity on held-out text next to the float Keras model's.
     """
-    from .contract import ContractError
-    from .convert import ConversionError
+    with native_logs_hidden():  # importing TensorFlow logs a dozen lines natively
+        from .contract import ContractError
+        from .convert import ConversionError
 
     try:
-        report = _run(model, output, quantize, vocab, calibration_text, compat, name, eval_text, eval_max)
+        with native_logs_hidden():
+            report = _run(model, output, quantize, vocab, calibration_text, compat, name, eval_text, eval_max)
     except (ContractError, ConversionError, OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(report, indent=1) if as_json else format_report(report))
+
+
+@contextlib.contextmanager
+def native_logs_hidden() -> Iterator[None]:
+    """Send TensorFlow's native log lines (fd 2) to a scratch file; Python's stderr stays.
+
+    The converter writes dozens of C++ INFO lines per model ("Reading SavedModel
+    ...") that drown the progress bars and report. Python-level output (progress
+    bars, warnings, errors) is rerouted to a copy of the real stderr. When stderr
+    is not a real file descriptor (tests, embedding apps) nothing changes.
+    """
+    try:
+        sys.stderr.flush()
+        is_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        is_fd2 = False
+    if not is_fd2:
+        yield
+        return
+    saved, python_stderr = os.dup(2), sys.stderr
+    with tempfile.TemporaryFile() as sink, open(os.dup(saved), "w", buffering=1) as terminal:
+        os.dup2(sink.fileno(), 2)
+        sys.stderr = terminal
+        try:
+            yield
+        finally:
+            terminal.flush()
+            sys.stderr = python_stderr
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _run(model_path, output, quantize, vocab_path, calibration_text, compat, name, eval_text, eval_max) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import personalize as pz
 from .metrics import evaluate as evaluate_scorer
@@ -242,6 +243,10 @@ class EdgeModel:
         a personalization never makes suggestions worse on the user's own text.
         """
         cfg = config or pz.TrainConfig()
+        with threadpool_limits(limits=cfg.threads, user_api="blas"):
+            return self._personalize(texts, cfg, progress, save)
+
+    def _personalize(self, texts, cfg: pz.TrainConfig, progress: bool, save: bool) -> dict:
         t0 = time.perf_counter()
         lines = self._read_personal(texts, cfg)
         new_words = self._assign_personal_words(lines, cfg.min_word_count)
@@ -255,14 +260,14 @@ class EdgeModel:
         f_tr, _ = self.features_logits(x_tr, progress)
         f_ho, _ = self.features_logits(x_ho, progress)
         mask = self.vocab.suggestable_mask()
-        before = self._score_held(f_ho, x_ho, y_ho, self.head, self.state.phrases, self.state.phrase_weight, mask)
         new_head = pz.train_head(f_tr, y_tr, *self.head, cfg, progress)
         memory = self._memory_with(train)
-        options = [(before, None, None)]
-        for head in (self.head, new_head):
-            for weight in PHRASE_WEIGHTS:
-                options.append((self._score_held(f_ho, x_ho, y_ho, head, memory, weight, mask), head, weight))
-        best, head, weight = _choose(options)
+        st = self.state
+        options = [(self.head, st.phrases, st.phrase_weight, None)]  # the current state: the bar to beat
+        options += [(h, memory, w, h) for h in (self.head, new_head) for w in PHRASE_WEIGHTS]
+        scores = pz.score_options(f_ho, x_ho, y_ho, [o[:3] for o in options], mask)
+        before = scores[0]
+        best, (_, _, weight, head) = _choose(list(zip(scores, options)))
         adopted = head is not None and (best[1], best[0], -best[2]) > (before[1], before[0], -before[2])
         if adopted:
             self._adopt(head, memory, weight, held, len(y_tr) if head is new_head else 0)
@@ -364,10 +369,6 @@ class EdgeModel:
         for ln in lines:
             memory.add(self.vocab.encode(ln))
         return memory
-
-    def _score_held(self, feats, ctx, targets, head, memory, weight, mask):
-        probs = mix(pz.softmax(feats @ head[0] + head[1]), memory, ctx, weight)
-        return pz.score(probs, targets, mask)
 
     def _adopt(self, head, memory: PhraseMemory, weight: float, held: list[list[str]], examples: int) -> None:
         for ln in held:  # the held-out text has done its job: remember it too

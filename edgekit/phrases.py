@@ -64,6 +64,13 @@ class PhraseMemory:
             p[ids] += np.fromiter(counts.values(), dtype=np.float32, count=types) / (total + types)
         return p
 
+    def probs_batch(self, contexts: np.ndarray) -> np.ndarray:
+        """``probs`` for each row of ``contexts [N, T]``: ``[N, V]``."""
+        return np.stack([self.probs(c) for c in contexts]) if len(contexts) else np.zeros((0, self.vocab_size))
+
+    def evidence_batch(self, contexts: np.ndarray) -> np.ndarray:
+        return np.array([self.evidence(c) for c in contexts], dtype=np.float32)
+
     def _unigram(self) -> np.ndarray:
         if self._unigram_probs is None:
             p = np.zeros(self.vocab_size, dtype=np.float32)
@@ -104,10 +111,5 @@ def mix(neural: np.ndarray, memory: PhraseMemory, contexts: np.ndarray, weight: 
     """
     if weight <= 0 or not len(memory):
         return neural
-    out = neural.copy()
-    for i, ctx in enumerate(contexts):
-        e = memory.evidence(ctx)
-        lam = weight * e / (e + 1.0)
-        if lam > 0:
-            out[i] = (1 - lam) * neural[i] + lam * memory.probs(ctx)
-    return out
+    lam = (weight * (e := memory.evidence_batch(contexts)) / (e + 1.0))[:, None]
+    return (1 - lam) * neural + lam * memory.probs_batch(contexts)

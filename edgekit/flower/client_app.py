@@ -114,7 +114,7 @@ def with_head(file: ModelFile, head: tuple[np.ndarray, np.ndarray]) -> ModelFile
 def device_paths(node_config: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[Path, Path, Path | None]:
     """Model, training text and held-out text of this device (see the module docstring)."""
     settings = {**defaults, **node_config}
-    model = settings.get("model") or defaults.get("model")
+    model = settings.get("model")
     if not model:
         raise ValueError("no model: start the SuperNode with --node-config 'model=\"/path/model.tflite\"'")
     if "text" in settings:
@@ -145,7 +145,7 @@ def make_client_app(defaults: Mapping[str, Any] | None = None) -> ClientApp:
     defaults = dict(defaults or {})
 
     def client_fn(context: Context):
-        paths = device_paths(context.node_config, {**defaults, **context.run_config})
+        paths = device_paths(context.node_config, defaults)  # device settings never come from the server
         return EdgeClient(*paths).to_client()
 
     return ClientApp(client_fn=client_fn, mods=[secagg_when_asked])

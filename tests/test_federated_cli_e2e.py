@@ -30,13 +30,17 @@ def test_cli_round_on_real_models(trained_files, tmp_path):  # noqa: F811
     for i in range(4):
         state = tmp_path / f"device{i}"
         EdgeModel.load(base, state_dir=state).personalize(user_lines(150, seed=10 + i))
-        out = tmp_path / "updates" / f"{i}.edgekit-update"
-        report = _cli("export-update", "--server-key", tmp_path / "server.key.pub", "--model", base, "-o", out,
-                      "--clip-norm", CLIP, "--json", env={"EDGEKIT_STATE_DIR": str(state)})
-        header = parse_update(out.read_bytes())[0]
-        assert report["update_id"] == header.update_id and header.n_examples > 0
+        for encoding in ("float16", "int8"):
+            out = tmp_path / f"updates-{encoding}" / f"{i}.edgekit-update"
+            report = _cli("export-update", "--server-key", tmp_path / "server.key.pub", "--model", base, "-o", out,
+                          "--clip-norm", CLIP, "--encoding", encoding, "--json", env={"EDGEKIT_STATE_DIR": str(state)})
+            header = parse_update(out.read_bytes())[0]
+            assert report["update_id"] == header.update_id and header.n_examples > 0
+    held_out = user_lines(60, seed=99)
+    _cli("aggregate", "--key", tmp_path / "server.key", "--model", base, tmp_path / "updates-int8",
+         "-o", tmp_path / "next-int8.tflite", "--clip-norm", CLIP, "--json")
 
-    result = _cli("aggregate", "--key", tmp_path / "server.key", "--model", base, tmp_path / "updates",
+    result = _cli("aggregate", "--key", tmp_path / "server.key", "--model", base, tmp_path / "updates-float16",
                   "-o", tmp_path / "next.tflite", "--clip-norm", CLIP, "--json")
     assert result["accepted"] == 4 and not result["rejected"]
 
@@ -45,8 +49,11 @@ def test_cli_round_on_real_models(trained_files, tmp_path):  # noqa: F811
     assert new.fingerprint == result["fingerprint"] != old.fingerprint
     slots = old.vocab.first_slot
     assert np.array_equal(new.base_head[0][:, slots:], old.base_head[0][:, slots:])  # personal slots untouched
-    held_out = user_lines(60, seed=99)
-    assert new.evaluate(held_out)["top3"] > old.evaluate(held_out)["top3"] + 0.1
+    top3 = new.evaluate(held_out)["top3"]
+    assert top3 > old.evaluate(held_out)["top3"] + 0.1
+    int8 = EdgeModel.load(tmp_path / "next-int8.tflite", stateless=True).evaluate(held_out)["top3"]
+    print(f"global top-3: base {old.evaluate(held_out)['top3']:.3f}, float16 {top3:.3f}, int8 {int8:.3f}")
+    assert abs(int8 - top3) <= 0.02  # what the int8 encoding costs
 
     device = EdgeModel.load(base, state_dir=tmp_path / "device0")
     before = device.evaluate(held_out)["top3"]

@@ -54,4 +54,4 @@ def install_delta(model_path: str | Path, delta: Delta, out_path: str | Path, *,
 def _interpreter_head(model_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     from ..model import EdgeModel  # device runtime: only needed when the file has no head.npz
 
-    return EdgeModel.load(model_path).base_head
+    return EdgeModel.load(model_path, stateless=True).base_head  # the server has no personal state

@@ -268,7 +268,7 @@ class EdgeModel:
         scores = pz.score_options(f_ho, x_ho, y_ho, [o[:3] for o in options], mask)
         before = scores[0]
         best, (_, _, weight, head) = _choose(list(zip(scores, options)))
-        adopted = head is not None and (best[1], best[0], -best[2]) > (before[1], before[0], -before[2])
+        adopted = bool(head is not None and (best[1], best[0], -best[2]) > (before[1], before[0], -before[2]))
         if adopted:
             self._adopt(head, memory, weight, held, len(y_tr) if head is new_head else 0)
         else:

@@ -47,6 +47,8 @@ def keygen(private_path, public_path, passphrase_file, ask_passphrase, force, as
               help="The server's public key (from `edgekit keygen`).")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Model file [default: the bundled model].")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Personal state folder [default: $EDGEKIT_STATE_DIR or the per-user data folder].")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help=f"Update file to write (e.g. update{UPDATE_SUFFIX}).")
 @click.option("--clip-norm", type=_POSITIVE, default=None, help="L2 bound of the delta [default: 1.0].")
@@ -54,7 +56,7 @@ def keygen(private_path, public_path, passphrase_file, ask_passphrase, force, as
               help="Gaussian noise std as a multiple of the clip norm (local DP).")
 @click.option("--encoding", type=click.Choice(["float16", "int8"]), default="float16", show_default=True)
 @_json
-def export_update(server_key, model_path, out, clip_norm, noise_multiplier, encoding, as_json):
+def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multiplier, encoding, as_json):
     """Seal this device's personal head delta for the server (personal words stay here)."""
     from .. import EdgeModel
     from ..federated.delta import DEFAULT_CLIP_NORM
@@ -63,7 +65,7 @@ def export_update(server_key, model_path, out, clip_norm, noise_multiplier, enco
 
     try:
         public = load_public_key(server_key)
-        model = EdgeModel.load(model_path)
+        model = EdgeModel.load(model_path, state_dir=state_dir)
         data = export(model, public, out, clip_norm=clip_norm or DEFAULT_CLIP_NORM,
                       noise_multiplier=noise_multiplier, encoding=encoding)
     except (KeyFileError, ValueError) as e:

@@ -74,6 +74,8 @@ def main() -> None:
     model, vocab, lines, label = load_model(args.model)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        # Untimed warm-up: the first export pays TensorFlow's one-time tracing (~30 s measured).
+        convert(model, vocab, Path(tmp) / "warm-up.tflite", quantize="none")
         for mode in MODES:
             path = Path(tmp) / f"{mode}.tflite"
             start = time.perf_counter()

@@ -36,7 +36,7 @@ CALIBRATION_LINES_PER_FILE = 50
               help="UTF-8 text whose contexts calibrate int8 (default: the shipped training text).")
 @click.option("--compat", type=click.Choice(COMPATS), default="litert", show_default=True,
               help="Target runtime; tflite-runtime-2.14 avoids op versions that runtime cannot load.")
-@click.option("--name", help="Model name stored in the file (default: edgekit-en, or MODEL's file name).")
+@click.option("--name", help="Model name stored in the file (default: MODEL's file name, e.g. edgekit-en).")
 @click.option("--eval-text", type=click.Path(path_type=Path),
               help="Held-out UTF-8 text for the report (default: the shipped held-out email).")
 @click.option("--eval-max", type=click.IntRange(min=0), default=5000, show_default=True,
@@ -51,14 +51,10 @@ def convert(model: Path | None, output: Path | None, quantize: str, vocab: Path 
     Dense layer with one unit per vocabulary entry. The report gives each file's size and
     top-1/top-3/perplexity on held-out text next to the float Keras model's.
     """
-    with native_logs_hidden():  # importing TensorFlow logs a dozen lines natively
-        from .contract import ContractError
-        from .convert import ConversionError
-
     try:
-        with native_logs_hidden():
+        with native_logs_hidden():  # importing and running TensorFlow logs dozens of lines natively
             report = _run(model, output, quantize, vocab, calibration_text, compat, name, eval_text, eval_max)
-    except (ContractError, ConversionError, OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # ContractError and ConversionError are ValueErrors
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(report, indent=1) if as_json else format_report(report))
 
@@ -99,7 +95,7 @@ def _run(model_path, output, quantize, vocab_path, calibration_text, compat, nam
 
     model_path = model_path or MODELS_DIR / MODEL_FILE
     modes = MODES if quantize == "all" else (quantize,)
-    name = name or ("edgekit-en" if model_path == MODELS_DIR / MODEL_FILE else model_path.stem)
+    name = name or model_path.stem
     targets = _output_paths(output, modes, name)
     keras_model = load_keras_model(model_path)
     vocab = read_vocab(vocab_path or model_path.parent / "vocab.txt")

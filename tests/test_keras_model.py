@@ -72,3 +72,14 @@ def test_train_writes_a_loadable_model(tmp_path):
     assert len(vocab) == model.get_layer("head").units and cfg["context_length"] == L
     saved = json.loads((tmp_path / "out" / "training.json").read_text())
     assert len(saved["data_sha256"]) == len(corpus.TRAIN_FILES) + len(corpus.HELDOUT_FILES)
+
+
+def test_same_seed_same_weights():
+    from converters.train_base import fit
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, V, size=(128, L)).astype(np.int32)
+    y = rng.integers(5, V, size=128).astype(np.int32)
+    config = TrainConfig(context_length=L, embed_dim=4, hidden=8, feature_dim=4, batch_size=32, epochs=1)
+    runs = [fit(config, x, y, (x[:32], y[:32]), V)[0].get_weights() for _ in range(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))

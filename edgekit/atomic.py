@@ -25,6 +25,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # what a plain open() would give; mkstemp makes 0600
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
@@ -42,6 +43,12 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -
         if mode is not None:
             os.chmod(tmp, mode)
         tmp.write_bytes(data)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

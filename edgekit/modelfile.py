@@ -85,16 +85,19 @@ def write_model_file(path: str | Path, model: ModelFile) -> None:
     meta = dict(model.metadata)
     meta.update(format=FORMAT, format_version=FORMAT_VERSION, tflite_bytes=len(model.flatbuffer),
                 tflite_sha256=sha256_hex(model.flatbuffer), vocab_size=len(model.vocab))
+    entries = {METADATA_NAME: json.dumps(meta, indent=1, sort_keys=True).encode(),
+               VOCAB_NAME: ("\n".join(model.vocab) + "\n").encode()}
+    if model.head is not None:
+        hb = io.BytesIO()
+        np.savez(hb, weight=model.head[0].astype(np.float32), bias=model.head[1].astype(np.float32))
+        entries[HEAD_NAME] = hb.getvalue()
+    entries.update(model.extras)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr(METADATA_NAME, json.dumps(meta, indent=1, sort_keys=True))
-        z.writestr(VOCAB_NAME, "\n".join(model.vocab) + "\n")
-        if model.head is not None:
-            hb = io.BytesIO()
-            np.savez(hb, weight=model.head[0].astype(np.float32), bias=model.head[1].astype(np.float32))
-            z.writestr(HEAD_NAME, hb.getvalue())
-        for name, data in model.extras.items():
-            z.writestr(name, data)
+        for name, data in entries.items():
+            # A fixed timestamp: the same model gives a byte-identical file.
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data,
+                       compress_type=zipfile.ZIP_DEFLATED)
     # Offsets inside the zip are relative to its own start; zipfile finds the
     # archive from its end record, so prepending the flatbuffer is safe.
     atomic_write_bytes(path, model.flatbuffer + buf.getvalue())

@@ -7,6 +7,12 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[convert,flower,dev]"
+# The tflite-runtime 2.14 fallback needs its own venv (numpy<2, Python <= 3.11);
+# its test skips when this cannot be built.
+if [ ! -x .venv-compat/bin/python ] && command -v python3.11 >/dev/null; then
+  python3.11 -m venv .venv-compat && .venv-compat/bin/python -m pip install --quiet \
+    "tflite-runtime==2.14.*" "numpy<2" threadpoolctl || echo "note: no tflite-runtime venv; its test will skip"
+fi
 set +e
 .venv/bin/python -m pytest "$@"
 code=$?

@@ -59,12 +59,11 @@ def _batches(windows: Iterator[Window], size: int) -> Iterator[list[Window]]:
 
 def top_k(probs: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` most probable ids among ``candidates``, best first."""
+    values = probs[candidates]
     if len(candidates) <= k:
-        order = np.argsort(-probs[candidates], kind="stable")
-    else:
-        part = np.argpartition(-probs[candidates], k)[:k]
-        order = part[np.argsort(-probs[candidates][part], kind="stable")]
-    return candidates[order]
+        return candidates[np.argsort(-values, kind="stable")]
+    part = np.argpartition(values, len(values) - k)[-k:]
+    return candidates[part[np.argsort(-values[part], kind="stable")]]
 
 
 def keystrokes_with_suggestions(probs: np.ndarray, word: str, target: int, vocab: Vocabulary, k: int = 3) -> int:

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import personalize as pz
+from .blas import blas_threads
 from .metrics import evaluate as evaluate_scorer
-from .metrics import iter_windows
+from .metrics import iter_windows, top_k
 from .modelfile import ModelFile, read_model_file
 from .phrases import PhraseMemory, mix
 from .progress import progress_bar
@@ -33,6 +33,8 @@ DEFAULT_MODEL = "edgekit-en-int8.tflite"
 BATCH = 256
 PHRASE_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8)
 TOP3_SLACK = 0.003
+SCORES_CACHE = 8  # contexts whose scores are kept (typing a word reuses one)
+MAX_SUGGEST_CHARS = 4096  # only the end of a long text can matter to a 16-word context
 
 
 class Suggestion(NamedTuple):
@@ -55,7 +57,9 @@ class EdgeModel:
         self.tokenizer = Tokenizer(TokenizerConfig.from_dict(self.metadata["tokenizer"]))
         self.vocab = Vocabulary(model_file.vocab, self.metadata.get("personal_slots", 0))
         self._num_threads = num_threads
+        self._blas = num_threads or 1  # host matrix products: see edgekit/blas.py
         self._interp, self.runtime = load_interpreter(model_file.flatbuffer, num_threads, runtime)
+        self._io = self._tensor_indices(self._interp)
         self._batch_interp = None
         self._base_head: tuple[np.ndarray, np.ndarray] | None = None
         self._head: tuple[np.ndarray, np.ndarray] | None = None  # base + personal delta, cached
@@ -136,10 +140,11 @@ class EdgeModel:
     def probabilities(self, ids: np.ndarray) -> np.ndarray:
         """Next-word probabilities ``[N, V]`` for context ids ``[N, T]``, personal state included."""
         feats, logits = self.features_logits(ids)
-        if self._host_head:
-            w, b = self.head
-            logits = feats @ w + b
-        return mix(pz.softmax(logits.astype(np.float32)), self.state.phrases, ids, self.state.phrase_weight)
+        with blas_threads(self._blas):
+            if self._host_head:
+                w, b = self.head
+                logits = feats @ w + b
+            return mix(pz.softmax(logits.astype(np.float32)), self.state.phrases, ids, self.state.phrase_weight)
 
     def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
         """The ``k`` likeliest next words, or completions of a partly typed word.
@@ -149,17 +154,57 @@ class EdgeModel:
         """
         if not isinstance(text, str):
             raise TypeError(f"suggest() needs text (str), got {type(text).__name__}")
-        context, prefix = self.tokenizer.split_partial(text[-4096:])
-        probs = self.probabilities(self.vocab.context_ids(context, self.context_length)[None])[0]
-        candidates = self.vocab.prefix_ids(prefix)
-        if not len(candidates) or k <= 0:
+        context, prefix = self.tokenizer.split_partial(text[-MAX_SUGGEST_CHARS:])
+        if k <= 0:
             return []
-        from .metrics import top_k
-
-        best = top_k(probs, candidates, k)
-        total = float(probs[candidates].sum()) or 1.0
+        scores = self._ranking_scores(self.vocab.context_ids(context, self.context_length)[None])
+        ids, probs = (self._rank_completions(scores, prefix, k) if prefix else self._rank_next(scores, k))
         typed = text.rstrip()[-len(prefix):] if prefix else ""
-        return [Suggestion(_match_case(self.vocab.word(int(i)), typed), float(probs[i]) / total) for i in best]
+        return [Suggestion(_match_case(self.vocab.word(int(i)), typed), float(p)) for i, p in zip(ids, probs)]
+
+    def _rank_next(self, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` words over the whole vocabulary, skipping specials and free slots.
+
+        Partitions the raw scores (no gather of 10k candidates: this is the
+        call a keyboard makes after every space) and corrects the softmax sum
+        for the few ids that are not words.
+        """
+        banned = self.vocab.unsuggestable_ids()
+        pool = np.argpartition(scores, len(scores) - (k + len(banned)))[-(k + len(banned)):]
+        pool = pool[np.argsort(-scores[pool], kind="stable")]
+        best = pool[self.vocab.suggestable_mask()[pool]][:k]
+        weights = np.exp(scores - scores[best[0]])
+        return best, weights[best] / (weights.sum() - weights[banned].sum())
+
+    def _rank_completions(self, scores: np.ndarray, prefix: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` words starting with ``prefix``; probabilities sum to 1 over all completions."""
+        candidates = self.vocab.prefix_ids(prefix)
+        if not len(candidates):
+            return candidates, np.zeros(0)
+        sub = scores[candidates]
+        order = top_k(sub, np.arange(len(sub)), k)
+        weights = np.exp(sub - sub[order[0]])
+        return candidates[order], weights[order] / weights.sum()
+
+    def _ranking_scores(self, ids: np.ndarray) -> np.ndarray:
+        """Log-scale next-word scores for one context, cached per context.
+
+        While a word is being typed its context does not change, so each
+        keystroke after the first reuses the scores. With nothing personal in
+        play they are the interpreter's logits as they come (no softmax over
+        the vocabulary: the hot path of a keyboard).
+        """
+        key = ids.tobytes()
+        if key not in self._scores_cache:
+            if not self._host_head and not (self.state.phrase_weight and len(self.state.phrases)):
+                scores = self._invoke(self._interp, ids)[1][0]
+            else:
+                scores = np.log(np.maximum(self.probabilities(ids)[0], 1e-30))
+            if len(self._scores_cache) >= SCORES_CACHE:
+                self._scores_cache.pop(next(iter(self._scores_cache)))
+            scores.flags.writeable = False
+            self._scores_cache[key] = scores
+        return self._scores_cache[key]
 
     def evaluate(self, text: str | Path | Iterable[str], max_targets: int | None = None,
                  progress: bool = False) -> dict:
@@ -221,6 +266,7 @@ class EdgeModel:
         state.fingerprint, state.n_examples = new.fingerprint, 0
         if new.flatbuffer != self.file.flatbuffer:
             self._interp, self.runtime = load_interpreter(new.flatbuffer, self._num_threads, self.runtime)
+            self._io = self._tensor_indices(self._interp)
             self._batch_interp = None
         self.file, self.metadata, self.path = new, new.metadata, Path(path)
         self._base_head = None
@@ -243,7 +289,7 @@ class EdgeModel:
         a personalization never makes suggestions worse on the user's own text.
         """
         cfg = config or pz.TrainConfig()
-        with threadpool_limits(limits=cfg.threads, user_api="blas"):
+        with blas_threads(cfg.threads):
             return self._personalize(texts, cfg, progress, save)
 
     def _personalize(self, texts, cfg: pz.TrainConfig, progress: bool, save: bool) -> dict:
@@ -295,12 +341,16 @@ class EdgeModel:
 
     # -- internals ----------------------------------------------------------
     def _invoke(self, interp, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outs = interp.get_output_details()
-        interp.set_tensor(interp.get_input_details()[self.metadata["inputs"]["tokens"]]["index"], ids)
+        tokens, features, logits = self._io
+        interp.set_tensor(tokens, ids)
         interp.invoke()
-        o = self.metadata["outputs"]
-        return (interp.get_tensor(outs[o["features"]]["index"]).copy(),
-                interp.get_tensor(outs[o["logits"]]["index"]).copy())
+        return interp.get_tensor(features), interp.get_tensor(logits)
+
+    def _tensor_indices(self, interp) -> tuple[int, int, int]:
+        """Interpreter tensor indices of (tokens input, features output, logits output)."""
+        outs, o = interp.get_output_details(), self.metadata["outputs"]
+        return (interp.get_input_details()[self.metadata["inputs"]["tokens"]]["index"],
+                outs[o["features"]]["index"], outs[o["logits"]]["index"])
 
     def _batch_interpreter(self):
         if self._batch_interp is None:
@@ -329,6 +379,7 @@ class EdgeModel:
         self.vocab.set_personal(state.personal_words)
         self.state = state
         self._head = None
+        self._scores_cache: dict[bytes, np.ndarray] = {}
         # Logits come from numpy only when the head differs from the flatbuffer's.
         self._host_head = self.file.head is not None or bool(state.delta_w.any() or state.delta_b.any())
 

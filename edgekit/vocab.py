@@ -83,19 +83,19 @@ class Vocabulary:
         return [self.id_of(t) for t in tokens]
 
     def word(self, i: int) -> str:
-        for w, s in self._personal.items():
-            if s == i:
-                return w
-        return self.tokens[i]
+        return self._slot_words.get(i) or self.tokens[i]
 
     def is_word_id(self, i: int) -> bool:
         """Can this id be suggested or scored (a real word, or an assigned slot)?"""
         return i in self._suggestable
 
     def suggestable_mask(self) -> np.ndarray:
-        mask = np.zeros(len(self.tokens), dtype=bool)
-        mask[list(self._suggestable)] = True
-        return mask
+        """Boolean [V]: which ids are words (read-only, cached)."""
+        return self._mask
+
+    def unsuggestable_ids(self) -> np.ndarray:
+        """Specials and unassigned personal slots (cached)."""
+        return self._banned
 
     def prefix_ids(self, prefix: str) -> np.ndarray:
         """Ids of suggestable words that start with ``prefix`` (all of them for "")."""
@@ -113,6 +113,11 @@ class Vocabulary:
         words = {t: i for i, t in enumerate(self.tokens[: self.first_slot]) if i >= len(SPECIAL_TOKENS)}
         words.update(self._personal)
         self._suggestable = set(words.values())
+        self._slot_words = {s: w for w, s in self._personal.items()}
+        self._mask = np.zeros(len(self.tokens), dtype=bool)
+        self._mask[list(self._suggestable)] = True
+        self._mask.flags.writeable = False
+        self._banned = np.flatnonzero(~self._mask)
         pairs = sorted(words.items())
         self._sorted_words = [w for w, _ in pairs]
         self._sorted_ids = np.array([i for _, i in pairs], dtype=np.int64)

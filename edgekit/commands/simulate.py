@@ -20,8 +20,8 @@ import click
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default="data", show_default=True,
               help="Corpora folder: every *.txt in it is one writer (email, SMS, a novel...).")
-@click.option("--lines", type=click.IntRange(10), default=200, show_default=True,
-              help="Training lines per device (held-out: a tenth of that, right after).")
+@click.option("--words", type=click.IntRange(20), default=1500, show_default=True,
+              help="Training text per device, in words (held-out: a fifth of that, right after).")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Share of devices sampled each round.")
 @click.option("--aggregation", type=click.Choice(["fedavg", "median", "trimmed-mean"]), default="fedavg",
@@ -32,14 +32,14 @@ import click
               help="Noise multiplier each device adds (local DP).")
 @click.option("--central-noise", type=float, default=0.0, show_default=True,
               help="Noise multiplier the server adds to the mean (central DP, uniform weights).")
-@click.option("--epochs", type=click.IntRange(1), default=4, show_default=True, help="Local epochs per round.")
+@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True, help="Local epochs per round.")
 @click.option("--cpus", type=click.IntRange(1), default=2, show_default=True, help="CPUs for the simulation.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep client folders and one model file per round here [default: a temporary folder].")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write top-3 per round as a PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rounds as JSON instead of a table.")
-def simulate(clients, rounds, model_path, data_dir, lines, fraction, aggregation, secure, clip_norm, local_noise,
+def simulate(clients, rounds, model_path, data_dir, words, fraction, aggregation, secure, clip_norm, local_noise,
              central_noise, epochs, cpus, out_dir, plot_path, as_json):
     """Run federated rounds with one simulated device per writer of the corpora."""
     from dataclasses import asdict
@@ -60,7 +60,7 @@ def simulate(clients, rounds, model_path, data_dir, lines, fraction, aggregation
         sources = parts.text_sources(data_dir)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
-    partitions = parts.make_partitions(sources, clients, train_lines=lines, heldout_lines=max(lines // 10, 5))
+    partitions = parts.make_partitions(sources, clients, train_words=words, heldout_words=max(words // 5, 10))
     table = sim.RoundTable()
     with tempfile.TemporaryDirectory(prefix="edgekit-simulate-") as tmp, \
             progress_bar(rounds + 1, "rounds", enabled=not as_json) as bar:

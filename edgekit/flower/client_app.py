@@ -6,7 +6,8 @@ One round on a device, in Flower's terms a ``fit``:
 2. put it on the device's own model file (same body, tokenizer, vocabulary)
    and check that this gives exactly that fingerprint: a device with another
    model refuses rather than send an update that means nothing;
-3. personalize on the user's text (``EdgeModel.personalize``, as on the device);
+3. train the head on the user's text (the device runtime's LiteRT features
+   and numpy head training, see ``train_head_locally``);
 4. send the shared-head delta, clipped and optionally noised with the same
    ``privatize`` as ``edgekit export-update``, plus the number of examples
    and the personalized top-3 on the user's held-out text.
@@ -32,16 +33,20 @@ from flwr.client import NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import Scalar
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from ..federated.delta import privatize
+from ..metrics import evaluate as evaluate_scorer
+from ..metrics import iter_windows
 from ..model import EdgeModel
 from ..modelfile import ModelFile, hash_arrays, make_fingerprint, read_model_file
-from ..personalize import TrainConfig
+from ..personalize import TrainConfig, softmax, train_head
 from .partitions import HELDOUT_FILE, TRAIN_FILE, client_folder_name, read_lines
 
 HELDOUT_TARGETS = 1000  # caps the personalized evaluation so a round stays ~1 s per device
 _CACHE_SIZE = 2  # global versions kept per process: this round's, and the last one
+Head = tuple[np.ndarray, np.ndarray]
 
 
 class EdgeClient(NumPyClient):
@@ -49,7 +54,8 @@ class EdgeClient(NumPyClient):
 
     Each round starts from the new global head, so the delta it sends is
     always relative to the version the server names (no drift from stale
-    personal state).
+    personal state). The device's own personal state (``edgekit
+    personalize``) is neither read nor changed.
     """
 
     def __init__(self, model_path: Path, text_path: Path, heldout_path: Path | None = None) -> None:
@@ -59,14 +65,46 @@ class EdgeClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: Mapping[str, Any]) -> tuple[list[np.ndarray], int, dict]:
         model = global_model(self.model_path, (parameters[0], parameters[1]), str(config["fingerprint"]))
-        model.reset()
-        train = read_lines(self.text_path)
-        model.personalize(train, TrainConfig(epochs=int(config["epochs"])), save=False)
-        dW, db = privatize(*model.head_delta(), float(config["clip-norm"]), float(config["local-noise"]))
-        metrics = {"fingerprint": model.fingerprint}
+        local = TrainConfig(epochs=int(config["epochs"]), min_steps=int(config["min-steps"]),
+                            learning_rate=float(config["learning-rate"]))
+        head, n_examples = train_head_locally(model, read_lines(self.text_path), local)
+        dW, db = privatize(*shared_delta(model, head), float(config["clip-norm"]), float(config["local-noise"]))
+        metrics: dict[str, Scalar] = {"fingerprint": model.fingerprint}
         if self.heldout_path is not None:
-            metrics["personal-top3"] = model.evaluate(read_lines(self.heldout_path), HELDOUT_TARGETS)["top3"]
-        return [dW, db], _weight(model.n_examples, config), metrics
+            metrics["personal-top3"] = head_scores(model, head, read_lines(self.heldout_path))["top3"]
+        return [dW, db], _weight(n_examples, config), metrics
+
+
+def train_head_locally(model: EdgeModel, lines: list[str], config: TrainConfig) -> tuple[Head, int]:
+    """FedAvg's client step: train the global head on this device's text; ``(new head, examples)``.
+
+    The same numpy training as ``EdgeModel.personalize``, without its
+    adoption gate and phrase memory: those decide what the *device* shows
+    its user, while the federation needs every device's gradient signal.
+    """
+    windows = [w for w in iter_windows(model.tokenizer.iter_lines(lines), model.vocab, model.context_length)
+               if model.vocab.is_word_id(w.target)]
+    if not windows:
+        raise ValueError("no text to learn from: the device's text has no known words")
+    features, _ = model.features_logits(np.stack([w.context for w in windows]))
+    targets = np.array([w.target for w in windows], np.int64)
+    return train_head(features, targets, *model.base_head, config), len(targets)
+
+
+def shared_delta(model: EdgeModel, head: Head) -> tuple[np.ndarray, np.ndarray]:
+    """What leaves the device: the change to the shared rows (personal-word slots stay)."""
+    (w0, b0), s = model.base_head, model.vocab.first_slot
+    return (head[0] - w0)[:, :s], (head[1] - b0)[:s]
+
+
+def head_scores(model: EdgeModel, head: Head, lines: list[str]) -> dict:
+    """top-1/top-3 of the model with ``head`` on ``lines``: the same metric as the server's global score."""
+    def scorer(ids: np.ndarray) -> np.ndarray:
+        features, _ = model.features_logits(ids)
+        return softmax(features @ head[0] + head[1])
+
+    return evaluate_scorer(scorer, model.vocab, model.tokenizer.iter_lines(lines), model.context_length,
+                           max_targets=HELDOUT_TARGETS)
 
 
 def _weight(n_examples: int, config: Mapping[str, Any]) -> int:

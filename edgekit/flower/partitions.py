@@ -14,7 +14,6 @@ same way.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -55,10 +54,12 @@ def text_sources(data_dir: str | Path) -> dict[str, list[str]]:
 
 
 def make_partitions(sources: dict[str, Sequence[str]], n_clients: int,
-                    train_lines: int = 200, heldout_lines: int = 20) -> list[Partition]:
+                    train_words: int = 1500, heldout_words: int = 300) -> list[Partition]:
     """Deal ``n_clients`` contiguous, disjoint stretches round-robin over the sources.
 
-    Held-out lines come right after a client's training lines, so they are the
+    Budgets are in words, not lines: a line is an SMS in one corpus and a
+    whole paragraph in another, and a device's cost grows with its words.
+    Held-out text comes right after a client's training text, so it is the
     same writer's later text: the personalization question ("does it predict
     what this person types next?"). A source too short for another stretch
     starts over from its beginning rather than leaving a client empty.
@@ -66,37 +67,36 @@ def make_partitions(sources: dict[str, Sequence[str]], n_clients: int,
     if n_clients < 1:
         raise ValueError("need at least one client")
     names = sorted(sources)
-    used = {name: 0 for name in names}
-    size = train_lines + heldout_lines
+    next_line = {name: 0 for name in names}
     parts = []
     for i in range(n_clients):
         name = names[i % len(names)]
         lines = sources[name]
-        start = used[name] if used[name] + size <= len(lines) else 0
-        chunk = list(lines[start:start + size])
-        used[name] = start + size
-        cut = max(1, len(chunk) * train_lines // size)
-        parts.append(Partition(f"{name}@{start}", tuple(chunk[:cut]), tuple(chunk[cut:])))
+        start = next_line[name]
+        train, heldout, end = _stretch(lines, start, train_words, heldout_words)
+        if not heldout and start > 0:  # this writer's text is used up: start over
+            start = 0
+            train, heldout, end = _stretch(lines, start, train_words, heldout_words)
+        next_line[name] = end
+        parts.append(Partition(f"{name}@{start}", tuple(train), tuple(heldout)))
     return parts
 
 
-def synthetic_sources(n_writers: int, lines: int = 60, seed: int = 0) -> dict[str, list[str]]:
-    """Small writers with their own habits, for tests that must not need corpora.
+def _stretch(lines: Sequence[str], start: int, train_words: int,
+             heldout_words: int) -> tuple[list[str], list[str], int]:
+    train, middle = _take_words(lines, start, train_words)
+    heldout, end = _take_words(lines, middle, heldout_words)
+    return train, heldout, end
 
-    Each writer repeats a few favourite phrases amid common words, which is
-    what makes last-layer personalization measurably help.
-    """
-    rng = random.Random(seed)
-    common = "the a and to of i you it is was for on my we".split()
-    nouns = "cat dog tea boat lab code rain train music garden".split()
-    sources = {}
-    for w in range(n_writers):
-        favourite = [f"{rng.choice(common)} {nouns[w % len(nouns)]} {nouns[(w * 3 + 1) % len(nouns)]}"
-                     for _ in range(3)]
-        sources[f"writer{w}"] = [
-            " ".join([rng.choice(favourite)] + rng.sample(common, 3) + [rng.choice(favourite)])
-            for _ in range(lines)]
-    return sources
+
+def _take_words(lines: Sequence[str], start: int, words: int) -> tuple[list[str], int]:
+    """Lines from ``start`` until they hold ``words`` words (or the text ends); and where they stop."""
+    taken, count, i = [], 0, start
+    while i < len(lines) and count < words:
+        taken.append(lines[i])
+        count += len(lines[i].split())
+        i += 1
+    return taken, i
 
 
 def write_partition(part: Partition, folder: str | Path) -> Path:

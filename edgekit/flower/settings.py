@@ -26,6 +26,10 @@ class FederationConfig:
     - ``central_noise``: noise multiplier the server adds to the mean of
       clipped deltas (central DP; uniform weights so one user's influence
       is exactly ``clip_norm / n``).
+    - ``epochs``, ``min_steps``, ``learning_rate``: local head training per
+      round. Fewer, larger steps than a device's own ``edgekit personalize``
+      (4 epochs, at least 150 steps): a federation repeats it every round,
+      and devices must finish in seconds.
     - ``secure``: SecAgg+; the server only learns the sum, so it needs
       ``fedavg`` and cannot check individual norms (devices clip anyway).
     """
@@ -44,7 +48,9 @@ class FederationConfig:
     secure: bool = False
     secagg_shares: float = 0.5
     secagg_threshold: float = 0.7
-    epochs: int = 4
+    epochs: int = 2
+    min_steps: int = 0
+    learning_rate: float = 1e-2
     out_dir: str = ""
     eval_text: str = ""
     eval_targets: int = 4000

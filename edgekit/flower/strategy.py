@@ -90,14 +90,17 @@ class EdgeStrategy(Strategy):
 
     def configure_fit(self, server_round: int, parameters: Parameters,
                       client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
+        c = self.config
+        if not client_manager.wait_for(c.min_clients, timeout=int(c.timeout)):
+            return []  # too few devices connected: the workflow skips the round
         available = client_manager.num_available()
-        wanted = max(int(available * self.config.fraction), self.config.min_clients)
-        clients = client_manager.sample(num_clients=min(wanted, available), min_num_clients=self.config.min_clients)
+        wanted = max(int(available * c.fraction), c.min_clients)
+        clients = client_manager.sample(num_clients=min(wanted, available), min_num_clients=c.min_clients)
         self.sampling_rates.append(len(clients) / max(available, 1))
         self._pending = RoundStats(server_round, self.fingerprint, sampled=len(clients))
-        c = self.config
         fit_config: dict[str, Scalar] = {
-            "round": server_round, "fingerprint": self.fingerprint, "epochs": c.epochs,
+            "round": server_round, "fingerprint": self.fingerprint, "epochs": c.epochs, "min-steps": c.min_steps,
+            "learning-rate": c.learning_rate,
             "clip-norm": c.clip_norm, "local-noise": c.local_noise,
             "uniform-weights": c.uniform_weights, "max-examples": c.max_examples}
         return [(client, FitIns(parameters, fit_config)) for client in clients]

@@ -125,17 +125,23 @@ class EdgeModel:
         ids = np.where(np.asarray(ids) >= self.vocab.first_slot, self.vocab.unk, ids).astype(np.int32)
         if len(ids) == 1:
             return self._invoke(self._interp, ids)
+        parts = list(self._batches(ids, progress))
+        return np.concatenate([f for f, _ in parts]), np.concatenate([lg for _, lg in parts])
+
+    def features(self, ids: np.ndarray, progress: bool = False) -> np.ndarray:
+        """Features only, ``[N, F]``: what head training needs, without ``N x V`` logits in memory."""
+        ids = np.where(np.asarray(ids) >= self.vocab.first_slot, self.vocab.unk, ids).astype(np.int32)
+        return np.concatenate([f for f, _ in self._batches(ids, progress, keep_logits=False)])
+
+    def _batches(self, ids: np.ndarray, progress: bool, keep_logits: bool = True):
         interp = self._batch_interpreter()
-        feats, logits = [], []
         with progress_bar(len(ids), "running model", progress) as bar:
             for start in range(0, len(ids), BATCH):
                 chunk = ids[start : start + BATCH]
                 padded = np.concatenate([chunk, np.zeros((BATCH - len(chunk), ids.shape[1]), np.int32)])
                 f, lg = self._invoke(interp, padded)
-                feats.append(f[: len(chunk)])
-                logits.append(lg[: len(chunk)])
                 bar.update(len(chunk))
-        return np.concatenate(feats), np.concatenate(logits)
+                yield f[: len(chunk)], (lg[: len(chunk)] if keep_logits else None)
 
     def probabilities(self, ids: np.ndarray) -> np.ndarray:
         """Next-word probabilities ``[N, V]`` for context ids ``[N, T]``, personal state included."""
@@ -303,8 +309,8 @@ class EdgeModel:
         if not len(y_tr) or not len(y_ho):
             self._drop_words(new_words)
             raise ValueError("not enough text to personalize: need several lines with known or repeated words")
-        f_tr, _ = self.features_logits(x_tr, progress)
-        f_ho, _ = self.features_logits(x_ho, progress)
+        f_tr = self.features(x_tr, progress)
+        f_ho = self.features(x_ho, progress)
         mask = self.vocab.suggestable_mask()
         new_head = pz.train_head(f_tr, y_tr, *self.head, cfg, progress)
         memory = self._memory_with(train)

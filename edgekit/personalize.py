@@ -76,7 +76,7 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
 
 
 def score_options(features: np.ndarray, contexts: np.ndarray, targets: np.ndarray, options: list,
-                  mask: np.ndarray, chunk: int = 512) -> list[tuple[float, float, float]]:
+                  mask: np.ndarray, chunk: int = 128) -> list[tuple[float, float, float]]:
     """(top-1, top-3, mean NLL) on held-out examples for each ``(head, memory, weight)`` option.
 
     Works in row chunks so memory stays ``O(chunk x V)``; each distinct head

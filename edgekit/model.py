@@ -235,16 +235,17 @@ class EdgeModel:
         return self._head
 
     def head_delta(self) -> tuple[np.ndarray, np.ndarray]:
-        """What this device learned for the *shared* rows since its model version was installed.
+        """This device's contribution to the *shared* head since its model version was installed.
 
+        It is what head training learned from the user's text, whether or not
+        the device adopted it for its own suggestions (a small held-out check
+        on one device is noisy; averaged over many devices the signal is not).
         Personal-word slots are excluded: they are personal data and stay here.
         """
         s, st = self.vocab.first_slot, self.state
-        dw, db = st.delta_w[:, :s].copy(), st.delta_b[:s].copy()
-        if st.export_base_w is not None:
-            dw -= st.export_base_w
-            db -= st.export_base_b
-        return dw, db
+        if st.contrib_w is None:
+            return np.zeros((self.feature_dim, s), np.float32), np.zeros(s, np.float32)
+        return st.contrib_w[:, :s].copy(), st.contrib_b[:s].copy()
 
     # -- federated ----------------------------------------------------------
     def export_update(self, server_public_key, path: str | Path | None = None, **options) -> bytes:
@@ -267,9 +268,8 @@ class EdgeModel:
         if new.metadata.get("body_sha256") != self.metadata.get("body_sha256") or new.vocab != self.file.vocab:
             raise ValueError(f"{path}: not a version of this model (its body or vocabulary differs); "
                              "load it as a new model instead")
-        state = self.state
-        state.export_base_w, state.export_base_b = (a.copy() for a in self.head_delta_full())
-        state.fingerprint, state.n_examples = new.fingerprint, 0
+        state = self.state  # the server has folded contributions into the new head: start afresh
+        state.fingerprint, state.n_examples, state.contrib_w, state.contrib_b = new.fingerprint, 0, None, None
         if new.flatbuffer != self.file.flatbuffer:
             self._interp, self.runtime = load_interpreter(new.flatbuffer, self._num_threads, self.runtime)
             self._io = self._tensor_indices(self._interp)
@@ -278,11 +278,6 @@ class EdgeModel:
         self._base_head = None
         self._set_state(state)
         self.save()
-
-    def head_delta_full(self) -> tuple[np.ndarray, np.ndarray]:
-        """The personal change to the shared rows, all of it (including what was exported)."""
-        s = self.vocab.first_slot
-        return self.state.delta_w[:, :s], self.state.delta_b[:s]
 
     # -- personalization ----------------------------------------------------
     def personalize(self, texts: str | Path | Iterable[str], config: pz.TrainConfig | None = None,
@@ -313,6 +308,7 @@ class EdgeModel:
         f_ho = self.features(x_ho, progress)
         mask = self.vocab.suggestable_mask()
         new_head = pz.train_head(f_tr, y_tr, *self.head, cfg, progress)
+        self._add_contribution(new_head, len(y_tr))
         memory = self._memory_with(train)
         st = self.state
         options = [(self.head, st.phrases, st.phrase_weight, None)]  # the current state: the bar to beat
@@ -322,7 +318,7 @@ class EdgeModel:
         best, (_, _, weight, head) = _choose(list(zip(scores, options)))
         adopted = bool(head is not None and (best[1], best[0], -best[2]) > (before[1], before[0], -before[2]))
         if adopted:
-            self._adopt(head, memory, weight, held, len(y_tr) if head is new_head else 0)
+            self._adopt(head, memory, weight, held)
         else:
             self._drop_words(new_words)
         report = {"adopted": adopted, "train_examples": int(len(y_tr)), "heldout_examples": int(len(y_ho)),
@@ -330,7 +326,7 @@ class EdgeModel:
                   "new_personal_words": sorted(new_words) if adopted else [],
                   "phrase_weight": self.state.phrase_weight, "seconds": round(time.perf_counter() - t0, 2)}
         self.state.history.append({k: report[k] for k in ("adopted", "train_examples", "before", "after")})
-        if save and adopted:
+        if save:
             self.save()
         return report
 
@@ -427,14 +423,21 @@ class EdgeModel:
             memory.add(self.vocab.encode(ln))
         return memory
 
-    def _adopt(self, head, memory: PhraseMemory, weight: float, held: list[list[str]], examples: int) -> None:
+    def _add_contribution(self, new_head: tuple[np.ndarray, np.ndarray], examples: int) -> None:
+        st, (w, b) = self.state, self.head
+        if st.contrib_w is None:
+            st.contrib_w, st.contrib_b = np.zeros_like(w), np.zeros_like(b)
+        st.contrib_w += new_head[0] - w
+        st.contrib_b += new_head[1] - b
+        st.n_examples += examples
+
+    def _adopt(self, head, memory: PhraseMemory, weight: float, held: list[list[str]]) -> None:
         for ln in held:  # the held-out text has done its job: remember it too
             memory.add(self.vocab.encode(ln))
         w0, b0 = self.base_head
         self.state.delta_w, self.state.delta_b = head[0] - w0, head[1] - b0
         self.state.phrases, self.state.phrase_weight = memory, weight
         self.state.personal_words = self.vocab.personal_words
-        self.state.n_examples += examples
         self._set_state(self.state)
 
 

@@ -17,8 +17,8 @@ class _Silent:
 
 @contextlib.contextmanager
 def progress_bar(length: int | None, label: str, enabled: bool = True) -> Iterator[Bar]:
-    """A click progress bar on stderr, or a silent one; ``length`` may be unknown."""
-    if not enabled:
+    """A click progress bar on stderr (a terminal), or a silent one; ``length`` may be unknown."""
+    if not enabled or not sys.stderr.isatty():  # no bar in logs and pipes: it would print only its label
         yield _Silent()
         return
     import click

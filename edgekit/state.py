@@ -50,12 +50,13 @@ class PersonalState:
     phrases: PhraseMemory
     personal_words: dict[str, int] = field(default_factory=dict)
     phrase_weight: float = 0.0
-    n_examples: int = 0  # examples learned since the model version was installed
+    n_examples: int = 0  # examples behind the contribution
     history: list[dict] = field(default_factory=list)
-    # The delta already folded into the server's view when a new global version
-    # was installed: exports carry only what was learned since (no double counting).
-    export_base_w: np.ndarray | None = None
-    export_base_b: np.ndarray | None = None
+    # The federated contribution: what head training learned from this user's
+    # text since the model version was installed, whether or not the device
+    # adopted it for its own suggestions. ``None`` until there is one.
+    contrib_w: np.ndarray | None = None
+    contrib_b: np.ndarray | None = None
 
     @classmethod
     def empty(cls, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids) -> "PersonalState":
@@ -79,7 +80,7 @@ def save_state(path: str | Path, state: PersonalState) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                         delta_w=state.delta_w, delta_b=state.delta_b, **state.phrases.to_arrays(),
-                        **_export_base(state))
+                        **_contribution(state))
     atomic_write_bytes(path, buf.getvalue(), mode=0o600)
 
 
@@ -111,10 +112,10 @@ def load_state(path: str | Path, fingerprint: str, feature_dim: int, vocab_size:
     return PersonalState(meta["fingerprint"], dw.astype(np.float32), db.astype(np.float32), phrases,
                          {str(k): int(v) for k, v in meta.get("personal_words", {}).items()},
                          float(meta.get("phrase_weight", 0.0)), int(meta.get("n_examples", 0)),
-                         list(meta.get("history", [])), arrays.get("export_base_w"), arrays.get("export_base_b"))
+                         list(meta.get("history", [])), arrays.get("contrib_w"), arrays.get("contrib_b"))
 
 
-def _export_base(state: PersonalState) -> dict[str, np.ndarray]:
-    if state.export_base_w is None:
+def _contribution(state: PersonalState) -> dict[str, np.ndarray]:
+    if state.contrib_w is None:
         return {}
-    return {"export_base_w": state.export_base_w, "export_base_b": state.export_base_b}
+    return {"contrib_w": state.contrib_w, "contrib_b": state.contrib_b}

@@ -21,12 +21,12 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=10)
-    ap.add_argument("--lines", type=int, default=150, help="training lines per device")
+    ap.add_argument("--words", type=int, default=2500, help="training words per device")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--union", type=Path, default=None, help="write all held-out lines here")
     args = ap.parse_args()
     sources = {**text_sources(DATA / "personal"), **text_sources(DATA / "heldout")}
-    parts = make_partitions(sources, args.devices, train_lines=args.lines, heldout_lines=args.lines // 4)
+    parts = make_partitions(sources, args.devices, train_words=args.words, heldout_words=args.words // 4)
     folders = write_partitions(parts, args.out)
     if args.union:
         args.union.write_text("".join(line + "\n" for p in parts for line in p.heldout), encoding="utf-8")

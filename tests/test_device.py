@@ -78,19 +78,21 @@ def test_head_delta_leaves_personal_slots_on_the_device(model):
     model.personalize(user_lines(200))
     dw, db = model.head_delta()
     assert dw.shape == (model.feature_dim, model.vocab.first_slot) and db.shape == (model.vocab.first_slot,)
+    assert np.abs(dw).sum() > 0 and model.n_examples > 0
     slot = model.vocab.id_of("zorblax")
     assert slot >= model.vocab.first_slot and np.abs(model.state.delta_w[:, slot]).sum() > 0
 
 
 def test_personalization_is_never_worse_on_held_out_text(model):
     model.personalize(user_lines(200))
-    state_bytes = model.state_file.read_bytes()
+    shown = [model.suggest(t, k=3) for t in ("hi ", "w100 w97 ", "w1 w2 ")]
     rng = np.random.default_rng(5)
     noise = [" ".join(f"w{i}" for i in rng.integers(0, 180, 6)) for _ in range(100)]
     report = model.personalize(noise)
     assert report["after"]["top3"] >= report["before"]["top3"]
-    if not report["adopted"]:
-        assert model.state_file.read_bytes() == state_bytes
+    if not report["adopted"]:  # what the user sees is untouched; only the federated contribution grew
+        reloaded = EdgeModel.load(model.path, state_dir=model.state_dir)
+        assert [reloaded.suggest(t, k=3) for t in ("hi ", "w100 w97 ", "w1 w2 ")] == shown
 
 
 def test_state_survives_reload_and_reset_forgets(model, tmp_path):

@@ -84,12 +84,12 @@ def make_partitions(sources: dict[str, Sequence[str]], n_clients: int,
 
 def _stretch(lines: Sequence[str], start: int, train_words: int,
              heldout_words: int) -> tuple[list[str], list[str], int]:
-    train, middle = _take_words(lines, start, train_words)
-    heldout, end = _take_words(lines, middle, heldout_words)
+    train, middle = take_words(lines, start, train_words)
+    heldout, end = take_words(lines, middle, heldout_words)
     return train, heldout, end
 
 
-def _take_words(lines: Sequence[str], start: int, words: int) -> tuple[list[str], int]:
+def take_words(lines: Sequence[str], start: int, words: int) -> tuple[list[str], int]:
     """Lines from ``start`` until they hold ``words`` words (or the text ends); and where they stop."""
     taken, count, i = [], 0, start
     while i < len(lines) and count < words:

@@ -21,11 +21,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, TextIO
 
-from .partitions import Partition, write_partitions
+from .partitions import Partition, take_words, write_partitions
 from .settings import FederationConfig
 from .strategy import RoundStats
 
-EVAL_LINES_PER_CLIENT = 10  # held-out lines per client in the pooled global evaluation
+
+
+def pooled_heldout(partitions: list[Partition], words: int) -> list[str]:
+    """An equal share of every client's held-out text, ``words`` in all: the global test set.
+
+    Equal shares, because the global model serves every writer; a paragraph-
+    per-line novel must not crowd out the SMS writers.
+    """
+    share = max(1, words // len(partitions))
+    return [ln for p in partitions for ln in take_words(p.heldout, 0, share)[0]]
 
 
 def run(config: FederationConfig, partitions: list[Partition], workdir: str | Path, cpus: int = 2,
@@ -46,7 +55,7 @@ def run(config: FederationConfig, partitions: list[Partition], workdir: str | Pa
     clients_dir = workdir / "clients"
     write_partitions(partitions, clients_dir)
     config = replace(config, out_dir=config.out_dir or str(workdir / "models"))
-    eval_lines = [ln for p in partitions for ln in p.heldout[:EVAL_LINES_PER_CLIENT]]
+    eval_lines = pooled_heldout(partitions, config.eval_targets)
     rows: list[RoundStats] = []
 
     def record(stats: RoundStats) -> None:

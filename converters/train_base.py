@@ -41,7 +41,7 @@ class TrainConfig:
     hidden: int = 160
     feature_dim: int = 64
     cell: str = "lstm"
-    epochs: int = 1
+    epochs: int = 2
     batch_size: int = 256
     learning_rate: float = 5e-3
     max_minutes: float = 28.0

@@ -16,6 +16,8 @@ flwr = pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
 pytestmark = pytest.mark.slow
+# A few hundred examples per device: train like `edgekit personalize` does (>= 150 steps).
+DEVICE_TRAINING = {"epochs": 4, "min_steps": 150, "learning_rate": 3e-3}
 CLIP = 20.0  # the tiny model's deltas have norms near 16: clip, but not to nothing
 MIN_EXAMPLES = 100  # each device trains on 40 lines of >= 4 words (a fifth of its 50 lines is held out)
 
@@ -32,14 +34,14 @@ def fl_model(tmp_path_factory):
 def user_partitions(n: int) -> list[parts.Partition]:
     """One client per seed of the user style: same habits, different sentences."""
     sources = {f"user{i}": user_lines(60, seed=100 + i) for i in range(n)}
-    return parts.make_partitions(sources, n, train_lines=50, heldout_lines=10)
+    return parts.make_partitions(sources, n, train_words=350, heldout_words=70)
 
 
 def simulate(model, partitions, workdir, **settings):
     from edgekit.flower import simulate as sim
     from edgekit.flower.settings import FederationConfig
 
-    config = FederationConfig(model=str(model), **{"rounds": 1, "clip_norm": CLIP, **settings})
+    config = FederationConfig(model=str(model), **{**DEVICE_TRAINING, "rounds": 1, "clip_norm": CLIP, **settings})
     return sim.run(config, partitions, workdir, cpus=2)
 
 

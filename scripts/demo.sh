@@ -52,9 +52,9 @@ for d in out/devices/client-*; do
   name=$(basename "$d")
   edgekit personalize --model "$MODEL" --state-dir "$d/state" --text "$d/train.txt" --json > "$d/personalize.json"
   edgekit export-update --model "$MODEL" --state-dir "$d/state" --server-key out/server.key.pub \
-    --clip-norm 10 -o "out/updates/$name.edgekit-update" || echo "$name: nothing to export (personalization kept nothing)"
+    --clip-norm 50 -o "out/updates/$name.edgekit-update" || echo "$name: nothing to export (personalization kept nothing)"
 done
-edgekit aggregate --key out/server.key --model "$MODEL" out/updates --clip-norm 10 -o out/edgekit-en-v2.tflite
+edgekit aggregate --key out/server.key --model "$MODEL" out/updates --clip-norm 50 -o out/edgekit-en-v2.tflite
 edgekit evaluate "$MODEL" --text out/devices-heldout.txt | sed 's/^/global v1: /'
 edgekit evaluate out/edgekit-en-v2.tflite --text out/devices-heldout.txt | sed 's/^/global v2: /'
 step "done: files in out/"

@@ -63,6 +63,7 @@ class EdgeModel:
         self._batch_interp = None
         self._base_head: tuple[np.ndarray, np.ndarray] | None = None
         self._head: tuple[np.ndarray, np.ndarray] | None = None  # base + personal delta, cached
+        self._change: tuple[np.ndarray, np.ndarray] | None = None  # head - flatbuffer head, cached
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self._set_state(self._empty_state())
         if self.state_file is not None and self.state_file.exists():
@@ -148,8 +149,8 @@ class EdgeModel:
         feats, logits = self.features_logits(ids)
         with blas_threads(self._blas):
             if self._host_head:
-                w, b = self.head
-                logits = feats @ w + b
+                dw, db = self._head_change()
+                logits = logits + feats @ dw + db
             return mix(pz.softmax(logits.astype(np.float32)), self.state.phrases, ids, self.state.phrase_weight)
 
     def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
@@ -233,6 +234,21 @@ class EdgeModel:
             w, b = self.base_head
             self._head = (w + self.state.delta_w, b + self.state.delta_b)
         return self._head
+
+    def _head_change(self) -> tuple[np.ndarray, np.ndarray]:
+        """``head`` minus the head inside the flatbuffer (cached).
+
+        Logits are the interpreter's plus ``features @ change``: the int8
+        interpreter's own head scored 0.8 points of top-3 better than the
+        same weights dequantized on the host, so only the change is added.
+        """
+        if self._change is None:
+            (w, b), (w0, b0) = self.head, self._flat_head()
+            self._change = (w - w0, b - b0)
+        return self._change
+
+    def _flat_head(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._read_head() if self.file.head is not None else self.base_head
 
     def head_delta(self) -> tuple[np.ndarray, np.ndarray]:
         """This device's contribution to the *shared* head since its model version was installed.
@@ -380,7 +396,7 @@ class EdgeModel:
     def _set_state(self, state: PersonalState) -> None:
         self.vocab.set_personal(state.personal_words)
         self.state = state
-        self._head = None
+        self._head = self._change = None
         self._scores_cache: dict[bytes, np.ndarray] = {}
         # Logits come from numpy only when the head differs from the flatbuffer's.
         self._host_head = self.file.head is not None or bool(state.delta_w.any() or state.delta_b.any())

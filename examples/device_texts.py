@@ -24,8 +24,14 @@ def main() -> None:
     ap.add_argument("--words", type=int, default=2500, help="training words per device")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--union", type=Path, default=None, help="write all held-out lines here")
+    ap.add_argument("--sources", default="sms_ham,email_easy_ham_2,austen_persuasion",
+                    help="comma-separated corpora to draw writers from")
     args = ap.parse_args()
-    sources = {**text_sources(DATA / "personal"), **text_sources(DATA / "heldout")}
+    wanted = {f"{name}.txt" for name in args.sources.split(",")}
+    sources = {k: v for k, v in {**text_sources(DATA / "personal"), **text_sources(DATA / "heldout")}.items()
+               if k in wanted}
+    if not sources:
+        raise SystemExit(f"no corpus matches --sources {args.sources}")
     parts = make_partitions(sources, args.devices, train_words=args.words, heldout_words=args.words // 4)
     folders = write_partitions(parts, args.out)
     if args.union:

@@ -2,15 +2,13 @@
 # The main job, end to end on the bundled model:
 #   convert it to four quantized .tflite files (with a report), evaluate one,
 #   show suggestions, personalize on SMS text, then a federated round:
-#   ten simulated devices personalize and export sealed updates, the server
-#   aggregates them into a new global model, and its gain is measured.
+#   ten simulated phones (SMS writers) personalize and export sealed updates,
+#   the server aggregates them into a new global model, and its gain on what
+#   those users type next is measured.
 # Everything lands in ./out (removed and rebuilt on each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[convert]"
+. scripts/venv.sh "convert"
 export PATH="$PWD/.venv/bin:$PATH"
 rm -rf out && mkdir -p out
 export EDGEKIT_STATE_DIR="$PWD/out/state"
@@ -44,9 +42,9 @@ for text in "ok lor " "i'll call you " "sorry i'll "; do
   printf '%-32s -> %s\n' "\"$text\"" "$(edgekit suggest --model "$MODEL" "$text" | awk '{printf "%s ", $1}')"
 done
 
-step "5. A federated round: 10 devices, sealed updates, server aggregation"
+step "5. A federated round: 10 texters' phones, sealed updates, server aggregation"
 edgekit keygen -o out/server.key
-.venv/bin/python -m examples.device_texts --devices 10 --out out/devices --union out/devices-heldout.txt
+.venv/bin/python -m examples.device_texts --devices 10 --sources sms_ham --out out/devices --union out/devices-heldout.txt
 mkdir -p out/updates
 for d in out/devices/client-*; do
   name=$(basename "$d")

@@ -3,10 +3,7 @@
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[convert,flower,dev]"
+. scripts/venv.sh "convert,flower,dev"
 # The tflite-runtime 2.14 fallback needs its own venv (numpy<2, Python <= 3.11);
 # its test skips when this cannot be built.
 if [ ! -x .venv-compat/bin/python ] && command -v python3.11 >/dev/null; then

@@ -14,8 +14,7 @@ from typing import Iterator
 import keras
 import numpy as np
 
-from edgekit.tokenizer import read_text_lines
-from edgekit.vocab import PERSONAL_PREFIX, Vocabulary
+from edgekit.vocab import Vocabulary
 
 
 class ContractError(ValueError):
@@ -28,10 +27,7 @@ def read_vocab(path: str | Path) -> Vocabulary:
     if not path.is_file():
         raise ContractError(f"{path}: no such vocabulary file")
     try:
-        tokens = [line.rstrip("\n") for line in read_text_lines(path)]
-        slots = len(tokens) - next((i + 1 for i in range(len(tokens) - 1, -1, -1)
-                                    if not tokens[i].startswith(PERSONAL_PREFIX)), 0)
-        return Vocabulary(tokens, personal_slots=slots)
+        return Vocabulary.load(path)
     except ValueError as e:
         raise ContractError(f"{path}: not an edgekit vocabulary ({e})") from None
 

@@ -11,14 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgekit.tokenizer import read_text_lines
 from edgekit.vocab import Vocabulary
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 MODEL_FILE = "edgekit-en.keras"
 VOCAB_FILE = "vocab.txt"
 TRAINING_FILE = "training.json"
-PERSONAL_SLOTS = 64
 
 
 def build_model(
@@ -62,15 +60,6 @@ def compile_for_training(model, learning_rate=2e-3) -> None:
     )
 
 
-def read_vocab(path: Path | str, personal_slots: int = PERSONAL_SLOTS) -> Vocabulary:
-    """A vocabulary file: one token per line, line number = id."""
-    return Vocabulary([line.rstrip("\n") for line in read_text_lines(path)], personal_slots)
-
-
-def write_vocab(vocab: Vocabulary, path: Path | str) -> None:
-    Path(path).write_text("".join(t + "\n" for t in vocab.tokens), encoding="utf-8")
-
-
 def load_base_model(path: Path | str | None = None) -> tuple[Any, Vocabulary, dict]:
     """``(keras.Model, Vocabulary, config)`` of a trained model directory (default: bundled).
 
@@ -83,6 +72,6 @@ def load_base_model(path: Path | str | None = None) -> tuple[Any, Vocabulary, di
     model_file = path if path.is_file() else path / MODEL_FILE
     info = json.loads((model_file.parent / TRAINING_FILE).read_text(encoding="utf-8"))
     config = info["config"]
-    vocab = read_vocab(model_file.parent / VOCAB_FILE, config["personal_slots"])
+    vocab = Vocabulary.load(model_file.parent / VOCAB_FILE)
     model = keras.models.load_model(model_file, compile=False)
     return model, vocab, config

@@ -25,7 +25,6 @@ from converters.keras_model import (
     VOCAB_FILE,
     build_model,
     compile_for_training,
-    write_vocab,
 )
 from edgekit.vocab import Vocabulary
 
@@ -180,7 +179,7 @@ def train(config: TrainConfig, out_dir: Path | str = MODELS_DIR, data_dir: Path 
     record["heldout"] = evaluate_heldout(model, vocab, config, heldout)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_inference_model(model, out_dir / MODEL_FILE)
-    write_vocab(vocab, out_dir / VOCAB_FILE)
+    vocab.save(out_dir / VOCAB_FILE)
     (out_dir / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
 

@@ -47,6 +47,22 @@ class Vocabulary:
         slots = [personal_slot_name(i) for i in range(personal_slots)]
         return cls(list(SPECIAL_TOKENS) + words + slots, personal_slots)
 
+    @classmethod
+    def load(cls, path) -> "Vocabulary":
+        """A ``vocab.txt``: one token per line, line number = id; trailing ``<personal_N>`` are slots."""
+        from .tokenizer import read_text_lines
+
+        tokens = [line.rstrip("\n") for line in read_text_lines(path)]
+        slots = 0
+        while slots < len(tokens) and tokens[len(tokens) - 1 - slots].startswith(PERSONAL_PREFIX):
+            slots += 1
+        return cls(tokens, slots)
+
+    def save(self, path) -> None:
+        from .atomic import atomic_write_bytes
+
+        atomic_write_bytes(path, "".join(t + "\n" for t in self.tokens).encode("utf-8"))
+
     def __len__(self) -> int:
         return len(self.tokens)
 

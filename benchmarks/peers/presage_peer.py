@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from edgekit.tokenizer import BOS, EOS, NUM, PAD, Tokenizer, read_text_lines
-from edgekit.vocab import PERSONAL_PREFIX, Vocabulary
+from edgekit.vocab import Vocabulary
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "peers.json"
@@ -317,15 +317,6 @@ def score(engine: PresageEngine, token_lines: Iterable[list[str]], vocab: Vocabu
 
 
 # -- data, vocabulary, experiments ------------------------------------------------------
-def read_vocab(path: Path) -> Vocabulary:
-    """``vocab.txt``: one token per line, index = id; trailing ``<personal_N>`` are slots."""
-    tokens = [line.rstrip("\n") for line in read_text_lines(path)]
-    slots = 0
-    while slots < len(tokens) and tokens[len(tokens) - 1 - slots].startswith(PERSONAL_PREFIX):
-        slots += 1
-    return Vocabulary(tokens, slots)
-
-
 def token_lines(paths: Sequence[Path], tokenizer: Tokenizer) -> Iterator[list[str]]:
     for p in paths:
         yield from tokenizer.iter_lines(read_text_lines(p))
@@ -474,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"missing training text {missing[0]}; rebuild it: python -m converters.corpus --shared DIR")
 
     if args.vocab.is_file():
-        vocab, vocab_source = read_vocab(args.vocab), str(args.vocab.relative_to(REPO) if args.vocab.is_relative_to(REPO) else args.vocab)
+        vocab, vocab_source = Vocabulary.load(args.vocab), str(args.vocab.relative_to(REPO) if args.vocab.is_relative_to(REPO) else args.vocab)
     else:
         vocab = Vocabulary.build(token_lines(train_paths, tokenizer), FALLBACK_VOCAB_SIZE, 0)
         vocab_source = f"{FALLBACK_VOCAB_SIZE} most frequent training words ({args.vocab} not found)"

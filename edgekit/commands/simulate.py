@@ -27,7 +27,7 @@ import click
 @click.option("--aggregation", type=click.Choice(["fedavg", "median", "trimmed-mean"]), default="fedavg",
               show_default=True)
 @click.option("--secure", is_flag=True, help="SecAgg+: the server only sees the sum of the deltas.")
-@click.option("--clip-norm", type=float, default=1.0, show_default=True, help="L2 bound of each device's delta.")
+@click.option("--clip-norm", type=float, default=20.0, show_default=True, help="L2 bound of each device's delta.")
 @click.option("--local-noise", type=float, default=0.0, show_default=True,
               help="Noise multiplier each device adds (local DP).")
 @click.option("--central-noise", type=float, default=0.0, show_default=True,
@@ -71,7 +71,10 @@ def simulate(clients, rounds, model_path, data_dir, words, fraction, aggregation
                 table(stats)
             bar.update(1)
 
-        rows = sim.run(config, partitions, out_dir or tmp, cpus=cpus, on_round=on_round)
+        try:
+            rows = sim.run(config, partitions, out_dir or tmp, cpus=cpus, on_round=on_round)
+        except RuntimeError as e:
+            raise click.ClickException(str(e)) from None
         if plot_path:
             sim.plot(rows, plot_path)
     if as_json:

@@ -37,16 +37,14 @@ from flwr.common import Scalar
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 from ..federated.delta import privatize
-from ..metrics import evaluate as evaluate_scorer
-from ..metrics import iter_windows
 from ..model import EdgeModel
 from ..modelfile import ModelFile, hash_arrays, make_fingerprint, read_model_file
-from ..personalize import TrainConfig, softmax, train_head
+from ..personalize import TrainConfig
+from .local import head_scores, shared_delta, train_head_locally
 from .partitions import HELDOUT_FILE, TRAIN_FILE, client_folder_name, read_lines
 
-HELDOUT_TARGETS = 1000  # caps the personalized evaluation so a round stays ~1 s per device
+HELDOUT_TARGETS = 1000  # caps the device's held-out evaluation so a round stays ~1 s per device
 _CACHE_SIZE = 2  # global versions kept per process: this round's, and the last one
-Head = tuple[np.ndarray, np.ndarray]
 
 
 class EdgeClient(NumPyClient):
@@ -70,41 +68,11 @@ class EdgeClient(NumPyClient):
         head, n_examples = train_head_locally(model, read_lines(self.text_path), local)
         dW, db = privatize(*shared_delta(model, head), float(config["clip-norm"]), float(config["local-noise"]))
         metrics: dict[str, Scalar] = {"fingerprint": model.fingerprint}
-        if self.heldout_path is not None:
-            metrics["personal-top3"] = head_scores(model, head, read_lines(self.heldout_path))["top3"]
+        if self.heldout_path is not None:  # the user's later text: before and after this round's training
+            heldout = read_lines(self.heldout_path)
+            metrics["global-top3"] = head_scores(model, model.base_head, heldout, HELDOUT_TARGETS)["top3"]
+            metrics["personal-top3"] = head_scores(model, head, heldout, HELDOUT_TARGETS)["top3"]
         return [dW, db], _weight(n_examples, config), metrics
-
-
-def train_head_locally(model: EdgeModel, lines: list[str], config: TrainConfig) -> tuple[Head, int]:
-    """FedAvg's client step: train the global head on this device's text; ``(new head, examples)``.
-
-    The same numpy training as ``EdgeModel.personalize``, without its
-    adoption gate and phrase memory: those decide what the *device* shows
-    its user, while the federation needs every device's gradient signal.
-    """
-    windows = [w for w in iter_windows(model.tokenizer.iter_lines(lines), model.vocab, model.context_length)
-               if model.vocab.is_word_id(w.target)]
-    if not windows:
-        raise ValueError("no text to learn from: the device's text has no known words")
-    features, _ = model.features_logits(np.stack([w.context for w in windows]))
-    targets = np.array([w.target for w in windows], np.int64)
-    return train_head(features, targets, *model.base_head, config), len(targets)
-
-
-def shared_delta(model: EdgeModel, head: Head) -> tuple[np.ndarray, np.ndarray]:
-    """What leaves the device: the change to the shared rows (personal-word slots stay)."""
-    (w0, b0), s = model.base_head, model.vocab.first_slot
-    return (head[0] - w0)[:, :s], (head[1] - b0)[:s]
-
-
-def head_scores(model: EdgeModel, head: Head, lines: list[str]) -> dict:
-    """top-1/top-3 of the model with ``head`` on ``lines``: the same metric as the server's global score."""
-    def scorer(ids: np.ndarray) -> np.ndarray:
-        features, _ = model.features_logits(ids)
-        return softmax(features @ head[0] + head[1])
-
-    return evaluate_scorer(scorer, model.vocab, model.tokenizer.iter_lines(lines), model.context_length,
-                           max_targets=HELDOUT_TARGETS)
 
 
 def _weight(n_examples: int, config: Mapping[str, Any]) -> int:

@@ -4,8 +4,8 @@ The engine runs the real ClientApp and ServerApp; only the network is
 missing. Keeping 100 clients x 3 rounds within minutes on two cores comes
 from a few choices:
 
-- each client has a few hundred lines of text, and its personalized
-  evaluation is capped (``client_app.HELDOUT_TARGETS``);
+- each client has about 1,500 words of text (``--words``), and its
+  held-out evaluation is capped (``client_app.HELDOUT_TARGETS``);
 - worker processes cache the global model (one interpreter per version);
 - Ray gets at most ``cpus`` CPUs and one CPU per client, so there are never
   more worker processes than cores;
@@ -46,6 +46,7 @@ def run(config: FederationConfig, partitions: list[Partition], workdir: str | Pa
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # Flower's Ray workers import TF when it is installed
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs here: silences Ray's notice
     from flwr.simulation import run_simulation
 
     from .client_app import make_client_app
@@ -88,26 +89,32 @@ class _quiet_flower:
         self.logger.setLevel(self.level)
 
 
-COLUMNS = ("round", "global top-1", "global top-3", "personal top-3", "devices", "rejected", "failed",
-           "epsilon", "seconds")
+COLUMNS = ("round", "global top-1", "global top-3", "device: global", "device: personal", "devices", "rejected",
+           "failed", "epsilon", "seconds")
 
 
 def format_row(s: RoundStats) -> tuple[str, ...]:
     """A table row: percentages, counts, and '-' for what a round did not measure."""
     def pct(v: float | None) -> str:
-        return "-" if v is None else f"{100 * v:.1f}%"
+        return "-" if v is None else f"{100 * v:.2f}%"
 
     rejected = sum(s.rejected.values())
-    return (str(s.round), pct(s.global_top1), pct(s.global_top3), pct(s.personal_top3),
+    return (str(s.round), pct(s.global_top1), pct(s.global_top3), pct(s.device_global_top3), pct(s.personal_top3),
             f"{s.accepted}/{s.sampled}" if s.round else "-", str(rejected) if s.round else "-",
             str(s.failures) if s.round else "-", "-" if s.epsilon is None else f"{s.epsilon:.2f}",
             f"{s.seconds:.0f}")
 
 
 class RoundTable:
-    """Prints the header once, then one aligned row per finished round."""
+    """Prints the header once, then one aligned row per finished round.
 
-    WIDTHS = (5, 12, 12, 14, 9, 8, 6, 8, 7)
+    "global" columns: the round's global model on the pooled held-out text of
+    all clients (server). "device" columns: the mean over devices, on each
+    device's own held-out text, of the global model it received and of its
+    locally trained (personalized) head.
+    """
+
+    WIDTHS = (5, 12, 12, 14, 16, 9, 8, 6, 8, 7)
 
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
@@ -135,10 +142,12 @@ def plot(rows: list[RoundStats], path: str | Path) -> None:
         raise RuntimeError("the plot needs matplotlib: pip install matplotlib") from None
     fig, ax = plt.subplots(figsize=(6, 4))
     rounds = [r.round for r in rows]
-    ax.plot(rounds, [_pct(r.global_top3) for r in rows], marker="o", label="global model (all clients' held-out text)")
-    personal = [(r.round, _pct(r.personal_top3)) for r in rows if r.personal_top3 is not None]
-    if personal:
-        ax.plot(*zip(*personal), marker="s", label="personalized (mean over devices)")
+    ax.plot(rounds, [_pct(r.global_top3) for r in rows], marker="o", label="global model, pooled held-out text")
+    for attr, label, marker in (("device_global_top3", "global model on each device's text (mean)", "^"),
+                                ("personal_top3", "personalized on each device (mean)", "s")):
+        points = [(r.round, _pct(getattr(r, attr))) for r in rows if getattr(r, attr) is not None]
+        if points:
+            ax.plot(*zip(*points), marker=marker, label=label)
     ax.set_xlabel("round")
     ax.set_ylabel("top-3 accuracy (%)")
     ax.set_xticks(rounds)

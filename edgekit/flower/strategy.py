@@ -37,6 +37,7 @@ from ..federated.delta import Delta, UpdateError, validate_delta
 from ..federated.install import install_delta
 from ..federated.privacy import dp_epsilon
 from ..model import EdgeModel
+from .local import head_scores
 from .settings import FederationConfig
 
 Results = list[tuple[ClientProxy, FitRes]]
@@ -50,7 +51,8 @@ class RoundStats:
     fingerprint: str
     global_top1: float | None = None
     global_top3: float | None = None
-    personal_top3: float | None = None
+    device_global_top3: float | None = None  # the global model on devices' own held-out text (mean)
+    personal_top3: float | None = None  # the same, after the round's local training
     sampled: int = 0
     accepted: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -71,10 +73,10 @@ class EdgeStrategy(Strategy):
         self.on_round = on_round
         self.model_path = Path(config.model)
         self.out_dir = Path(config.out_dir)
-        base = EdgeModel.load(self.model_path, stateless=True)
-        self.head: tuple[np.ndarray, np.ndarray] = base.base_head
-        self.fingerprint = base.fingerprint
-        self.shared_shape = (base.feature_dim, base.vocab.first_slot)
+        self.body = EdgeModel.load(self.model_path, stateless=True)  # every version shares it; heads differ
+        self.head: tuple[np.ndarray, np.ndarray] = self.body.base_head
+        self.fingerprint = self.body.fingerprint
+        self.shared_shape = (self.body.feature_dim, self.body.vocab.first_slot)
         self.sampling_rates: list[float] = []
         self.history: list[RoundStats] = []
         self._pending = RoundStats(0, self.fingerprint)
@@ -120,6 +122,7 @@ class EdgeStrategy(Strategy):
         stats = self._pending
         # Counted from what came back: Flower's SecAgg+ workflow may list one dropout twice.
         stats.failures = stats.sampled - len(results)
+        stats.device_global_top3 = _mean_metric(results, "global-top3")
         stats.personal_top3 = _mean_metric(results, "personal-top3")
         combine = self._secure_mean if self.config.secure else self._checked_aggregate
         delta, n_contributing = combine(results, stats)
@@ -195,8 +198,7 @@ class EdgeStrategy(Strategy):
         """Global model on the pooled held-out text; closes the round's row of the table."""
         stats = self._pending if self._pending.round == server_round else RoundStats(server_round, self.fingerprint)
         if self.eval_lines:
-            model = EdgeModel.load(self.model_path, stateless=True)
-            scores = model.evaluate(self.eval_lines, max_targets=self.config.eval_targets)
+            scores = head_scores(self.body, self.head, self.eval_lines, self.config.eval_targets)
             stats.global_top1, stats.global_top3 = scores["top1"], scores["top3"]
         stats.seconds = time.perf_counter() - self._started
         self.history.append(stats)

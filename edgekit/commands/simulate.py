@@ -18,8 +18,10 @@ import click
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Starting model file [default: the bundled model].")
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default="data", show_default=True,
-              help="Corpora folder: every *.txt in it is one writer (email, SMS, a novel...).")
+              default="data/personal", show_default=True,
+              help="Corpora folder: every *.txt in it is one writer (email, SMS, a novel...). The default, "
+                   "SMS the base model never saw, is a population with something to teach it; "
+                   "`data` mixes in the base model's own training text.")
 @click.option("--words", type=click.IntRange(20), default=1500, show_default=True,
               help="Training text per device, in words (held-out: a fifth of that, right after).")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,

@@ -32,9 +32,11 @@ class Window:
     target: int  # its id (unk if out of vocabulary)
 
 
-def iter_windows(token_lines: Iterable[list[str]], vocab: Vocabulary, context_length: int,
-                 max_targets: int | None = None) -> Iterator[Window]:
-    """The scored (context, target) pairs of a text, first to last."""
+def iter_targets(token_lines: Iterable[list[str]], max_targets: int | None = None) -> Iterator[tuple[list[str], str]]:
+    """``(tokens before, target word)`` for every scored target, first to last.
+
+    The one scoring rule for edgekit models and for peers in ``benchmarks/``.
+    """
     n = 0
     for line in token_lines:
         for i in range(1, len(line)):
@@ -42,8 +44,15 @@ def iter_windows(token_lines: Iterable[list[str]], vocab: Vocabulary, context_le
                 continue
             if max_targets is not None and n >= max_targets:
                 return
-            yield Window(vocab.context_ids(line[:i], context_length), line[i], vocab.id_of(line[i]))
+            yield line[:i], line[i]
             n += 1
+
+
+def iter_windows(token_lines: Iterable[list[str]], vocab: Vocabulary, context_length: int,
+                 max_targets: int | None = None) -> Iterator[Window]:
+    """The scored (context ids, target) pairs of a text, first to last."""
+    for before, word in iter_targets(token_lines, max_targets):
+        yield Window(vocab.context_ids(before, context_length), word, vocab.id_of(word))
 
 
 def _batches(windows: Iterator[Window], size: int) -> Iterator[list[Window]]:

@@ -44,14 +44,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from edgekit.tokenizer import BOS, EOS, NUM, PAD, Tokenizer, read_text_lines
+from edgekit.tokenizer import BOS, EOS, NUM, Tokenizer, read_text_lines
+from edgekit import metrics
 from edgekit.vocab import Vocabulary
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "peers.json"
 DEFAULT_VOCAB = REPO / "models" / "vocab.txt"
 FALLBACK_VOCAB_SIZE = 10_000
-NOT_TARGETS = frozenset((PAD, BOS, EOS, NUM))
+NOT_TARGETS = metrics.NOT_TARGETS
 SUGGESTIONS = 3
 APOSTROPHE_FOR_PRESAGE = "\u02bc"  # MODIFIER LETTER APOSTROPHE: a word character to presage
 NUM_FOR_PRESAGE = "0"
@@ -226,15 +227,8 @@ class Target:
 
 def iter_targets(token_lines: Iterable[list[str]], max_targets: int | None) -> Iterator[Target]:
     """The first ``max_targets`` word targets of the text, in line order (edgekit.metrics' rule)."""
-    n = 0
-    for line in token_lines:
-        for i in range(1, len(line)):
-            if line[i] in NOT_TARGETS:
-                continue
-            if max_targets is not None and n >= max_targets:
-                return
-            yield Target(line[:i], line[i])
-            n += 1
+    for before, word in metrics.iter_targets(token_lines, max_targets):
+        yield Target(before, word)
 
 
 @dataclass

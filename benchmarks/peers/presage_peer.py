@@ -352,14 +352,9 @@ def learning_experiment(name: str, path: Path, base_db: Path, work: Path, vocab:
     user_db = work / f"{name}_user.db"
     empty_ngram_db(user_db)
     engine = PresageEngine(write_config(work / f"{name}_user.xml", base_db, user_db=user_db))
-    t0 = time.perf_counter()
-    for line in train_lines:
-        engine.learn(render(line))
-    learn_s = time.perf_counter() - t0
-    out["after_user_db"] = score(engine, test_lines, vocab, max_targets, f"{name} after (user db)", progress)
-    out["after_user_db"]["learn_seconds"] = learn_s
+    out["after_user_db"] = _learn_then_score(engine, train_lines, test_lines, vocab, max_targets,
+                                             f"{name} after (user db)", progress)
     out["after_user_db"]["user_db"] = ngram_db_stats(user_db)
-    engine.close()
 
     if not merged_db:
         return out
@@ -368,15 +363,23 @@ def learning_experiment(name: str, path: Path, base_db: Path, work: Path, vocab:
     merged_db = work / f"{name}_merged.db"
     shutil.copyfile(base_db, merged_db)
     engine = PresageEngine(write_config(work / f"{name}_merged.xml", merged_db, learn_base=True))
+    out["after_merged_db"] = _learn_then_score(engine, train_lines, test_lines, vocab, max_targets,
+                                               f"{name} after (merged db)", progress)
+    merged_db.unlink()
+    return out
+
+
+def _learn_then_score(engine: PresageEngine, train_lines: list[list[str]], test_lines: list[list[str]],
+                      vocab: Vocabulary, max_targets: int | None, label: str, progress: bool) -> dict:
+    """Teach presage the personal-train lines through its learning API, then score; closes the engine."""
     t0 = time.perf_counter()
     for line in train_lines:
         engine.learn(render(line))
     learn_s = time.perf_counter() - t0
-    out["after_merged_db"] = score(engine, test_lines, vocab, max_targets, f"{name} after (merged db)", progress)
-    out["after_merged_db"]["learn_seconds"] = learn_s
+    result = score(engine, test_lines, vocab, max_targets, label, progress)
+    result["learn_seconds"] = learn_s
     engine.close()
-    merged_db.unlink()
-    return out
+    return result
 
 
 def _pct(x: float) -> str:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install edgekit with every extra into ./.venv and run the test suite.
-# Usage: bash scripts/test.sh [pytest args]
+# Usage: bash scripts/test.sh [pytest args: run just those, in one pytest]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh "convert,flower,dev"
@@ -10,10 +10,24 @@ if [ ! -x .venv-compat/bin/python ] && command -v python3.11 >/dev/null; then
   python3.11 -m venv .venv-compat && .venv-compat/bin/python -m pip install --quiet \
     "tflite-runtime==2.14.*" "numpy<2" threadpoolctl || echo "note: no tflite-runtime venv; its test will skip"
 fi
-set +e
-.venv/bin/python -m pytest "$@"
-code=$?
-set -e
+
 # pytest exits 5 when it collected no tests: that is not a failure of the code.
-[ "$code" -eq 5 ] && { echo "no tests collected"; exit 0; }
-exit "$code"
+run_pytest() { local code=0; .venv/bin/python -m pytest "$@" || code=$?; [ "$code" -eq 5 ] && code=0; return "$code"; }
+
+# Flower's Ray-based simulation engine has been seen to hang at start-up now
+# and then (its worker never connects). Those tests run on their own, under a
+# time limit, with one retry; everything else runs first.
+if [ "$#" -gt 0 ]; then run_pytest "$@"; exit; fi  # a chosen subset runs as asked
+SIM_TESTS=tests/test_flower_sim.py
+status=0
+run_pytest --ignore="$SIM_TESTS" || status=$?
+sim=1
+for attempt in 1 2; do
+  sim=0
+  timeout --kill-after=30 900 .venv/bin/python -m pytest "$SIM_TESTS" || sim=$?
+  [ "$sim" -eq 5 ] && sim=0
+  [ "$sim" -ne 124 ] && [ "$sim" -ne 137 ] && break
+  echo "Flower simulation tests timed out (attempt $attempt); retrying once"
+done
+[ "$sim" -ne 0 ] && status=$sim
+exit "$status"

@@ -123,7 +123,7 @@ class EdgeModel:
         Personal-slot ids are fed to the body as ``<unk>``: the body was never
         trained on them; only the head knows personal words.
         """
-        ids = np.where(np.asarray(ids) >= self.vocab.first_slot, self.vocab.unk, ids).astype(np.int32)
+        ids = self._body_ids(ids)
         if len(ids) == 1:
             return self._invoke(self._interp, ids)
         parts = list(self._batches(ids, progress))
@@ -131,8 +131,12 @@ class EdgeModel:
 
     def features(self, ids: np.ndarray, progress: bool = False) -> np.ndarray:
         """Features only, ``[N, F]``: what head training needs, without ``N x V`` logits in memory."""
-        ids = np.where(np.asarray(ids) >= self.vocab.first_slot, self.vocab.unk, ids).astype(np.int32)
+        ids = self._body_ids(ids)
         return np.concatenate([f for f, _ in self._batches(ids, progress, keep_logits=False)])
+
+    def _body_ids(self, ids: np.ndarray) -> np.ndarray:
+        """Personal-slot ids become ``<unk>``: the body was never trained on them."""
+        return np.where(np.asarray(ids) >= self.vocab.first_slot, self.vocab.unk, ids).astype(np.int32)
 
     def _batches(self, ids: np.ndarray, progress: bool, keep_logits: bool = True):
         interp = self._batch_interpreter()

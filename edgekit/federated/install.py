@@ -40,15 +40,18 @@ def install_delta(model_path: str | Path, delta: Delta, out_path: str | Path, *,
     """
     model = read_model_file(model_path)
     head = base_head if base_head is not None else (model.head or _interpreter_head(model_path))
-    meta = dict(model.metadata)
-    W, b = apply_delta(head, delta)
-    head_sha = hash_arrays([W, b])
-    meta.update(head_sha256=head_sha, parent_fingerprint=model.fingerprint,
-                fingerprint=make_fingerprint(meta["body_sha256"], head_sha, model.vocab))
-    new = ModelFile(flatbuffer=model.flatbuffer, metadata=meta, vocab=model.vocab, head=(W, b),
-                    extras=model.extras)
+    new = with_head(model, apply_delta(head, delta))
     write_model_file(out_path, new)
     return new
+
+
+def with_head(file: ModelFile, head: tuple[np.ndarray, np.ndarray]) -> ModelFile:
+    """The same model file with another float head: a new version whose parent is ``file``."""
+    W, b = (np.asarray(a, dtype=np.float32) for a in head)
+    head_sha = hash_arrays([W, b])
+    meta = {**file.metadata, "head_sha256": head_sha, "parent_fingerprint": file.fingerprint,
+            "fingerprint": make_fingerprint(file.metadata["body_sha256"], head_sha, file.vocab)}
+    return ModelFile(flatbuffer=file.flatbuffer, metadata=meta, vocab=file.vocab, head=(W, b), extras=file.extras)
 
 
 def _interpreter_head(model_path: str | Path) -> tuple[np.ndarray, np.ndarray]:

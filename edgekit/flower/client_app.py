@@ -38,7 +38,8 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from ..federated.delta import privatize
 from ..model import EdgeModel
-from ..modelfile import ModelFile, hash_arrays, make_fingerprint, read_model_file
+from ..federated.install import with_head
+from ..modelfile import read_model_file
 from ..personalize import TrainConfig
 from .local import head_scores, shared_delta, train_head_locally
 from .partitions import HELDOUT_FILE, TRAIN_FILE, client_folder_name, read_lines
@@ -106,15 +107,6 @@ def global_model(model_path: Path, head: tuple[np.ndarray, np.ndarray], fingerpr
         while len(_models) > _CACHE_SIZE:
             _models.popitem(last=False)
     return _models[key]
-
-
-def with_head(file: ModelFile, head: tuple[np.ndarray, np.ndarray]) -> ModelFile:
-    """The same model file with another float head: the version a server's install makes."""
-    W, b = (np.asarray(a, dtype=np.float32) for a in head)
-    head_sha = hash_arrays([W, b])
-    meta = {**file.metadata, "head_sha256": head_sha, "parent_fingerprint": file.fingerprint,
-            "fingerprint": make_fingerprint(file.metadata["body_sha256"], head_sha, file.vocab)}
-    return ModelFile(flatbuffer=file.flatbuffer, metadata=meta, vocab=file.vocab, head=(W, b), extras=file.extras)
 
 
 def device_paths(node_config: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[Path, Path, Path | None]:

@@ -28,6 +28,11 @@ from .contract import body_weights, context_length_of, contract_model, head_weig
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 COMPAT_TARGETS = ("litert", "tflite-runtime-2.14")
 CALIBRATION_SAMPLES = 400
+# Best words ranked inside the interpreter (TOPK_V2, a builtin): the device
+# then reads a few candidates instead of sorting the whole vocabulary in
+# Python after every space. Enough to skip the special tokens and still fill
+# a suggestion strip; wider requests fall back to ranking on the host.
+TOP_K = 32
 # Dequantized int8 weights differ from float ones by at most half a step;
 # this bound (relative to the largest weight) also catches a wrong tensor.
 _HEAD_MATCH_TOLERANCE = 0.02
@@ -44,6 +49,8 @@ class TensorLayout:
     tokens_input: int
     features_output: int
     logits_output: int
+    top_values_output: int
+    top_ids_output: int
     head_weight: int
     head_bias: int | None
 
@@ -69,7 +76,8 @@ def convert(model: keras.Model, vocab: Vocabulary, out_path: str | Path, quantiz
         if calibration_lines is None:
             raise ConversionError("int8 quantization needs calibration text (--calibration-text)")
         calibration = calibration_contexts(calibration_lines, vocab, context_length, Tokenizer(tokenizer_config))
-    flatbuffer = to_tflite(model, quantize, compat, calibration, progress=progress)
+    flatbuffer = to_tflite(with_top_k(model, top_k_width(*weight.shape)), quantize, compat, calibration,
+                           progress=progress)
     layout = locate_tensors(flatbuffer, context_length, weight, bias)
     body_sha, head_sha = hash_arrays(body_weights(model)), hash_arrays([weight, bias])
     metadata = {
@@ -78,7 +86,8 @@ def convert(model: keras.Model, vocab: Vocabulary, out_path: str | Path, quantiz
         "vocab_size": len(vocab), "personal_slots": vocab.personal_slots,
         "tokenizer": tokenizer_config.to_dict(),
         "inputs": {"tokens": layout.tokens_input},
-        "outputs": {"features": layout.features_output, "logits": layout.logits_output},
+        "outputs": {"features": layout.features_output, "logits": layout.logits_output,
+                    "top_values": layout.top_values_output, "top_ids": layout.top_ids_output},
         "head": {"weight_tensor": layout.head_weight, "bias_tensor": layout.head_bias},
         "body_sha256": body_sha, "head_sha256": head_sha,
         "fingerprint": make_fingerprint(body_sha, head_sha, vocab.tokens),
@@ -86,6 +95,22 @@ def convert(model: keras.Model, vocab: Vocabulary, out_path: str | Path, quantiz
     model_file = ModelFile(flatbuffer=flatbuffer, metadata=metadata, vocab=list(vocab.tokens))
     write_model_file(out_path, model_file)
     return model_file
+
+
+def top_k_width(feature_dim: int, vocab_size: int) -> int:
+    """``TOP_K``, nudged off the feature width: outputs are told apart by width."""
+    if vocab_size <= 2 * TOP_K:
+        raise ConversionError(f"a vocabulary of {vocab_size} ids is too small for a next-word model "
+                              f"(edgekit needs more than {2 * TOP_K})")
+    return TOP_K + 1 if feature_dim == TOP_K else TOP_K
+
+
+def with_top_k(model: keras.Model, k: int) -> keras.Model:
+    """The contract model plus its ``k`` best logits and their ids, sharing all weights."""
+    tokens = keras.Input(shape=model.inputs[0].shape[1:], dtype="int32", name="tokens")
+    features, logits = model(tokens)
+    values, ids = keras.ops.top_k(logits, k)
+    return keras.Model(tokens, [features, logits, values, ids], name=model.name)
 
 
 def calibration_contexts(lines: Iterable[str], vocab: Vocabulary, context_length: int, tokenizer: Tokenizer,
@@ -178,35 +203,43 @@ def locate_tensors(flatbuffer: bytes, context_length: int, weight: np.ndarray, b
         raise ConversionError(f"converted model has inputs {[(d['name'], d['dtype']) for d in inputs]}, "
                               "expected one int32 token input")
     feature_dim, vocab_size = weight.shape
-    features, logits = _output_positions(interpreter, feature_dim, vocab_size)
-    _check_resizable(interpreter, inputs[0]["index"], context_length, feature_dim, vocab_size)
+    positions = _output_positions(interpreter, feature_dim, vocab_size, top_k_width(feature_dim, vocab_size))
+    _check_outputs(interpreter, inputs[0]["index"], context_length, positions)
     w_index = _find_weight(interpreter, weight.T)
     b_index = None if not bias.any() else _find_weight(interpreter, bias)
-    return TensorLayout(0, features, logits, w_index, b_index)
+    return TensorLayout(0, *positions, w_index, b_index)
 
 
-def _output_positions(interpreter, feature_dim: int, vocab_size: int) -> tuple[int, int]:
-    """Positions in ``get_output_details()`` of features and logits, told apart by width."""
-    widths = [int(d["shape_signature"][-1]) for d in interpreter.get_output_details()]
-    if feature_dim == vocab_size or sorted(widths) != sorted([feature_dim, vocab_size]):
-        raise ConversionError(f"converted model outputs have widths {widths}, expected features "
-                              f"({feature_dim}) and logits ({vocab_size}), distinguishable by width")
-    return widths.index(feature_dim), widths.index(vocab_size)
+def _output_positions(interpreter, feature_dim: int, vocab_size: int, k: int) -> tuple[int, int, int, int]:
+    """Positions in ``get_output_details()`` of features, logits, top values and top ids.
+
+    Told apart by width and type (the ids are the only int32 output).
+    """
+    kinds = [(int(d["shape_signature"][-1]), np.dtype(d["dtype"]) == np.int32)
+             for d in interpreter.get_output_details()]
+    wanted = [(feature_dim, False), (vocab_size, False), (k, False), (k, True)]
+    if len(set(wanted)) < 4 or sorted(kinds) != sorted(wanted):
+        raise ConversionError(f"converted model outputs (width, is_int32) are {kinds}, expected {wanted}, "
+                              "distinguishable by width and type")
+    return tuple(kinds.index(w) for w in wanted)
 
 
-def _check_resizable(interpreter, index: int, context_length: int, feature_dim: int, vocab_size: int) -> None:
-    """The device scores batches of contexts: the batch dimension must resize."""
+def _check_outputs(interpreter, index: int, context_length: int, positions: tuple[int, int, int, int]) -> None:
+    """The batch dimension resizes (the device scores batches) and top-k agrees with the logits."""
     batch = 3
+    contexts = np.random.default_rng(0).integers(0, 5, (batch, context_length), dtype=np.int32)
     try:
         interpreter.resize_tensor_input(index, [batch, context_length])
         interpreter.allocate_tensors()
-        interpreter.set_tensor(index, np.zeros((batch, context_length), np.int32))
+        interpreter.set_tensor(index, contexts)
         interpreter.invoke()
     except (RuntimeError, ValueError) as e:
         raise ConversionError(f"converted model does not accept a batch of {batch} contexts: {e}") from None
-    shapes = sorted(tuple(interpreter.get_tensor(d["index"]).shape) for d in interpreter.get_output_details())
-    if shapes != sorted([(batch, feature_dim), (batch, vocab_size)]):
-        raise ConversionError(f"converted model gives output shapes {shapes} for a batch of {batch}")
+    outs = interpreter.get_output_details()
+    _, logits, values, ids = (interpreter.get_tensor(outs[p]["index"]) for p in positions)
+    if len(logits) != batch or not np.allclose(np.take_along_axis(logits, ids, axis=1), values, atol=1e-4) \
+            or not np.all(values[:, :1] >= logits.max(axis=1, keepdims=True) - 1e-4):
+        raise ConversionError(f"converted model's top-k outputs disagree with its logits for a batch of {batch}")
 
 
 def dequantize(interpreter, detail: dict) -> np.ndarray:

@@ -42,6 +42,13 @@ class Suggestion(NamedTuple):
     probability: float
 
 
+class _Scores(NamedTuple):
+    """One context's log-scale scores over the vocabulary, best ids first when known."""
+
+    values: np.ndarray
+    top_ids: np.ndarray | None = None
+
+
 def default_model_path() -> Path:
     return ASSETS / DEFAULT_MODEL
 
@@ -169,23 +176,32 @@ class EdgeModel:
         if k <= 0:
             return []
         scores = self._ranking_scores(self.vocab.context_ids(context, self.context_length)[None])
-        ids, probs = (self._rank_completions(scores, prefix, k) if prefix else self._rank_next(scores, k))
+        ids, probs = self._rank_completions(scores.values, prefix, k) if prefix else self._rank_next(scores, k)
         typed = text.rstrip()[-len(prefix):] if prefix else ""
         return [Suggestion(_match_case(self.vocab.word(int(i)), typed), float(p)) for i, p in zip(ids, probs)]
 
-    def _rank_next(self, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _rank_next(self, scores: _Scores, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` words over the whole vocabulary, skipping specials and free slots.
 
-        Partitions the raw scores (no gather of 10k candidates: this is the
-        call a keyboard makes after every space) and corrects the softmax sum
-        for the few ids that are not words.
+        Candidates come from the interpreter's own top-k output when the file
+        has one (the hot path of a keyboard: a new context after every space);
+        otherwise, or when too few of them are words, from partitioning the
+        scores here. Probabilities are a softmax over the words only.
         """
-        banned = self.vocab.unsuggestable_ids()
-        pool = np.argpartition(scores, len(scores) - (k + len(banned)))[-(k + len(banned)):]
-        pool = pool[np.argsort(-scores[pool], kind="stable")]
-        best = pool[self.vocab.suggestable_mask()[pool]][:k]
-        weights = np.exp(scores - scores[best[0]])
-        return best, weights[best] / (weights.sum() - weights[banned].sum())
+        best = scores.top_ids[self.vocab.suggestable_mask()[scores.top_ids]][:k] if scores.top_ids is not None else ()
+        if len(best) < k:
+            banned = self.vocab.unsuggestable_ids()
+            pool = np.argpartition(scores.values, len(scores.values) - (k + len(banned)))[-(k + len(banned)):]
+            pool = pool[np.argsort(-scores.values[pool], kind="stable")]
+            best = pool[self.vocab.suggestable_mask()[pool]][:k]
+        return best, self._word_softmax(scores.values, best)
+
+    def _word_softmax(self, values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        """Softmax of ``chosen`` among all suggestable words (``values[chosen[0]]`` is their max)."""
+        if not len(chosen):
+            return np.zeros(0)
+        weights = np.exp(values - values[chosen[0]])
+        return weights[chosen] / (weights.sum() - weights[self.vocab.unsuggestable_ids()].sum())
 
     def _rank_completions(self, scores: np.ndarray, prefix: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` words starting with ``prefix``; probabilities sum to 1 over all completions."""
@@ -197,23 +213,23 @@ class EdgeModel:
         weights = np.exp(sub - sub[order[0]])
         return candidates[order], weights[order] / weights.sum()
 
-    def _ranking_scores(self, ids: np.ndarray) -> np.ndarray:
+    def _ranking_scores(self, ids: np.ndarray) -> _Scores:
         """Log-scale next-word scores for one context, cached per context.
 
         While a word is being typed its context does not change, so each
         keystroke after the first reuses the scores. With nothing personal in
-        play they are the interpreter's logits as they come (no softmax over
-        the vocabulary: the hot path of a keyboard).
+        play they are the interpreter's logits and top-k as they come (no
+        softmax over the vocabulary: the hot path of a keyboard).
         """
         key = ids.tobytes()
         if key not in self._scores_cache:
             if not self._host_head and not (self.state.phrase_weight and len(self.state.phrases)):
-                scores = self._invoke(self._interp, ids)[1][0]
+                scores = self._invoke_ranked(ids)
             else:
-                scores = np.log(np.maximum(self.probabilities(ids)[0], 1e-30))
+                scores = _Scores(np.log(np.maximum(self.probabilities(ids)[0], 1e-30)))
             if len(self._scores_cache) >= SCORES_CACHE:
                 self._scores_cache.pop(next(iter(self._scores_cache)))
-            scores.flags.writeable = False
+            scores.values.flags.writeable = False
             self._scores_cache[key] = scores
         return self._scores_cache[key]
 
@@ -368,9 +384,22 @@ class EdgeModel:
         interp.invoke()
         return interp.get_tensor(features), interp.get_tensor(logits)
 
+    def _invoke_ranked(self, ids: np.ndarray) -> _Scores:
+        """One context's logits, plus the interpreter's top-k ids when the file has that output."""
+        tokens, _, logits = self._io
+        self._interp.set_tensor(tokens, ids)
+        self._interp.invoke()
+        top = None if self._top_ids is None else self._interp.get_tensor(self._top_ids)[0]
+        return _Scores(self._interp.get_tensor(logits)[0], top)
+
     def _tensor_indices(self, interp) -> tuple[int, int, int]:
-        """Interpreter tensor indices of (tokens input, features output, logits output)."""
+        """Interpreter tensor indices of (tokens input, features output, logits output).
+
+        Also sets ``_top_ids``: the top-k ids output, which files converted
+        before it existed lack (those rank on the host).
+        """
         outs, o = interp.get_output_details(), self.metadata["outputs"]
+        self._top_ids = outs[o["top_ids"]]["index"] if "top_ids" in o else None
         return (interp.get_input_details()[self.metadata["inputs"]["tokens"]]["index"],
                 outs[o["features"]]["index"], outs[o["logits"]]["index"])
 
@@ -401,7 +430,7 @@ class EdgeModel:
         self.vocab.set_personal(state.personal_words)
         self.state = state
         self._head = self._change = None
-        self._scores_cache: dict[bytes, np.ndarray] = {}
+        self._scores_cache: dict[bytes, _Scores] = {}
         # Logits come from numpy only when the head differs from the flatbuffer's.
         self._host_head = self.file.head is not None or bool(state.delta_w.any() or state.delta_b.any())
 

@@ -34,7 +34,7 @@ def contexts(vocab, n: int = 16) -> np.ndarray:
     return np.random.default_rng(2).integers(0, vocab.first_slot, (n, 4)).astype(np.int32)
 
 
-def run_interpreter(flatbuffer: bytes, metadata: dict, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def run_interpreter(flatbuffer: bytes, metadata: dict, ids: np.ndarray) -> tuple[np.ndarray, ...]:
     """Features and logits through ai-edge-litert, using only the metadata's indices."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -45,18 +45,32 @@ def run_interpreter(flatbuffer: bytes, metadata: dict, ids: np.ndarray) -> tuple
     interp.set_tensor(index, ids)
     interp.invoke()
     outs = interp.get_output_details()
-    return tuple(interp.get_tensor(outs[metadata["outputs"][k]]["index"]) for k in ("features", "logits"))
+    names = ("features", "logits", "top_values", "top_ids")
+    return tuple(interp.get_tensor(outs[metadata["outputs"][k]]["index"]) for k in names)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_logits_match_keras(converted, tiny_model, tiny_vocab, mode):
     ids = contexts(tiny_vocab)
     want_features, want_logits = (np.asarray(a) for a in tiny_model(ids, training=False))
-    features, logits = run_interpreter(converted[mode][1].flatbuffer, converted[mode][1].metadata, ids)
+    features, logits, *_ = run_interpreter(converted[mode][1].flatbuffer, converted[mode][1].metadata, ids)
     assert logits.shape == (len(ids), len(tiny_vocab)) and features.shape == (len(ids), 12)
     assert np.abs(logits - want_logits).max() < LOGIT_TOLERANCE[mode]
     assert np.abs(features - want_features).max() < LOGIT_TOLERANCE[mode]
     assert (logits.argmax(1) == want_logits.argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_top_k_outputs_rank_the_logits(converted, tiny_vocab, mode):
+    """The device reads its best words from the top-k outputs: they must be the logits' best, in order."""
+    from converters.convert import TOP_K
+
+    _, logits, values, ids = run_interpreter(converted[mode][1].flatbuffer, converted[mode][1].metadata,
+                                             contexts(tiny_vocab))
+    assert ids.shape == values.shape == (len(logits), TOP_K) and ids.dtype == np.int32
+    assert np.allclose(np.take_along_axis(logits, ids, axis=1), values)
+    assert np.all(np.diff(values, axis=1) <= 0)
+    assert np.allclose(values[:, -1], -np.sort(-logits, axis=1)[:, TOP_K - 1])
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -73,7 +87,7 @@ def test_metadata_round_trip(converted, tiny_model, tiny_vocab, mode):
     assert (meta["context_length"], meta["feature_dim"], meta["vocab_size"], meta["personal_slots"]) == \
         (4, 12, len(tiny_vocab), 4)
     assert TokenizerConfig.from_dict(meta["tokenizer"]) == TokenizerConfig()
-    assert set(meta["outputs"]) == {"features", "logits"} and meta["inputs"] == {"tokens": 0}
+    assert set(meta["outputs"]) == {"features", "logits", "top_values", "top_ids"} and meta["inputs"] == {"tokens": 0}
 
     from ai_edge_litert.interpreter import Interpreter
 
@@ -143,7 +157,7 @@ def test_single_output_softmax_model_is_wrapped(tiny_vocab, tmp_path):
     model = keras.Model(tokens, probs)
     written = convert(model, tiny_vocab, tmp_path / "user.tflite", quantize="none")
     ids = contexts(tiny_vocab)
-    features, logits = run_interpreter(written.flatbuffer, written.metadata, ids)
+    features, logits, *_ = run_interpreter(written.flatbuffer, written.metadata, ids)
     assert written.metadata["feature_dim"] == 10 and features.shape == (len(ids), 10)
     got = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(got / got.sum(1, keepdims=True), np.asarray(model(ids)), atol=1e-5)

@@ -63,11 +63,13 @@ class Tokenizer:
     def tokenize(self, text: str) -> list[str]:
         """Tokens of one piece of text (no implicit sentence start/end)."""
         out: list[str] = []
-        for m in _TOKEN_RE.finditer(self.normalize(text)):
-            if m.group("num") is not None:
-                out.append(NUM if self.config.numbers_as_token else m.group("num"))
-            elif m.group("word") is not None:
-                out.append(m.group("word"))
+        # findall (one C call) rather than finditer + group(): the keyboard
+        # tokenizes the whole message after every space.
+        for num, word, _ in _TOKEN_RE.findall(self.normalize(text)):
+            if num:
+                out.append(NUM if self.config.numbers_as_token else num)
+            elif word:
+                out.append(word)
             elif not out or out[-1] != EOS:
                 out.append(EOS)
         return out
@@ -94,7 +96,7 @@ class Tokenizer:
         """
         norm = self.normalize(text)
         prefix = ""
-        m = _PARTIAL_RE.search(norm)
+        m = _PARTIAL_RE.search(norm, _last_run_start(norm))
         if m:
             prefix = m.group(0)
             norm = norm[: m.start()]
@@ -103,6 +105,19 @@ class Tokenizer:
         # well, but it is still context: the model decides. Start-of-text is
         # marked so an empty context is meaningful.
         return [BOS] + context, prefix
+
+
+def _last_run_start(text: str) -> int:
+    """Where the trailing run of word characters and apostrophes starts.
+
+    A partial word lies inside it, so searching from here finds the same
+    match as searching the whole text, without scanning every word.
+    (The patterns' word characters are exactly those of ``str.isalnum()``.)
+    """
+    start = len(text)
+    while start and (text[start - 1].isalnum() or text[start - 1] == "'"):
+        start -= 1
+    return start
 
 
 def read_text_lines(path, max_line_chars: int = 100_000) -> Iterator[str]:

@@ -1,0 +1,68 @@
+"""The one tokenizer: the converter and the device must cut text identically."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgekit.tokenizer import _PARTIAL_RE, BOS, EOS, NUM, Tokenizer, TokenizerConfig
+
+tok = Tokenizer()
+
+
+@pytest.mark.parametrize("text, tokens", [
+    ("Hello World", ["hello", "world"]),
+    ("don't stop, it's o'clock", ["don't", "stop", "it's", "o'clock"]),
+    ("don\u2019t", ["don't"]),                          # curly apostrophe
+    ("'quoted' words'", ["quoted", "words"]),           # outer apostrophes are not part of a word
+    ("in 2026 it cost 3.14 or 1,000", ["in", "<num>", "it", "cost", "<num>", "or", "<num>"]),
+    ("3pm and 4th", ["3pm", "and", "4th"]),             # digits inside a word stay a word
+    ("stop. go! really?! ok", ["stop", EOS, "go", EOS, "really", EOS, "ok"]),
+    ("wait... what", ["wait", EOS, "what"]),
+    ("snake_case e-mail", ["snake", "case", "e", "mail"]),
+    ("ﬁne Ｆｕｌｌ", ["fine", "full"]),                     # NFKC: ligature and full-width letters
+    ("Café naïve Straße", ["café", "naïve", "straße"]),
+    ("   \t\n", []),
+    ("🙂 :-) #tag @you", ["tag", "you"]),
+])
+def test_tokenize_edge_cases(text, tokens):
+    assert tok.tokenize(text) == tokens
+
+
+def test_numbers_kept_when_configured():
+    assert Tokenizer(TokenizerConfig(numbers_as_token=False)).tokenize("at 10:30") == ["at", "10:30"]
+
+
+def test_lines_are_sentence_streams():
+    assert list(tok.iter_lines(["Hi there.", "", "see you"])) == [
+        [BOS, "hi", "there", EOS], [BOS, "see", "you", EOS]]
+
+
+@pytest.mark.parametrize("text, context, prefix", [
+    ("see you tomo", [BOS, "see", "you"], "tomo"),
+    ("see you ", [BOS, "see", "you"], ""),
+    ("", [BOS], ""),
+    ("I don'", [BOS, "i"], "don'"),
+    ("Done. Next", [BOS, "done", EOS], "next"),
+    ("at 10", [BOS, "at"], "10"),
+])
+def test_split_partial(text, context, prefix):
+    assert tok.split_partial(text) == (context, prefix)
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab1'’_ .,!?-\u00e9\u0301\t")), max_size=40))
+def test_split_partial_matches_a_search_of_the_whole_text(text):
+    """split_partial searches only the trailing word; the result must be the full search's."""
+    norm = tok.normalize(text)
+    m = _PARTIAL_RE.search(norm)
+    expected_prefix = m.group(0) if m else ""
+    expected_context = [BOS] + tok.tokenize(norm[: m.start()] if m else norm)
+    assert tok.split_partial(text) == (expected_context, expected_prefix)
+
+
+@given(st.text(max_size=60))
+def test_tokens_are_words_or_markers(text):
+    tokens = tok.tokenize(text)
+    assert all(t and not any(c.isspace() for c in t) for t in tokens)
+    assert all(not (a == b == EOS) for a, b in zip(tokens, tokens[1:]))
+    assert all(t in (EOS, NUM) or any(c.isalnum() for c in t) for t in tokens)

@@ -1,61 +1,144 @@
-"""A predictive keyboard in the terminal of a Raspberry Pi (or any device).
+"""A predictive keyboard in a terminal (a Raspberry Pi's, or any): live suggestions, learns when you quit.
 
-    python keyboard.py [--model edgekit-en-int8.tflite] [--journal ~/typed.txt]
+    python keyboard.py [--model FILE] [--state-dir DIR] [--journal FILE] [--no-learn]
 
-Type a message: after every line you see the three suggestions the app would
-show; end the line to "send" it. Sent messages go to a local journal file
-(never uploaded) that `learn` uses to personalize, e.g. nightly from cron:
+The three likeliest next words (or completions of the word being typed) are
+shown after every keystroke. Keys:
 
-    python keyboard.py --learn
+    Tab            accept the first suggestion
+    Alt-1/2/3      accept that suggestion (Esc then the digit works too)
+    Backspace      delete the last character
+    Enter          send the line: it is appended to the journal, a local file
+                   that never leaves the device
+    Ctrl-D or Esc  quit, then learn from the journal: the result is kept only
+                   if it suggests better on held-out lines (never worse)
+    Ctrl-C         quit without learning
+
+The journal defaults to ``typed.txt`` in the personal state folder.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
+from typing import TextIO
 
+from common import add_model_arguments, describe, load_model
 from edgekit import EdgeModel
+from terminal import ACCEPT, BACKSPACE, ENTER, QUIT, cbreak, cells, read_keys, tail
 
-JOURNAL = Path.home() / ".local" / "share" / "edgekit" / "typed.txt"
+JOURNAL_NAME = "typed.txt"
+KEYS_HELP = "Tab: accept 1st | Alt-1/2/3: accept | Enter: send | Ctrl-D/Esc: quit and learn | Ctrl-C: quit"
+ERASE_REST = "\x1b[K"  # erase what an older, longer line left right of the cursor
 
 
-def chat(model: EdgeModel, journal: Path) -> None:
-    print(f"model {model.info()['name']} ({model.quantization}, {model.runtime}); empty line quits")
-    print("end a line with '?' to see suggestions for it instead of sending it")
-    while True:
-        try:
-            line = input("> ")
-        except EOFError:
-            break
-        if not line:
-            break
-        if line.endswith("?"):
-            text = line[:-1]
-            shown = "  ".join(f"{s.word} ({s.probability:.0%})" for s in model.suggest(text))
-            print(f"  [{shown or 'no suggestion'}]")
-            continue
-        journal.parent.mkdir(parents=True, exist_ok=True)
-        with open(journal, "a", encoding="utf-8") as f:  # append-only: nothing lost on a crash
-            f.write(line + "\n")
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if not sys.stdin.isatty():
+        raise SystemExit("keyboard.py reads keys from a terminal, and stdin is not one. "
+                         "To learn from a text file instead: edgekit personalize --text FILE")
+    model = load_model(args)
+    journal = args.journal or model.state_dir / JOURNAL_NAME
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.reconfigure(errors="replace")  # a terminal that cannot show a character gets "?"
+    print(f"edgekit keyboard: {model.metadata['name']} ({model.quantization}, {model.runtime}); journal {journal}")
+    print(KEYS_HELP)
+    try:
+        with open(journal, "a", encoding="utf-8") as out, cbreak(sys.stdin.fileno()):
+            sent = type_lines(model, out, sys.stdin.fileno(), sys.stdout)
+    except KeyboardInterrupt:
+        print("\nquit without learning")
+        return 130
+    print()
+    if sent and not args.no_learn:
+        learn(model, journal)
+    return 0
+
+
+def type_lines(model: EdgeModel, journal: TextIO, fd: int, screen: TextIO) -> int:
+    """The typing loop, until a quit key; returns how many lines were sent."""
+    text, sent = "", 0
+    words = suggest(model, text)
+    draw(screen, words, text)
+    for keys in read_keys(fd):
+        for key in keys:
+            if key == QUIT:
+                return sent
+            if key == ENTER:
+                sent += send(journal, screen, text)
+                text = ""
+            else:
+                text = edit(model, text, key, words)
+            words = suggest(model, text)
+        draw(screen, words, text)
+    return sent
+
+
+def suggest(model: EdgeModel, text: str) -> list[str]:
+    return [s.word for s in model.suggest(text, k=3)]
+
+
+def edit(model: EdgeModel, text: str, key: str, words: list[str]) -> str:
+    """The line after one key: a character, Backspace, or accepting a suggestion."""
+    if key == BACKSPACE:
+        return text[:-1]
+    if key.startswith(ACCEPT):
+        n = int(key[len(ACCEPT):]) - 1
+        return accept(model, text, words[n]) if n < len(words) else text
+    return text + key
+
+
+def accept(model: EdgeModel, text: str, word: str) -> str:
+    """Replace the word being typed with ``word`` (or add it as the next word), then a space."""
+    partial = model.tokenizer.split_partial(text)[1]
+    if partial:
+        return text[: len(text) - len(partial)] + word + " "
+    gap = "" if not text or text[-1].isspace() else " "
+    return text + gap + word + " "
+
+
+def send(journal: TextIO, screen: TextIO, text: str) -> int:
+    """Append the line to the journal, flushed to disk (append-only: a crash loses nothing sent)."""
+    if not text.strip():
+        return 0
+    journal.write(text.strip() + "\n")
+    journal.flush()
+    os.fsync(journal.fileno())
+    screen.write(f"\rsent: {text}{ERASE_REST}\n")
+    return 1
+
+
+def draw(screen: TextIO, words: list[str], text: str) -> None:
+    """Redraw the live line in place, ``[1 word | 2 word | 3 word] > text``, the cursor after the text."""
+    strip = "[" + " | ".join(f"{i} {w}" for i, w in enumerate(words, 1)) + "]"
+    try:
+        columns = os.get_terminal_size(screen.fileno()).columns
+    except OSError:
+        columns = 80
+    screen.write(f"\r{strip} > {tail(text, max(10, columns - cells(strip) - 4))}{ERASE_REST}")
+    screen.flush()
 
 
 def learn(model: EdgeModel, journal: Path) -> None:
-    if not journal.exists():
-        print(f"nothing typed yet ({journal} missing)")
+    """Personalize on everything sent so far; the model keeps the result only if it helps."""
+    print(f"learning from {journal} ...", flush=True)
+    try:
+        report = model.personalize(journal)
+    except ValueError as e:  # too little text so far: the journal keeps it for next time
+        print(f"not learning yet: {e}")
         return
-    r = model.personalize(journal, progress=True)
-    print(f"held-out top-3 {r['before']['top3']:.1%} -> {r['after']['top3']:.1%}"
-          f" ({'adopted' if r['adopted'] else 'kept previous state'})")
+    print(describe(report))
 
 
-def main() -> None:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=None, help="model file [default: bundled]")
-    ap.add_argument("--journal", type=Path, default=JOURNAL)
-    ap.add_argument("--learn", action="store_true", help="personalize on the journal and exit")
-    args = ap.parse_args()
-    model = EdgeModel.load(args.model, num_threads=2)  # a Pi 4/5 has 4 cores; leave some for the app
-    (learn if args.learn else chat)(model, args.journal)
+    add_model_arguments(ap)
+    ap.add_argument("--journal", type=Path, default=None,
+                    help=f"where sent lines go [default: STATE_DIR/{JOURNAL_NAME}]")
+    ap.add_argument("--no-learn", action="store_true", help="quit without learning (e.g. leave it to a nightly job)")
+    return ap.parse_args(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

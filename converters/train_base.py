@@ -40,7 +40,7 @@ class TrainConfig:
     hidden: int = 160
     feature_dim: int = 64
     cell: str = "lstm"
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int = 256
     learning_rate: float = 5e-3
     max_minutes: float = 28.0

@@ -178,7 +178,7 @@ class EdgeModel:
         scores = self._ranking_scores(self.vocab.context_ids(context, self.context_length)[None])
         ids, probs = self._rank_completions(scores.values, prefix, k) if prefix else self._rank_next(scores, k)
         typed = text.rstrip()[-len(prefix):] if prefix else ""
-        return [Suggestion(_match_case(self.vocab.word(int(i)), typed), float(p)) for i, p in zip(ids, probs)]
+        return [Suggestion(_match_case(self.vocab.word(i), typed), p) for i, p in zip(ids.tolist(), probs.tolist())]
 
     def _rank_next(self, scores: _Scores, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` words over the whole vocabulary, skipping specials and free slots.

@@ -93,10 +93,11 @@ class Vocabulary:
 
     # -- lookup -----------------------------------------------------------
     def id_of(self, token: str) -> int:
-        return self.ids.get(token) if token in self.ids else self._personal.get(token, self.unk)
+        return self._lookup.get(token, self.unk)
 
     def encode(self, tokens: Iterable[str]) -> list[int]:
-        return [self.id_of(t) for t in tokens]
+        lookup, unk = self._lookup, self.unk  # locals: this runs after every space the user types
+        return [lookup.get(t, unk) for t in tokens]
 
     def word(self, i: int) -> str:
         return self._slot_words.get(i) or self.tokens[i]
@@ -128,6 +129,7 @@ class Vocabulary:
     def _rebuild_prefix_index(self) -> None:
         words = {t: i for i, t in enumerate(self.tokens[: self.first_slot]) if i >= len(SPECIAL_TOKENS)}
         words.update(self._personal)
+        self._lookup = {**self._personal, **self.ids}  # a model token wins over a personal word
         self._suggestable = set(words.values())
         self._slot_words = {s: w for w, s in self._personal.items()}
         self._mask = np.zeros(len(self.tokens), dtype=bool)

@@ -107,8 +107,16 @@ def test_learns_the_session_and_suggests_its_words_next_time(tmp_path):
     assert "zorbly" in again.suggestions("meet at the ")
     again.type("zor")
     assert again.suggestions("meet at the zor")[0] == "zorbly"
-    again.quit("\x1b")  # Esc quits too; nothing new was sent, so nothing is learned
-    assert again.child.exitstatus == 0 and "learning" not in again.child.before
+    again.type("\x7f" * len("meet at the zor"))
+    again.suggestions("")
+    again.send_line("ok")
+    report = again.quit("\x1b")  # Esc quits too, and learns only what is new: too little to learn from yet
+    assert again.child.exitstatus == 0
+    assert "(1 new)" in report and "not learning yet" in report, report
+
+    idle = Keyboard(tmp_path)
+    assert "(1 new)" in idle.quit("\x04")  # "ok" still waits; learned lines never come back
+    assert (tmp_path / "typed.txt.learned").read_text() == str(len(SESSION))
 
 
 def test_refuses_a_stdin_that_is_not_a_terminal(tmp_path):

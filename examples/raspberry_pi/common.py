@@ -21,7 +21,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace) -> EdgeModel:
-    return EdgeModel.load(args.model, state_dir=args.state_dir, num_threads=THREADS)
+    """The model and the user's state; a bad file or a missing runtime stops with one clear line."""
+    try:
+        return EdgeModel.load(args.model, state_dir=args.state_dir, num_threads=THREADS)
+    except (ValueError, OSError, RuntimeError) as e:
+        raise SystemExit(f"cannot load the model: {e}") from None
 
 
 def describe(report: dict) -> str:

@@ -10,8 +10,8 @@ shown after every keystroke. Keys:
     Backspace      delete the last character
     Enter          send the line: it is appended to the journal, a local file
                    that never leaves the device
-    Ctrl-D or Esc  quit, then learn from the journal: the result is kept only
-                   if it suggests better on held-out lines (never worse)
+    Ctrl-D or Esc  quit, then learn from the lines not learned yet: the result
+                   is kept only if it suggests better on held-out lines (never worse)
     Ctrl-C         quit without learning
 
 The journal defaults to ``typed.txt`` in the personal state folder.
@@ -26,6 +26,7 @@ from typing import TextIO
 
 from common import add_model_arguments, describe, load_model
 from edgekit import EdgeModel
+from edgekit.atomic import atomic_write_bytes
 from terminal import ACCEPT, BACKSPACE, ENTER, QUIT, cbreak, cells, read_keys, tail
 
 JOURNAL_NAME = "typed.txt"
@@ -50,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nquit without learning")
         return 130
-    print()
-    if sent and not args.no_learn:
+    print(f"\n{sent} sent this session")
+    if not args.no_learn:
         learn(model, journal)
     return 0
 
@@ -121,13 +122,23 @@ def draw(screen: TextIO, words: list[str], text: str) -> None:
 
 
 def learn(model: EdgeModel, journal: Path) -> None:
-    """Personalize on everything sent so far; the model keeps the result only if it helps."""
-    print(f"learning from {journal} ...", flush=True)
+    """Personalize on the lines sent since the last learning; the model keeps the result only if it helps.
+
+    Lines already learned are skipped: learning them again would count them
+    twice in the update this device sends to the server.
+    """
+    mark = journal.with_name(journal.name + ".learned")  # how many journal lines are learned
+    done = int(mark.read_text()) if mark.exists() else 0
+    lines = journal.read_text(encoding="utf-8").splitlines()[done:] if journal.exists() else []
+    if not lines:
+        return
+    print(f"learning from {journal} ({len(lines)} new) ...", flush=True)
     try:
-        report = model.personalize(journal)
-    except ValueError as e:  # too little text so far: the journal keeps it for next time
+        report = model.personalize(lines)
+    except ValueError as e:  # too little text so far: the lines wait for the next session
         print(f"not learning yet: {e}")
         return
+    atomic_write_bytes(mark, str(done + len(lines)).encode())
     print(describe(report))
 
 
@@ -136,7 +147,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     add_model_arguments(ap)
     ap.add_argument("--journal", type=Path, default=None,
                     help=f"where sent lines go [default: STATE_DIR/{JOURNAL_NAME}]")
-    ap.add_argument("--no-learn", action="store_true", help="quit without learning (e.g. leave it to a nightly job)")
+    ap.add_argument("--no-learn", action="store_true",
+                    help="quit without learning (the lines wait for the next run that learns)")
     return ap.parse_args(argv)
 
 

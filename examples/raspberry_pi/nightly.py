@@ -1,0 +1,124 @@
+"""Nightly on the device: learn from new text in a folder, then seal an update for the server.
+
+    python nightly.py --text-dir ~/edgekit/text \\
+        [--outbox ~/edgekit/outbox --server-key ~/edgekit/server.key.pub] \\
+        [--flower-text ~/edgekit/flower-text.txt] [--model FILE] [--state-dir DIR]
+
+1. Personalizes on the ``*.txt`` files of ``--text-dir`` it has not learned
+   from yet (a ledger of their SHA-256 in the state folder). Learning twice
+   from one text would count it twice in the federated update.
+2. With ``--outbox``: writes the sealed update (clipped, optionally noised,
+   HPKE-encrypted to the server key) as ``<model>-<UTC time>-<update id>.edgekit-update``,
+   atomically. An update holds everything learned since this model version
+   was installed, so it supersedes older unsent ones for the same version,
+   which are removed from the outbox.
+3. With ``--flower-text``: writes all the folder's text into that one file,
+   which a Flower SuperNode reads (docs/deploy-flower.md, ``text=`` node config).
+
+Run by ``edgekit-nightly.service`` (a systemd user unit) from ``edgekit-nightly.timer``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from common import add_model_arguments, describe, load_model
+from edgekit import EdgeModel
+from edgekit.atomic import atomic_write_bytes
+from edgekit.commands.federated import UPDATE_SUFFIX
+from edgekit.federated import DEFAULT_CLIP_NORM, load_public_key, parse_update
+from edgekit.tokenizer import read_text_lines
+
+LEDGER_NAME = "nightly-learned.txt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        key = load_public_key(args.server_key) if args.server_key else None  # a bad key fails before learning
+        model = load_model(args)
+        if learn_new_text(model, args.text_dir) and key is not None:
+            print(f"wrote {export(model, key, args)}")
+        if args.flower_text:
+            gather(args.text_dir, args.flower_text)
+            print(f"wrote {args.flower_text} for the Flower SuperNode")
+    except (ValueError, OSError) as e:  # a bad key, model or folder: one clear line in the journal
+        raise SystemExit(f"nightly: {e}") from None
+    return 0
+
+
+def learn_new_text(model: EdgeModel, folder: Path) -> bool:
+    """Personalize on the folder's unlearned files; True when it trained (whether or not it adopted)."""
+    ledger = model.state_dir / LEDGER_NAME
+    learned = set(ledger.read_text().split()) if ledger.exists() else set()
+    digests = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.glob("*.txt"))}
+    texts = dict(readable(path for path, digest in digests.items() if digest not in learned))
+    lines = [line for text in texts.values() for line in text]
+    if not texts:
+        print(f"nothing new to learn from in {folder}")
+        return False
+    try:
+        report = model.personalize(lines)
+    except ValueError as e:  # too little text: the files stay unlearned until there is more
+        print(f"not learning yet: {e}")
+        return False
+    print(describe(report))
+    learned |= {digests[path] for path in texts}
+    atomic_write_bytes(ledger, "".join(f"{d}\n" for d in sorted(learned)).encode())
+    return True
+
+
+def export(model: EdgeModel, key: X25519PublicKey, args: argparse.Namespace) -> Path:
+    """Seal the update under a unique name, then drop the older ones it supersedes."""
+    data = model.export_update(key, clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier)
+    header = parse_update(data)[0]
+    version = header.model_fingerprint[:16]
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = args.outbox / f"{version}-{stamp}-{header.update_id}{UPDATE_SUFFIX}"
+    atomic_write_bytes(path, data)
+    for older in args.outbox.glob(f"{version}-*{UPDATE_SUFFIX}"):
+        if older != path:
+            older.unlink(missing_ok=True)
+    return path
+
+
+def gather(folder: Path, out: Path) -> None:
+    """All the folder's text in one file, replaced atomically (a SuperNode may read it mid-round)."""
+    lines = [line for _, text in readable(sorted(folder.glob("*.txt"))) for line in text]
+    atomic_write_bytes(out, "".join(ln if ln.endswith("\n") else ln + "\n" for ln in lines).encode())
+
+
+def readable(paths: Iterable[Path]) -> Iterator[tuple[Path, list[str]]]:
+    """Each file's lines. A file that is not UTF-8 text is reported and skipped: it must not stop the rest."""
+    for path in paths:
+        try:
+            yield path, list(read_text_lines(path))
+        except ValueError as e:
+            print(f"skipped: {e}", file=sys.stderr)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--text-dir", type=Path, required=True, help="folder of UTF-8 .txt files the user wrote")
+    ap.add_argument("--outbox", type=Path, help="folder for sealed updates (needs --server-key)")
+    ap.add_argument("--server-key", type=Path, help="the server's public key, from `edgekit keygen`")
+    ap.add_argument("--clip-norm", type=float, default=DEFAULT_CLIP_NORM, help="what the server's round requires")
+    ap.add_argument("--noise-multiplier", type=float, default=0.0, help="local DP noise, as the round requires")
+    ap.add_argument("--flower-text", type=Path, help="also write all the text to this file for a Flower SuperNode")
+    add_model_arguments(ap)
+    args = ap.parse_args(argv)
+    if (args.outbox is None) != (args.server_key is None):
+        ap.error("--outbox and --server-key go together")
+    if not args.text_dir.is_dir():
+        ap.error(f"--text-dir {args.text_dir}: no such folder")
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(main())

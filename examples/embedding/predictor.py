@@ -37,10 +37,9 @@ class KeyboardPredictor:
         if not self.journal.exists():
             return None
         learner = EdgeModel.load(self._model.path, state_dir=self.app_dir / "state")
-        report = learner.personalize(self.journal)  # saves atomically if it helped
-        if report["adopted"]:
-            with self._lock:  # swap in the improved model between two keystrokes
-                self._model = learner
+        report = learner.personalize(self.journal)  # saved atomically; the head changes only if it helped
+        with self._lock:  # swap between two keystrokes: the learner holds the newest state either way
+            self._model = learner
         return report
 
     def update_for_server(self, server_public_key: bytes) -> bytes:

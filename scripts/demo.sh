@@ -24,7 +24,7 @@ edgekit evaluate "$MODEL" --text data/heldout/email_easy_ham_2.txt --max-targets
 edgekit info --model "$MODEL"
 
 step "3. Suggestions"
-for text in "see you tomo" "i am going to " "thank you for your " "could you please send me the " "Mr. Darcy was "; do
+for text in "see you tomo" "i am going to " "thank you for your " "could you please send me the " "she could not help "; do
   printf '%-32s -> %s\n' "\"$text\"" "$(edgekit suggest --model "$MODEL" "$text" | awk '{printf "%s ", $1}')"
 done
 

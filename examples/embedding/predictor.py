@@ -7,10 +7,16 @@ asks for one. Everything personal stays in the app's own state folder.
 """
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 from edgekit import EdgeModel
+
+
+def private(path: str, flags: int) -> int:
+    """Create the journal 0600: it is the user's own typing."""
+    return os.open(path, flags, 0o600)
 
 
 class KeyboardPredictor:
@@ -29,7 +35,7 @@ class KeyboardPredictor:
 
     def on_message_sent(self, text: str) -> None:
         self.journal.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.journal, "a", encoding="utf-8") as f:
+        with open(self.journal, "a", encoding="utf-8", opener=private) as f:
             f.write(text.replace("\n", " ") + "\n")
 
     def learn_when_idle(self) -> dict | None:

@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"edgekit keyboard: {model.metadata['name']} ({model.quantization}, {model.runtime}); journal {journal}")
     print(KEYS_HELP)
     try:
-        with open(journal, "a", encoding="utf-8") as out, cbreak(sys.stdin.fileno()):
+        # 0600: the journal is the user's own typing; other accounts on the device must not read it
+        with open(journal, "a", encoding="utf-8", opener=private) as out, cbreak(sys.stdin.fileno()):
             sent = type_lines(model, out, sys.stdin.fileno(), sys.stdout)
     except KeyboardInterrupt:
         print("\nquit without learning")
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_learn:
         learn(model, journal)
     return 0
+
+
+def private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
 
 
 def type_lines(model: EdgeModel, journal: TextIO, fd: int, screen: TextIO) -> int:

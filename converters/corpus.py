@@ -28,12 +28,12 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 TRAIN_FILES: tuple[str, ...] = (
     "train/email_easy_ham_1.txt",
-    "train/tinyshakespeare.txt",
     "train/wikitext2_valid.txt",
     "train/wikitext2_test.txt",
 )
-# No Austen in base training: an Austen novel is the "book writer" personalization
-# user, and a base model trained on five of her novels leaves that user nothing to teach.
+# Modern prose only: a keyboard's users write email and messages. Version 1 also
+# read Shakespeare and five Austen novels; its suggestions leaned archaic
+# ("thank you for your" -> "grace"), and an Austen user had nothing left to teach it.
 # name -> file; never used for training or for choosing the vocabulary.
 HELDOUT_FILES: dict[str, str] = {
     "email": "heldout/email_easy_ham_2.txt",
@@ -155,15 +155,6 @@ def book_paragraphs(text: str) -> list[str]:
     return [p for p in _paragraphs(text.splitlines()) if len(p.split()) >= _MIN_BOOK_WORDS]
 
 
-_SPEAKER = re.compile(r"^[A-Z][A-Za-z' ]*:$")
-
-
-def play_speeches(text: str) -> list[str]:
-    """One speech per line; the speaker names ("First Citizen:") are not typed text."""
-    lines = ["" if _SPEAKER.match(line.strip()) else line for line in text.splitlines()]
-    return list(_paragraphs(lines))
-
-
 _WIKI_GLUE = re.compile(r" @(.)@ ")
 _WIKI_SPACE_BEFORE = re.compile(r" ([.,;:!?)'\"]|'s\b|n't\b)")
 _WIKI_SPACE_AFTER = re.compile(r"([(]) ")
@@ -242,7 +233,6 @@ def build_sources(shared: Path) -> dict[str, list[str]]:
     """Output file name (relative to ``data/``) -> its cleaned lines."""
     c = shared / "corpora"
     out = {"train/email_easy_ham_1.txt": _email_dir_paragraphs(c / "spamassassin" / "easy-ham-1")}
-    out["train/tinyshakespeare.txt"] = play_speeches(_read(c / "tinyshakespeare.txt"))
     for split in ("valid", "test"):
         out[f"train/wikitext2_{split}.txt"] = wikitext_paragraphs(_read(c / "wikitext2" / f"{split}.txt"))
     out["heldout/email_easy_ham_2.txt"] = _email_dir_paragraphs(c / "spamassassin" / "easy-ham-2")

@@ -61,11 +61,6 @@ def test_book_paragraphs_join_lines_and_drop_headings():
     assert corpus.book_paragraphs(text) == ["Emma Woodhouse, handsome, clever, and rich."]
 
 
-def test_play_speeches_drop_speaker_names():
-    text = "First Citizen:\nBefore we proceed any further,\nhear me speak.\n\nAll:\nSpeak, speak.\n"
-    assert corpus.play_speeches(text) == ["Before we proceed any further, hear me speak.", "Speak, speak."]
-
-
 def test_wikitext_detokenizes_and_drops_unk_sentences():
     text = " = Title = \n \n A well @-@ known lobster , 0 @.@ 7 kg ( big ) . It is <unk> here . It lives at sea . \n"
     assert corpus.wikitext_paragraphs(text) == ["A well-known lobster, 0.7 kg (big). It lives at sea."]

@@ -140,12 +140,13 @@ def test_block_reduction_matches_numpy(monkeypatch):
 
 def test_central_noise_is_unweighted_mean_plus_noise_on_the_sum(model):
     rng = np.random.default_rng(7)
-    deltas = [clip_delta(*random_delta(rng, 0.01), 1.0) for _ in range(4)]
-    batch = [_update(model, d, n) for d, n in zip(deltas, [1, 1, 1, 1000])]
-    result = aggregate_updates(batch, PRIVATE, policy_for(model, PRIVATE), central_noise_multiplier=2.0,
-                               rng=np.random.default_rng(0))
+    clip = 1.0
+    deltas = [clip_delta(*random_delta(rng, 0.01), clip) for _ in range(4)]
+    batch = [_update(model, d, n, clip_norm=clip) for d, n in zip(deltas, [1, 1, 1, 1000])]
+    result = aggregate_updates(batch, PRIVATE, policy_for(model, PRIVATE, clip_norm=clip),
+                               central_noise_multiplier=2.0, rng=np.random.default_rng(0))
     mean = [sum(d[i] for d in deltas) / 4 for i in (0, 1)]
     noise = np.concatenate([(result.delta[0] - mean[0]).ravel(), result.delta[1] - mean[1]])
-    assert abs(noise.std() - 2.0 * 1.0 / 4) < 0.05
+    assert abs(noise.std() - 2.0 * clip / 4) < 0.05
     with pytest.raises(ValueError, match="central noise"):
         aggregate_updates(batch, PRIVATE, policy_for(model, PRIVATE), mode="median", central_noise_multiplier=1.0)

@@ -9,7 +9,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from edgekit.federated import load_public_key, make_update
+from edgekit.federated import DEFAULT_CLIP_NORM, load_public_key, make_update
 from edgekit.modelfile import read_model_file
 from test_federated_helpers import random_delta, write_tiny_model
 
@@ -48,6 +48,7 @@ def test_keygen_then_aggregate_with_rejections(tmp_path):
     report = json.loads(out.output)
     assert report["accepted"] == 4 and [r["reason"] for r in report["rejected"]] == ["decrypt"]
     assert report["parent_fingerprint"] == model.fingerprint
+    assert report["clip_norm"] == DEFAULT_CLIP_NORM  # the round's default accepts the library's default
     assert read_model_file(tmp_path / "next.tflite").fingerprint == report["fingerprint"]
     assert len((tmp_path / "seen.txt").read_text().split()) == 4
 

@@ -11,12 +11,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgekit.federated import UpdateError, delta_norm, make_update, open_update, parse_update
+from edgekit.federated import DEFAULT_CLIP_NORM, UpdateError, delta_norm, make_update, open_update, parse_update
 from edgekit.federated.update import MAGIC, UpdateHeader, pack_payload, seal
 from test_federated_helpers import SHARED, policy_for, random_delta, write_tiny_model
 
 PRIVATE = X25519PrivateKey.generate()
 PUBLIC = PRIVATE.public_key()
+CLIP = 1.0  # far below random_delta(scale=1.0)'s norm (~15), so clipping shows
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +27,13 @@ def model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def policy(model):
-    return policy_for(model, PRIVATE)
+    return policy_for(model, PRIVATE, clip_norm=CLIP)
 
 
 @pytest.fixture(scope="module")
 def update(model):
     dW, db = random_delta(np.random.default_rng(0))
-    return make_update(dW, db, public_key=PUBLIC, model_fingerprint=model.fingerprint, n_examples=7)
+    return make_update(dW, db, public_key=PUBLIC, model_fingerprint=model.fingerprint, n_examples=7, clip_norm=CLIP)
 
 
 def _reason(data, policy, **kw) -> str:
@@ -43,7 +44,7 @@ def _reason(data, policy, **kw) -> str:
 
 def _forge(model, delta, **header_fields) -> bytes:
     """What a device holding the public key can send: any header, any payload."""
-    header = UpdateHeader(model_fingerprint=model.fingerprint, update_id="0" * 32, n_examples=1, clip_norm=1.0,
+    header = UpdateHeader(model_fingerprint=model.fingerprint, update_id="0" * 32, n_examples=1, clip_norm=CLIP,
                           noise_multiplier=0.0, encoding="float16", shape=SHARED,
                           key_id=policy_for(model, PRIVATE).key_id)
     header = dataclasses.replace(header, **header_fields)
@@ -53,14 +54,24 @@ def _forge(model, delta, **header_fields) -> bytes:
 
 @pytest.mark.parametrize("encoding, tol", [("float16", 1e-3), ("int8", 1e-2)])
 def test_round_trip_clips_and_keeps_the_values(model, policy, encoding, tol):
-    dW, db = random_delta(np.random.default_rng(1), scale=1.0)  # norm ~15 -> clipped to 1
+    dW, db = random_delta(np.random.default_rng(1), scale=1.0)  # norm ~15 -> clipped to CLIP
     data = make_update(dW, db, public_key=PUBLIC, model_fingerprint=model.fingerprint, n_examples=3,
-                       encoding=encoding)
+                       clip_norm=CLIP, encoding=encoding)
     header, (gW, gb) = open_update(data, PRIVATE, policy)
     assert (header.n_examples, header.encoding, header.shape, len(header.update_id)) == (3, encoding, SHARED, 32)
-    scale = 1.0 / delta_norm(dW, db)
+    scale = CLIP / delta_norm(dW, db)
     err = delta_norm(gW - dW * scale, gb - db * scale)
-    assert err < tol and delta_norm(gW, gb) <= 1.0 * (1 + 1e-3)
+    assert err < tol and delta_norm(gW, gb) <= CLIP * (1 + 1e-3)
+
+
+def test_default_clip_norm_keeps_a_typical_device_update_whole(model):
+    """A contribution on the bundled model has norm ~38-49: the defaults must pass it unscaled."""
+    dW, db = random_delta(np.random.default_rng(8), scale=1.0)
+    scale = 45.0 / delta_norm(dW, db)
+    data = make_update(dW * scale, db * scale, public_key=PUBLIC, model_fingerprint=model.fingerprint, n_examples=1)
+    header, (gW, gb) = open_update(data, PRIVATE, policy_for(model, PRIVATE))
+    assert header.clip_norm == DEFAULT_CLIP_NORM
+    assert delta_norm(gW, gb) == pytest.approx(45.0, rel=1e-3)
 
 
 def test_update_ids_are_fresh_and_random(model):
@@ -73,10 +84,10 @@ def test_update_ids_are_fresh_and_random(model):
 def test_noise_is_added_after_clipping_and_accepted(model):
     d = random_delta(np.random.default_rng(3))
     data = make_update(*d, public_key=PUBLIC, model_fingerprint=model.fingerprint, n_examples=1,
-                       noise_multiplier=0.5, rng=np.random.default_rng(0))
-    _, (gW, gb) = open_update(data, PRIVATE, policy_for(model, PRIVATE, noise_multiplier=0.5))
-    dim = gW.size + gb.size
-    assert abs(np.concatenate([gW.ravel(), gb]).std() - 0.5) < 3 * 0.5 / np.sqrt(dim) + 0.02
+                       clip_norm=CLIP, noise_multiplier=0.5, rng=np.random.default_rng(0))
+    _, (gW, gb) = open_update(data, PRIVATE, policy_for(model, PRIVATE, clip_norm=CLIP, noise_multiplier=0.5))
+    dim, std = gW.size + gb.size, 0.5 * CLIP
+    assert abs(np.concatenate([gW.ravel(), gb]).std() - std) < 3 * std / np.sqrt(dim) + 0.02
 
 
 def test_every_changed_byte_is_detected(update, policy):
@@ -95,10 +106,10 @@ def test_every_truncation_is_detected(update, policy):
 def test_wrong_key_is_refused(model, update):
     other = X25519PrivateKey.generate()
     with pytest.raises(UpdateError) as e:
-        open_update(update, other, policy_for(model, other))
+        open_update(update, other, policy_for(model, other, clip_norm=CLIP))
     assert e.value.reason == "wrong-key"
     # Even when the header claims the right key id, decryption fails.
-    forged = dataclasses.replace(policy_for(model, other), key_id=parse_update(update)[0].key_id)
+    forged = dataclasses.replace(policy_for(model, other, clip_norm=CLIP), key_id=parse_update(update)[0].key_id)
     with pytest.raises(UpdateError) as e:
         open_update(update, other, forged)
     assert e.value.reason == "decrypt"
@@ -108,7 +119,7 @@ def test_replay_wrong_model_and_policy_are_refused(update, policy, tmp_path):
     header = parse_update(update)[0]
     assert _reason(update, policy, seen_ids={header.update_id}) == "replay"
     other = write_tiny_model(tmp_path / "other.tflite", seed=1)
-    assert _reason(update, policy_for(other, PRIVATE)) == "wrong-model"
+    assert _reason(update, policy_for(other, PRIVATE, clip_norm=CLIP)) == "wrong-model"
     assert _reason(update, dataclasses.replace(policy, clip_norm=2.0)) == "policy"
     assert _reason(update, dataclasses.replace(policy, noise_multiplier=1.0)) == "policy"
     assert _reason(update, dataclasses.replace(policy, shape=(SHARED[0], SHARED[1] + 1))) == "wrong-shape"
@@ -123,7 +134,7 @@ def test_non_finite_values_are_refused(model, policy, bad):
 
 def test_over_norm_delta_is_refused(model, policy):
     dW, db = random_delta(np.random.default_rng(5), scale=1.0)
-    assert delta_norm(dW, db) > 2
+    assert delta_norm(dW, db) > 2 * CLIP
     assert _reason(_forge(model, (dW, db)), policy) == "over-norm"
     # The same delta passes only when the header honestly declares the matching policy.
     assert _reason(_forge(model, (dW, db), clip_norm=0.5), policy) == "policy"

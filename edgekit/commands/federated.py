@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ..federated.delta import DEFAULT_CLIP_NORM
+
 PASSPHRASE_ENV = "EDGEKIT_KEY_PASSPHRASE"
 UPDATE_SUFFIX = ".edgekit-update"
 
@@ -15,6 +17,8 @@ _passphrase_file = click.option("--passphrase-file", type=click.Path(dir_okay=Fa
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 _NON_NEGATIVE = click.FloatRange(min=0)
+# One default on both sides: an update made with it is accepted by a round that keeps it.
+_CLIP_HELP = "L2 bound of a device's head delta, which the round requires of every update"
 
 
 @click.command()
@@ -51,7 +55,8 @@ def keygen(private_path, public_path, passphrase_file, ask_passphrase, force, as
               help="Personal state folder [default: $EDGEKIT_STATE_DIR or the per-user data folder].")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help=f"Update file to write (e.g. update{UPDATE_SUFFIX}).")
-@click.option("--clip-norm", type=_POSITIVE, default=None, help="L2 bound of the delta [default: 1.0].")
+@click.option("--clip-norm", type=_POSITIVE, default=DEFAULT_CLIP_NORM, show_default=True,
+              help=f"{_CLIP_HELP} (the default clips only unusually large updates).")
 @click.option("--noise-multiplier", type=_NON_NEGATIVE, default=0.0, show_default=True,
               help="Gaussian noise std as a multiple of the clip norm (local DP).")
 @click.option("--encoding", type=click.Choice(["float16", "int8"]), default="float16", show_default=True)
@@ -59,14 +64,13 @@ def keygen(private_path, public_path, passphrase_file, ask_passphrase, force, as
 def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multiplier, encoding, as_json):
     """Seal this device's personal head delta for the server (personal words stay here)."""
     from .. import EdgeModel
-    from ..federated.delta import DEFAULT_CLIP_NORM
     from ..federated.keys import KeyFileError, load_public_key
     from ..federated.update import export_update as export, parse_update
 
     try:
         public = load_public_key(server_key)
         model = EdgeModel.load(model_path, state_dir=state_dir)
-        data = export(model, public, out, clip_norm=clip_norm or DEFAULT_CLIP_NORM,
+        data = export(model, public, out, clip_norm=clip_norm,
                       noise_multiplier=noise_multiplier, encoding=encoding)
     except (KeyFileError, ValueError) as e:
         raise click.ClickException(str(e)) from None
@@ -92,7 +96,8 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
               show_default=True, help="fedavg weights by examples; median / trimmed-mean resist poisoned updates.")
 @click.option("--trim", type=click.FloatRange(0, 0.5, max_open=True), default=0.1, show_default=True,
               help="Fraction cut at each end (trimmed-mean).")
-@click.option("--clip-norm", type=_POSITIVE, default=None, help="Clip norm this round requires [default: 1.0].")
+@click.option("--clip-norm", type=_POSITIVE, default=DEFAULT_CLIP_NORM, show_default=True,
+              help=f"{_CLIP_HELP}; devices must export with the same value.")
 @click.option("--noise-multiplier", type=_NON_NEGATIVE, default=0.0, show_default=True,
               help="Noise multiplier this round requires.")
 @click.option("--central-noise-multiplier", type=_NON_NEGATIVE, default=0.0, show_default=True,
@@ -115,7 +120,6 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
               dp_delta, as_json):
     """Verify, decrypt and aggregate UPDATES (files or folders) into a new model version."""
     from ..federated import aggregate as agg
-    from ..federated.delta import DEFAULT_CLIP_NORM
     from ..federated.install import install_delta
     from ..federated.keys import KeyFileError, key_id, load_private_key
     from ..federated.update import DEFAULT_MAX_EXAMPLES, UpdatePolicy
@@ -128,7 +132,7 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
         raise click.ClickException(str(e)) from None
     policy = UpdatePolicy(model_fingerprint=meta["fingerprint"],
                           shape=(meta["feature_dim"], meta["vocab_size"] - meta.get("personal_slots", 0)),
-                          key_id=key_id(private.public_key()), clip_norm=clip_norm or DEFAULT_CLIP_NORM,
+                          key_id=key_id(private.public_key()), clip_norm=clip_norm,
                           noise_multiplier=noise_multiplier, max_examples=max_examples or DEFAULT_MAX_EXAMPLES)
     paths = _expand(updates)
     ledger = _read_ledger(seen_ids)

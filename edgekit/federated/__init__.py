@@ -3,7 +3,7 @@
 Device::
 
     data = make_update(dW, db, public_key=pub, model_fingerprint=fp, n_examples=n,
-                       clip_norm=1.0, noise_multiplier=0.0, encoding="float16")
+                       clip_norm=DEFAULT_CLIP_NORM, noise_multiplier=0.0, encoding="float16")
 
 Server::
 

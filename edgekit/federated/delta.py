@@ -17,7 +17,11 @@ import numpy as np
 
 ENCODINGS = ("float16", "int8")
 DEFAULT_ENCODING = "float16"
-DEFAULT_CLIP_NORM = 1.0
+# Sized to clip only outliers: one `edgekit personalize` on the bundled model moves the
+# shared head by an L2 norm of 38-49 (median ~46, measured on 500-8,000 words of SMS;
+# it saturates, more text hardly raises it). A bound far below that would shrink every
+# honest update and leave the global model where it was.
+DEFAULT_CLIP_NORM = 50.0
 # Slack on the server's norm check: float16 rounding (at most 2^-11 relative)
 # and summation order. An attacker gains 0.1% of C from it, nothing more.
 NORM_RTOL = 1e-3

@@ -271,7 +271,7 @@ class EdgeModel:
         return self._read_head() if self.file.head is not None else self.base_head
 
     def head_delta(self) -> tuple[np.ndarray, np.ndarray]:
-        """This device's contribution to the *shared* head since its model version was installed.
+        """This device's contribution to the *shared* head since its previous export or model install.
 
         It is what head training learned from the user's text, whether or not
         the device adopted it for its own suggestions (a small held-out check
@@ -285,14 +285,31 @@ class EdgeModel:
 
     # -- federated ----------------------------------------------------------
     def export_update(self, server_public_key, path: str | Path | None = None, **options) -> bytes:
-        """Seal :meth:`head_delta` for the server (clipped, optionally noised, encrypted).
+        """Seal :meth:`head_delta` for the server (clipped, optionally noised, encrypted), and consume it.
+
+        An update carries what was learned since the previous export (or the
+        model install), never again: once the bytes exist (and ``path`` is
+        written, if given) the contribution is reset and the state saved, so
+        two exports in one round cannot count the same text twice. An update
+        that is never delivered is lost to the federation, not to the device:
+        its personalization stays. With nothing new learned it raises
+        ``ValueError`` ("nothing to export").
 
         ``options``: ``clip_norm``, ``noise_multiplier``, ``encoding`` (see
-        ``edgekit.federated.make_update``). Returns the bytes; writes ``path`` if given.
+        ``edgekit.federated.make_update``). Returns the bytes.
         """
         from .federated.update import export_update
 
         return export_update(self, server_public_key, path, **options)
+
+    def consume_contribution(self) -> None:
+        """Reset the contribution once an update carries it; saved atomically (stateless: nothing to save).
+
+        Called by ``export_update``: the next update then holds only what is
+        learned from now on. The personalization the user sees is kept.
+        """
+        self.state.clear_contribution()
+        self.save()
 
     def install_global(self, path: str | Path) -> None:
         """Switch to a new global version of this model (made by ``edgekit aggregate``).
@@ -305,7 +322,8 @@ class EdgeModel:
             raise ValueError(f"{path}: not a version of this model (its body or vocabulary differs); "
                              "load it as a new model instead")
         state = self.state  # the server has folded contributions into the new head: start afresh
-        state.fingerprint, state.n_examples, state.contrib_w, state.contrib_b = new.fingerprint, 0, None, None
+        state.fingerprint = new.fingerprint
+        state.clear_contribution()
         if new.flatbuffer != self.file.flatbuffer:
             self._interp, self.runtime = load_interpreter(new.flatbuffer, self._num_threads, self.runtime)
             self._io = self._tensor_indices(self._interp)

@@ -53,8 +53,9 @@ class PersonalState:
     n_examples: int = 0  # examples behind the contribution
     history: list[dict] = field(default_factory=list)
     # The federated contribution: what head training learned from this user's
-    # text since the model version was installed, whether or not the device
-    # adopted it for its own suggestions. ``None`` until there is one.
+    # text since the previous export (or, before any, since the model version
+    # was installed), whether or not the device adopted it for its own
+    # suggestions. ``None`` until there is one.
     contrib_w: np.ndarray | None = None
     contrib_b: np.ndarray | None = None
 
@@ -62,6 +63,14 @@ class PersonalState:
     def empty(cls, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids) -> "PersonalState":
         return cls(fingerprint, np.zeros((feature_dim, vocab_size), np.float32), np.zeros(vocab_size, np.float32),
                    PhraseMemory(vocab_size, skip_ids))
+
+    def clear_contribution(self) -> None:
+        """Start the contribution from zero: an update or a new global version now holds it.
+
+        Only what the federation gets is reset; the personal head delta, words
+        and phrases (what the user sees) stay.
+        """
+        self.n_examples, self.contrib_w, self.contrib_b = 0, None, None
 
     @property
     def is_empty(self) -> bool:

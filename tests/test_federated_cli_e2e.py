@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -30,7 +31,8 @@ def test_cli_round_on_real_models(trained_files, tmp_path):  # noqa: F811
     for i in range(4):
         state = tmp_path / f"device{i}"
         EdgeModel.load(base, state_dir=state).personalize(user_lines(150, seed=10 + i))
-        for encoding in ("float16", "int8"):
+        shutil.copytree(state, tmp_path / f"device{i}-int8")  # an export consumes what it carries
+        for encoding, state in (("float16", state), ("int8", tmp_path / f"device{i}-int8")):
             out = tmp_path / f"updates-{encoding}" / f"{i}.edgekit-update"
             report = _cli("export-update", "--server-key", tmp_path / "server.key.pub", "--model", base, "-o", out,
                           "--clip-norm", CLIP, "--encoding", encoding, "--json", env={"EDGEKIT_STATE_DIR": str(state)})

@@ -5,6 +5,8 @@ on each "device", HPKE-sealed update files, the streaming aggregator.
 """
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,11 @@ CLIP = 20.0
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A model file, server keys, and 20 devices that each personalized and exported."""
+    """A model file, server keys, and the state folders of 20 devices that each personalized.
+
+    Exporting consumes a device's contribution, so tests get copies (``devices``),
+    never the devices themselves.
+    """
     from converters.convert import convert
 
     root = tmp_path_factory.mktemp("federation")
@@ -27,22 +33,31 @@ def world(tmp_path_factory):
     model_path = root / "global-v1.tflite"
     convert(train_tiny(vocab), vocab, model_path, quantize="dynamic", calibration_lines=base_lines(50), name="tiny")
     public = generate_keypair(root / "server.key")
-    devices, held_out = [], []
+    states, held_out = [], []
     for d in range(N_DEVICES):
         text = user_lines(120, seed=100 + d)  # the same style shift, different text on each device
         m = EdgeModel.load(model_path, state_dir=root / f"device{d}")
         report = m.personalize(text[:96])
-        assert report["adopted"]
-        devices.append(m)
+        assert report["adopted"] and m.n_examples
+        states.append(m.state_dir)
         held_out += text[96:]
-    return {"root": root, "model": model_path, "fingerprint": devices[0].fingerprint, "public": public, "devices": devices, "held_out": held_out,
+    return {"root": root, "model": model_path, "fingerprint": m.fingerprint, "public": public, "states": states,
+            "shape": (m.feature_dim, m.vocab.first_slot), "held_out": held_out,
             "private": load_private_key(root / "server.key")}
 
 
+def devices(world, folder, count: int = N_DEVICES) -> list[EdgeModel]:
+    """Fresh copies of the first ``count`` personalized devices, their state under ``folder``."""
+    copies = []
+    for state in world["states"][:count]:
+        shutil.copytree(state, folder / state.name)
+        copies.append(EdgeModel.load(world["model"], state_dir=folder / state.name))
+    return copies
+
+
 def policy_for(world) -> UpdatePolicy:
-    m = world["devices"][0]
-    return UpdatePolicy(model_fingerprint=world["fingerprint"], shape=(m.feature_dim, m.vocab.first_slot),
-                        key_id=key_id(world["public"]), clip_norm=CLIP)
+    return UpdatePolicy(model_fingerprint=world["fingerprint"], shape=world["shape"], key_id=key_id(world["public"]),
+                        clip_norm=CLIP)
 
 
 def global_top3(world, delta, name: str) -> float:
@@ -52,12 +67,9 @@ def global_top3(world, delta, name: str) -> float:
 
 
 def test_ten_devices_make_a_better_global_model(world, tmp_path):
-    paths = []
-    for i, m in enumerate(world["devices"]):
-        if m.n_examples:  # a device whose head did not change has nothing to send
-            paths.append(tmp_path / f"update{i}.edgekit-update")
-            m.export_update(world["public"], paths[-1], clip_norm=CLIP)
-    assert len(paths) >= 10
+    paths = [tmp_path / f"update{i}.edgekit-update" for i in range(N_DEVICES)]
+    for m, path in zip(devices(world, tmp_path), paths):
+        m.export_update(world["public"], path, clip_norm=CLIP)
     result = aggregate_updates(paths, world["private"], policy_for(world))
     assert result.accepted == len(paths) and not result.rejections
     before = EdgeModel.load(world["model"], stateless=True).evaluate(world["held_out"])["top3"]
@@ -66,7 +78,7 @@ def test_ten_devices_make_a_better_global_model(world, tmp_path):
 
 
 def test_installing_the_new_global_keeps_personalization_and_avoids_double_counting(world, tmp_path):
-    device = next(m for m in world["devices"] if m.n_examples)
+    [device] = devices(world, tmp_path, count=1)
     update = tmp_path / "u.edgekit-update"
     device.export_update(world["public"], update, clip_norm=CLIP)
     result = aggregate_updates([update], world["private"], policy_for(world))
@@ -82,9 +94,9 @@ def test_installing_the_new_global_keeps_personalization_and_avoids_double_count
     assert reloaded.fingerprint == device.fingerprint and reloaded.state.personal_words
 
 
-def test_robust_aggregation_resists_poisoned_devices(world):
+def test_robust_aggregation_resists_poisoned_devices(world, tmp_path):
     """10% of devices send a sign-flipped delta blown up to the clipping norm."""
-    honest = [m.head_delta() for m in world["devices"] if m.n_examples]
+    honest = [m.head_delta() for m in devices(world, tmp_path)]
     policy = policy_for(world)
     fp, pub = policy.model_fingerprint, world["public"]
 

@@ -62,7 +62,13 @@ def keygen(private_path, public_path, passphrase_file, ask_passphrase, force, as
 @click.option("--encoding", type=click.Choice(["float16", "int8"]), default="float16", show_default=True)
 @_json
 def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multiplier, encoding, as_json):
-    """Seal this device's personal head delta for the server (personal words stay here)."""
+    """Seal this device's personal head delta for the server (personal words stay here).
+
+    An update carries what was learned since the previous export (or since
+    the model version was installed); exporting consumes it. Deliver every
+    update: one that never reaches the server is lost to the federation
+    (the device keeps its personalization).
+    """
     from .. import EdgeModel
     from ..federated.keys import KeyFileError, load_public_key
     from ..federated.update import export_update as export, parse_update

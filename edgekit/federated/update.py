@@ -130,18 +130,25 @@ def export_update(model, public_key: X25519PublicKey | bytes | str | Path, path:
                   **options) -> bytes:
     """Seal the personal head delta of an ``EdgeModel``-like object; write it to ``path`` if given.
 
-    Uses ``model.head_delta()``, ``model.fingerprint``, ``model.n_examples`` and
-    ``model.metadata`` (``vocab_size``, ``personal_slots``). ``options`` go to
-    ``make_update`` (``clip_norm``, ``noise_multiplier``, ``encoding``).
+    Then ``model.consume_contribution()``: an update carries what was learned
+    since the previous export (or the model install), so the server, which
+    cannot link two updates, never counts the same text twice. An update that
+    is never delivered is lost to the federation (the device keeps its
+    personalization). Uses ``model.head_delta()``, ``model.fingerprint``,
+    ``model.n_examples`` and ``model.metadata`` (``vocab_size``,
+    ``personal_slots``). ``options`` go to ``make_update`` (``clip_norm``,
+    ``noise_multiplier``, ``encoding``).
     """
     if model.n_examples < 1:
-        raise ValueError("nothing to export: the model has not been personalized yet")
+        raise ValueError("nothing to export: nothing learned since the previous export "
+                         "or since this model version was installed")
     meta = model.metadata
     dW, db = shared_delta(*model.head_delta(), meta["vocab_size"], meta.get("personal_slots", 0))
     data = make_update(dW, db, public_key=public_key, model_fingerprint=model.fingerprint,
                        n_examples=model.n_examples, **options)
     if path is not None:
         atomic_write_bytes(path, data)
+    model.consume_contribution()
     return data
 
 

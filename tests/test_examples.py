@@ -29,6 +29,7 @@ EMBEDDING = ROOT / "examples" / "embedding"
 SMS = (ROOT / "data" / "personal" / "sms_ham.txt").read_text(encoding="utf-8").splitlines(keepends=True)
 CLIP = 50.0
 UPDATE_NAME = re.compile(r"[0-9a-f]{16}-\d{8}T\d{6}Z-[0-9a-f]{32}\.edgekit-update")
+TRAINED = re.compile(r"\((\d+) training / ")  # in the line describe() prints after learning
 
 
 def run(*args, state_dir: Path, expect: int = 0) -> subprocess.CompletedProcess:
@@ -66,7 +67,7 @@ def nightly(tmp_path: Path, server_key: Path, expect: int = 0) -> subprocess.Com
                "--flower-text", tmp_path / "flower.txt", state_dir=tmp_path / "state", expect=expect)
 
 
-def test_nightly_learns_new_text_once_and_keeps_the_newest_sealed_update(tmp_path, server_key):
+def test_nightly_learns_new_text_once_and_keeps_every_unsent_update(tmp_path, server_key):
     (tmp_path / "text").mkdir()
     (tmp_path / "text" / "monday.txt").write_text("".join(SMS[:80]), encoding="utf-8")
     first = nightly(tmp_path, server_key)
@@ -74,7 +75,7 @@ def test_nightly_learns_new_text_once_and_keeps_the_newest_sealed_update(tmp_pat
     [update] = (tmp_path / "outbox").iterdir()
     assert UPDATE_NAME.fullmatch(update.name)
     header, _ = open_sealed(update, server_key)
-    assert header.n_examples > 0 and header.clip_norm == CLIP
+    assert header.n_examples == int(TRAINED.search(first.stdout)[1]) and header.clip_norm == CLIP
     assert (tmp_path / "flower.txt").read_text(encoding="utf-8") == "".join(SMS[:80])
 
     again = nightly(tmp_path, server_key)  # nothing new: no second learning, no second update
@@ -85,9 +86,9 @@ def test_nightly_learns_new_text_once_and_keeps_the_newest_sealed_update(tmp_pat
     (tmp_path / "text" / "photo.txt").write_bytes(b"\xff\xd8\xff\xe0 not text")
     third = nightly(tmp_path, server_key)
     assert "photo.txt" in third.stderr  # skipped with a reason, the rest still learned
-    [newer] = (tmp_path / "outbox").iterdir()  # it supersedes the unsent older one
-    assert newer != update and UPDATE_NAME.fullmatch(newer.name)
-    assert open_sealed(newer, server_key)[0].n_examples > header.n_examples
+    [newer] = set((tmp_path / "outbox").iterdir()) - {update}  # the unsent older one stays: it holds Monday
+    assert UPDATE_NAME.fullmatch(newer.name)
+    assert open_sealed(newer, server_key)[0].n_examples == int(TRAINED.search(third.stdout)[1])  # Tuesday only
     assert (tmp_path / "flower.txt").read_text(encoding="utf-8") == "".join(SMS[:160])
 
 

@@ -25,7 +25,11 @@ class KeyboardPredictor:
     def __init__(self, app_dir: Path, model_path: Path | None = None):
         self.app_dir = Path(app_dir)
         self.journal = self.app_dir / "sent.txt"
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the model the UI thread reads
+        # Learning, exporting and installing each rewrite the saved state: one at a time,
+        # or a learner that loaded the state before an export would save the exported
+        # contribution back, and the next update would count it twice.
+        self._state_lock = threading.Lock()
         self._model = EdgeModel.load(model_path, state_dir=self.app_dir / "state", num_threads=1)
 
     def on_text_changed(self, text: str) -> list[str]:
@@ -42,20 +46,27 @@ class KeyboardPredictor:
         """Personalize on everything sent so far; call from a background job."""
         if not self.journal.exists():
             return None
-        learner = EdgeModel.load(self._model.path, state_dir=self.app_dir / "state")
-        report = learner.personalize(self.journal)  # saved atomically; the head changes only if it helped
-        with self._lock:  # swap between two keystrokes: the learner holds the newest state either way
-            self._model = learner
+        with self._state_lock:
+            learner = EdgeModel.load(self._model.path, state_dir=self.app_dir / "state")
+            report = learner.personalize(self.journal)  # saved atomically; the head changes only if it helped
+            with self._lock:  # swap between two keystrokes: the learner holds the newest state either way
+                self._model = learner
         return report
 
     def update_for_server(self, server_public_key: bytes) -> bytes:
-        """The sealed head delta (clipped, encrypted) for the federated round."""
-        with self._lock:
+        """The sealed head delta (clipped, encrypted) for the federated round.
+
+        It carries what was learned since the previous update, and producing
+        it consumes that: deliver it, or it is lost to the federation (the
+        user's suggestions keep what was learned). Raises ``ValueError`` when
+        nothing new was learned.
+        """
+        with self._state_lock, self._lock:
             return self._model.export_update(server_public_key)
 
     def install_global(self, new_model: Path) -> None:
         """A new global version arrived: keep personalization, switch the model."""
-        with self._lock:
+        with self._state_lock, self._lock:
             self._model.install_global(new_model)
 
 

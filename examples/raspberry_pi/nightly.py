@@ -7,11 +7,13 @@
 1. Personalizes on the ``*.txt`` files of ``--text-dir`` it has not learned
    from yet (a ledger of their SHA-256 in the state folder). Learning twice
    from one text would count it twice in the federated update.
-2. With ``--outbox``: writes the sealed update (clipped, optionally noised,
-   HPKE-encrypted to the server key) as ``<model>-<UTC time>-<update id>.edgekit-update``,
-   atomically. An update holds everything learned since this model version
-   was installed, so it supersedes older unsent ones for the same version,
-   which are removed from the outbox.
+2. With ``--outbox``, when anything was learned since the previous export
+   (the keyboard's learning too): writes the sealed update (clipped,
+   optionally noised, HPKE-encrypted to the server key) as
+   ``<model>-<UTC time>-<random>.edgekit-update``, atomically, and only then
+   consumes the contribution (a failed write loses nothing: the next run
+   exports it). Updates never overlap, so older unsent ones stay in the
+   outbox and each must be delivered: a deleted one is lost to the federation.
 3. With ``--flower-text``: writes all the folder's text into that one file,
    which a Flower SuperNode reads (docs/deploy-flower.md, ``text=`` node config).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -32,7 +35,7 @@ from common import add_model_arguments, describe, load_model
 from edgekit import EdgeModel
 from edgekit.atomic import atomic_write_bytes
 from edgekit.commands.federated import UPDATE_SUFFIX
-from edgekit.federated import DEFAULT_CLIP_NORM, load_public_key, parse_update
+from edgekit.federated import DEFAULT_CLIP_NORM, load_public_key
 from edgekit.tokenizer import read_text_lines
 
 LEDGER_NAME = "nightly-learned.txt"
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         key = load_public_key(args.server_key) if args.server_key else None  # a bad key fails before learning
         model = load_model(args)
-        if learn_new_text(model, args.text_dir) and key is not None:
+        learn_new_text(model, args.text_dir)
+        if key is not None and model.n_examples:  # also the keyboard's learning, or a failed export's
             print(f"wrote {export(model, key, args)}")
         if args.flower_text:
             gather(args.text_dir, args.flower_text)
@@ -53,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def learn_new_text(model: EdgeModel, folder: Path) -> bool:
-    """Personalize on the folder's unlearned files; True when it trained (whether or not it adopted)."""
+def learn_new_text(model: EdgeModel, folder: Path) -> None:
+    """Personalize on the folder's unlearned files (what it learns joins the next update, adopted or not)."""
     ledger = model.state_dir / LEDGER_NAME
     learned = set(ledger.read_text().split()) if ledger.exists() else set()
     digests = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.glob("*.txt"))}
@@ -62,29 +66,26 @@ def learn_new_text(model: EdgeModel, folder: Path) -> bool:
     lines = [line for text in texts.values() for line in text]
     if not texts:
         print(f"nothing new to learn from in {folder}")
-        return False
+        return
     try:
         report = model.personalize(lines)
     except ValueError as e:  # too little text: the files stay unlearned until there is more
         print(f"not learning yet: {e}")
-        return False
+        return
     print(describe(report))
     learned |= {digests[path] for path in texts}
     atomic_write_bytes(ledger, "".join(f"{d}\n" for d in sorted(learned)).encode())
-    return True
 
 
 def export(model: EdgeModel, key: X25519PublicKey, args: argparse.Namespace) -> Path:
-    """Seal the update under a unique name, then drop the older ones it supersedes."""
-    data = model.export_update(key, clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier)
-    header = parse_update(data)[0]
-    version = header.model_fingerprint[:16]
+    """Seal the update under a unique name; older unsent ones stay, they hold other text.
+
+    The name is chosen first so that ``export_update`` writes the file before
+    it consumes the contribution.
+    """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = args.outbox / f"{version}-{stamp}-{header.update_id}{UPDATE_SUFFIX}"
-    atomic_write_bytes(path, data)
-    for older in args.outbox.glob(f"{version}-*{UPDATE_SUFFIX}"):
-        if older != path:
-            older.unlink(missing_ok=True)
+    path = args.outbox / f"{model.fingerprint[:16]}-{stamp}-{secrets.token_hex(16)}{UPDATE_SUFFIX}"
+    model.export_update(key, path, clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier)
     return path
 
 

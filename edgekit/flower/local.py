@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..blas import blas_threads
 from ..metrics import evaluate as evaluate_scorer
 from ..metrics import iter_windows
 from ..model import EdgeModel
@@ -29,7 +30,8 @@ def train_head_locally(model: EdgeModel, lines: list[str], config: TrainConfig) 
         raise ValueError("no text to learn from: the device's text has no known words")
     features, _ = model.features_logits(np.stack([w.context for w in windows]))
     targets = np.array([w.target for w in windows], np.int64)
-    return train_head(features, targets, *model.base_head, config), len(targets)
+    with blas_threads(config.threads):  # see edgekit/blas.py: default BLAS threads stall a busy box
+        return train_head(features, targets, *model.base_head, config), len(targets)
 
 
 def shared_delta(model: EdgeModel, head: Head) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +50,8 @@ def head_scores(model: EdgeModel, head: Head, lines: list[str], max_targets: int
     """
     def scorer(ids: np.ndarray) -> np.ndarray:
         features, _ = model.features_logits(ids)
-        return softmax(features @ head[0] + head[1])
+        with blas_threads(1):
+            return softmax(features @ head[0] + head[1])
 
     return evaluate_scorer(scorer, model.vocab, model.tokenizer.iter_lines(lines), model.context_length,
                            max_targets=max_targets)

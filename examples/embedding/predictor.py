@@ -7,16 +7,11 @@ asks for one. Everything personal stays in the app's own state folder.
 """
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 from edgekit import EdgeModel
-
-
-def private(path: str, flags: int) -> int:
-    """Create the journal 0600: it is the user's own typing."""
-    return os.open(path, flags, 0o600)
+from edgekit.journal import Journal
 
 
 class KeyboardPredictor:
@@ -24,7 +19,7 @@ class KeyboardPredictor:
 
     def __init__(self, app_dir: Path, model_path: Path | None = None):
         self.app_dir = Path(app_dir)
-        self.journal = self.app_dir / "sent.txt"
+        self.journal = Journal(self.app_dir / "sent.txt")  # 0600, on disk once on_message_sent returns
         self._lock = threading.Lock()  # the model the UI thread reads
         # Learning, exporting and installing each rewrite the saved state: one at a time,
         # or a learner that loaded the state before an export would save the exported
@@ -38,17 +33,20 @@ class KeyboardPredictor:
             return [s.word for s in self._model.suggest(text, k=3)]
 
     def on_message_sent(self, text: str) -> None:
-        self.journal.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.journal, "a", encoding="utf-8", opener=private) as f:
-            f.write(text.replace("\n", " ") + "\n")
+        self.journal.append(text)
 
     def learn_when_idle(self) -> dict | None:
-        """Personalize on everything sent so far; call from a background job."""
-        if not self.journal.exists():
+        """Personalize on the messages sent since the last learning; call from a background job.
+
+        Returns None when nothing new was sent. Each message is learned once:
+        learning old ones again would put them into the next update again.
+        Raises ``ValueError`` while there is too little new text; it waits for more.
+        """
+        if not self.journal.pending():  # spare loading a second model when there is nothing to learn
             return None
         with self._state_lock:
             learner = EdgeModel.load(self._model.path, state_dir=self.app_dir / "state")
-            report = learner.personalize(self.journal)  # saved atomically; the head changes only if it helped
+            report = self.journal.learn(learner)  # saved atomically; the head changes only if it helped
             with self._lock:  # swap between two keystrokes: the learner holds the newest state either way
                 self._model = learner
         return report

@@ -26,7 +26,7 @@ from typing import TextIO
 
 from common import add_model_arguments, describe, load_model
 from edgekit import EdgeModel
-from edgekit.atomic import atomic_write_bytes
+from edgekit.journal import Journal
 from terminal import ACCEPT, BACKSPACE, ENTER, QUIT, cbreak, cells, read_keys, tail
 
 JOURNAL_NAME = "typed.txt"
@@ -40,15 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("keyboard.py reads keys from a terminal, and stdin is not one. "
                          "To learn from a text file instead: edgekit personalize --text FILE")
     model = load_model(args)
-    journal = args.journal or model.state_dir / JOURNAL_NAME
-    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal = Journal(args.journal or model.state_dir / JOURNAL_NAME)
     sys.stdout.reconfigure(errors="replace")  # a terminal that cannot show a character gets "?"
-    print(f"edgekit keyboard: {model.metadata['name']} ({model.quantization}, {model.runtime}); journal {journal}")
+    print(f"edgekit keyboard: {model.metadata['name']} ({model.quantization}, {model.runtime}); journal {journal.path}")
     print(KEYS_HELP)
     try:
-        # 0600: the journal is the user's own typing; other accounts on the device must not read it
-        with open(journal, "a", encoding="utf-8", opener=private) as out, cbreak(sys.stdin.fileno()):
-            sent = type_lines(model, out, sys.stdin.fileno(), sys.stdout)
+        with cbreak(sys.stdin.fileno()):
+            sent = type_lines(model, journal, sys.stdin.fileno(), sys.stdout)
     except KeyboardInterrupt:
         print("\nquit without learning")
         return 130
@@ -58,11 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def private(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)
-
-
-def type_lines(model: EdgeModel, journal: TextIO, fd: int, screen: TextIO) -> int:
+def type_lines(model: EdgeModel, journal: Journal, fd: int, screen: TextIO) -> int:
     """The typing loop, until a quit key; returns how many lines were sent."""
     text, sent = "", 0
     words = suggest(model, text)
@@ -104,13 +98,10 @@ def accept(model: EdgeModel, text: str, word: str) -> str:
     return text + gap + word + " "
 
 
-def send(journal: TextIO, screen: TextIO, text: str) -> int:
-    """Append the line to the journal, flushed to disk (append-only: a crash loses nothing sent)."""
-    if not text.strip():
+def send(journal: Journal, screen: TextIO, text: str) -> int:
+    """Append the line to the journal (on disk before this returns); 1 if sent, 0 for a blank line."""
+    if not journal.append(text):
         return 0
-    journal.write(text.strip() + "\n")
-    journal.flush()
-    os.fsync(journal.fileno())
     screen.write(f"\rsent: {text}{ERASE_REST}\n")
     return 1
 
@@ -126,24 +117,17 @@ def draw(screen: TextIO, words: list[str], text: str) -> None:
     screen.flush()
 
 
-def learn(model: EdgeModel, journal: Path) -> None:
-    """Personalize on the lines sent since the last learning; the model keeps the result only if it helps.
-
-    Lines already learned are skipped: learning them again would count them
-    twice in the update this device sends to the server.
-    """
-    mark = journal.with_name(journal.name + ".learned")  # how many journal lines are learned
-    done = int(mark.read_text()) if mark.exists() else 0
-    lines = journal.read_text(encoding="utf-8").splitlines()[done:] if journal.exists() else []
-    if not lines:
-        return
-    print(f"learning from {journal} ({len(lines)} new) ...", flush=True)
+def learn(model: EdgeModel, journal: Journal) -> None:
+    """Personalize on the lines sent since the last learning; the model keeps the result only if it helps."""
     try:
-        report = model.personalize(lines)
-    except ValueError as e:  # too little text so far: the lines wait for the next session
+        new = journal.pending()
+        if not new:
+            return
+        print(f"learning from {journal.path} ({new} new) ...", flush=True)
+        report = journal.learn(model)
+    except ValueError as e:  # too little text so far (the lines wait for the next session), or a bad journal
         print(f"not learning yet: {e}")
         return
-    atomic_write_bytes(mark, str(done + len(lines)).encode())
     print(describe(report))
 
 

@@ -4,6 +4,11 @@
     m = EdgeModel.load()              # the bundled English model
     m.suggest("see you tomo")         # -> tomorrow, ...
     m.personalize(["my own text"])    # trains the last layer on the device
+
+    from edgekit.journal import Journal
+    j = Journal(m.state_dir / "typed.txt")
+    j.append("a sent message")        # the user's typing, kept on the device (0600)
+    j.learn(m)                        # personalize on the lines not learned yet
 """
 from __future__ import annotations
 

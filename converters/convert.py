@@ -33,6 +33,9 @@ CALIBRATION_SAMPLES = 400
 # Python after every space. Enough to skip the special tokens and still fill
 # a suggestion strip; wider requests fall back to ranking on the host.
 TOP_K = 32
+# Ops of the softmax normaliser (sum of exp(logits)) that stay float32 in an
+# int8 file: int8 would zero every term below 1/256 of the largest.
+_FLOAT_OPS = ["EXP", "SUM"]
 # Dequantized int8 weights differ from float ones by at most half a step;
 # this bound (relative to the largest weight) also catches a wrong tensor.
 _HEAD_MATCH_TOLERANCE = 0.02
@@ -51,6 +54,7 @@ class TensorLayout:
     logits_output: int
     top_values_output: int
     top_ids_output: int
+    sum_exp_output: int
     head_weight: int
     head_bias: int | None
 
@@ -76,7 +80,7 @@ def convert(model: keras.Model, vocab: Vocabulary, out_path: str | Path, quantiz
         if calibration_lines is None:
             raise ConversionError("int8 quantization needs calibration text (--calibration-text)")
         calibration = calibration_contexts(calibration_lines, vocab, context_length, Tokenizer(tokenizer_config))
-    flatbuffer = to_tflite(with_top_k(model, top_k_width(*weight.shape)), quantize, compat, calibration,
+    flatbuffer = to_tflite(with_ranking_outputs(model, top_k_width(*weight.shape)), quantize, compat, calibration,
                            progress=progress)
     layout = locate_tensors(flatbuffer, context_length, weight, bias)
     body_sha, head_sha = hash_arrays(body_weights(model)), hash_arrays([weight, bias])
@@ -87,7 +91,8 @@ def convert(model: keras.Model, vocab: Vocabulary, out_path: str | Path, quantiz
         "tokenizer": tokenizer_config.to_dict(),
         "inputs": {"tokens": layout.tokens_input},
         "outputs": {"features": layout.features_output, "logits": layout.logits_output,
-                    "top_values": layout.top_values_output, "top_ids": layout.top_ids_output},
+                    "top_values": layout.top_values_output, "top_ids": layout.top_ids_output,
+                    "sum_exp": layout.sum_exp_output},
         "head": {"weight_tensor": layout.head_weight, "bias_tensor": layout.head_bias},
         "body_sha256": body_sha, "head_sha256": head_sha,
         "fingerprint": make_fingerprint(body_sha, head_sha, vocab.tokens),
@@ -105,12 +110,18 @@ def top_k_width(feature_dim: int, vocab_size: int) -> int:
     return TOP_K + 1 if feature_dim == TOP_K else TOP_K
 
 
-def with_top_k(model: keras.Model, k: int) -> keras.Model:
-    """The contract model plus its ``k`` best logits and their ids, sharing all weights."""
+def with_ranking_outputs(model: keras.Model, k: int) -> keras.Model:
+    """The contract model plus what a suggestion needs, sharing all weights.
+
+    Outputs: features, logits, the ``k`` best logits and their ids, and the
+    softmax normaliser ``sum(exp(logits))`` (unshifted: a trained model's
+    logits are far from float32's exp overflow at 88, and the device checks).
+    """
     tokens = keras.Input(shape=model.inputs[0].shape[1:], dtype="int32", name="tokens")
     features, logits = model(tokens)
     values, ids = keras.ops.top_k(logits, k)
-    return keras.Model(tokens, [features, logits, values, ids], name=model.name)
+    sum_exp = keras.ops.sum(keras.ops.exp(logits), axis=-1, keepdims=True)
+    return keras.Model(tokens, [features, logits, values, ids, sum_exp], name=model.name)
 
 
 def calibration_contexts(lines: Iterable[str], vocab: Vocabulary, context_length: int, tokenizer: Tokenizer,
@@ -144,7 +155,13 @@ def to_tflite(model: keras.Model, quantize: str, compat: str, calibration: np.nd
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         _configure_quantization(converter, tf, quantize, compat, calibration, progress)
         try:
-            return converter.convert()
+            if quantize != "int8":
+                return converter.convert()
+            # Selective quantization: everything int8 except the normaliser's ops.
+            options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=_FLOAT_OPS)
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=lambda: _representative(calibration, progress), debug_options=options)
+            return debugger.get_nondebug_quantized_model()
         except Exception as e:  # the converter raises ConverterError and plain exceptions alike
             raise _explain_converter_error(e) from None
 
@@ -157,10 +174,13 @@ def _configure_quantization(converter, tf, quantize: str, compat: str, calibrati
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
-        # int8 builtins everywhere; the int32 token input (feeding a gather)
-        # and the float32 outputs stay as they are.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # int8 builtins everywhere but the normaliser (_FLOAT_OPS); the int32
+        # token input (feeding a gather) and the float32 outputs stay as they are.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.representative_dataset = lambda: _representative(calibration, progress)
+        # The selective quantizer (to_tflite) reads only this general switch; the
+        # model's weighted layers are all dense, so it means what the next one does.
+        converter._experimental_disable_per_channel = True
     if quantize == "int8" or (compat == "tflite-runtime-2.14" and quantize == "dynamic"):
         # int8: per-channel dense layers store a float32 scale and an int64 zero
         # point per output row for the head weight and its int32 bias: 240 KB
@@ -210,22 +230,22 @@ def locate_tensors(flatbuffer: bytes, context_length: int, weight: np.ndarray, b
     return TensorLayout(0, *positions, w_index, b_index)
 
 
-def _output_positions(interpreter, feature_dim: int, vocab_size: int, k: int) -> tuple[int, int, int, int]:
-    """Positions in ``get_output_details()`` of features, logits, top values and top ids.
+def _output_positions(interpreter, feature_dim: int, vocab_size: int, k: int) -> tuple[int, ...]:
+    """Positions in ``get_output_details()`` of features, logits, top values, top ids and sum_exp.
 
     Told apart by width and type (the ids are the only int32 output).
     """
     kinds = [(int(d["shape_signature"][-1]), np.dtype(d["dtype"]) == np.int32)
              for d in interpreter.get_output_details()]
-    wanted = [(feature_dim, False), (vocab_size, False), (k, False), (k, True)]
-    if len(set(wanted)) < 4 or sorted(kinds) != sorted(wanted):
+    wanted = [(feature_dim, False), (vocab_size, False), (k, False), (k, True), (1, False)]
+    if len(set(wanted)) < len(wanted) or sorted(kinds) != sorted(wanted):
         raise ConversionError(f"converted model outputs (width, is_int32) are {kinds}, expected {wanted}, "
                               "distinguishable by width and type")
     return tuple(kinds.index(w) for w in wanted)
 
 
-def _check_outputs(interpreter, index: int, context_length: int, positions: tuple[int, int, int, int]) -> None:
-    """The batch dimension resizes (the device scores batches) and top-k agrees with the logits."""
+def _check_outputs(interpreter, index: int, context_length: int, positions: tuple[int, ...]) -> None:
+    """The batch dimension resizes (the device scores batches); top-k and sum_exp agree with the logits."""
     batch = 3
     contexts = np.random.default_rng(0).integers(0, 5, (batch, context_length), dtype=np.int32)
     try:
@@ -236,10 +256,13 @@ def _check_outputs(interpreter, index: int, context_length: int, positions: tupl
     except (RuntimeError, ValueError) as e:
         raise ConversionError(f"converted model does not accept a batch of {batch} contexts: {e}") from None
     outs = interpreter.get_output_details()
-    _, logits, values, ids = (interpreter.get_tensor(outs[p]["index"]) for p in positions)
+    _, logits, values, ids, sum_exp = (interpreter.get_tensor(outs[p]["index"]) for p in positions)
     if len(logits) != batch or not np.allclose(np.take_along_axis(logits, ids, axis=1), values, atol=1e-4) \
             or not np.all(values[:, :1] >= logits.max(axis=1, keepdims=True) - 1e-4):
         raise ConversionError(f"converted model's top-k outputs disagree with its logits for a batch of {batch}")
+    if not np.allclose(sum_exp[:, 0], np.exp(logits.astype(np.float64)).sum(axis=1), rtol=1e-4):
+        raise ConversionError("converted model's softmax normaliser (sum_exp) disagrees with its logits: "
+                              "were its EXP/SUM ops quantized?")
 
 
 def dequantize(interpreter, detail: dict) -> np.ndarray:

@@ -43,10 +43,11 @@ class Suggestion(NamedTuple):
 
 
 class _Scores(NamedTuple):
-    """One context's log-scale scores over the vocabulary, best ids first when known."""
+    """One context's log-scale scores over the vocabulary; the interpreter's ranking when known."""
 
     values: np.ndarray
-    top_ids: np.ndarray | None = None
+    top_ids: np.ndarray | None = None  # best ids first
+    sum_exp: float | None = None  # sum(exp(values)) over every id
 
 
 def default_model_path() -> Path:
@@ -194,14 +195,22 @@ class EdgeModel:
             pool = np.argpartition(scores.values, len(scores.values) - (k + len(banned)))[-(k + len(banned)):]
             pool = pool[np.argsort(-scores.values[pool], kind="stable")]
             best = pool[self.vocab.suggestable_mask()[pool]][:k]
-        return best, self._word_softmax(scores.values, best)
+        return best, self._word_softmax(scores, best)
 
-    def _word_softmax(self, values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-        """Softmax of ``chosen`` among all suggestable words (``values[chosen[0]]`` is their max)."""
+    def _word_softmax(self, scores: _Scores, chosen: np.ndarray) -> np.ndarray:
+        """Softmax of ``chosen`` among all suggestable words (``chosen[0]`` is their best).
+
+        With the interpreter's ``sum_exp`` only the chosen and the non-word ids
+        are exponentiated here, not the whole vocabulary; without it (older
+        files, personal heads, or a sum that overflowed) the sum is taken here.
+        """
         if not len(chosen):
             return np.zeros(0)
+        values, banned = scores.values, self.vocab.unsuggestable_ids()
+        if scores.sum_exp is not None and 0.0 < scores.sum_exp < np.inf:
+            return np.exp(values[chosen]) / (scores.sum_exp - np.exp(values[banned]).sum())
         weights = np.exp(values - values[chosen[0]])
-        return weights[chosen] / (weights.sum() - weights[self.vocab.unsuggestable_ids()].sum())
+        return weights[chosen] / (weights.sum() - weights[banned].sum())
 
     def _rank_completions(self, scores: np.ndarray, prefix: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` words starting with ``prefix``; probabilities sum to 1 over all completions."""
@@ -403,21 +412,24 @@ class EdgeModel:
         return interp.get_tensor(features), interp.get_tensor(logits)
 
     def _invoke_ranked(self, ids: np.ndarray) -> _Scores:
-        """One context's logits, plus the interpreter's top-k ids when the file has that output."""
+        """One context's logits, plus the interpreter's top-k ids and sum_exp when the file has them."""
         tokens, _, logits = self._io
-        self._interp.set_tensor(tokens, ids)
-        self._interp.invoke()
-        top = None if self._top_ids is None else self._interp.get_tensor(self._top_ids)[0]
-        return _Scores(self._interp.get_tensor(logits)[0], top)
+        interp = self._interp
+        interp.set_tensor(tokens, ids)
+        interp.invoke()
+        top = None if self._top_ids is None else interp.get_tensor(self._top_ids)[0]
+        total = None if self._sum_exp is None else float(interp.get_tensor(self._sum_exp)[0, 0])
+        return _Scores(interp.get_tensor(logits)[0], top, total)
 
     def _tensor_indices(self, interp) -> tuple[int, int, int]:
         """Interpreter tensor indices of (tokens input, features output, logits output).
 
-        Also sets ``_top_ids``: the top-k ids output, which files converted
-        before it existed lack (those rank on the host).
+        Also sets ``_top_ids`` and ``_sum_exp``: the ranking outputs, which
+        files converted before they existed lack (those rank on the host).
         """
         outs, o = interp.get_output_details(), self.metadata["outputs"]
         self._top_ids = outs[o["top_ids"]]["index"] if "top_ids" in o else None
+        self._sum_exp = outs[o["sum_exp"]]["index"] if "sum_exp" in o else None
         return (interp.get_input_details()[self.metadata["inputs"]["tokens"]]["index"],
                 outs[o["features"]]["index"], outs[o["logits"]]["index"])
 

@@ -45,7 +45,7 @@ def run_interpreter(flatbuffer: bytes, metadata: dict, ids: np.ndarray) -> tuple
     interp.set_tensor(index, ids)
     interp.invoke()
     outs = interp.get_output_details()
-    names = ("features", "logits", "top_values", "top_ids")
+    names = ("features", "logits", "top_values", "top_ids", "sum_exp")
     return tuple(interp.get_tensor(outs[metadata["outputs"][k]]["index"]) for k in names)
 
 
@@ -65,12 +65,21 @@ def test_top_k_outputs_rank_the_logits(converted, tiny_vocab, mode):
     """The device reads its best words from the top-k outputs: they must be the logits' best, in order."""
     from converters.convert import TOP_K
 
-    _, logits, values, ids = run_interpreter(converted[mode][1].flatbuffer, converted[mode][1].metadata,
-                                             contexts(tiny_vocab))
+    _, logits, values, ids, _ = run_interpreter(converted[mode][1].flatbuffer, converted[mode][1].metadata,
+                                                contexts(tiny_vocab))
     assert ids.shape == values.shape == (len(logits), TOP_K) and ids.dtype == np.int32
     assert np.allclose(np.take_along_axis(logits, ids, axis=1), values)
     assert np.all(np.diff(values, axis=1) <= 0)
     assert np.allclose(values[:, -1], -np.sort(-logits, axis=1)[:, TOP_K - 1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_softmax_normaliser_is_float_in_every_mode(converted, tiny_vocab, mode):
+    """sum_exp stays float32 even in an int8 file: int8 would zero most of its terms."""
+    _, logits, _, _, sum_exp = run_interpreter(converted[mode][1].flatbuffer, converted[mode][1].metadata,
+                                               contexts(tiny_vocab))
+    assert sum_exp.shape == (len(logits), 1)
+    assert np.allclose(sum_exp[:, 0], np.exp(logits.astype(np.float64)).sum(axis=1), rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -87,7 +96,8 @@ def test_metadata_round_trip(converted, tiny_model, tiny_vocab, mode):
     assert (meta["context_length"], meta["feature_dim"], meta["vocab_size"], meta["personal_slots"]) == \
         (4, 12, len(tiny_vocab), 4)
     assert TokenizerConfig.from_dict(meta["tokenizer"]) == TokenizerConfig()
-    assert set(meta["outputs"]) == {"features", "logits", "top_values", "top_ids"} and meta["inputs"] == {"tokens": 0}
+    assert set(meta["outputs"]) == {"features", "logits", "top_values", "top_ids", "sum_exp"}
+    assert meta["inputs"] == {"tokens": 0}
 
     from ai_edge_litert.interpreter import Interpreter
 

@@ -47,21 +47,24 @@ def test_suggestions_are_deterministic_and_ranked(model):
     assert first[0].word == "w6"  # the base rule counts up by one
 
 
-def test_ranking_inside_the_file_matches_ranking_on_the_host(trained_files, tmp_path):
-    """Files converted before the top-k outputs existed rank on the host: same words, same probabilities."""
+@pytest.mark.parametrize("mode", ["none", "int8"])
+def test_ranking_inside_the_file_matches_ranking_on_the_host(trained_files, tmp_path, mode):
+    """Files converted before the ranking outputs existed rank on the host: same words, same probabilities."""
     from dataclasses import replace
 
     from edgekit.modelfile import read_model_file, write_model_file
 
-    new = read_model_file(trained_files["none"])
+    new = read_model_file(trained_files[mode])
     outputs = {k: v for k, v in new.metadata["outputs"].items() if k in ("features", "logits")}
     write_model_file(tmp_path / "old.tflite", replace(new, metadata={**new.metadata, "outputs": outputs}))
-    old_m, new_m = (EdgeModel.load(p, stateless=True) for p in (tmp_path / "old.tflite", trained_files["none"]))
+    old_m, new_m = (EdgeModel.load(p, stateless=True) for p in (tmp_path / "old.tflite", trained_files[mode]))
     for text in ["", "w3 w4 w5 ", "w10 w11 ", "hi "]:
         for k in (1, 3, 8):
             got, want = new_m.suggest(text, k=k), old_m.suggest(text, k=k)
-            assert [s.word for s in got] == [s.word for s in want]
             assert np.allclose([s.probability for s in got], [s.probability for s in want])
+            # int8 logits tie often; which of the tied words fills the last places may differ
+            above = want[-1].probability * (1 + 1e-5)
+            assert {s.word for s in got if s.probability > above} == {s.word for s in want if s.probability > above}
 
 
 def test_partial_words_complete(model):

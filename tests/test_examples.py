@@ -193,7 +193,7 @@ def test_every_output_the_doc_describes_matches_the_interpreter(bundled):
     rows = doc_table("| output (`outputs` key)")
     assert {ticked(row[0])[0] for row in rows} == set(meta["outputs"]), "document every output, and only those"
     k = int(re.search(r"K = (\d+)", MOBILE).group(1))
-    width = {"F": meta["feature_dim"], "V": meta["vocab_size"], "K": k}
+    width = {"F": meta["feature_dim"], "V": meta["vocab_size"], "K": k, "1": 1}
     for cell, shape, dtype, _ in rows:
         detail = outputs[meta["outputs"][ticked(cell)[0]]]
         assert detail["dtype"].__name__ == dtype, cell

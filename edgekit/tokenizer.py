@@ -57,7 +57,9 @@ class Tokenizer:
         self.config = config or TokenizerConfig()
 
     def normalize(self, text: str) -> str:
-        text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
+        if not text.isascii():  # ASCII text is already NFKC: skip the call on the common path
+            text = unicodedata.normalize("NFKC", text)
+        text = text.translate(_APOSTROPHES)
         return text.lower() if self.config.lowercase else text
 
     def tokenize(self, text: str) -> list[str]:

@@ -233,6 +233,8 @@ def _record(config, vocab, train_paths, heldout, history, stopped, seconds, n_ex
 @click.option("--max-examples", type=int, default=0, help="train on this many windows only (0 = all)")
 def command(out: str, data_dir: str | None, **sizes) -> None:
     """Train the default English next-word model from data/ (needs TensorFlow)."""
+    import keras  # noqa: F401  (fail now when TensorFlow is missing, not after a minute of data preparation)
+
     record = train(TrainConfig(**sizes), out, data_dir)
     click.echo(json.dumps({k: record[k] for k in ("seconds", "train_loss", "heldout")}, indent=2))
 

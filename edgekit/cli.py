@@ -25,6 +25,10 @@ COMMANDS = {
 }
 
 
+# Top-level module -> the pyproject.toml extra that installs it.
+EXTRAS = {"flwr": "flower", "tensorflow": "convert", "keras": "convert", "dp_accounting": "dp"}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -39,16 +43,41 @@ class LazyGroup(click.Group):
         except (ImportError, AttributeError) as e:
             return _unavailable(name, e)
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command, turning a missing extra into a one-line error with the pip line.
+
+        Commands import their heavy dependencies (TensorFlow, Flower) inside
+        their body, so a missing extra surfaces here, not in ``get_command``.
+        """
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as e:
+            message = missing_extra_message(ctx.invoked_subcommand or "", e)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+def missing_extra_message(name: str, error: BaseException) -> str | None:
+    """What to install for ``edgekit NAME``, or None when ``error`` is not a missing extra."""
+    if not isinstance(error, ImportError):
+        return None
+    module = (error.name or "").partition(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        return None
+    return (f"`edgekit {name}` needs {module}, which is not installed. Install it with: "
+            f"pip install 'edgekit[{extra}]' (from a source checkout: pip install -e '.[{extra}]')")
+
 
 def _unavailable(name: str, error: Exception) -> click.Command:
-    """A stand-in that explains which extra to install, instead of a traceback."""
-    extra = {"convert": "convert", "train-base": "convert", "simulate": "flower"}.get(name)
-    hint = f" Install it with: pip install 'edgekit[{extra}]'" if extra else ""
+    """A stand-in for a command whose module does not import: it explains why instead of a traceback."""
+    message = missing_extra_message(name, error) or f"`edgekit {name}` is not available here: {error}"
 
     @click.command(name, help=f"(unavailable: {error})", context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def stub(args):
-        raise click.ClickException(f"`edgekit {name}` is not available here: {error}.{hint}")
+        raise click.ClickException(message)
 
     return stub
 

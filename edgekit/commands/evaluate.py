@@ -53,16 +53,12 @@ def _evaluate_tflite(model: Path, text: Path, max_targets: int | None, state_dir
 
 
 def _evaluate_keras(model: Path, text: Path, max_targets: int | None, vocab: Path | None, progress: bool) -> dict:
-    try:
-        from converters.commands import native_logs_hidden
+    from converters.commands import native_logs_hidden
 
-        with native_logs_hidden():
-            from converters.contract import load_keras_model, read_vocab
-            from converters.keras_eval import evaluate_keras
-    except ImportError as e:
-        raise click.ClickException(f"scoring a .keras model needs TensorFlow ({e}); "
-                                   "install it with: pip install 'edgekit[convert]'") from None
-    with native_logs_hidden():
+    with native_logs_hidden():  # without TensorFlow, the import fails and the CLI names the extra
+        from converters.contract import load_keras_model, read_vocab
+        from converters.keras_eval import evaluate_keras
+
         keras_model = load_keras_model(model)
         return evaluate_keras(keras_model, read_vocab(vocab or model.parent / "vocab.txt"), text,
                               max_targets=max_targets, progress=progress)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 import click
 
+from . import missing_from_checkout
+
 # Same as converters.convert.QUANTIZE_MODES / COMPAT_TARGETS, repeated so that
 # `edgekit convert --help` does not import TensorFlow.
 MODES = ("none", "float16", "dynamic", "int8")
@@ -90,10 +92,9 @@ def native_logs_hidden() -> Iterator[None]:
 
 
 def _run(model_path, output, quantize, vocab_path, calibration_text, compat, name, eval_text, eval_max) -> dict:
+    model_path = model_path or _bundled_model()
     from .contract import load_keras_model, read_vocab
-    from .keras_model import MODEL_FILE, MODELS_DIR
 
-    model_path = model_path or MODELS_DIR / MODEL_FILE
     modes = MODES if quantize == "all" else (quantize,)
     name = name or model_path.stem
     targets = _output_paths(output, modes, name)
@@ -106,6 +107,16 @@ def _run(model_path, output, quantize, vocab_path, calibration_text, compat, nam
     if eval_text:
         _evaluate_all(report, keras_model, vocab, eval_text, eval_max)
     return report
+
+
+def _bundled_model() -> Path:
+    """The default MODEL, checked before TensorFlow loads: a pip install without -e has none."""
+    from .keras_model import MODEL_FILE, MODELS_DIR
+
+    path = MODELS_DIR / MODEL_FILE
+    if not path.is_file():
+        raise click.UsageError(missing_from_checkout(path, "MODEL"))
+    return path
 
 
 def _output_paths(output: Path | None, modes: tuple[str, ...], name: str) -> dict[str, Path]:
@@ -129,11 +140,12 @@ def calibration_lines(path: Path | None, modes: tuple[str, ...]) -> list[str] | 
             raise click.UsageError(f"{path}: no such calibration text file")
         lines = list(itertools.islice(read_text_lines(path), 20 * CALIBRATION_LINES_PER_FILE))
     else:
-        from .corpus import train_files
+        from .corpus import DATA_DIR, train_files
 
         files = [p for p in train_files() if p.is_file()]
         if not files:
-            raise click.UsageError("int8 needs --calibration-text (no shipped training text found under data/)")
+            hint = missing_from_checkout(DATA_DIR, "--calibration-text")
+            raise click.UsageError(f"int8 needs calibration text: {hint}")
         lines = [line for p in files for line in itertools.islice(read_text_lines(p), CALIBRATION_LINES_PER_FILE)]
     # Checked before any conversion runs, so a bad text fails in seconds, not after three variants.
     if not any(Tokenizer().tokenize(line) for line in lines):

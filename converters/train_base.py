@@ -17,7 +17,7 @@ from typing import Any
 import click
 import numpy as np
 
-from converters import corpus
+from converters import corpus, missing_from_checkout
 from converters.keras_model import (
     MODEL_FILE,
     MODELS_DIR,
@@ -233,6 +233,8 @@ def _record(config, vocab, train_paths, heldout, history, stopped, seconds, n_ex
 @click.option("--max-examples", type=int, default=0, help="train on this many windows only (0 = all)")
 def command(out: str, data_dir: str | None, **sizes) -> None:
     """Train the default English next-word model from data/ (needs TensorFlow)."""
+    if data_dir is None and not corpus.DATA_DIR.is_dir():
+        raise click.UsageError(missing_from_checkout(corpus.DATA_DIR, "--data-dir"))
     import keras  # noqa: F401  (fail now when TensorFlow is missing, not after a minute of data preparation)
 
     record = train(TrainConfig(**sizes), out, data_dir)

@@ -34,6 +34,7 @@ BATCH = 256
 PHRASE_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8)
 TOP3_SLACK = 0.003
 SCORES_CACHE = 8  # contexts whose scores are kept (typing a word reuses one)
+HELDOUT_TOKENS = 10_000  # earlier held-out text kept for the never-worse check
 MAX_SUGGEST_CHARS = 4096  # only the end of a long text can matter to a 16-word context
 
 
@@ -349,8 +350,11 @@ class EdgeModel:
 
         ``texts``: a file path, or an iterable of strings (messages/lines).
         Every ``holdout_every``-th line is held out; the new head and phrase
-        weight are adopted only when top-3 there beats the current state, so
-        a personalization never makes suggestions worse on the user's own text.
+        weight are adopted only when top-3 beats the current state on those
+        lines together with the held-out lines of earlier personalizations
+        (the latest ``HELDOUT_TOKENS`` tokens), so a personalization never makes
+        suggestions worse on the user's own held-out text, old or new: a few
+        lines about one topic cannot undo what a year of messages taught.
         """
         cfg = config or pz.TrainConfig()
         with blas_threads(cfg.threads):
@@ -363,7 +367,7 @@ class EdgeModel:
         train = [ln for i, ln in enumerate(lines) if i % cfg.holdout_every != cfg.holdout_every - 1]
         held = [ln for i, ln in enumerate(lines) if i % cfg.holdout_every == cfg.holdout_every - 1]
         x_tr, y_tr = self._examples(train)
-        x_ho, y_ho = self._examples(held)
+        x_ho, y_ho = self._examples(self.state.heldout + held)
         if not len(y_tr) or not len(y_ho):
             self._drop_words(new_words)
             raise ValueError("not enough text to personalize: need several lines with known or repeated words")
@@ -380,8 +384,9 @@ class EdgeModel:
         before = scores[0]
         best, (_, _, weight, head) = _choose(list(zip(scores, options)))
         adopted = bool(head is not None and (best[1], best[0], -best[2]) > (before[1], before[0], -before[2]))
+        retired = self._keep_heldout(held)
         if adopted:
-            self._adopt(head, memory, weight, held)
+            self._adopt(head, memory, weight, retired)
         else:
             self._drop_words(new_words)
         report = {"adopted": adopted, "train_examples": int(len(y_tr)), "heldout_examples": int(len(y_ho)),
@@ -510,8 +515,22 @@ class EdgeModel:
         st.contrib_b += new_head[1] - b
         st.n_examples += examples
 
-    def _adopt(self, head, memory: PhraseMemory, weight: float, held: list[list[str]]) -> None:
-        for ln in held:  # the held-out text has done its job: remember it too
+    def _keep_heldout(self, held: list[list[str]]) -> list[list[str]]:
+        """Add ``held`` to the kept held-out lines; returns the oldest ones that no longer fit.
+
+        Held-out lines stay out of the phrase memory while they judge: a memory
+        that had seen them would look better on them than it is.
+        """
+        kept, retired = self.state.heldout + held, []
+        total = sum(map(len, kept))
+        while kept and total > HELDOUT_TOKENS:
+            retired.append(kept.pop(0))
+            total -= len(retired[-1])
+        self.state.heldout = kept
+        return retired
+
+    def _adopt(self, head, memory: PhraseMemory, weight: float, retired: list[list[str]]) -> None:
+        for ln in retired:  # held-out text that no longer judges: remember it too
             memory.add(self.vocab.encode(ln))
         w0, b0 = self.base_head
         self.state.delta_w, self.state.delta_b = head[0] - w0, head[1] - b0

@@ -58,6 +58,9 @@ class PersonalState:
     # suggestions. ``None`` until there is one.
     contrib_w: np.ndarray | None = None
     contrib_b: np.ndarray | None = None
+    # Earlier held-out lines (tokens, oldest first): a later personalization is
+    # adopted only if it does not do worse on these as well as on its own.
+    heldout: list[list[str]] = field(default_factory=list)
 
     @classmethod
     def empty(cls, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids) -> "PersonalState":
@@ -89,7 +92,7 @@ def save_state(path: str | Path, state: PersonalState) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                         delta_w=state.delta_w, delta_b=state.delta_b, **state.phrases.to_arrays(),
-                        **_contribution(state))
+                        **_contribution(state), **_heldout(state))
     atomic_write_bytes(path, buf.getvalue(), mode=0o600)
 
 
@@ -118,10 +121,23 @@ def load_state(path: str | Path, fingerprint: str, feature_dim: int, vocab_size:
         phrases = PhraseMemory.from_arrays(vocab_size, skip_ids, arrays)
     except (KeyError, ValueError, IndexError) as e:
         raise StateError(f"{path}: phrase memory is corrupt ({e})") from None
+    try:
+        heldout = [line.split(" ") for line in arrays["heldout"].tobytes().decode("utf-8").split("\n")] \
+            if "heldout" in arrays else []
+    except UnicodeDecodeError as e:
+        raise StateError(f"{path}: held-out text is corrupt ({e}); run `edgekit reset`") from None
     return PersonalState(meta["fingerprint"], dw.astype(np.float32), db.astype(np.float32), phrases,
                          {str(k): int(v) for k, v in meta.get("personal_words", {}).items()},
                          float(meta.get("phrase_weight", 0.0)), int(meta.get("n_examples", 0)),
-                         list(meta.get("history", [])), arrays.get("contrib_w"), arrays.get("contrib_b"))
+                         list(meta.get("history", [])), arrays.get("contrib_w"), arrays.get("contrib_b"), heldout)
+
+
+def _heldout(state: PersonalState) -> dict[str, np.ndarray]:
+    """Tokens never hold spaces or newlines, so one UTF-8 text keeps the lines exactly."""
+    if not state.heldout:
+        return {}
+    text = "\n".join(" ".join(line) for line in state.heldout)
+    return {"heldout": np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
 
 
 def _contribution(state: PersonalState) -> dict[str, np.ndarray]:

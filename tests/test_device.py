@@ -115,6 +115,27 @@ def test_personalization_is_never_worse_on_held_out_text(model):
         assert [reloaded.suggest(t, k=3) for t in ("hi ", "w100 w97 ", "w1 w2 ")] == shown
 
 
+def test_a_few_lines_on_one_topic_cannot_undo_earlier_learning(model):
+    """The never-worse check includes earlier held-out lines, not only the new batch's."""
+    model.personalize(user_lines(300))
+    later = user_lines(100, seed=7)
+    before = top3(model, later)
+    report = model.personalize(["w7 w8 w9 w10 w11 w12.", "w7 w8 w9 w10 w11 w12 w13."] * 8)
+    assert report["heldout_examples"] > 200  # the new batch's 3 lines and the earlier held-out ones
+    assert top3(model, later) >= before - 0.01, report
+
+
+def test_held_out_lines_are_kept_with_the_state_and_bounded(model, tmp_path, monkeypatch):
+    import edgekit.model as em
+
+    monkeypatch.setattr(em, "HELDOUT_TOKENS", 200)
+    model.personalize(user_lines(300))
+    kept = model.state.heldout
+    assert kept and sum(map(len, kept)) <= 200
+    again = EdgeModel.load(model.path, state_dir=model.state_dir)
+    assert again.state.heldout == kept
+
+
 def test_state_survives_reload_and_reset_forgets(model, tmp_path):
     fresh = model.suggest("hi ", k=3)
     model.personalize(user_lines(200))

@@ -62,8 +62,8 @@ def test_next_learning_takes_only_the_new_lines(tmp_path, model):
     before = model.n_examples
     report = journal.learn(model)
     only_new = EdgeModel.load(state_dir=tmp_path / "fresh").personalize(STATION)
-    assert (report["train_examples"], report["heldout_examples"]) == \
-        (only_new["train_examples"], only_new["heldout_examples"])
+    assert report["train_examples"] == only_new["train_examples"]
+    assert report["heldout_examples"] > only_new["heldout_examples"]  # earlier held-out lines judge too
     assert model.n_examples - before == only_new["train_examples"]
     assert journal.mark_path.read_text() == str(len(CAFE) + len(STATION))
 

@@ -110,13 +110,13 @@ def test_learns_the_session_and_suggests_its_words_next_time(tmp_path):
     again.type("\x7f" * len("meet at the zor"))
     again.suggestions("")
     again.send_line("ok")
-    report = again.quit("\x1b")  # Esc quits too, and learns only what is new: too little to learn from yet
+    report = again.quit("\x1b")  # Esc quits too, and learns only what is new, judged on all held-out text so far
     assert again.child.exitstatus == 0
-    assert "(1 new)" in report and "not learning yet" in report, report
+    assert "(1 new)" in report and "held-out top-3" in report, report
 
     idle = Keyboard(tmp_path)
-    assert "(1 new)" in idle.quit("\x04")  # "ok" still waits; learned lines never come back
-    assert (tmp_path / "typed.txt.learned").read_text() == str(len(SESSION))
+    assert "new)" not in idle.quit("\x04")  # learned lines never come back
+    assert (tmp_path / "typed.txt.learned").read_text() == str(len(SESSION) + 1)
 
 
 def test_refuses_a_stdin_that_is_not_a_terminal(tmp_path):

@@ -1,6 +1,7 @@
 """``edgekit simulate``: federated rounds over many simulated devices (Flower simulation engine).
 
-Flower is imported inside the command, so ``edgekit --help`` stays light.
+Flower is imported inside the command, so ``edgekit --help`` stays light
+(``edgekit.flower.settings`` does not import it).
 """
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import tempfile
 from pathlib import Path
 
 import click
+
+from ..federated.delta import DEFAULT_CLIP_NORM
+from ..flower.settings import FederationConfig
 
 
 @click.command()
@@ -29,7 +33,9 @@ import click
 @click.option("--aggregation", type=click.Choice(["fedavg", "median", "trimmed-mean"]), default="fedavg",
               show_default=True)
 @click.option("--secure", is_flag=True, help="SecAgg+: the server only sees the sum of the deltas.")
-@click.option("--clip-norm", type=float, default=20.0, show_default=True, help="L2 bound of each device's delta.")
+@click.option("--clip-norm", type=float, default=FederationConfig.clip_norm, show_default=True,
+              help=f"L2 bound of each device's delta. Below export-update's {DEFAULT_CLIP_NORM:g}: a round trains "
+                   "less than a full personalize, and a looser bound would only add noise with DP on.")
 @click.option("--local-noise", type=float, default=0.0, show_default=True,
               help="Noise multiplier each device adds (local DP).")
 @click.option("--central-noise", type=float, default=0.0, show_default=True,
@@ -48,7 +54,6 @@ def simulate(clients, rounds, model_path, data_dir, words, fraction, aggregation
 
     from ..flower import partitions as parts
     from ..flower import simulate as sim
-    from ..flower.settings import FederationConfig
     from ..model import default_model_path
     from ..progress import progress_bar
 

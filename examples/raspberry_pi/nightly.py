@@ -10,7 +10,8 @@
 2. With ``--outbox``, when anything was learned since the previous export
    (the keyboard's learning too): writes the sealed update (clipped,
    optionally noised, HPKE-encrypted to the server key) as
-   ``<model>-<UTC time>-<random>.edgekit-update``, atomically, and only then
+   ``<fingerprint>-<UTC time>-<random>.edgekit-update`` (the model fingerprint's
+   first 16 hex digits), atomically, and only then
    consumes the contribution (a failed write loses nothing: the next run
    exports it). Updates never overlap, so older unsent ones stay in the
    outbox and each must be delivered: a deleted one is lost to the federation.

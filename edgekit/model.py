@@ -209,7 +209,8 @@ class EdgeModel:
             return np.zeros(0)
         values, banned = scores.values, self.vocab.unsuggestable_ids()
         if scores.sum_exp is not None and 0.0 < scores.sum_exp < np.inf:
-            return np.exp(values[chosen]) / (scores.sum_exp - np.exp(values[banned]).sum())
+            weights = np.exp(values[np.concatenate((chosen, banned))])  # one gather: this runs after every space
+            return weights[:len(chosen)] / (scores.sum_exp - weights[len(chosen):].sum())
         weights = np.exp(values - values[chosen[0]])
         return weights[chosen] / (weights.sum() - weights[banned].sum())
 

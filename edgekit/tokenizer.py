@@ -57,17 +57,22 @@ class Tokenizer:
         self.config = config or TokenizerConfig()
 
     def normalize(self, text: str) -> str:
-        if not text.isascii():  # ASCII text is already NFKC: skip the call on the common path
-            text = unicodedata.normalize("NFKC", text)
-        text = text.translate(_APOSTROPHES)
+        if text.isascii():  # already NFKC, and "`" is its only apostrophe: the keyboard's common path
+            text = text.replace("`", "'")
+        else:
+            text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
         return text.lower() if self.config.lowercase else text
 
     def tokenize(self, text: str) -> list[str]:
         """Tokens of one piece of text (no implicit sentence start/end)."""
+        return self._tokens(self.normalize(text))
+
+    def _tokens(self, norm: str) -> list[str]:
+        """Tokens of normalized text."""
         out: list[str] = []
         # findall (one C call) rather than finditer + group(): the keyboard
         # tokenizes the whole message after every space.
-        for num, word, _ in _TOKEN_RE.findall(self.normalize(text)):
+        for num, word, _ in _TOKEN_RE.findall(norm):
             if num:
                 out.append(NUM if self.config.numbers_as_token else num)
             elif word:
@@ -102,7 +107,7 @@ class Tokenizer:
         if m:
             prefix = m.group(0)
             norm = norm[: m.start()]
-        context = self.tokenize(norm)
+        context = self._tokens(norm)
         # The text before the last sentence end does not predict the next word
         # well, but it is still context: the model decides. Start-of-text is
         # marked so an empty context is meaningful.

@@ -92,11 +92,15 @@ def one_model(path: Path) -> dict:
     load_s = time.perf_counter() - t
     texts = contexts()
     ids = [m.vocab.context_ids(m.tokenizer.split_partial(c)[0], m.context_length)[None] for c in texts]
-    for c in texts[:20]:
-        m.suggest(c)  # warm-up
-    bare, sdk = paired(lambda x: m._invoke(m._interp, x),
-                       lambda c: (m._scores_cache.clear(), m.suggest(c)),  # cold: a new context each time
-                       list(zip(ids, texts)))
+    def bare_call(x):
+        m._invoke(m._interp, x)
+
+    def sdk_call(c):
+        m._scores_cache.clear()  # cold: a new context each time
+        m.suggest(c)
+
+    paired(bare_call, sdk_call, list(zip(ids, texts)), rounds=1)  # warm-up: steady state before timing
+    bare, sdk = paired(bare_call, sdk_call, list(zip(ids, texts)))
     keys = keystrokes(texts)
     typing = timed(m.suggest, keys)
     with tempfile.TemporaryDirectory() as state:
@@ -175,7 +179,9 @@ def main() -> None:
     if args.one:
         print(json.dumps(one_model(args.one)))
         return
-    rows = [in_subprocess(p) for p in sorted(args.models.glob("*.tflite"))]
+    files = sorted(args.models.glob("*.tflite"))
+    in_subprocess(files[0])  # untimed: on this VM the first process of a run was the slowest, whichever file
+    rows = [in_subprocess(p) for p in files]
     try:
         keras = keras_latency(args.keras) if args.keras.exists() else None
     except ImportError:

@@ -51,6 +51,16 @@ class _Scores(NamedTuple):
     sum_exp: float | None = None  # sum(exp(values)) over every id
 
 
+class _Tensors(NamedTuple):
+    """Where the runtime reads and writes in the interpreter (tensor indices)."""
+
+    tokens: int
+    features: int
+    logits: int
+    top_ids: int | None  # the ranking outputs; None (rank on the host) in files made before them
+    sum_exp: int | None
+
+
 def default_model_path() -> Path:
     return ASSETS / DEFAULT_MODEL
 
@@ -423,32 +433,29 @@ class EdgeModel:
 
     # -- internals ----------------------------------------------------------
     def _invoke(self, interp, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tokens, features, logits = self._io
-        interp.set_tensor(tokens, ids)
+        io = self._io
+        interp.set_tensor(io.tokens, ids)
         interp.invoke()
-        return interp.get_tensor(features), interp.get_tensor(logits)
+        return interp.get_tensor(io.features), interp.get_tensor(io.logits)
 
     def _invoke_ranked(self, ids: np.ndarray) -> _Scores:
         """One context's logits, plus the interpreter's top-k ids and sum_exp when the file has them."""
-        tokens, _, logits = self._io
-        interp = self._interp
-        interp.set_tensor(tokens, ids)
+        io, interp = self._io, self._interp
+        interp.set_tensor(io.tokens, ids)
         interp.invoke()
-        top = None if self._top_ids is None else interp.get_tensor(self._top_ids)[0]
-        total = None if self._sum_exp is None else float(interp.get_tensor(self._sum_exp)[0, 0])
-        return _Scores(interp.get_tensor(logits)[0], top, total)
+        top = None if io.top_ids is None else interp.get_tensor(io.top_ids)[0]
+        total = None if io.sum_exp is None else float(interp.get_tensor(io.sum_exp)[0, 0])
+        return _Scores(interp.get_tensor(io.logits)[0], top, total)
 
-    def _tensor_indices(self, interp) -> tuple[int, int, int]:
-        """Interpreter tensor indices of (tokens input, features output, logits output).
-
-        Also sets ``_top_ids`` and ``_sum_exp``: the ranking outputs, which
-        files converted before they existed lack (those rank on the host).
-        """
+    def _tensor_indices(self, interp) -> _Tensors:
+        """Interpreter tensor indices of the input and the outputs the runtime reads."""
         outs, o = interp.get_output_details(), self.metadata["outputs"]
-        self._top_ids = outs[o["top_ids"]]["index"] if "top_ids" in o else None
-        self._sum_exp = outs[o["sum_exp"]]["index"] if "sum_exp" in o else None
-        return (interp.get_input_details()[self.metadata["inputs"]["tokens"]]["index"],
-                outs[o["features"]]["index"], outs[o["logits"]]["index"])
+
+        def output(name: str) -> int | None:  # files converted before the ranking outputs lack them
+            return outs[o[name]]["index"] if name in o else None
+
+        return _Tensors(interp.get_input_details()[self.metadata["inputs"]["tokens"]]["index"],
+                        output("features"), output("logits"), output("top_ids"), output("sum_exp"))
 
     def _batch_interpreter(self):
         if self._batch_interp is None:

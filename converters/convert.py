@@ -160,7 +160,7 @@ def to_tflite(model: keras.Model, quantize: str, compat: str, calibration: np.nd
             # Selective quantization: everything int8 except the normaliser's ops.
             options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=_FLOAT_OPS)
             debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=lambda: _representative(calibration, progress), debug_options=options)
+                converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
             return debugger.get_nondebug_quantized_model()
         except Exception as e:  # the converter raises ConverterError and plain exceptions alike
             raise _explain_converter_error(e) from None
@@ -178,16 +178,16 @@ def _configure_quantization(converter, tf, quantize: str, compat: str, calibrati
         # token input (feeding a gather) and the float32 outputs stay as they are.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.representative_dataset = lambda: _representative(calibration, progress)
-        # The selective quantizer (to_tflite) reads only this general switch; the
-        # model's weighted layers are all dense, so it means what the next one does.
+        # Per-tensor scales. Per-channel dense layers store a float32 scale and an
+        # int64 zero point per output row for the head weight and its int32 bias:
+        # 240 KB (13% of the file) for a 10k-word head, for no accuracy (measured
+        # on the bundled model: top-3 22.50% per-channel, 22.52% per-tensor). The
+        # selective quantizer (to_tflite) reads only this general switch; every
+        # weighted layer of the model is dense, so it covers exactly those.
         converter._experimental_disable_per_channel = True
-    if quantize == "int8" or (compat == "tflite-runtime-2.14" and quantize == "dynamic"):
-        # int8: per-channel dense layers store a float32 scale and an int64 zero
-        # point per output row for the head weight and its int32 bias: 240 KB
-        # (13% of the file) for a 10k-word head, for no accuracy (measured on the
-        # bundled model: top-3 22.50% per-channel, 22.52% per-tensor).
-        # dynamic: per-channel dense layers need FULLY_CONNECTED v12, which
-        # tflite-runtime 2.14 cannot load ("Didn't find op ... version 12").
+    elif compat == "tflite-runtime-2.14" and quantize == "dynamic":
+        # Per-channel dense layers need FULLY_CONNECTED v12, which tflite-runtime
+        # 2.14 cannot load ("Didn't find op ... version 12").
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..blas import blas_threads
+from ..federated.update import shared_delta as federated_shared_delta
 from ..metrics import evaluate as evaluate_scorer
 from ..metrics import iter_windows
 from ..model import EdgeModel
@@ -36,8 +37,8 @@ def train_head_locally(model: EdgeModel, lines: list[str], config: TrainConfig) 
 
 def shared_delta(model: EdgeModel, head: Head) -> tuple[np.ndarray, np.ndarray]:
     """What leaves the device: the change to the shared rows (personal-word slots stay)."""
-    (w0, b0), s = model.base_head, model.vocab.first_slot
-    return (head[0] - w0)[:, :s], (head[1] - b0)[:s]
+    w0, b0 = model.base_head
+    return federated_shared_delta(head[0] - w0, head[1] - b0, len(model.vocab), model.vocab.personal_slots)
 
 
 def head_scores(model: EdgeModel, head: Head, lines: list[str], max_targets: int | None = None) -> dict:

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from edgekit.modelfile import ModelFile, hash_arrays, make_fingerprint, write_model_file
-from edgekit.tokenizer import Tokenizer, TokenizerConfig
+from edgekit.tokenizer import SPECIAL_TOKENS, Tokenizer, TokenizerConfig
 from edgekit.vocab import Vocabulary
 
 from .contract import body_weights, context_length_of, contract_model, head_weights
@@ -30,8 +30,8 @@ COMPAT_TARGETS = ("litert", "tflite-runtime-2.14")
 CALIBRATION_SAMPLES = 400
 # Best words ranked inside the interpreter (TOPK_V2, a builtin): the device
 # then reads a few candidates instead of sorting the whole vocabulary in
-# Python after every space. Enough to skip the special tokens and still fill
-# a suggestion strip; wider requests fall back to ranking on the host.
+# Python after every space. Enough to fill a suggestion strip; wider requests
+# fall back to ranking on the host.
 TOP_K = 32
 # Ops of the softmax normaliser (sum of exp(logits)) that stay float32 in an
 # int8 file: int8 would zero every term below 1/256 of the largest.
@@ -80,9 +80,10 @@ def convert(model: keras.Model, vocab: Vocabulary, out_path: str | Path, quantiz
         if calibration_lines is None:
             raise ConversionError("int8 quantization needs calibration text (--calibration-text)")
         calibration = calibration_contexts(calibration_lines, vocab, context_length, Tokenizer(tokenizer_config))
-    flatbuffer = to_tflite(with_ranking_outputs(model, top_k_width(*weight.shape)), quantize, compat, calibration,
-                           progress=progress)
-    layout = locate_tensors(flatbuffer, context_length, weight, bias)
+    words = word_ids(vocab)
+    flatbuffer = to_tflite(with_ranking_outputs(model, top_k_width(weight.shape[0], words), words), quantize,
+                           compat, calibration, progress=progress)
+    layout = locate_tensors(flatbuffer, context_length, weight, bias, words)
     body_sha, head_sha = hash_arrays(body_weights(model)), hash_arrays([weight, bias])
     metadata = {
         "name": name, "quantization": quantize, "compat": compat,
@@ -93,6 +94,7 @@ def convert(model: keras.Model, vocab: Vocabulary, out_path: str | Path, quantiz
         "outputs": {"features": layout.features_output, "logits": layout.logits_output,
                     "top_values": layout.top_values_output, "top_ids": layout.top_ids_output,
                     "sum_exp": layout.sum_exp_output},
+        "ranked_ids": list(words),
         "head": {"weight_tensor": layout.head_weight, "bias_tensor": layout.head_bias},
         "body_sha256": body_sha, "head_sha256": head_sha,
         "fingerprint": make_fingerprint(body_sha, head_sha, vocab.tokens),
@@ -102,26 +104,39 @@ def convert(model: keras.Model, vocab: Vocabulary, out_path: str | Path, quantiz
     return model_file
 
 
-def top_k_width(feature_dim: int, vocab_size: int) -> int:
+def word_ids(vocab: Vocabulary) -> tuple[int, int]:
+    """``[start, end)``: the ids a suggestion may be, with no personal word assigned.
+
+    The vocabulary puts the special tokens first and the personal slots last,
+    so the words are one range and the graph ranks them with one slice.
+    """
+    return len(SPECIAL_TOKENS), vocab.first_slot
+
+
+def top_k_width(feature_dim: int, words: tuple[int, int]) -> int:
     """``TOP_K``, nudged off the feature width: outputs are told apart by width."""
-    if vocab_size <= 2 * TOP_K:
-        raise ConversionError(f"a vocabulary of {vocab_size} ids is too small for a next-word model "
+    if words[1] - words[0] <= 2 * TOP_K:
+        raise ConversionError(f"a vocabulary of {words[1] - words[0]} words is too small for a next-word model "
                               f"(edgekit needs more than {2 * TOP_K})")
     return TOP_K + 1 if feature_dim == TOP_K else TOP_K
 
 
-def with_ranking_outputs(model: keras.Model, k: int) -> keras.Model:
+def with_ranking_outputs(model: keras.Model, k: int, words: tuple[int, int]) -> keras.Model:
     """The contract model plus what a suggestion needs, sharing all weights.
 
-    Outputs: features, logits, the ``k`` best logits and their ids, and the
-    softmax normaliser ``sum(exp(logits))`` (unshifted: a trained model's
-    logits are far from float32's exp overflow at 88, and the device checks).
+    Outputs: features, logits, the ``k`` best words' logits and ids, and the
+    softmax normaliser over the words ``sum(exp(logits[start:end]))``
+    (unshifted: a trained model's logits are far from float32's exp overflow
+    at 88, and the device checks). With the specials and the free slots left
+    out in the graph, the device's next-word suggestion is ``top_ids[:k]``
+    with probabilities ``exp(top_values[:k]) / sum_exp``: nothing to filter.
     """
     tokens = keras.Input(shape=model.inputs[0].shape[1:], dtype="int32", name="tokens")
     features, logits = model(tokens)
-    values, ids = keras.ops.top_k(logits, k)
-    sum_exp = keras.ops.sum(keras.ops.exp(logits), axis=-1, keepdims=True)
-    return keras.Model(tokens, [features, logits, values, ids, sum_exp], name=model.name)
+    word_logits = logits[:, words[0]:words[1]]
+    values, ids = keras.ops.top_k(word_logits, k)
+    sum_exp = keras.ops.sum(keras.ops.exp(word_logits), axis=-1, keepdims=True)
+    return keras.Model(tokens, [features, logits, values, ids + words[0], sum_exp], name=model.name)
 
 
 def calibration_contexts(lines: Iterable[str], vocab: Vocabulary, context_length: int, tokenizer: Tokenizer,
@@ -213,7 +228,8 @@ def _explain_converter_error(e: Exception) -> ConversionError:
     return ConversionError(f"TFLite conversion failed: {lines[0].strip() if lines else type(e).__name__}")
 
 
-def locate_tensors(flatbuffer: bytes, context_length: int, weight: np.ndarray, bias: np.ndarray) -> TensorLayout:
+def locate_tensors(flatbuffer: bytes, context_length: int, weight: np.ndarray, bias: np.ndarray,
+                   words: tuple[int, int]) -> TensorLayout:
     """Find and verify input, outputs and head tensors in a real interpreter."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -223,8 +239,8 @@ def locate_tensors(flatbuffer: bytes, context_length: int, weight: np.ndarray, b
         raise ConversionError(f"converted model has inputs {[(d['name'], d['dtype']) for d in inputs]}, "
                               "expected one int32 token input")
     feature_dim, vocab_size = weight.shape
-    positions = _output_positions(interpreter, feature_dim, vocab_size, top_k_width(feature_dim, vocab_size))
-    _check_outputs(interpreter, inputs[0]["index"], context_length, positions)
+    positions = _output_positions(interpreter, feature_dim, vocab_size, top_k_width(feature_dim, words))
+    _check_outputs(interpreter, inputs[0]["index"], context_length, positions, words)
     w_index = _find_weight(interpreter, weight.T)
     b_index = None if not bias.any() else _find_weight(interpreter, bias)
     return TensorLayout(0, *positions, w_index, b_index)
@@ -244,8 +260,9 @@ def _output_positions(interpreter, feature_dim: int, vocab_size: int, k: int) ->
     return tuple(kinds.index(w) for w in wanted)
 
 
-def _check_outputs(interpreter, index: int, context_length: int, positions: tuple[int, ...]) -> None:
-    """The batch dimension resizes (the device scores batches); top-k and sum_exp agree with the logits."""
+def _check_outputs(interpreter, index: int, context_length: int, positions: tuple[int, ...],
+                   words: tuple[int, int]) -> None:
+    """The batch dimension resizes (the device scores batches); top-k and sum_exp agree with the word logits."""
     batch = 3
     contexts = np.random.default_rng(0).integers(0, 5, (batch, context_length), dtype=np.int32)
     try:
@@ -257,10 +274,12 @@ def _check_outputs(interpreter, index: int, context_length: int, positions: tupl
         raise ConversionError(f"converted model does not accept a batch of {batch} contexts: {e}") from None
     outs = interpreter.get_output_details()
     _, logits, values, ids, sum_exp = (interpreter.get_tensor(outs[p]["index"]) for p in positions)
-    if len(logits) != batch or not np.allclose(np.take_along_axis(logits, ids, axis=1), values, atol=1e-4) \
-            or not np.all(values[:, :1] >= logits.max(axis=1, keepdims=True) - 1e-4):
+    word_logits = logits[:, words[0]:words[1]]
+    if len(logits) != batch or not np.all((ids >= words[0]) & (ids < words[1])) \
+            or not np.allclose(np.take_along_axis(logits, ids, axis=1), values, atol=1e-4) \
+            or not np.all(values[:, :1] >= word_logits.max(axis=1, keepdims=True) - 1e-4):
         raise ConversionError(f"converted model's top-k outputs disagree with its logits for a batch of {batch}")
-    if not np.allclose(sum_exp[:, 0], np.exp(logits.astype(np.float64)).sum(axis=1), rtol=1e-4):
+    if not np.allclose(sum_exp[:, 0], np.exp(word_logits.astype(np.float64)).sum(axis=1), rtol=1e-4):
         raise ConversionError("converted model's softmax normaliser (sum_exp) disagrees with its logits: "
                               "were its EXP/SUM ops quantized?")
 

@@ -44,11 +44,11 @@ class Suggestion(NamedTuple):
 
 
 class _Scores(NamedTuple):
-    """One context's log-scale scores over the vocabulary; the interpreter's ranking when known."""
+    """One context's log-scale scores over the vocabulary; the interpreter's word ranking when known."""
 
     values: np.ndarray
-    top_ids: np.ndarray | None = None  # best ids first
-    sum_exp: float | None = None  # sum(exp(values)) over every id
+    top_ids: np.ndarray | None = None  # the best words, best first (no specials, no personal slots)
+    top_probs: np.ndarray | None = None  # their softmax among those words
 
 
 class _Tensors(NamedTuple):
@@ -57,7 +57,8 @@ class _Tensors(NamedTuple):
     tokens: int
     features: int
     logits: int
-    top_ids: int | None  # the ranking outputs; None (rank on the host) in files made before them
+    top_values: int | None  # the word-ranking outputs; None (rank on the host) in files made before them
+    top_ids: int | None
     sum_exp: int | None
 
 
@@ -206,34 +207,22 @@ class EdgeModel:
     def _rank_next(self, scores: _Scores, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` words over the whole vocabulary, skipping specials and free slots.
 
-        Candidates come from the interpreter's own top-k output when the file
-        has one (the hot path of a keyboard: a new context after every space);
-        otherwise, or when too few of them are words, from partitioning the
-        scores here. Probabilities are a softmax over the words only.
+        The interpreter ranks the words itself when the file can (the hot path
+        of a keyboard: a new context after every space); here they are read
+        off. Otherwise (older files, personal words, ``k`` above its width)
+        the scores are partitioned here. Probabilities are a softmax over the
+        words only.
         """
-        best = scores.top_ids[self.vocab.suggestable_mask()[scores.top_ids]][:k] if scores.top_ids is not None else ()
-        if len(best) < k:
-            banned = self.vocab.unsuggestable_ids()
-            pool = np.argpartition(scores.values, len(scores.values) - (k + len(banned)))[-(k + len(banned)):]
-            pool = pool[np.argsort(-scores.values[pool], kind="stable")]
-            best = pool[self.vocab.suggestable_mask()[pool]][:k]
-        return best, self._word_softmax(scores, best)
-
-    def _word_softmax(self, scores: _Scores, chosen: np.ndarray) -> np.ndarray:
-        """Softmax of ``chosen`` among all suggestable words (``chosen[0]`` is their best).
-
-        With the interpreter's ``sum_exp`` only the chosen and the non-word ids
-        are exponentiated here, not the whole vocabulary; without it (older
-        files, personal heads, or a sum that overflowed) the sum is taken here.
-        """
-        if not len(chosen):
-            return np.zeros(0)
+        if scores.top_ids is not None and k <= len(scores.top_ids) and not self.vocab.has_personal_words:
+            return scores.top_ids[:k], scores.top_probs[:k]
         values, banned = scores.values, self.vocab.unsuggestable_ids()
-        if scores.sum_exp is not None and 0.0 < scores.sum_exp < np.inf:
-            weights = np.exp(values[np.concatenate((chosen, banned))])  # one gather: this runs after every space
-            return weights[:len(chosen)] / (scores.sum_exp - weights[len(chosen):].sum())
-        weights = np.exp(values - values[chosen[0]])
-        return weights[chosen] / (weights.sum() - weights[banned].sum())
+        pool = np.argpartition(values, len(values) - (k + len(banned)))[-(k + len(banned)):]
+        pool = pool[np.argsort(-values[pool], kind="stable")]
+        best = pool[self.vocab.suggestable_mask()[pool]][:k]
+        if not len(best):
+            return best, np.zeros(0)
+        weights = np.exp(values - values[best[0]])
+        return best, weights[best] / (weights.sum() - weights[banned].sum())
 
     def _rank_completions(self, scores: np.ndarray, prefix: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` words starting with ``prefix``; probabilities sum to 1 over all completions."""
@@ -439,23 +428,30 @@ class EdgeModel:
         return interp.get_tensor(io.features), interp.get_tensor(io.logits)
 
     def _invoke_ranked(self, ids: np.ndarray) -> _Scores:
-        """One context's logits, plus the interpreter's top-k ids and sum_exp when the file has them."""
+        """One context's logits, plus the interpreter's word ranking when the file has one."""
         io, interp = self._io, self._interp
         interp.set_tensor(io.tokens, ids)
         interp.invoke()
-        top = None if io.top_ids is None else interp.get_tensor(io.top_ids)[0]
-        total = None if io.sum_exp is None else float(interp.get_tensor(io.sum_exp)[0, 0])
-        return _Scores(interp.get_tensor(io.logits)[0], top, total)
+        logits = interp.get_tensor(io.logits)[0]
+        if io.top_ids is None:
+            return _Scores(logits)
+        total = float(interp.get_tensor(io.sum_exp)[0, 0])
+        if not 0.0 < total < np.inf:  # exp overflowed in the graph: the host softmax shifts first
+            return _Scores(logits)
+        return _Scores(logits, interp.get_tensor(io.top_ids)[0], np.exp(interp.get_tensor(io.top_values)[0]) / total)
 
     def _tensor_indices(self, interp) -> _Tensors:
         """Interpreter tensor indices of the input and the outputs the runtime reads."""
         outs, o = interp.get_output_details(), self.metadata["outputs"]
+        # Files converted before the word ranking lack it (or ranked every id).
+        ranks = self.metadata.get("ranked_ids") == [len(SPECIAL_TOKENS), self.vocab.first_slot]
 
-        def output(name: str) -> int | None:  # files converted before the ranking outputs lack them
-            return outs[o[name]]["index"] if name in o else None
+        def output(name: str, ranking: bool = False) -> int | None:
+            return outs[o[name]]["index"] if ranks or not ranking else None
 
         return _Tensors(interp.get_input_details()[self.metadata["inputs"]["tokens"]]["index"],
-                        output("features"), output("logits"), output("top_ids"), output("sum_exp"))
+                        output("features"), output("logits"),
+                        output("top_values", True), output("top_ids", True), output("sum_exp", True))
 
     def _batch_interpreter(self):
         if self._batch_interp is None:

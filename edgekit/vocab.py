@@ -71,6 +71,10 @@ class Vocabulary:
     def personal_words(self) -> dict[str, int]:
         return dict(self._personal)
 
+    @property
+    def has_personal_words(self) -> bool:
+        return bool(self._personal)
+
     def assign_personal(self, words: Iterable[str]) -> dict[str, int]:
         """Give each new word a free slot (until full); returns the full mapping."""
         free = (i for i in range(self.first_slot, len(self.tokens)) if i not in self._personal.values())

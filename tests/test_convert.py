@@ -62,24 +62,28 @@ def test_logits_match_keras(converted, tiny_model, tiny_vocab, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_top_k_outputs_rank_the_logits(converted, tiny_vocab, mode):
-    """The device reads its best words from the top-k outputs: they must be the logits' best, in order."""
+    """The device reads its best words from the top-k outputs: the best word logits in order, no specials or slots."""
     from converters.convert import TOP_K
 
-    _, logits, values, ids, _ = run_interpreter(converted[mode][1].flatbuffer, converted[mode][1].metadata,
-                                                contexts(tiny_vocab))
+    meta = converted[mode][1].metadata
+    _, logits, values, ids, _ = run_interpreter(converted[mode][1].flatbuffer, meta, contexts(tiny_vocab))
+    start, end = meta["ranked_ids"]
+    assert (start, end) == (5, tiny_vocab.first_slot)
     assert ids.shape == values.shape == (len(logits), TOP_K) and ids.dtype == np.int32
+    assert np.all((ids >= start) & (ids < end))
     assert np.allclose(np.take_along_axis(logits, ids, axis=1), values)
     assert np.all(np.diff(values, axis=1) <= 0)
-    assert np.allclose(values[:, -1], -np.sort(-logits, axis=1)[:, TOP_K - 1])
+    assert np.allclose(values[:, -1], -np.sort(-logits[:, start:end], axis=1)[:, TOP_K - 1])
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_softmax_normaliser_is_float_in_every_mode(converted, tiny_vocab, mode):
-    """sum_exp stays float32 even in an int8 file: int8 would zero most of its terms."""
-    _, logits, _, _, sum_exp = run_interpreter(converted[mode][1].flatbuffer, converted[mode][1].metadata,
-                                               contexts(tiny_vocab))
+    """sum_exp (over the words) stays float32 even in an int8 file: int8 would zero most of its terms."""
+    meta = converted[mode][1].metadata
+    _, logits, _, _, sum_exp = run_interpreter(converted[mode][1].flatbuffer, meta, contexts(tiny_vocab))
+    start, end = meta["ranked_ids"]
     assert sum_exp.shape == (len(logits), 1)
-    assert np.allclose(sum_exp[:, 0], np.exp(logits.astype(np.float64)).sum(axis=1), rtol=1e-5)
+    assert np.allclose(sum_exp[:, 0], np.exp(logits[:, start:end].astype(np.float64)).sum(axis=1), rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -49,14 +49,14 @@ def test_suggestions_are_deterministic_and_ranked(model):
 
 @pytest.mark.parametrize("mode", ["none", "int8"])
 def test_ranking_inside_the_file_matches_ranking_on_the_host(trained_files, tmp_path, mode):
-    """Files converted before the ranking outputs existed rank on the host: same words, same probabilities."""
+    """Files converted before the word ranking (no ``ranked_ids``) rank on the host: same words, same probabilities."""
     from dataclasses import replace
 
     from edgekit.modelfile import read_model_file, write_model_file
 
     new = read_model_file(trained_files[mode])
-    outputs = {k: v for k, v in new.metadata["outputs"].items() if k in ("features", "logits")}
-    write_model_file(tmp_path / "old.tflite", replace(new, metadata={**new.metadata, "outputs": outputs}))
+    old = {k: v for k, v in new.metadata.items() if k != "ranked_ids"}
+    write_model_file(tmp_path / "old.tflite", replace(new, metadata=old))
     old_m, new_m = (EdgeModel.load(p, stateless=True) for p in (tmp_path / "old.tflite", trained_files[mode]))
     for text in ["", "w3 w4 w5 ", "w10 w11 ", "hi "]:
         for k in (1, 3, 8):

@@ -66,3 +66,24 @@ def test_tokens_are_words_or_markers(text):
     assert all(t and not any(c.isspace() for c in t) for t in tokens)
     assert all(not (a == b == EOS) for a, b in zip(tokens, tokens[1:]))
     assert all(t in (EOS, NUM) or any(c.isalnum() for c in t) for t in tokens)
+
+
+@given(st.text(alphabet=st.sampled_from(list("aB1'`_ .,:!?-\t\n")), max_size=60))
+def test_ascii_text_cuts_as_the_unicode_rules_do(text):
+    """ASCII text takes a faster pattern; the Unicode one (forced by a trailing "¿", not a token) must agree."""
+    assert tok.tokenize(text) == tok.tokenize(text + " \u00bf")
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab1'. !?,\u00e9")), min_size=30, max_size=200),
+       st.integers(1, 4))
+def test_the_end_of_a_long_text_gives_the_last_tokens_of_the_whole(text, keep):
+    """split_partial(keep=N) tokenizes only the end of long text: its last N tokens must be the whole text's."""
+    context, prefix = tok.split_partial(text, keep=keep)
+    whole, whole_prefix = tok.split_partial(text)
+    assert prefix == whole_prefix and context[-keep:] == whole[-keep:] and len(context) >= min(keep, len(whole))
+
+
+def test_a_long_message_is_tokenized_from_its_end():
+    text = "one two three. " * 1000 + "four five six seven "
+    assert tok.split_partial(text, keep=4) == (["four", "five", "six", "seven"], "")  # not 4,000 tokens
+    assert tok.split_partial("one two " * 5, keep=4)[0][0] == BOS  # short text: whole, start marked

@@ -9,6 +9,7 @@ personal change and the phrase memory live in numpy.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,8 @@ class _Scores(NamedTuple):
 
     values: np.ndarray
     top_ids: np.ndarray | None = None  # the best words, best first (no specials, no personal slots)
-    top_probs: np.ndarray | None = None  # their softmax among those words
+    top_values: np.ndarray | None = None  # their logits
+    sum_exp: float = math.nan  # sum(exp(logits)) over the words
 
 
 class _Tensors(NamedTuple):
@@ -60,6 +62,19 @@ class _Tensors(NamedTuple):
     top_values: int | None  # the word-ranking outputs; None (rank on the host) in files made before them
     top_ids: int | None
     sum_exp: int | None
+
+
+class _Trial(NamedTuple):
+    """What one personalization tried, and the option that scored best on held-out text."""
+
+    held: list[list[str]]  # this text's held-out lines
+    before: tuple  # (top1, top3, loss) of the current state
+    best: tuple  # ... of the best option
+    weight: float  # the best option's phrase weight
+    head: tuple[np.ndarray, np.ndarray] | None  # its head; None keeps the current one
+    memory: PhraseMemory  # the phrase memory with the new text
+    train_examples: int
+    heldout_examples: int
 
 
 def default_model_path() -> Path:
@@ -196,43 +211,48 @@ class EdgeModel:
         """
         if not isinstance(text, str):
             raise TypeError(f"suggest() needs text (str), got {type(text).__name__}")
-        context, prefix = self.tokenizer.split_partial(text[-MAX_SUGGEST_CHARS:])
+        context, prefix = self.tokenizer.split_partial(text[-MAX_SUGGEST_CHARS:], keep=self.context_length)
         if k <= 0:
             return []
-        scores = self._ranking_scores(self.vocab.context_ids(context, self.context_length)[None])
-        ids, probs = self._rank_completions(scores.values, prefix, k) if prefix else self._rank_next(scores, k)
-        typed = text.rstrip()[-len(prefix):] if prefix else ""
-        return [Suggestion(_match_case(self.vocab.word(i), typed), p) for i, p in zip(ids.tolist(), probs.tolist())]
+        scores = self._ranking_scores(self.vocab.context_ids(context, self.context_length))
+        if not prefix:
+            ids, probs = self._rank_next(scores, k)
+            return list(map(Suggestion, map(self.vocab.word, ids), probs))
+        ids, probs = self._rank_completions(scores.values, prefix, k)
+        typed = text.rstrip()[-len(prefix):]
+        return [Suggestion(_match_case(self.vocab.word(i), typed), p) for i, p in zip(ids, probs)]
 
-    def _rank_next(self, scores: _Scores, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _rank_next(self, scores: _Scores, k: int) -> tuple[list[int], list[float]]:
         """Top ``k`` words over the whole vocabulary, skipping specials and free slots.
 
         The interpreter ranks the words itself when the file can (the hot path
         of a keyboard: a new context after every space); here they are read
-        off. Otherwise (older files, personal words, ``k`` above its width)
-        the scores are partitioned here. Probabilities are a softmax over the
-        words only.
+        off, in plain Python: a few numbers do not pay for numpy's calls.
+        Otherwise (older files, a personal state, ``k`` above its width, an
+        overflowed sum) the scores are partitioned here. Probabilities are a
+        softmax over the words only.
         """
-        if scores.top_ids is not None and k <= len(scores.top_ids) and not self.vocab.has_personal_words:
-            return scores.top_ids[:k], scores.top_probs[:k]
+        total = scores.sum_exp
+        if scores.top_ids is not None and k <= len(scores.top_ids) and 0.0 < total < math.inf:
+            return scores.top_ids[:k].tolist(), [math.exp(v) / total for v in scores.top_values[:k].tolist()]
         values, banned = scores.values, self.vocab.unsuggestable_ids()
         pool = np.argpartition(values, len(values) - (k + len(banned)))[-(k + len(banned)):]
         pool = pool[np.argsort(-values[pool], kind="stable")]
         best = pool[self.vocab.suggestable_mask()[pool]][:k]
         if not len(best):
-            return best, np.zeros(0)
+            return [], []
         weights = np.exp(values - values[best[0]])
-        return best, weights[best] / (weights.sum() - weights[banned].sum())
+        return best.tolist(), (weights[best] / (weights.sum() - weights[banned].sum())).tolist()
 
-    def _rank_completions(self, scores: np.ndarray, prefix: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _rank_completions(self, scores: np.ndarray, prefix: str, k: int) -> tuple[list[int], list[float]]:
         """Top ``k`` words starting with ``prefix``; probabilities sum to 1 over all completions."""
         candidates = self.vocab.prefix_ids(prefix)
         if not len(candidates):
-            return candidates, np.zeros(0)
+            return [], []
         sub = scores[candidates]
         order = top_k(sub, np.arange(len(sub)), k)
         weights = np.exp(sub - sub[order[0]])
-        return candidates[order], weights[order] / weights.sum()
+        return candidates[order].tolist(), (weights[order] / weights.sum()).tolist()
 
     def _ranking_scores(self, ids: np.ndarray) -> _Scores:
         """Log-scale next-word scores for one context, cached per context.
@@ -243,16 +263,16 @@ class EdgeModel:
         softmax over the vocabulary: the hot path of a keyboard).
         """
         key = ids.tobytes()
-        if key not in self._scores_cache:
-            if not self._host_head and not (self.state.phrase_weight and len(self.state.phrases)):
-                scores = self._invoke_ranked(ids)
+        scores = self._scores_cache.get(key)
+        if scores is None:
+            if self._plain:
+                scores = self._invoke_ranked(ids[None])
             else:
-                scores = _Scores(np.log(np.maximum(self.probabilities(ids)[0], 1e-30)))
+                scores = _Scores(np.log(np.maximum(self.probabilities(ids[None])[0], 1e-30)))
             if len(self._scores_cache) >= SCORES_CACHE:
                 self._scores_cache.pop(next(iter(self._scores_cache)))
-            scores.values.flags.writeable = False
             self._scores_cache[key] = scores
-        return self._scores_cache[key]
+        return scores
 
     def evaluate(self, text: str | Path | Iterable[str], max_targets: int | None = None,
                  progress: bool = False) -> dict:
@@ -375,32 +395,20 @@ class EdgeModel:
         t0 = time.perf_counter()
         lines = self._read_personal(texts, cfg)
         new_words = self._assign_personal_words(lines, cfg.min_word_count)
-        train = [ln for i, ln in enumerate(lines) if i % cfg.holdout_every != cfg.holdout_every - 1]
-        held = [ln for i, ln in enumerate(lines) if i % cfg.holdout_every == cfg.holdout_every - 1]
-        x_tr, y_tr = self._examples(train)
-        x_ho, y_ho = self._examples(self.state.heldout + held)
-        if not len(y_tr) or not len(y_ho):
+        try:  # any failure, Ctrl-C included, leaves the vocabulary as the state has it
+            trial = self._trial(lines, cfg, progress)
+        except BaseException:
             self._drop_words(new_words)
-            raise ValueError("not enough text to personalize: need several lines with known or repeated words")
-        f_tr = self.features(x_tr, progress)
-        f_ho = self.features(x_ho, progress)
-        mask = self.vocab.suggestable_mask()
-        new_head = pz.train_head(f_tr, y_tr, *self.head, cfg, progress)
-        self._add_contribution(new_head, len(y_tr))
-        memory = self._memory_with(train)
-        st = self.state
-        options = [(self.head, st.phrases, st.phrase_weight, None)]  # the current state: the bar to beat
-        options += [(h, memory, w, h) for h in (self.head, new_head) for w in PHRASE_WEIGHTS]
-        scores = pz.score_options(f_ho, x_ho, y_ho, [o[:3] for o in options], mask)
-        before = scores[0]
-        best, (_, _, weight, head) = _choose(list(zip(scores, options)))
-        adopted = bool(head is not None and (best[1], best[0], -best[2]) > (before[1], before[0], -before[2]))
-        retired = self._keep_heldout(held)
+            raise
+        before, best = trial.before, trial.best
+        adopted = bool(trial.head is not None and (best[1], best[0], -best[2]) > (before[1], before[0], -before[2]))
+        retired = self._keep_heldout(trial.held)
         if adopted:
-            self._adopt(head, memory, weight, retired)
+            self._adopt(trial.head, trial.memory, trial.weight, retired)
         else:
             self._drop_words(new_words)
-        report = {"adopted": adopted, "train_examples": int(len(y_tr)), "heldout_examples": int(len(y_ho)),
+        report = {"adopted": adopted, "train_examples": trial.train_examples,
+                  "heldout_examples": trial.heldout_examples,
                   "before": {"top1": before[0], "top3": before[1]}, "after": {"top1": best[0], "top3": best[1]},
                   "new_personal_words": sorted(new_words) if adopted else [],
                   "phrase_weight": self.state.phrase_weight, "seconds": round(time.perf_counter() - t0, 2)}
@@ -408,6 +416,26 @@ class EdgeModel:
         if save:
             self.save()
         return report
+
+    def _trial(self, lines: list[list[str]], cfg: pz.TrainConfig, progress: bool) -> "_Trial":
+        """Train a new head on most of ``lines``; score every option on the held-out rest and earlier held-out text."""
+        train = [ln for i, ln in enumerate(lines) if i % cfg.holdout_every != cfg.holdout_every - 1]
+        held = [ln for i, ln in enumerate(lines) if i % cfg.holdout_every == cfg.holdout_every - 1]
+        x_tr, y_tr = self._examples(train)
+        x_ho, y_ho = self._examples(self.state.heldout + held)
+        if not len(y_tr) or not len(y_ho):
+            raise ValueError("not enough text to personalize: need several lines with known or repeated words")
+        f_tr = self.features(x_tr, progress)
+        f_ho = self.features(x_ho, progress)
+        new_head = pz.train_head(f_tr, y_tr, *self.head, cfg, progress)
+        self._add_contribution(new_head, len(y_tr))
+        memory = self._memory_with(train)
+        st = self.state
+        options = [(self.head, st.phrases, st.phrase_weight, None)]  # the current state: the bar to beat
+        options += [(h, memory, w, h) for h in (self.head, new_head) for w in PHRASE_WEIGHTS]
+        scores = pz.score_options(f_ho, x_ho, y_ho, [o[:3] for o in options], self.vocab.suggestable_mask())
+        best, (_, _, weight, head) = _choose(list(zip(scores, options)))
+        return _Trial(held, scores[0], best, weight, head, memory, int(len(y_tr)), int(len(y_ho)))
 
     def save(self) -> None:
         """Write personal state atomically (no-op for a stateless model)."""
@@ -435,10 +463,8 @@ class EdgeModel:
         logits = interp.get_tensor(io.logits)[0]
         if io.top_ids is None:
             return _Scores(logits)
-        total = float(interp.get_tensor(io.sum_exp)[0, 0])
-        if not 0.0 < total < np.inf:  # exp overflowed in the graph: the host softmax shifts first
-            return _Scores(logits)
-        return _Scores(logits, interp.get_tensor(io.top_ids)[0], np.exp(interp.get_tensor(io.top_values)[0]) / total)
+        return _Scores(logits, interp.get_tensor(io.top_ids)[0], interp.get_tensor(io.top_values)[0],
+                       float(interp.get_tensor(io.sum_exp)[0, 0]))
 
     def _tensor_indices(self, interp) -> _Tensors:
         """Interpreter tensor indices of the input and the outputs the runtime reads."""
@@ -483,6 +509,8 @@ class EdgeModel:
         self._scores_cache: dict[bytes, _Scores] = {}
         # Logits come from numpy only when the head differs from the flatbuffer's.
         self._host_head = self.file.head is not None or bool(state.delta_w.any() or state.delta_b.any())
+        # Nothing personal: suggestions are the interpreter's outputs as they come, its ranking included.
+        self._plain = not (self._host_head or (state.phrase_weight and len(state.phrases)) or state.personal_words)
 
     def _read_personal(self, texts, cfg: pz.TrainConfig) -> list[list[str]]:
         lines = []

@@ -94,6 +94,21 @@ def test_personalization_learns_a_style_shift(model):
     assert "zorblax" in [s.word for s in model.suggest("hi ", k=3)]
 
 
+def test_an_interrupted_personalization_leaves_no_personal_words(model, monkeypatch):
+    """Ctrl-C while training: the new words' slots are freed, suggestions are as before."""
+    import edgekit.personalize as pz
+
+    before = model.suggest("hi ", k=5)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pz, "train_head", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.personalize(user_lines(200))
+    assert model.vocab.personal_words == {} and model.suggest("hi ", k=5) == before
+
+
 def test_head_delta_leaves_personal_slots_on_the_device(model):
     model.personalize(user_lines(200))
     dw, db = model.head_delta()

@@ -27,10 +27,14 @@ class PhraseMemory:
         self.skip = frozenset(skip_ids)  # ids never predicted (unk, specials)
         self.unigram: Counter[int] = Counter()
         self.ngrams: dict[tuple[int, ...], Counter[int]] = defaultdict(Counter)
+        # Running sums, so a suggestion does not add up counters: tokens learned,
+        # and how often each n-gram context was followed by anything.
+        self._tokens = 0
+        self._followed: Counter[tuple[int, ...]] = Counter()
         self._unigram_probs: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return sum(self.unigram.values())
+        return self._tokens
 
     def add(self, ids: Sequence[int]) -> None:
         """Learn one line of ids (starting with ``<s>``)."""
@@ -38,31 +42,50 @@ class PhraseMemory:
             w = ids[i]
             if w in self.skip:
                 continue
-            self.unigram[w] += 1
+            self._count(w)
             for n in range(1, ORDER):
                 if i - n >= 0:
-                    self.ngrams[tuple(ids[i - n : i])][w] += 1
+                    self._count(w, tuple(ids[i - n : i]))
         self._unigram_probs = None
+
+    def _count(self, word: int, context: tuple[int, ...] = (), times: int = 1) -> None:
+        if context:
+            self.ngrams[context][word] += times
+            self._followed[context] += times
+        else:
+            self.unigram[word] += times
+            self._tokens += times
 
     def evidence(self, context: Sequence[int]) -> int:
         """How often the last word of ``context`` was seen followed by anything."""
-        c = self.ngrams.get((int(context[-1]),))
-        return sum(c.values()) if c else 0
+        return self._followed[(int(context[-1]),)]
 
     def probs(self, context: Sequence[int]) -> np.ndarray:
         """p(next | context) over the whole vocabulary ([V] float32, sums to 1 when any text was learned)."""
-        p = self._unigram().copy()
-        for n in range(1, ORDER):
-            if len(context) < n:
-                break
-            counts = self.ngrams.get(tuple(int(t) for t in context[-n:]))
-            if not counts:
-                break
-            total, types = sum(counts.values()), len(counts)
-            p *= types / (total + types)
-            ids = np.fromiter(counts.keys(), dtype=np.int64, count=types)
-            p[ids] += np.fromiter(counts.values(), dtype=np.float32, count=types) / (total + types)
+        p = np.zeros(self.vocab_size, dtype=np.float32)
+        self.add_probs(context, 1.0, p)
         return p
+
+    def add_probs(self, context: Sequence[int], scale: float, out: np.ndarray) -> None:
+        """``out += scale * probs(context)``, touching the whole vocabulary once.
+
+        Interpolation nests, ``p_n = f_n * p_(n-1) + seen_n``, so it unrolls
+        from the longest context down: each order's seen words get the
+        product of the back-off factors above them, and the unigram gets all.
+        """
+        seen = []
+        for n in range(1, ORDER):
+            key = tuple(int(t) for t in context[-n:]) if len(context) >= n else None
+            if key not in self._followed:
+                break
+            seen.append(key)
+        for key in reversed(seen):
+            counts, total = self.ngrams[key], self._followed[key]
+            types = len(counts)
+            ids = np.fromiter(counts.keys(), dtype=np.int64, count=types)
+            out[ids] += np.fromiter(counts.values(), dtype=np.float32, count=types) * (scale / (total + types))
+            scale *= types / (total + types)
+        out += np.float32(scale) * self._unigram()
 
     def probs_batch(self, contexts: np.ndarray) -> np.ndarray:
         """``probs`` for each row of ``contexts [N, T]``: ``[N, V]``."""
@@ -74,10 +97,9 @@ class PhraseMemory:
     def _unigram(self) -> np.ndarray:
         if self._unigram_probs is None:
             p = np.zeros(self.vocab_size, dtype=np.float32)
-            total = sum(self.unigram.values())
-            if total:
+            if self._tokens:
                 ids = np.fromiter(self.unigram.keys(), dtype=np.int64)
-                p[ids] = np.fromiter(self.unigram.values(), dtype=np.float32) / total
+                p[ids] = np.fromiter(self.unigram.values(), dtype=np.float32) / self._tokens
             self._unigram_probs = p
         return self._unigram_probs
 
@@ -93,23 +115,25 @@ class PhraseMemory:
     def from_arrays(cls, vocab_size: int, skip_ids: Iterable[int], arrays: dict) -> "PhraseMemory":
         mem = cls(vocab_size, skip_ids)
         for w, c in arrays["phrases_unigram"]:
-            mem.unigram[int(w)] = int(c)
+            mem._count(int(w), times=int(c))
         for row in arrays["phrases_ngrams"]:
-            ctx = tuple(int(t) for t in row[: ORDER - 1] if t >= 0)
-            mem.ngrams[ctx][int(row[-2])] = int(row[-1])
+            mem._count(int(row[-2]), tuple(int(t) for t in row[: ORDER - 1] if t >= 0), int(row[-1]))
         if any(not 0 <= w < vocab_size for w in mem.unigram):
             raise ValueError("phrase memory refers to ids outside the vocabulary")
         return mem
 
 
 def mix(neural: np.ndarray, memory: PhraseMemory, contexts: np.ndarray, weight: float) -> np.ndarray:
-    """Interpolate neural ``[N, V]`` probabilities with the phrase memory.
+    """Interpolate neural ``[N, V]`` probabilities with the phrase memory, in place; returns ``neural``.
 
     The memory's share grows with its evidence for the context's last word,
     ``weight * e / (e + 1)``: a phrase seen often dominates, a context never
-    seen leaves the neural model alone.
+    seen leaves the neural model alone (and costs nothing).
     """
     if weight <= 0 or not len(memory):
         return neural
-    lam = (weight * (e := memory.evidence_batch(contexts)) / (e + 1.0))[:, None]
-    return (1 - lam) * neural + lam * memory.probs_batch(contexts)
+    share = weight * (e := memory.evidence_batch(contexts)) / (e + 1.0)
+    for row in np.flatnonzero(share):
+        neural[row] *= 1 - share[row]
+        memory.add_probs(contexts[row], share[row], neural[row])
+    return neural

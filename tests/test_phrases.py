@@ -1,0 +1,46 @@
+"""The personal phrase memory: an n-gram model of the user's own text, mixed into suggestions."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.phrases import PhraseMemory, mix
+
+V, BOS = 50, 2
+
+
+def memory() -> PhraseMemory:
+    mem = PhraseMemory(V, skip_ids=[0, 1, BOS])
+    for line in ([BOS, 10, 11, 12], [BOS, 10, 11, 13], [BOS, 10, 11, 12], [BOS, 20, 21]):
+        mem.add(line)
+    return mem
+
+
+def test_probabilities_follow_the_users_phrases():
+    mem = memory()
+    p = mem.probs([BOS, 10, 11])
+    assert abs(p.sum() - 1) < 1e-5 and p.argmax() == 12 and p[12] > p[13] > p[20] > 0
+    assert p[[0, 1, BOS]].sum() == 0  # never predicts what it skips
+    assert abs(mem.probs([]).sum() - 1) < 1e-5 and mem.probs([]).argmax() in (10, 11)  # unigram only
+
+
+def test_add_probs_is_a_scaled_probs_added_in_place():
+    mem, out = memory(), np.full(V, 0.01, dtype=np.float32)
+    mem.add_probs([BOS, 10, 11], 0.3, out)
+    assert np.allclose(out, 0.01 + 0.3 * mem.probs([BOS, 10, 11]), atol=1e-7)
+
+
+def test_counts_survive_the_state_file_arrays():
+    mem = memory()
+    back = PhraseMemory.from_arrays(V, [0, 1, BOS], mem.to_arrays())
+    assert len(back) == len(mem) == 11 and back.evidence([11]) == mem.evidence([11]) == 3
+    assert np.array_equal(back.probs([10, 11]), mem.probs([10, 11]))
+
+
+def test_mix_moves_only_contexts_with_evidence():
+    mem = memory()
+    neural = np.full((2, V), 1 / V, dtype=np.float32)
+    contexts = np.array([[BOS, 10, 11], [BOS, 30, 31]])  # 11 was seen followed by words; 31 never
+    mixed = mix(neural.copy(), mem, contexts, weight=0.5)
+    assert np.array_equal(mixed[1], neural[1])
+    assert mixed[0].argmax() == 12 and abs(mixed[0].sum() - 1) < 1e-5
+    assert mix(neural.copy(), mem, contexts, weight=0.0)[0].argmax() == 0  # weight 0: neural as it was

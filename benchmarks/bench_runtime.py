@@ -2,18 +2,20 @@
 
     python -m benchmarks.bench_runtime [--models edgekit/assets] [--keras models/edgekit-en.keras]
 
-For every ``.tflite`` in the folder, in a fresh process each (clean peak
-memory): suggest() latency p50/p95 next to a bare interpreter invoke on the
-same contexts, suggest() after personalization, personalization throughput,
-load time and peak RSS. Then the float Keras model on the same contexts
-(``model(x)`` and ``model.predict``) when TensorFlow is installed, and the
-time to ``import edgekit``.
+For every ``.tflite`` in the folder, in fresh processes: suggest() latency
+p50/p95 next to a bare interpreter invoke on the same contexts, per-keystroke
+latency and load time; in the first process also personalization
+throughput, suggest() after personalization and peak RSS. Then the float
+Keras model on the same contexts (``model(x)`` and ``model.predict``) when
+TensorFlow is installed, and the time to ``import edgekit``.
 
-Each file is measured ``--repeats`` times, in turn with the other files, and
-the table shows its quietest run (the lowest bare p50) with the overhead's
-range over all runs. On a shared machine a busy spell slows the Python
-around an invoke more than the invoke itself (here: +20% quiet, up to +35%
-busy), so one run's overhead says more about the neighbours than the SDK.
+Latency is measured in ``--repeats`` processes per file, in turn with the
+other files, and the table shows the quietest (the lowest bare p50) with the
+overhead's range over all of them. On this VM a process runs either at the
+usual pace (bare invoke ~165 us) or about 25% slower throughout, at random,
+and the slow kind slows the Python around an invoke more than the invoke
+(overhead ~20% against ~30%): one process says more about where it landed
+than about the SDK.
 """
 from __future__ import annotations
 
@@ -86,12 +88,9 @@ def paired(first, second, items: list, rounds: int = 3) -> tuple[list[float], li
     return a, b
 
 
-def one_model(path: Path) -> dict:
-    """Everything measured for one file; runs in its own process."""
-    import tempfile
-
+def latency(path: Path) -> dict:
+    """Load time and suggest() latency of one file, next to the bare invoke; runs in its own process."""
     from edgekit.model import EdgeModel
-    from edgekit.personalize import TrainConfig
 
     t = time.perf_counter()
     m = EdgeModel.load(path, stateless=True)
@@ -107,19 +106,27 @@ def one_model(path: Path) -> dict:
 
     paired(bare_call, sdk_call, list(zip(ids, texts)), rounds=1)  # warm-up: steady state before timing
     bare, sdk = paired(bare_call, sdk_call, list(zip(ids, texts)))
-    keys = keystrokes(texts)
-    typing = timed(m.suggest, keys)
+    typing = timed(m.suggest, keystrokes(texts))
+    return {"file": path.name, "quantization": m.quantization, "bytes": path.stat().st_size,
+            "load_ms": load_s * 1e3, "bare_us": percentiles(bare), "suggest_us": percentiles(sdk),
+            "keystroke_us": percentiles(typing)}
+
+
+def personalized(path: Path) -> dict:
+    """Personalization throughput, suggest() with a personal state, and the process's peak memory."""
+    import tempfile
+
+    from edgekit.model import EdgeModel
+    from edgekit.personalize import TrainConfig
+
     with tempfile.TemporaryDirectory() as state:
         pm = EdgeModel.load(path, state_dir=state)
         lines = PERSONAL_TEXT.read_text(encoding="utf-8").splitlines()[:1000]
         t = time.perf_counter()
         report = pm.personalize(lines, TrainConfig(epochs=2))
         train_s = time.perf_counter() - t
-        personal = timed(pm.suggest, texts)
-    return {"file": path.name, "quantization": m.quantization, "bytes": path.stat().st_size,
-            "load_ms": load_s * 1e3, "bare_us": percentiles(bare), "suggest_us": percentiles(sdk),
-            "keystroke_us": percentiles(typing),
-            "personal_suggest_us": percentiles(personal),
+        personal = timed(pm.suggest, contexts())
+    return {"personal_suggest_us": percentiles(personal),
             "train_tokens_per_s": (report["train_examples"] + report["heldout_examples"]) / train_s,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -149,9 +156,10 @@ def import_seconds() -> float:
     return sorted(runs)[1]
 
 
-def in_subprocess(path: Path) -> dict:
-    out = subprocess.check_output([sys.executable, "-m", "benchmarks.bench_runtime", "--one", str(path)], cwd=ROOT)
-    return json.loads(out.splitlines()[-1])
+def in_subprocess(path: Path, full: bool) -> dict:
+    """One process's measurements of ``path``: latency, and with ``full`` personalization and memory."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_runtime", "--one", str(path)] + (["--full"] if full else [])
+    return json.loads(subprocess.check_output(cmd, cwd=ROOT).splitlines()[-1])
 
 
 def overhead(run: dict) -> float:
@@ -160,10 +168,10 @@ def overhead(run: dict) -> float:
 
 
 def quietest(runs: list[dict]) -> dict:
-    """The run with the fastest bare invoke, and the overhead's range over all runs."""
-    best = dict(min(runs, key=lambda r: r["bare_us"][0]))
-    best["overhead_range"] = (min(map(overhead, runs)), max(map(overhead, runs)))
-    return best
+    """The latency run with the fastest bare invoke, and the overhead's range over all runs."""
+    best = min(runs, key=lambda r: r["bare_us"][0])
+    keys = ("load_ms", "bare_us", "suggest_us", "keystroke_us")
+    return {**{k: best[k] for k in keys}, "overhead_range": (min(map(overhead, runs)), max(map(overhead, runs)))}
 
 
 def table(rows: list[dict], keras: dict | None, import_s: float) -> str:
@@ -192,16 +200,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=Path, default=ROOT / "edgekit" / "assets")
     ap.add_argument("--keras", type=Path, default=ROOT / "models" / "edgekit-en.keras")
-    ap.add_argument("--repeats", type=int, default=3, help="runs per file; the quietest is shown (default: 3)")
+    ap.add_argument("--repeats", type=int, default=10, help="latency runs per file; the quietest is shown (default: 10)")
     ap.add_argument("--one", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one_model(args.one)))
+        print(json.dumps({**latency(args.one), **(personalized(args.one) if args.full else {})}))
         return
     files = sorted(args.models.glob("*.tflite"))
-    runs = [[in_subprocess(p) for p in files] for _ in range(args.repeats)]
-    rows = [quietest([r[i] for r in runs]) for i in range(len(files))]
+    runs = [[in_subprocess(p, full=i == 0) for p in files] for i in range(args.repeats)]
+    rows = [{**runs[0][i], **quietest([r[i] for r in runs])} for i in range(len(files))]
     try:
         keras = keras_latency(args.keras) if args.keras.exists() else None
     except ImportError:

@@ -68,6 +68,7 @@ class _Trial(NamedTuple):
     """What one personalization tried, and the option that scored best on held-out text."""
 
     held: list[list[str]]  # this text's held-out lines
+    trained: tuple[np.ndarray, np.ndarray]  # the head trained on the rest
     before: tuple  # (top1, top3, loss) of the current state
     best: tuple  # ... of the best option
     weight: float  # the best option's phrase weight
@@ -237,7 +238,7 @@ class EdgeModel:
             return scores.top_ids[:k].tolist(), [math.exp(v) / total for v in scores.top_values[:k].tolist()]
         values, banned = scores.values, self.vocab.unsuggestable_ids()
         pool = np.argpartition(values, len(values) - (k + len(banned)))[-(k + len(banned)):]
-        pool = pool[np.argsort(-values[pool], kind="stable")]
+        pool = pool[np.lexsort((pool, -values[pool]))]  # ties: the lower id first, as the interpreter's top-k does
         best = pool[self.vocab.suggestable_mask()[pool]][:k]
         if not len(best):
             return [], []
@@ -362,15 +363,15 @@ class EdgeModel:
         if new.metadata.get("body_sha256") != self.metadata.get("body_sha256") or new.vocab != self.file.vocab:
             raise ValueError(f"{path}: not a version of this model (its body or vocabulary differs); "
                              "load it as a new model instead")
+        if new.flatbuffer != self.file.flatbuffer:  # first: a file the runtime refuses changes nothing
+            self._interp, self.runtime = load_interpreter(new.flatbuffer, self._suggest_threads, self.runtime)
+            self._batch_interp = None
+        self.file, self.metadata, self.path = new, new.metadata, Path(path)
+        self._io = self._tensor_indices(self._interp)  # from the new metadata: its outputs may differ
+        self._base_head = None
         state = self.state  # the server has folded contributions into the new head: start afresh
         state.fingerprint = new.fingerprint
         state.clear_contribution()
-        if new.flatbuffer != self.file.flatbuffer:
-            self._interp, self.runtime = load_interpreter(new.flatbuffer, self._suggest_threads, self.runtime)
-            self._io = self._tensor_indices(self._interp)
-            self._batch_interp = None
-        self.file, self.metadata, self.path = new, new.metadata, Path(path)
-        self._base_head = None
         self._set_state(state)
         self.save()
 
@@ -395,11 +396,12 @@ class EdgeModel:
         t0 = time.perf_counter()
         lines = self._read_personal(texts, cfg)
         new_words = self._assign_personal_words(lines, cfg.min_word_count)
-        try:  # any failure, Ctrl-C included, leaves the vocabulary as the state has it
+        try:  # any failure, Ctrl-C included, leaves the vocabulary and the state as they were
             trial = self._trial(lines, cfg, progress)
         except BaseException:
             self._drop_words(new_words)
             raise
+        self._add_contribution(trial.trained, trial.train_examples)
         before, best = trial.before, trial.best
         adopted = bool(trial.head is not None and (best[1], best[0], -best[2]) > (before[1], before[0], -before[2]))
         retired = self._keep_heldout(trial.held)
@@ -428,14 +430,13 @@ class EdgeModel:
         f_tr = self.features(x_tr, progress)
         f_ho = self.features(x_ho, progress)
         new_head = pz.train_head(f_tr, y_tr, *self.head, cfg, progress)
-        self._add_contribution(new_head, len(y_tr))
         memory = self._memory_with(train)
         st = self.state
         options = [(self.head, st.phrases, st.phrase_weight, None)]  # the current state: the bar to beat
         options += [(h, memory, w, h) for h in (self.head, new_head) for w in PHRASE_WEIGHTS]
         scores = pz.score_options(f_ho, x_ho, y_ho, [o[:3] for o in options], self.vocab.suggestable_mask())
         best, (_, _, weight, head) = _choose(list(zip(scores, options)))
-        return _Trial(held, scores[0], best, weight, head, memory, int(len(y_tr)), int(len(y_ho)))
+        return _Trial(held, new_head, scores[0], best, weight, head, memory, int(len(y_tr)), int(len(y_ho)))
 
     def save(self) -> None:
         """Write personal state atomically (no-op for a stateless model)."""

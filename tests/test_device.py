@@ -67,6 +67,22 @@ def test_ranking_inside_the_file_matches_ranking_on_the_host(trained_files, tmp_
             assert {s.word for s in got if s.probability > above} == {s.word for s in want if s.probability > above}
 
 
+def test_installing_a_version_reads_its_outputs_from_its_own_metadata(trained_files, tmp_path):
+    """A version whose file lacks the word ranking must not be read as if it had it (and the reverse)."""
+    from dataclasses import replace
+
+    from edgekit.modelfile import read_model_file, write_model_file
+
+    new = read_model_file(trained_files["int8"])
+    write_model_file(tmp_path / "old.tflite", replace(new, metadata={k: v for k, v in new.metadata.items()
+                                                                     if k != "ranked_ids"}))
+    m = EdgeModel.load(tmp_path / "old.tflite", state_dir=tmp_path / "state")
+    m.install_global(trained_files["int8"])
+    assert m._io == EdgeModel.load(trained_files["int8"], stateless=True)._io
+    m.install_global(tmp_path / "old.tflite")
+    assert m._io.top_ids is None
+
+
 def test_partial_words_complete(model):
     words = [s.word for s in model.suggest("w3 w4 w1", k=3)]
     assert words and all(w.startswith("w1") for w in words)
@@ -95,7 +111,7 @@ def test_personalization_learns_a_style_shift(model):
 
 
 def test_an_interrupted_personalization_leaves_no_personal_words(model, monkeypatch):
-    """Ctrl-C while training: the new words' slots are freed, suggestions are as before."""
+    """Ctrl-C while choosing: the new words' slots are freed, nothing counts toward an update, suggestions as before."""
     import edgekit.personalize as pz
 
     before = model.suggest("hi ", k=5)
@@ -103,10 +119,11 @@ def test_an_interrupted_personalization_leaves_no_personal_words(model, monkeypa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pz, "train_head", interrupted)
+    monkeypatch.setattr(pz, "score_options", interrupted)  # after training, before the choice
     with pytest.raises(KeyboardInterrupt):
         model.personalize(user_lines(200))
     assert model.vocab.personal_words == {} and model.suggest("hi ", k=5) == before
+    assert model.n_examples == 0 and model.state.contrib_w is None
 
 
 def test_head_delta_leaves_personal_slots_on_the_device(model):

@@ -44,7 +44,7 @@ def _token_pattern(letter: str) -> re.Pattern:
 _TOKEN_RE = _token_pattern(r"[^\W_]")
 _ASCII_TOKEN_RE = _token_pattern("[A-Za-z0-9]")
 _PARTIAL_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*'?$")
-# split_partial(keep=N) tokenizes only the end of text longer than this many
+# split_partial(keep=N) reads only the end of text longer than this many
 # characters per wanted token (about three words' worth each).
 _LONG_TEXT_CHARS_PER_TOKEN = 16
 
@@ -122,40 +122,45 @@ class Tokenizer:
         """Context tokens and the partial word being typed.
 
         ``"see you tomo"`` -> ``(["<s>", "see", "you"], "tomo")``; text ending
-        in a space or punctuation has an empty partial word. With ``keep``,
-        only the last ``keep`` context tokens are sure to be right (and
-        ``<s>`` is missing when the text is longer): a long message is then
-        tokenized from near its end instead of from its start.
+        in a space or punctuation has an empty partial word. With ``keep``, a
+        long text is read from near its end and only its last ``keep`` context
+        tokens come back (without ``<s>``): a keyboard asks after every space,
+        and a long message would otherwise be read whole each time.
         """
-        norm = self.normalize(text)
-        prefix = ""
-        m = _PARTIAL_RE.search(norm, _last_run_start(norm))
-        if m:
-            prefix = m.group(0)
-            norm = norm[: m.start()]
-        if keep is not None and len(norm) > _LONG_TEXT_CHARS_PER_TOKEN * keep:
-            tail = self._tail_tokens(norm, keep)
+        if keep is not None and len(text) > _LONG_TEXT_CHARS_PER_TOKEN * keep:
+            tail = self._split_tail(text, keep)
             if tail is not None:
-                return tail, prefix
+                return tail
         # The text before the last sentence end does not predict the next word
         # well, but it is still context: the model decides. Start-of-text is
         # marked so an empty context is meaningful.
-        return [BOS] + self._tokens(norm), prefix
+        context, prefix = self._split(text)
+        return [BOS] + context, prefix
 
-    def _tail_tokens(self, norm: str, keep: int) -> list[str] | None:
-        """The last ``keep`` tokens of ``norm`` from its end alone, or None when the end is too short.
+    def _split(self, text: str) -> tuple[list[str], str]:
+        norm = self.normalize(text)
+        m = _PARTIAL_RE.search(norm, _last_run_start(norm))
+        return (self._tokens(norm[: m.start()]), m.group(0)) if m else (self._tokens(norm), "")
 
-        Tokens never span a space, so the text after a space tokenizes as it
-        does in the whole text, except that a sentence end there may repeat the
-        one before it; more than ``keep`` tokens leave that first one out.
+    def _split_tail(self, text: str, keep: int) -> tuple[list[str], str] | None:
+        """``split_partial`` of a long text from an end of it, or None when the text has too few words.
+
+        The cut is just before a whitespace character: normalization never
+        joins across one (it composes with nothing) and no token contains one,
+        so the end tokenizes as it does in the whole text, except that a
+        sentence end there may repeat the one before it: more than ``keep``
+        tokens leave that first one out. The end read grows fourfold until it
+        has them (emoji and dashes are words without tokens).
         """
-        cut = len(norm)
-        for _ in range(2 * keep):  # a few more words than tokens: some words are punctuation only
-            cut = norm.rfind(" ", 0, cut)
-            if cut <= 0:
+        words = 2 * keep
+        while True:
+            parts = text.rsplit(maxsplit=words)
+            if len(parts) <= words:
                 return None
-        tokens = self._tokens(norm[cut:])
-        return tokens[-keep:] if len(tokens) > keep else None
+            context, prefix = self._split(text[len(parts[0]):])
+            if len(context) > keep:
+                return context[-keep:], prefix
+            words *= 4
 
 
 def _last_run_start(text: str) -> int:

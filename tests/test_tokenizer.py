@@ -74,7 +74,8 @@ def test_ascii_text_cuts_as_the_unicode_rules_do(text):
     assert tok.tokenize(text) == tok.tokenize(text + " \u00bf")
 
 
-@given(st.text(alphabet=st.sampled_from(list("ab1'. !?,\u00e9")), min_size=30, max_size=200),
+@given(st.text(alphabet=st.sampled_from(list("ab1'. !?,-\n\t\u00e9\u0301\u00a0\u3000\u03a3\U0001f642")),
+               min_size=30, max_size=200),
        st.integers(1, 4))
 def test_the_end_of_a_long_text_gives_the_last_tokens_of_the_whole(text, keep):
     """split_partial(keep=N) tokenizes only the end of long text: its last N tokens must be the whole text's."""
@@ -86,4 +87,6 @@ def test_the_end_of_a_long_text_gives_the_last_tokens_of_the_whole(text, keep):
 def test_a_long_message_is_tokenized_from_its_end():
     text = "one two three. " * 1000 + "four five six seven "
     assert tok.split_partial(text, keep=4) == (["four", "five", "six", "seven"], "")  # not 4,000 tokens
+    emoji = "one two three " * 100 + "\U0001f642 " * 40 + "four five six seven"
+    assert tok.split_partial(emoji, keep=4) == (["three", "four", "five", "six"], "seven")  # reads further back
     assert tok.split_partial("one two " * 5, keep=4)[0][0] == BOS  # short text: whole, start marked

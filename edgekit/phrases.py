@@ -117,7 +117,10 @@ class PhraseMemory:
         for w, c in arrays["phrases_unigram"]:
             mem._count(int(w), times=int(c))
         for row in arrays["phrases_ngrams"]:
-            mem._count(int(row[-2]), tuple(int(t) for t in row[: ORDER - 1] if t >= 0), int(row[-1]))
+            context = tuple(int(t) for t in row[: ORDER - 1] if t >= 0)
+            if not context:
+                raise ValueError("phrase memory has an n-gram row without context words")
+            mem._count(int(row[-2]), context, int(row[-1]))
         if any(not 0 <= w < vocab_size for w in mem.unigram):
             raise ValueError("phrase memory refers to ids outside the vocabulary")
         return mem

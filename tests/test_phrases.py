@@ -44,3 +44,12 @@ def test_mix_moves_only_contexts_with_evidence():
     assert np.array_equal(mixed[1], neural[1])
     assert mixed[0].argmax() == 12 and abs(mixed[0].sum() - 1) < 1e-5
     assert mix(neural.copy(), mem, contexts, weight=0.0)[0].argmax() == 0  # weight 0: neural as it was
+
+
+def test_a_row_without_context_is_refused_as_corrupt():
+    import pytest
+
+    arrays = memory().to_arrays()
+    arrays["phrases_ngrams"] = np.vstack([arrays["phrases_ngrams"], [[-1, -1, 10, 5]]])
+    with pytest.raises(ValueError, match="without context"):
+        PhraseMemory.from_arrays(V, [0, 1, BOS], arrays)

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from edgekit.modelfile import ModelFile, hash_arrays, make_fingerprint, write_model_file
-from edgekit.tokenizer import SPECIAL_TOKENS, Tokenizer, TokenizerConfig
+from edgekit.tokenizer import Tokenizer, TokenizerConfig
 from edgekit.vocab import Vocabulary
 
 from .contract import body_weights, context_length_of, contract_model, head_weights
@@ -80,7 +80,7 @@ def convert(model: keras.Model, vocab: Vocabulary, out_path: str | Path, quantiz
         if calibration_lines is None:
             raise ConversionError("int8 quantization needs calibration text (--calibration-text)")
         calibration = calibration_contexts(calibration_lines, vocab, context_length, Tokenizer(tokenizer_config))
-    words = word_ids(vocab)
+    words = vocab.word_ids  # specials first and slots last: the graph ranks one slice
     flatbuffer = to_tflite(with_ranking_outputs(model, top_k_width(weight.shape[0], words), words), quantize,
                            compat, calibration, progress=progress)
     layout = locate_tensors(flatbuffer, context_length, weight, bias, words)
@@ -102,15 +102,6 @@ def convert(model: keras.Model, vocab: Vocabulary, out_path: str | Path, quantiz
     model_file = ModelFile(flatbuffer=flatbuffer, metadata=metadata, vocab=list(vocab.tokens))
     write_model_file(out_path, model_file)
     return model_file
-
-
-def word_ids(vocab: Vocabulary) -> tuple[int, int]:
-    """``[start, end)``: the ids a suggestion may be, with no personal word assigned.
-
-    The vocabulary puts the special tokens first and the personal slots last,
-    so the words are one range and the graph ranks them with one slice.
-    """
-    return len(SPECIAL_TOKENS), vocab.first_slot
 
 
 def top_k_width(feature_dim: int, words: tuple[int, int]) -> int:

@@ -471,7 +471,7 @@ class EdgeModel:
         """Interpreter tensor indices of the input and the outputs the runtime reads."""
         outs, o = interp.get_output_details(), self.metadata["outputs"]
         # Files converted before the word ranking lack it (or ranked every id).
-        ranks = self.metadata.get("ranked_ids") == [len(SPECIAL_TOKENS), self.vocab.first_slot]
+        ranks = self.metadata.get("ranked_ids") == list(self.vocab.word_ids)
 
         def output(name: str, ranking: bool = False) -> int | None:
             return outs[o[name]]["index"] if ranks or not ranking else None

@@ -29,21 +29,26 @@ _NUMBER_RE = re.compile(_NUMBER)
 _RULE_CHARS_RE = re.compile(r"[.!?\d]")  # text without these has only words for tokens
 
 
+def _word(letter: str) -> str:
+    """A word: ``letter`` characters, optionally joined by inner apostrophes (``don't``, ``o'clock``)."""
+    return rf"{letter}+(?:'{letter}+)*"
+
+
 def _token_pattern(letter: str) -> re.Pattern:
     """A number (3.14, 1,000) not followed by a letter, else a word, else a run of sentence ends.
 
-    A word is letters or digits, optionally joined by inner apostrophes.
     ``letter`` is the class of word characters: Unicode letters and digits
-    (``[^\\W_]``: underscore is not a letter), or their ASCII subset, which
-    cuts ASCII text the same way about twice as fast: the keyboard's
-    common case. No groups: a token's first character says what it is.
+    (``_LETTER``), or their ASCII subset, which cuts ASCII text the same way
+    about twice as fast: the keyboard's common case. No groups: a token's
+    first character says what it is.
     """
-    return re.compile(rf"{_NUMBER}(?!{letter})|{letter}+(?:'{letter}+)*|[.!?]+")
+    return re.compile(rf"{_NUMBER}(?!{letter})|{_word(letter)}|[.!?]+")
 
 
-_TOKEN_RE = _token_pattern(r"[^\W_]")
+_LETTER = r"[^\W_]"  # Unicode letters and digits; underscore is not a letter
+_TOKEN_RE = _token_pattern(_LETTER)
 _ASCII_TOKEN_RE = _token_pattern("[A-Za-z0-9]")
-_PARTIAL_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*'?$")
+_PARTIAL_RE = re.compile(rf"{_word(_LETTER)}'?$")
 # split_partial(keep=N) reads only the end of text longer than this many
 # characters per wanted token (about three words' worth each).
 _LONG_TEXT_CHARS_PER_TOKEN = 16

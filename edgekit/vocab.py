@@ -43,6 +43,8 @@ class Vocabulary:
         self.tokens = list(tokens)
         self.personal_slots = personal_slots
         self.first_slot = len(tokens) - personal_slots
+        # The model's own words: after the specials, before the personal slots.
+        self.word_ids: tuple[int, int] = (len(SPECIAL_TOKENS), self.first_slot)
         self.ids = {t: i for i, t in enumerate(self.tokens)}
         self.pad, self.unk, self.bos, self.eos, self.num = (self.ids[t] for t in (PAD, UNK, BOS, EOS, NUM))
         self._personal: dict[str, int] = {}
@@ -137,7 +139,8 @@ class Vocabulary:
         return np.array([self.pad] * (context_length - len(ids)) + ids, dtype=np.int32)
 
     def _rebuild_prefix_index(self) -> None:
-        words = {t: i for i, t in enumerate(self.tokens[: self.first_slot]) if i >= len(SPECIAL_TOKENS)}
+        start, end = self.word_ids
+        words = {t: i for i, t in enumerate(self.tokens[start:end], start)}
         words.update(self._personal)
         self._lookup = _Ids(self.unk, {**self._personal, **self.ids})  # a model token wins over a personal word
         self._suggestable = set(words.values())

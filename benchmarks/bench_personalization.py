@@ -43,13 +43,13 @@ def run_one(model_path: Path, name: str, path: Path, max_targets: int) -> dict:
     train, test = personal_split(list(read_text_lines(path)))
     with tempfile.TemporaryDirectory() as state:
         m = EdgeModel.load(model_path, state_dir=state)
-        before = m.evaluate(test, max_targets=max_targets, progress=True)
+        before = m.evaluate(test, max_targets=max_targets, progress=True).to_dict()
         before["us_per_prediction"] = us_per_suggest(m, test)
         report = m.personalize(train, progress=True)
-        after = m.evaluate(test, max_targets=max_targets, progress=True)
+        after = m.evaluate(test, max_targets=max_targets, progress=True).to_dict()
         after["us_per_prediction"] = us_per_suggest(m, test)
     return {"train_lines": len(train), "test_lines": len(test), "before": before, "after": after,
-            "personalize": report}
+            "personalize": report.to_dict()}
 
 
 def peer_rows(name: str) -> tuple[dict, dict] | None:

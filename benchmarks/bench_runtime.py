@@ -117,7 +117,7 @@ def personalized(path: Path) -> dict:
     import tempfile
 
     from edgekit.model import EdgeModel
-    from edgekit.personalize import TrainConfig
+    from edgekit.personal.train import TrainConfig
 
     with tempfile.TemporaryDirectory() as state:
         pm = EdgeModel.load(path, state_dir=state)
@@ -127,7 +127,7 @@ def personalized(path: Path) -> dict:
         train_s = time.perf_counter() - t
         personal = timed(pm.suggest, contexts())
     return {"personal_suggest_us": percentiles(personal),
-            "train_tokens_per_s": (report["train_examples"] + report["heldout_examples"]) / train_s,
+            "train_tokens_per_s": (report.train_examples + report.heldout_examples) / train_s,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

@@ -201,12 +201,12 @@ def _evaluate_all(report: dict, keras_model, vocab, text: Path, eval_max: int) -
 
     from .keras_eval import evaluate_keras
 
-    report["keras"] = evaluate_keras(keras_model, vocab, text, max_targets=eval_max, progress=True)
+    report["keras"] = evaluate_keras(keras_model, vocab, text, max_targets=eval_max, progress=True).to_dict()
     for row in report["variants"]:
         model = EdgeModel.load(row["path"], stateless=True)
         lines = model.tokenizer.iter_lines(read_text_lines(text))
         row.update(evaluate(model.probabilities, model.vocab, lines, model.context_length, max_targets=eval_max,
-                            progress=True, label=row["quantization"]))
+                            progress=True, label=row["quantization"]).to_dict())
 
 
 def format_report(report: dict) -> str:

@@ -12,7 +12,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from edgekit.metrics import evaluate
+from edgekit.metrics import Evaluation, evaluate
 from edgekit.tokenizer import Tokenizer, TokenizerConfig, read_text_lines
 from edgekit.vocab import Vocabulary
 
@@ -36,7 +36,7 @@ def keras_scorer(model: keras.Model, vocab: Vocabulary) -> Callable[[np.ndarray]
 
 def evaluate_keras(model: keras.Model, vocab: Vocabulary, text: str | Path, max_targets: int | None = None,
                    tokenizer_config: TokenizerConfig | None = None, progress: bool = False,
-                   label: str = "keras float32") -> dict:
+                   label: str = "keras float32") -> Evaluation:
     """top1, top3, perplexity, keystroke savings of a Keras model on a UTF-8 text file."""
     model = contract_model(model, vocab)
     lines = Tokenizer(tokenizer_config).iter_lines(read_text_lines(text))

@@ -24,6 +24,7 @@ from .tokenizer import read_text_lines
 
 if TYPE_CHECKING:  # the model module pulls in the runtime; appending must stay light
     from .model import EdgeModel
+    from .personal.learner import PersonalizeResult
 
 PRIVATE_MODE = 0o600  # other accounts on the device must not read what the user typed
 
@@ -55,7 +56,7 @@ class Journal:
         """How many lines the next ``learn`` would learn from."""
         return len(self._unlearned()[1])
 
-    def learn(self, model: EdgeModel) -> dict | None:
+    def learn(self, model: EdgeModel) -> PersonalizeResult | None:
         """``model.personalize`` on the lines not learned yet; its report, or None if there are none.
 
         The mark moves only after personalize returns (and has saved the

@@ -12,11 +12,12 @@ perplexity; ``max_targets`` takes the first N targets of the text.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .errors import NotEnoughTextError
 from .progress import progress_bar
 from .tokenizer import BOS, EOS, NUM, PAD
 from .vocab import Vocabulary
@@ -109,22 +110,31 @@ class Accumulator:
         self.keys_without += len(window.word) + 1
         self.keys_with += keystrokes_with_suggestions(probs, window.word, window.target, vocab)
 
-    def result(self) -> dict:
+    def result(self) -> "Evaluation":
         n = max(self.targets, 1)
-        return {
-            "targets": self.targets,
-            "top1": self.hit1 / n,
-            "top3": self.hit3 / n,
-            "perplexity": math.exp(self.nll / n),
-            "keystroke_savings": 1 - self.keys_with / max(self.keys_without, 1),
-            "oov_rate": self.oov / n,
-        }
+        return Evaluation(self.targets, self.hit1 / n, self.hit3 / n, math.exp(self.nll / n),
+                          1 - self.keys_with / max(self.keys_without, 1), self.oov / n)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Next-word quality on a text; ``to_dict()`` is the CLI's JSON."""
+
+    targets: int  # words scored
+    top1: float  # share of targets that were the first suggestion
+    top3: float  # ... among the first three
+    perplexity: float
+    keystroke_savings: float  # share of keys saved by tapping a correct suggestion among three
+    oov_rate: float  # share of targets outside the vocabulary (always a miss)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def evaluate(scorer: Scorer, vocab: Vocabulary, token_lines: Iterable[list[str]], context_length: int,
              max_targets: int | None = None, batch_size: int = 256, progress: bool = False,
-             label: str = "evaluating") -> dict:
-    """Score a model on text; returns top1, top3, perplexity, keystroke_savings, targets, oov_rate."""
+             label: str = "evaluating") -> Evaluation:
+    """Score a model on text (a scorer maps context ids ``[N, T]`` to probabilities ``[N, V]``)."""
     acc = Accumulator()
     mask = vocab.suggestable_mask()
     windows = iter_windows(token_lines, vocab, context_length, max_targets)
@@ -135,5 +145,5 @@ def evaluate(scorer: Scorer, vocab: Vocabulary, token_lines: Iterable[list[str]]
                 acc.add(row, w, vocab, mask)
             bar.update(len(batch))
     if acc.targets == 0:
-        raise ValueError("no words to score in the evaluation text (is it empty?)")
+        raise NotEnoughTextError("no words to score in the evaluation text (is it empty?)")
     return acc.result()

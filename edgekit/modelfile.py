@@ -27,6 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from .atomic import atomic_write_bytes
+from .errors import ModelFileError
 
 FORMAT = "edgekit-model"
 FORMAT_VERSION = 1
@@ -34,10 +35,6 @@ METADATA_NAME = "edgekit.json"
 VOCAB_NAME = "vocab.txt"
 HEAD_NAME = "head.npz"
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier, bytes 4..8
-
-
-class ModelFileError(ValueError):
-    """The file is not a usable edgekit model; the message says why."""
 
 
 @dataclass
@@ -138,6 +135,17 @@ def read_model_file(path: str | Path) -> ModelFile:
         raise ModelFileError(f"{path}: head override has shape {head[0].shape}, "
                              f"expected {(meta['feature_dim'], len(vocab))}")
     return ModelFile(flatbuffer=flat, metadata=meta, vocab=vocab, head=head, extras=extras)
+
+
+def require_version_of(current: ModelFile, new: ModelFile, path: str | Path) -> None:
+    """Refuse ``new`` unless it is a version of ``current``'s model: the same body and vocabulary.
+
+    Only the head changes between versions, so personal state (head delta,
+    personal-word slots, phrase memory) keeps its meaning across them.
+    """
+    if new.metadata.get("body_sha256") != current.metadata.get("body_sha256") or new.vocab != current.vocab:
+        raise ModelFileError(f"{path}: not a version of this model (its body or vocabulary differs); "
+                             "load it as a new model instead")
 
 
 def _read_head(z: zipfile.ZipFile) -> tuple[np.ndarray, np.ndarray]:

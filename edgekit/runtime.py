@@ -1,4 +1,8 @@
-"""Finding a TensorFlow Lite interpreter on the device.
+"""The interpreter: the model file's flatbuffer running in LiteRT on the device.
+
+``Runtime`` is everything edgekit asks of the interpreter: one context's
+features, logits and word ranking (a keyboard's hot path), features for
+batches of contexts (learning), and the head's weights as the file holds them.
 
 LiteRT (``ai-edge-litert``) is the supported runtime; ``tflite-runtime`` 2.14
 is the fallback for older boards (it needs numpy<2 and Python <= 3.11, and can
@@ -9,20 +13,25 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
+import numpy as np
+
+from .errors import RuntimeMissingError
+from .modelfile import ModelFile
+from .progress import progress_bar
+from .vocab import Vocabulary
+
+BATCH = 256  # contexts per invoke when learning or evaluating
 RUNTIMES = {
     "litert": "ai_edge_litert.interpreter",
     "tflite-runtime": "tflite_runtime.interpreter",
 }
 INSTALL_HINT = ("no TensorFlow Lite runtime found: install LiteRT with `pip install ai-edge-litert` "
                 "(or, on Python <= 3.11 with numpy<2, `pip install tflite-runtime`)")
-
-
-class RuntimeMissingError(RuntimeError):
-    """No usable interpreter package is installed."""
 
 
 def interpreter_class(prefer: str | None = None) -> tuple[type, str]:
@@ -57,6 +66,138 @@ def load_interpreter(content: bytes, num_threads: int | None = None,
                     if name == "tflite-runtime" else "")
             raise RuntimeError(f"{name} cannot load this model: {e} {native_log()}{hint}".strip()) from None
     return interp, name
+
+
+class Scores(NamedTuple):
+    """One context's log-scale scores over the vocabulary; the interpreter's word ranking when known."""
+
+    values: np.ndarray
+    top_ids: np.ndarray | None = None  # the best words, best first (no specials, no personal slots)
+    top_values: np.ndarray | None = None  # their logits
+    sum_exp: float = math.nan  # sum(exp(logits)) over the words
+
+
+class Tensors(NamedTuple):
+    """Where the runtime reads and writes in the interpreter (tensor indices)."""
+
+    tokens: int
+    features: int
+    logits: int
+    top_values: int | None  # the word-ranking outputs; None (rank on the host) in files made before them
+    top_ids: int | None
+    sum_exp: int | None
+
+
+class Runtime:
+    """A model file's flatbuffer in an interpreter: one context per call, or batches.
+
+    Two interpreters: a one-thread one for single contexts (one context is too
+    little work to share, and a runtime's idle threads spin after each invoke,
+    taking the core the app needs next) and, made on first use, one sized for
+    ``BATCH`` contexts with ``num_threads`` for learning and evaluation.
+    Personal-slot ids are fed to the body as ``<unk>``: the body was never
+    trained on them; only the head knows personal words.
+    """
+
+    def __init__(self, file: ModelFile, vocab: Vocabulary, prefer: str | None = None,
+                 num_threads: int | None = None):
+        self.file, self._vocab, self._num_threads = file, vocab, num_threads
+        self._interp, self.name = load_interpreter(file.flatbuffer, num_threads or 1, prefer)
+        self.io = tensor_indices(self._interp, file.metadata, vocab)
+        self._batch_interp: Any = None
+
+    def with_file(self, file: ModelFile) -> "Runtime":
+        """The same runtime and threads on another version of the model (loaded before anything changes)."""
+        return Runtime(file, self._vocab, self.name, self._num_threads)
+
+    def invoke(self, ids: np.ndarray) -> Scores:
+        """One context ``[1, T]``: its logits, plus the interpreter's word ranking when the file has one."""
+        io, interp = self.io, self._interp
+        interp.set_tensor(io.tokens, ids)
+        interp.invoke()
+        logits = interp.get_tensor(io.logits)[0]
+        if io.top_ids is None:
+            return Scores(logits)
+        return Scores(logits, interp.get_tensor(io.top_ids)[0], interp.get_tensor(io.top_values)[0],
+                      float(interp.get_tensor(io.sum_exp)[0, 0]))
+
+    def features_logits(self, ids: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Run the body on context ids ``[N, T]``: ``(features [N, F], logits [N, V])``."""
+        ids = self._body_ids(ids)
+        if len(ids) == 1:
+            return self._run(self._interp, ids)
+        parts = list(self._batches(ids, progress, keep_logits=True))
+        return np.concatenate([f for f, _ in parts]), np.concatenate([lg for _, lg in parts])
+
+    def features(self, ids: np.ndarray, progress: bool = False) -> np.ndarray:
+        """Features only, ``[N, F]``: what head training needs, without ``N x V`` logits in memory."""
+        ids = self._body_ids(ids)
+        return np.concatenate([f for f, _ in self._batches(ids, progress, keep_logits=False)])
+
+    def flat_head(self) -> tuple[np.ndarray, np.ndarray]:
+        """The head inside the flatbuffer as float ``(W [F, V], b [V])``, dequantized."""
+        h = self.file.metadata["head"]
+        details = {d["index"]: d for d in self._interp.get_tensor_details()}
+        w = _dequantize(self._interp.get_tensor(h["weight_tensor"]), details[h["weight_tensor"]]).T
+        b = (np.zeros(w.shape[1], np.float32) if h.get("bias_tensor") is None
+             else _dequantize(self._interp.get_tensor(h["bias_tensor"]), details[h["bias_tensor"]]))
+        return np.ascontiguousarray(w, dtype=np.float32), b.astype(np.float32)
+
+    def _body_ids(self, ids: np.ndarray) -> np.ndarray:
+        return np.where(np.asarray(ids) >= self._vocab.first_slot, self._vocab.unk, ids).astype(np.int32)
+
+    def _run(self, interp: Any, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        interp.set_tensor(self.io.tokens, ids)
+        interp.invoke()
+        return interp.get_tensor(self.io.features), interp.get_tensor(self.io.logits)
+
+    def _batches(self, ids: np.ndarray, progress: bool,
+                 keep_logits: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        interp = self._batch_interpreter()
+        with progress_bar(len(ids), "running model", progress) as bar:
+            for start in range(0, len(ids), BATCH):
+                chunk = ids[start : start + BATCH]
+                padded = np.concatenate([chunk, np.zeros((BATCH - len(chunk), ids.shape[1]), np.int32)])
+                f, lg = self._run(interp, padded)
+                bar.update(len(chunk))
+                yield f[: len(chunk)], (lg[: len(chunk)] if keep_logits else None)
+
+    def _batch_interpreter(self) -> Any:
+        if self._batch_interp is None:
+            interp, _ = load_interpreter(self.file.flatbuffer, self._num_threads, self.name)
+            interp.resize_tensor_input(self.io.tokens, [BATCH, self.file.metadata["context_length"]])
+            interp.allocate_tensors()
+            self._batch_interp = interp
+        return self._batch_interp
+
+
+def read_head(file: ModelFile, vocab: Vocabulary | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A model version's float head: its ``head.npz`` override, else the flatbuffer's, dequantized."""
+    if file.head is not None:
+        return file.head
+    return Runtime(file, vocab or Vocabulary(file.vocab, file.metadata.get("personal_slots", 0))).flat_head()
+
+
+def tensor_indices(interp: Any, metadata: dict, vocab: Vocabulary) -> Tensors:
+    """Interpreter tensor indices of the input and the outputs the runtime reads."""
+    outs, o = interp.get_output_details(), metadata["outputs"]
+    # Files converted before the word ranking lack it (or ranked every id).
+    ranks = metadata.get("ranked_ids") == list(vocab.word_ids)
+    ranking = [outs[o[n]]["index"] if ranks else None for n in ("top_values", "top_ids", "sum_exp")]
+    return Tensors(interp.get_input_details()[metadata["inputs"]["tokens"]]["index"],
+                   outs[o["features"]]["index"], outs[o["logits"]]["index"], *ranking)
+
+
+def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    q = detail.get("quantization_parameters") or {}
+    scales = np.asarray(q.get("scales", []), np.float32)
+    if values.dtype in (np.float32, np.float16) or not len(scales):
+        return values.astype(np.float32)
+    zero = np.asarray(q.get("zero_points", np.zeros_like(scales)), np.float32)
+    axis = int(q.get("quantized_dimension", 0))
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    return (values.astype(np.float32) - zero.reshape(shape)) * scales.reshape(shape)
 
 
 @contextlib.contextmanager

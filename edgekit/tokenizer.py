@@ -15,9 +15,11 @@ Rules (version 1):
 """
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Iterable, Iterator
 
 PAD, UNK, BOS, EOS, NUM = "<pad>", "<unk>", "<s>", "</s>", "<num>"
@@ -179,6 +181,24 @@ def _last_run_start(text: str) -> int:
     while start and (text[start - 1].isalnum() or text[start - 1] == "'"):
         start -= 1
     return start
+
+
+def text_lines(text: str | Path | Iterable[str]) -> Iterator[str]:
+    """The lines of ``text``: a ``Path`` is read as a UTF-8 file (streamed), a ``str`` is
+    the text itself, anything else an iterable of lines (messages).
+
+    A short one-line ``str`` that names an existing file is refused: it is
+    almost always a file name meant as a file, and learning from the name
+    would silently learn nothing.
+    """
+    if isinstance(text, Path):
+        return read_text_lines(text)
+    if isinstance(text, str):
+        if len(text) < 4096 and "\n" not in text and text.strip() and os.path.isfile(text):
+            raise TypeError(f"{text!r} is the name of a file, given as text: pass Path({text!r}) to read "
+                            "the file (or a list of strings to use the name as text)")
+        return iter(text.splitlines() or [text])
+    return iter(text)
 
 
 def read_text_lines(path, max_line_chars: int = 100_000) -> Iterator[str]:

@@ -79,6 +79,11 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @property
+    def special_ids(self) -> list[int]:
+        """Ids of the special tokens (the vocabulary starts with them): never predicted."""
+        return list(range(len(SPECIAL_TOKENS)))
+
     # -- personal words -------------------------------------------------
     @property
     def personal_words(self) -> dict[str, int]:

@@ -51,14 +51,14 @@ def test_cli_round_on_real_models(trained_files, tmp_path):  # noqa: F811
     assert new.fingerprint == result["fingerprint"] != old.fingerprint
     slots = old.vocab.first_slot
     assert np.array_equal(new.base_head[0][:, slots:], old.base_head[0][:, slots:])  # personal slots untouched
-    top3 = new.evaluate(held_out)["top3"]
-    assert top3 > old.evaluate(held_out)["top3"] + 0.1
-    int8 = EdgeModel.load(tmp_path / "next-int8.tflite", stateless=True).evaluate(held_out)["top3"]
-    print(f"global top-3: base {old.evaluate(held_out)['top3']:.3f}, float16 {top3:.3f}, int8 {int8:.3f}")
+    top3 = new.evaluate(held_out).top3
+    assert top3 > old.evaluate(held_out).top3 + 0.1
+    int8 = EdgeModel.load(tmp_path / "next-int8.tflite", stateless=True).evaluate(held_out).top3
+    print(f"global top-3: base {old.evaluate(held_out).top3:.3f}, float16 {top3:.3f}, int8 {int8:.3f}")
     assert abs(int8 - top3) <= 0.02  # what the int8 encoding costs
 
     device = EdgeModel.load(base, state_dir=tmp_path / "device0")
-    before = device.evaluate(held_out)["top3"]
+    before = device.evaluate(held_out).top3
     device.install_global(tmp_path / "next.tflite")
     assert device.fingerprint == new.fingerprint
-    assert device.evaluate(held_out)["top3"] >= before - 0.05  # personalization stays sensible
+    assert device.evaluate(held_out).top3 >= before - 0.05  # personalization stays sensible

@@ -46,7 +46,7 @@ def test_learns_the_journal_once(tmp_path, model):
     journal = Journal(tmp_path / "app" / "sent.txt")  # parent folders are created
     write_all(journal, CAFE)
     report = journal.learn(model)
-    assert report["adopted"] and "zorbly" in report["new_personal_words"]
+    assert report.adopted and "zorbly" in report.new_personal_words
     assert journal.mark_path.read_text() == str(len(CAFE))
     assert journal.learn(model) is None and journal.pending() == 0
     if os.name == "posix":
@@ -62,9 +62,9 @@ def test_next_learning_takes_only_the_new_lines(tmp_path, model):
     before = model.n_examples
     report = journal.learn(model)
     only_new = EdgeModel.load(state_dir=tmp_path / "fresh").personalize(STATION)
-    assert report["train_examples"] == only_new["train_examples"]
-    assert report["heldout_examples"] > only_new["heldout_examples"]  # earlier held-out lines judge too
-    assert model.n_examples - before == only_new["train_examples"]
+    assert report.train_examples == only_new.train_examples
+    assert report.heldout_examples > only_new.heldout_examples  # earlier held-out lines judge too
+    assert model.n_examples - before == only_new.train_examples
     assert journal.mark_path.read_text() == str(len(CAFE) + len(STATION))
 
 
@@ -75,7 +75,7 @@ def test_too_little_text_leaves_the_lines_for_later(tmp_path, model):
         journal.learn(model)
     assert not journal.mark_path.exists() and journal.pending() == 1
     write_all(journal, CAFE)
-    assert journal.learn(model)["train_examples"] > 0  # "ok" is learned with the rest
+    assert journal.learn(model).train_examples > 0  # "ok" is learned with the rest
     assert journal.mark_path.read_text() == str(1 + len(CAFE))
 
 

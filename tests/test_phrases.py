@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.phrases import PhraseMemory, mix
+from edgekit.personal.phrases import PhraseMemory, mix
 
 V, BOS = 50, 2
 

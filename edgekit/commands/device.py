@@ -14,7 +14,7 @@ from .common import emit, json_option, load_model, model_options, user_errors
 @user_errors
 def info(model_path, state_dir, as_json):
     """Vocabulary size, context length, quantization, fingerprint, runtime in use."""
-    data = load_model(model_path, state_dir).info()
+    data = load_model(model_path, state_dir).info().to_dict()
     emit(data, as_json, lambda d: "\n".join(f"{k:18} {v}" for k, v in d.items()))
 
 
@@ -48,7 +48,7 @@ def personalize(texts, epochs, model_path, state_dir, as_json):
     Every 5th line is held out; the result is kept only if it beats the
     current suggestions there (top-3 before/after is reported).
     """
-    from ..personalize import TrainConfig
+    from ..personal.train import TrainConfig
     from ..tokenizer import read_text_lines
 
     for t in texts:
@@ -58,7 +58,7 @@ def personalize(texts, epochs, model_path, state_dir, as_json):
     config = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
     lines = (line for t in texts for line in read_text_lines(t))
     report = m.personalize(lines, config, progress=not as_json)
-    emit(report, as_json, _personalize_summary)
+    emit(report.to_dict(), as_json, _personalize_summary)
 
 
 def _personalize_summary(r) -> str:

@@ -49,7 +49,7 @@ def _evaluate_tflite(model: Path, text: Path, max_targets: int | None, state_dir
     from ..model import EdgeModel
 
     loaded = EdgeModel.load(model, state_dir=state_dir, stateless=state_dir is None)
-    return loaded.evaluate(text, max_targets=max_targets, progress=progress)
+    return loaded.evaluate(text, max_targets=max_targets, progress=progress).to_dict()
 
 
 def _evaluate_keras(model: Path, text: Path, max_targets: int | None, vocab: Path | None, progress: bool) -> dict:
@@ -61,7 +61,7 @@ def _evaluate_keras(model: Path, text: Path, max_targets: int | None, vocab: Pat
 
         keras_model = load_keras_model(model)
         return evaluate_keras(keras_model, read_vocab(vocab or model.parent / "vocab.txt"), text,
-                              max_targets=max_targets, progress=progress)
+                              max_targets=max_targets, progress=progress).to_dict()
 
 
 def _format(data: dict) -> str:

@@ -40,7 +40,7 @@ from ..federated.delta import privatize
 from ..model import EdgeModel
 from ..federated.install import with_head
 from ..modelfile import read_model_file
-from ..personalize import TrainConfig
+from ..personal.train import TrainConfig
 from .local import head_scores, shared_delta, train_head_locally
 from .partitions import HELDOUT_FILE, TRAIN_FILE, client_folder_name, read_lines
 

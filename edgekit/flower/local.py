@@ -13,7 +13,7 @@ from ..federated.update import shared_delta as federated_shared_delta
 from ..metrics import evaluate as evaluate_scorer
 from ..metrics import iter_windows
 from ..model import EdgeModel
-from ..personalize import TrainConfig, softmax, train_head
+from ..personal.train import TrainConfig, softmax, train_head
 
 Head = tuple[np.ndarray, np.ndarray]
 
@@ -55,4 +55,4 @@ def head_scores(model: EdgeModel, head: Head, lines: list[str], max_targets: int
             return softmax(features @ head[0] + head[1])
 
     return evaluate_scorer(scorer, model.vocab, model.tokenizer.iter_lines(lines), model.context_length,
-                           max_targets=max_targets)
+                           max_targets=max_targets).to_dict()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from edgekit import EdgeModel
+from edgekit import EdgeModel, PersonalizeResult
 from edgekit.journal import Journal
+from edgekit.federated import export_update
 
 
 class KeyboardPredictor:
@@ -35,7 +36,7 @@ class KeyboardPredictor:
     def on_message_sent(self, text: str) -> None:
         self.journal.append(text)
 
-    def learn_when_idle(self) -> dict | None:
+    def learn_when_idle(self) -> PersonalizeResult | None:
         """Personalize on the messages sent since the last learning; call from a background job.
 
         Returns None when nothing new was sent. Each message is learned once:
@@ -60,7 +61,7 @@ class KeyboardPredictor:
         nothing new was learned.
         """
         with self._state_lock, self._lock:
-            return self._model.export_update(server_public_key)
+            return export_update(self._model, server_public_key)
 
     def install_global(self, new_model: Path) -> None:
         """A new global version arrived: keep personalization, switch the model."""
@@ -76,5 +77,5 @@ if __name__ == "__main__":
         for msg in ["running late, see you at the station", "at the station now", "see you at the cafe"] * 20:
             kb.on_message_sent(msg)
         print("before:", kb.on_text_changed("see you at the "))
-        print(kb.learn_when_idle())
+        print(kb.learn_when_idle().to_dict())
         print("after: ", kb.on_text_changed("see you at the "))

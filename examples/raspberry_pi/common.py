@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgekit import EdgeModel
+from edgekit import EdgeModel, PersonalizeResult
 
 # A Pi 4/5 has four cores: two for the interpreter leave the rest to the desktop or app.
 THREADS = 2
@@ -28,13 +28,13 @@ def load_model(args: argparse.Namespace) -> EdgeModel:
         raise SystemExit(f"cannot load the model: {e}") from None
 
 
-def describe(report: dict) -> str:
+def describe(report: PersonalizeResult) -> str:
     """One line a person can judge: did learning help, and by how much on held-out text."""
-    before, after = report["before"]["top3"], report["after"]["top3"]
-    verdict = ("adopted" if report["adopted"]
+    before, after = report.before.top3, report.after.top3
+    verdict = ("adopted" if report.adopted
                else "kept the previous state (the new one was not better on held-out text)")
-    words = report["new_personal_words"]
+    words = report.new_personal_words
     learned = f"; new personal words: {', '.join(words)}" if words else ""
     return (f"held-out top-3 {before:.1%} -> {after:.1%}: {verdict}{learned} "
-            f"({report['train_examples']} training / {report['heldout_examples']} held-out words, "
-            f"{report['seconds']} s)")
+            f"({report.train_examples} training / {report.heldout_examples} held-out words, "
+            f"{report.seconds} s)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .progress import progress_bar
+from ..progress import progress_bar
 
 
 @dataclass

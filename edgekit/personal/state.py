@@ -17,16 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes
+from ..errors import StateError
 from .phrases import PhraseMemory
 
 STATE_FORMAT = "edgekit-state"
 STATE_VERSION = 1
 SUFFIX = ".edgekit-state"
-
-
-class StateError(ValueError):
-    """Personal state that cannot be used; the message says why and what to do."""
 
 
 def default_state_dir() -> Path:
@@ -74,6 +71,12 @@ class PersonalState:
         and phrases (what the user sees) stay.
         """
         self.n_examples, self.contrib_w, self.contrib_b = 0, None, None
+
+    def shared_contribution(self, first_slot: int) -> tuple[np.ndarray, np.ndarray]:
+        """The contribution's shared rows (ids below ``first_slot``): personal-word slots never leave."""
+        if self.contrib_w is None or self.contrib_b is None:
+            return np.zeros((self.delta_w.shape[0], first_slot), np.float32), np.zeros(first_slot, np.float32)
+        return self.contrib_w[:, :first_slot].copy(), self.contrib_b[:first_slot].copy()
 
     @property
     def is_empty(self) -> bool:

@@ -1,0 +1,109 @@
+"""Suggestions from scores: the next words, or completions of the word being typed.
+
+A keyboard asks after every keystroke. While a word is typed its context
+does not change, so each keystroke after the first reuses that context's
+scores (a small cache). With nothing personal in play the scores are the
+interpreter's logits and word ranking as they come: the next words and their
+probabilities are read off in plain Python, with no softmax over the
+vocabulary here.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .metrics import top_k
+from .runtime import Scores
+from .tokenizer import Tokenizer
+from .vocab import Vocabulary
+
+SCORES_CACHE = 8  # contexts whose scores are kept (typing a word reuses one)
+MAX_SUGGEST_CHARS = 4096  # only the end of a long text can matter to a 16-word context
+
+
+class Suggestion(NamedTuple):
+    word: str
+    probability: float
+
+
+class Suggester:
+    """Ranks the words a ``score`` function gives for a text's context (one context ``[T]`` -> ``Scores``)."""
+
+    def __init__(self, tokenizer: Tokenizer, vocab: Vocabulary, context_length: int,
+                 score: Callable[[np.ndarray], Scores]):
+        self._tokenizer, self._vocab, self._context_length, self._score = tokenizer, vocab, context_length, score
+        self._cache: dict[bytes, Scores] = {}
+
+    def clear(self) -> None:
+        """Forget cached scores: the model or the personal state changed."""
+        self._cache = {}
+
+    def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
+        """The ``k`` likeliest next words, or completions of a partly typed word.
+
+        Probabilities are conditional on the typed prefix (they sum to 1 over
+        all completions). Case follows the user: "Tomo" -> "Tomorrow".
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"suggest() needs text (str), got {type(text).__name__}")
+        context, prefix = self._tokenizer.split_partial(text[-MAX_SUGGEST_CHARS:], keep=self._context_length)
+        if k <= 0:
+            return []
+        scores = self._scores(self._vocab.context_ids(context, self._context_length))
+        if not prefix:
+            ids, probs = self._rank_next(scores, k)
+            return list(map(Suggestion, map(self._vocab.word, ids), probs))
+        ids, probs = self._rank_completions(scores.values, prefix, k)
+        typed = text.rstrip()[-len(prefix):]
+        return [Suggestion(match_case(self._vocab.word(i), typed), p) for i, p in zip(ids, probs)]
+
+    def _scores(self, ids: np.ndarray) -> Scores:
+        key = ids.tobytes()
+        scores = self._cache.get(key)
+        if scores is None:
+            scores = self._score(ids)
+            if len(self._cache) >= SCORES_CACHE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = scores
+        return scores
+
+    def _rank_next(self, scores: Scores, k: int) -> tuple[list[int], list[float]]:
+        """Top ``k`` words over the whole vocabulary, skipping specials and free slots.
+
+        The interpreter ranks the words itself when the file can; its outputs
+        are read off in plain Python: a few numbers do not pay for numpy's
+        calls. Otherwise (older files, a personal state, ``k`` above its
+        width, an overflowed sum) the scores are partitioned here.
+        Probabilities are a softmax over the words only.
+        """
+        total = scores.sum_exp
+        if scores.top_ids is not None and scores.top_values is not None and k <= len(scores.top_ids) \
+                and 0.0 < total < math.inf:
+            return scores.top_ids[:k].tolist(), [math.exp(v) / total for v in scores.top_values[:k].tolist()]
+        values, banned = scores.values, self._vocab.unsuggestable_ids()
+        pool = np.argpartition(values, len(values) - (k + len(banned)))[-(k + len(banned)):]
+        pool = pool[np.lexsort((pool, -values[pool]))]  # ties: the lower id first, as the interpreter's top-k does
+        best = pool[self._vocab.suggestable_mask()[pool]][:k]
+        if not len(best):
+            return [], []
+        weights = np.exp(values - values[best[0]])
+        return best.tolist(), (weights[best] / (weights.sum() - weights[banned].sum())).tolist()
+
+    def _rank_completions(self, scores: np.ndarray, prefix: str, k: int) -> tuple[list[int], list[float]]:
+        """Top ``k`` words starting with ``prefix``; probabilities sum to 1 over all completions."""
+        candidates = self._vocab.prefix_ids(prefix)
+        if not len(candidates):
+            return [], []
+        sub = scores[candidates]
+        order = top_k(sub, np.arange(len(sub)), k)
+        weights = np.exp(sub - sub[order[0]])
+        return candidates[order].tolist(), (weights[order] / weights.sum()).tolist()
+
+
+def match_case(word: str, typed: str) -> str:
+    """The user's case on a suggested word: "Tomo" -> "Tomorrow", "TOMO" -> "TOMORROW"."""
+    if typed[:1].isupper():
+        return word.upper() if len(typed) > 1 and typed.isupper() else word[:1].upper() + word[1:]
+    return word

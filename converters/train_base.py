@@ -19,6 +19,7 @@ import numpy as np
 
 from converters import corpus, missing_from_checkout
 from converters.keras_model import (
+    CELLS,
     MODEL_FILE,
     MODELS_DIR,
     TRAINING_FILE,
@@ -231,7 +232,7 @@ _COUNT = click.IntRange(min=1)
 @click.option("--embed-dim", type=_COUNT, default=TrainConfig.embed_dim, show_default=True)
 @click.option("--hidden", type=_COUNT, default=TrainConfig.hidden, show_default=True)
 @click.option("--feature-dim", type=_COUNT, default=TrainConfig.feature_dim, show_default=True)
-@click.option("--cell", type=click.Choice(["lstm", "gru"]), default=TrainConfig.cell, show_default=True)
+@click.option("--cell", type=click.Choice(CELLS), default=TrainConfig.cell, show_default=True)
 @click.option("--batch-size", type=_COUNT, default=TrainConfig.batch_size, show_default=True)
 @click.option("--learning-rate", type=POSITIVE, default=TrainConfig.learning_rate, show_default=True)
 @click.option("--max-examples", type=click.IntRange(min=0), default=0, help="train on this many windows only (0 = all)")

@@ -53,6 +53,7 @@ def choices(name: str, flag: str) -> tuple[str, ...]:
 
 
 def test_choices_come_from_the_code():
+    from converters.keras_model import CELLS
     from converters.modes import COMPAT_TARGETS, QUANTIZE_MODES
     from edgekit.federated.aggregate import MODES
     from edgekit.federated.delta import ENCODINGS
@@ -62,6 +63,7 @@ def test_choices_come_from_the_code():
     assert choices("aggregate", "--mode") == MODES
     assert choices("simulate", "--aggregation") == MODES
     assert choices("export-update", "--encoding") == ENCODINGS
+    assert choices("train-base", "--cell") == CELLS
 
 
 def test_the_converter_checks_the_same_modes_the_cli_offers():

@@ -12,50 +12,62 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+
 import click
 
-from . import missing_from_checkout
+from edgekit.commands.common import deprecated_model_argument, model_from, model_option, out_option
 
-# Same as converters.convert.QUANTIZE_MODES / COMPAT_TARGETS, repeated so that
-# `edgekit convert --help` does not import TensorFlow.
-MODES = ("none", "float16", "dynamic", "int8")
-COMPATS = ("litert", "tflite-runtime-2.14")
+from . import missing_from_checkout
+from .modes import COMPAT_TARGETS, DEFAULT_COMPAT, DEFAULT_QUANTIZE, QUANTIZE_MODES
+
 CALIBRATION_LINES_PER_FILE = 50
 
 
 @click.command("convert")
-@click.argument("model", required=False, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output file; with --quantize all, a folder (default: the current folder). "
-                   "Files are named <name>-<mode>.tflite when OUT is a folder.")
-@click.option("--quantize", type=click.Choice(MODES + ("all",)), default="dynamic", show_default=True,
-              help="Weight/activation precision; 'all' writes the four variants.")
+@model_option("Keras model (.keras) [default: the bundled edgekit-en, in a source checkout].")
+@deprecated_model_argument
+@out_option("Output file; with --quantize all, a folder [default: the current folder]. "
+            "Files are named <name>-<mode>.tflite when OUT is a folder.", type=click.Path(path_type=Path))
+@click.option("--quantize", type=click.Choice(QUANTIZE_MODES + ("all",)), default=DEFAULT_QUANTIZE,
+              show_default=True, help="Weight/activation precision; 'all' writes the four variants.")
 @click.option("--vocab", type=click.Path(path_type=Path),
-              help="Vocabulary file (one token per line); default: vocab.txt beside MODEL.")
+              help="Vocabulary file (one token per line); default: vocab.txt beside the model.")
 @click.option("--calibration-text", type=click.Path(path_type=Path),
               help="UTF-8 text whose contexts calibrate int8 (default: the shipped training text).")
-@click.option("--compat", type=click.Choice(COMPATS), default="litert", show_default=True,
+@click.option("--compat", type=click.Choice(COMPAT_TARGETS), default=DEFAULT_COMPAT, show_default=True,
               help="Target runtime; tflite-runtime-2.14 avoids op versions that runtime cannot load.")
-@click.option("--name", help="Model name stored in the file (default: MODEL's file name, e.g. edgekit-en).")
+@click.option("--name", help="Model name stored in the file (default: the model's file name, e.g. edgekit-en).")
 @click.option("--eval-text", type=click.Path(path_type=Path),
               help="Held-out UTF-8 text for the report (default: the shipped held-out email).")
 @click.option("--eval-max", type=click.IntRange(min=0), default=5000, show_default=True,
               help="Score at most this many words per model; 0 skips evaluation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def convert(model: Path | None, output: Path | None, quantize: str, vocab: Path | None,
-            calibration_text: Path | None, compat: str, name: str | None, eval_text: Path | None,
-            eval_max: int, as_json: bool) -> None:
-    """Convert a Keras next-word MODEL (default: the bundled edgekit-en) to edgekit .tflite files.
+def convert(model_path: Path | None, legacy_model: Path | None, out: Path | None, quantize: str,
+            vocab: Path | None, calibration_text: Path | None, compat: str, name: str | None,
+            eval_text: Path | None, eval_max: int, as_json: bool) -> None:
+    """Convert a Keras next-word model (-m; default: the bundled edgekit-en) to edgekit .tflite files.
 
-    MODEL is a .keras file taking int token ids [batch, context_length] and ending in a
+    The model is a .keras file taking int token ids [batch, context_length] and ending in a
     Dense layer with one unit per vocabulary entry. The report gives each file's size and
     top-1/top-3/perplexity on held-out text next to the float Keras model's.
+    `edgekit convert MODEL` (the model as an argument) still works in this release, with a warning.
     """
+    model = model_from(model_path, legacy_model, "convert") or _bundled_model()
+    vocab = vocab or model.parent / "vocab.txt"
+    modes = QUANTIZE_MODES if quantize == "all" else (quantize,)
+    # Every input is checked before TensorFlow loads (seconds): a typo fails at once, not after the import.
+    for path, what in ((model, "Keras model"), (vocab, "vocabulary")):
+        if not path.is_file():
+            raise click.UsageError(f"{path}: no such {what} file")
+    name = name or model.stem
+    targets = _output_paths(out, modes, name)
+    calibration = calibration_lines(calibration_text, modes)
+    eval_text = _eval_text(eval_text, eval_max)
     try:
         with native_logs_hidden():  # importing and running TensorFlow logs dozens of lines natively
-            report = _run(model, output, quantize, vocab, calibration_text, compat, name, eval_text, eval_max)
+            report = _run(model, vocab, targets, compat, name, calibration, eval_text, eval_max)
     except (OSError, ValueError) as e:  # ContractError and ConversionError are ValueErrors
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(report, indent=1) if as_json else format_report(report))
@@ -91,17 +103,14 @@ def native_logs_hidden() -> Iterator[None]:
             os.close(saved)
 
 
-def _run(model_path, output, quantize, vocab_path, calibration_text, compat, name, eval_text, eval_max) -> dict:
-    model_path = model_path or _bundled_model()
+def _run(model_path: Path, vocab_path: Path, targets: dict[str, Path], compat: str, name: str,
+         calibration: list[str] | None, eval_text: Path | None, eval_max: int) -> dict:
+    """Everything that needs TensorFlow: load, convert each mode, score."""
     from .contract import load_keras_model, read_vocab
 
-    modes = MODES if quantize == "all" else (quantize,)
-    name = name or model_path.stem
-    targets = _output_paths(output, modes, name)
     keras_model = load_keras_model(model_path)
-    vocab = read_vocab(vocab_path or model_path.parent / "vocab.txt")
-    eval_text = _eval_text(eval_text, eval_max)
-    files = _convert_all(keras_model, vocab, modes, targets, compat, name, calibration_lines(calibration_text, modes))
+    vocab = read_vocab(vocab_path)
+    files = _convert_all(keras_model, vocab, tuple(targets), targets, compat, name, calibration)
     report = {"model": str(model_path), "keras_bytes": model_path.stat().st_size, "compat": compat,
               "eval_text": str(eval_text) if eval_text else None, "variants": files}
     if eval_text:
@@ -115,7 +124,7 @@ def _bundled_model() -> Path:
 
     path = MODELS_DIR / MODEL_FILE
     if not path.is_file():
-        raise click.UsageError(missing_from_checkout(path, "MODEL"))
+        raise click.UsageError(missing_from_checkout(path, "-m/--model"))
     return path
 
 
@@ -125,7 +134,7 @@ def _output_paths(output: Path | None, modes: tuple[str, ...], name: str) -> dic
         return {modes[0]: output}
     folder = output or Path.cwd()
     if folder.exists() and not folder.is_dir():
-        raise click.UsageError(f"{folder}: with --quantize all, -o must be a folder")
+        raise click.UsageError(f"{folder}: with --quantize all, -o/--out must be a folder")
     return {mode: folder / f"{name}-{mode}.tflite" for mode in modes}
 
 

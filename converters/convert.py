@@ -24,9 +24,8 @@ from edgekit.tokenizer import Tokenizer, TokenizerConfig
 from edgekit.vocab import Vocabulary
 
 from .contract import body_weights, context_length_of, contract_model, head_weights
+from .modes import COMPAT_TARGETS, QUANTIZE_MODES
 
-QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
-COMPAT_TARGETS = ("litert", "tflite-runtime-2.14")
 CALIBRATION_SAMPLES = 400
 # Best words ranked inside the interpreter (TOPK_V2, a builtin): the device
 # then reads a few candidates instead of sorting the whole vocabulary in

@@ -17,6 +17,7 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 MODEL_FILE = "edgekit-en.keras"
 VOCAB_FILE = "vocab.txt"
 TRAINING_FILE = "training.json"
+CELLS = ("lstm", "gru")  # the recurrent layers build_model knows (and `train-base --cell` offers)
 
 
 def build_model(
@@ -35,9 +36,9 @@ def build_model(
     """
     import keras
 
-    recurrent = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}.get(cell)
-    if recurrent is None:
-        raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    recurrent = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[cell]
     tokens = keras.Input(shape=(context_length,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(vocab_size, embed_dim, name="embedding")(tokens)
     x = recurrent(hidden, unroll=True, name=cell)(x)

@@ -19,6 +19,7 @@ import numpy as np
 
 from converters import corpus, missing_from_checkout
 from converters.keras_model import (
+    CELLS,
     MODEL_FILE,
     MODELS_DIR,
     TRAINING_FILE,
@@ -26,6 +27,7 @@ from converters.keras_model import (
     build_model,
     compile_for_training,
 )
+from edgekit.commands.common import OUT_FOLDER, POSITIVE, out_option
 from edgekit.vocab import Vocabulary
 
 
@@ -216,22 +218,25 @@ def _record(config, vocab, train_paths, heldout, history, stopped, seconds, n_ex
     }
 
 
+_COUNT = click.IntRange(min=1)
+
+
 @click.command("train-base")
-@click.option("--out", type=click.Path(file_okay=False), default=str(MODELS_DIR), show_default=True, help="output directory")
+@out_option("Output folder.", type=OUT_FOLDER, default=MODELS_DIR, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False, exists=True), default=None, help="cleaned corpora (default: the repo's data/)")
-@click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True)
-@click.option("--max-minutes", type=float, default=TrainConfig.max_minutes, show_default=True, help="stop training after this long")
+@click.option("--epochs", type=_COUNT, default=TrainConfig.epochs, show_default=True)
+@click.option("--max-minutes", type=POSITIVE, default=TrainConfig.max_minutes, show_default=True, help="stop training after this long")
 @click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
-@click.option("--vocab-size", type=int, default=TrainConfig.vocab_size, show_default=True, help="words, without specials and personal slots")
-@click.option("--context-length", type=int, default=TrainConfig.context_length, show_default=True)
-@click.option("--embed-dim", type=int, default=TrainConfig.embed_dim, show_default=True)
-@click.option("--hidden", type=int, default=TrainConfig.hidden, show_default=True)
-@click.option("--feature-dim", type=int, default=TrainConfig.feature_dim, show_default=True)
-@click.option("--cell", type=click.Choice(["lstm", "gru"]), default=TrainConfig.cell, show_default=True)
-@click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
-@click.option("--learning-rate", type=float, default=TrainConfig.learning_rate, show_default=True)
-@click.option("--max-examples", type=int, default=0, help="train on this many windows only (0 = all)")
-def command(out: str, data_dir: str | None, **sizes) -> None:
+@click.option("--vocab-size", type=_COUNT, default=TrainConfig.vocab_size, show_default=True, help="words, without specials and personal slots")
+@click.option("--context-length", type=_COUNT, default=TrainConfig.context_length, show_default=True)
+@click.option("--embed-dim", type=_COUNT, default=TrainConfig.embed_dim, show_default=True)
+@click.option("--hidden", type=_COUNT, default=TrainConfig.hidden, show_default=True)
+@click.option("--feature-dim", type=_COUNT, default=TrainConfig.feature_dim, show_default=True)
+@click.option("--cell", type=click.Choice(CELLS), default=TrainConfig.cell, show_default=True)
+@click.option("--batch-size", type=_COUNT, default=TrainConfig.batch_size, show_default=True)
+@click.option("--learning-rate", type=POSITIVE, default=TrainConfig.learning_rate, show_default=True)
+@click.option("--max-examples", type=click.IntRange(min=0), default=0, help="train on this many windows only (0 = all)")
+def command(out: Path, data_dir: str | None, **sizes) -> None:
     """Train the default English next-word model from data/ (needs TensorFlow)."""
     if data_dir is None and not corpus.DATA_DIR.is_dir():
         raise click.UsageError(missing_from_checkout(corpus.DATA_DIR, "--data-dir"))

@@ -24,7 +24,8 @@ from .metrics import Evaluation, evaluate
 from .modelfile import ModelFile, read_model_file, require_version_of
 from .personal.learner import Learner, PersonalizeResult
 from .personal.phrases import mix
-from .personal.state import PersonalState, default_state_dir, load_state, save_state, state_path
+from .paths import default_state_dir
+from .personal.state import PersonalState, load_state, save_state, state_path
 from .personal.train import TrainConfig, softmax
 from .runtime import Runtime, Scores
 from .suggest import Suggester, Suggestion
@@ -76,6 +77,7 @@ class EdgeModel:
     feature_dim = property(lambda self: int(self.metadata["feature_dim"]))
     quantization = property(lambda self: self.metadata["quantization"])
     runtime = property(lambda self: self._runtime.name, doc="The interpreter package in use.")
+    max_k = property(lambda self: self._runtime.max_k, doc="The most suggestions one call can rank.")
     n_examples = property(lambda self: self.state.n_examples, doc="Examples learned since the last export.")
     base_head = property(lambda self: self._head.base, doc="The model version's float head (W [F, V], b [V]).")
     head = property(lambda self: self._head.weights, doc="Base head plus the personal delta.")

@@ -106,6 +106,14 @@ class Runtime:
         self.io = tensor_indices(self._interp, file.metadata, vocab)
         self._batch_interp: Any = None
 
+    @property
+    def max_k(self) -> int:
+        """The most words one call ranks: the width of the file's top-k output, else every word (host ranking)."""
+        if self.io.top_ids is None:
+            return self._vocab.word_ids[1] - self._vocab.word_ids[0]
+        shapes = {d["index"]: d["shape"] for d in self._interp.get_output_details()}
+        return int(shapes[self.io.top_ids][-1])
+
     def with_file(self, file: ModelFile) -> "Runtime":
         """The same runtime and threads on another version of the model (loaded before anything changes)."""
         return Runtime(file, self._vocab, self.name, self._num_threads)

@@ -35,15 +35,15 @@ TENSORFLOW = "tensorflow,keras"
 
 def run_without(modules: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", WITHOUT_MODULES, modules, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.fixture
 def keras_args(tmp_path: Path) -> list[str]:
-    """``evaluate MODEL.keras --text FILE`` with files that exist, so only the import can fail."""
+    """``evaluate -m MODEL.keras --text FILE`` with files that exist, so only the import can fail."""
     (tmp_path / "m.keras").write_bytes(b"not read")
     (tmp_path / "t.txt").write_text("hello there\n", encoding="utf-8")
-    return ["evaluate", str(tmp_path / "m.keras"), "--text", str(tmp_path / "t.txt")]
+    return ["evaluate", "-m", str(tmp_path / "m.keras"), "--text", str(tmp_path / "t.txt")]
 
 
 @pytest.mark.parametrize("modules, args, missing, extra", [
@@ -69,3 +69,19 @@ def test_other_missing_modules_keep_their_traceback():
     done = run_without("edgekit.flower.partitions", "simulate")  # imported inside the command
     assert done.returncode != 0
     assert "Traceback" in done.stderr
+
+
+@pytest.mark.parametrize("missing, message", [("model", "no such Keras model file"), ("vocab", "no such vocabulary file"),
+                                              ("calibration", "no such calibration text file")])
+def test_convert_checks_its_inputs_before_loading_tensorflow(tmp_path, missing, message):
+    """With TensorFlow hidden, a wrong path still gets its own message: nothing waited for the import."""
+    (tmp_path / "m.keras").write_bytes(b"not read")
+    (tmp_path / "vocab.txt").write_text("<pad>\n", encoding="utf-8")
+    paths = {"model": tmp_path / "m.keras", "vocab": tmp_path / "vocab.txt", "calibration": tmp_path / "cal.txt"}
+    (tmp_path / "cal.txt").write_text("some words to calibrate on\n", encoding="utf-8")
+    paths[missing] = tmp_path / "missing"
+    done = run_without(TENSORFLOW, "convert", "-m", str(paths["model"]), "--vocab", str(paths["vocab"]),
+                       "--quantize", "int8", "--calibration-text", str(paths["calibration"]), "-o", str(tmp_path / "o"))
+    assert done.returncode == 2, done.stderr
+    assert f"{tmp_path / 'missing'}: {message}" in done.stderr
+    assert "needs keras" not in done.stderr and "Traceback" not in done.stderr

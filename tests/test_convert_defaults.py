@@ -25,7 +25,7 @@ def no_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("args, instead", [(["convert"], "MODEL"), (["train-base"], "--data-dir")])
+@pytest.mark.parametrize("args, instead", [(["convert"], "-m/--model"), (["train-base"], "--data-dir")])
 def test_commands_explain_the_missing_default(no_checkout, args, instead):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output  # a usage error, not a crash

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 
 
-def run_convert(*args: str):
+def run_convert(model: str, *args: str):
     from click.testing import CliRunner
 
     from edgekit.cli import main
 
-    return CliRunner().invoke(main, ["convert", *args, "--eval-max", "0"])
+    return CliRunner().invoke(main, ["convert", "-m", model, *args, "--eval-max", "0"])
 
 
 def assert_fails(result, message: str, out_dir) -> None:
@@ -33,6 +33,7 @@ def test_missing_model_file(out_dir, tmp_path):
 def test_file_that_is_not_a_keras_model(out_dir, tmp_path, content):
     bad = tmp_path / "bad.keras"
     bad.write_bytes(content)
+    (tmp_path / "v.txt").write_text("<pad>\n", encoding="utf-8")
     result = run_convert(str(bad), "-o", str(out_dir / "x.tflite"), "--vocab", str(tmp_path / "v.txt"))
     assert_fails(result, "not a loadable Keras model", out_dir)
 
@@ -121,7 +122,7 @@ def test_evaluate_refuses_bad_models(tmp_path, tiny_text, make, message):
 
     from edgekit.cli import main
 
-    result = CliRunner().invoke(main, ["evaluate", str(make(tmp_path)), "--text", str(tiny_text)])
+    result = CliRunner().invoke(main, ["evaluate", "-m", str(make(tmp_path)), "--text", str(tiny_text)])
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
@@ -131,10 +132,10 @@ def test_evaluate_refuses_missing_or_binary_text(tmp_path, tiny_keras_dir):
     from edgekit.cli import main
 
     model = str(tiny_keras_dir / "model.keras")
-    result = CliRunner().invoke(main, ["evaluate", model, "--text", str(tmp_path / "none.txt")])
+    result = CliRunner().invoke(main, ["evaluate", "-m", model, "--text", str(tmp_path / "none.txt")])
     assert result.exit_code != 0 and "no such text file" in result.output
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00binary")
-    result = CliRunner().invoke(main, ["evaluate", model, "--text", str(tmp_path / "bin.txt")])
+    result = CliRunner().invoke(main, ["evaluate", "-m", model, "--text", str(tmp_path / "bin.txt")])
     assert result.exit_code != 0 and "not UTF-8 text" in result.output
 
 

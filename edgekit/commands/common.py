@@ -1,15 +1,28 @@
-"""Pieces every command shares: model/state options, JSON output, clean errors."""
+"""Pieces every command shares: the option vocabulary, JSON output, clean errors.
+
+One spelling per concept across all commands (``-m/--model`` for a model
+read, ``-o/--out`` for what is written, ``--state-dir``, ``--json``), so
+these options are made here and nowhere else; ``tests/test_cli_vocabulary.py``
+walks every command to keep it so.
+"""
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import click
 
 # Errors that mean "bad input", not "bug": shown as one line, exit code 1.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeError)
+
+POSITIVE = click.FloatRange(min=0, min_open=True)
+NON_NEGATIVE = click.FloatRange(min=0)
+LOCAL_NOISE_HELP = "Gaussian noise std each device adds to its clipped delta, as a multiple of the clip norm (local DP)."
+CENTRAL_NOISE_HELP = ("Gaussian noise std the server adds to the sum of clipped deltas, as a multiple of the clip "
+                      "norm (central DP; unweighted fedavg only).")
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -27,19 +40,54 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def model_option(help: str = "Model file (.tflite) [default: the bundled English model].", *,
+                 required: bool = False, exists: bool = False) -> Callable:
+    """``-m/--model``, the one way every command is told which model to read."""
+    return click.option("-m", "--model", "model_path", type=click.Path(exists=exists, dir_okay=False, path_type=Path),
+                        required=required, default=None, help=help)
+
+
+OUT_FILE = click.Path(dir_okay=False, path_type=Path)
+OUT_FOLDER = click.Path(file_okay=False, path_type=Path)
+
+
+def out_option(help: str, *, type: click.Path = OUT_FILE, **options: Any) -> Callable:
+    """``-o/--out``, the one way every command is told where to write (a file, or a folder)."""
+    return click.option("-o", "--out", "out", type=type, help=help, **options)
+
+
+def state_dir_option(fn: Callable) -> Callable:
+    return click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Personal state folder [default: $EDGEKIT_STATE_DIR or the per-user data folder].")(fn)
+
+
 def model_options(fn: Callable) -> Callable:
-    """``--model`` (default: the bundled model) and ``--state-dir``."""
-    fn = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                      help="Personal state folder [default: $EDGEKIT_STATE_DIR or the per-user data folder].")(fn)
-    return click.option("--model", "-m", "model_path", type=click.Path(path_type=Path), default=None,
-                        help="Model file (.tflite) [default: the bundled English model].")(fn)
+    """``-m/--model`` (default: the bundled model) and ``--state-dir``."""
+    return model_option()(state_dir_option(fn))
 
 
 def json_option(fn: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(fn)
 
 
-def emit(data, as_json: bool, human: Callable[[object], str]) -> None:
+def deprecated_model_argument(fn: Callable) -> Callable:
+    """The positional MODEL of ``evaluate`` and ``convert`` before 0.2, kept one version; see ``model_from``."""
+    return click.argument("legacy_model", metavar="[MODEL]", required=False,
+                          type=click.Path(dir_okay=False, path_type=Path))(fn)
+
+
+def model_from(option: Path | None, positional: Path | None, command: str) -> Path | None:
+    """The model ``-m/--model`` names, or the deprecated positional one (with a warning on stderr)."""
+    if positional is None:
+        return option
+    if option is not None:
+        raise click.UsageError(f"two models given ({positional} and -m {option}): pass only -m/--model")
+    click.echo(f"warning: `edgekit {command} MODEL` is deprecated and goes in the next release: "
+               f"use `edgekit {command} -m MODEL`", err=True)
+    return positional
+
+
+def emit(data, as_json: bool, human: Callable[[Any], str]) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if as_json else human(data))
 
 

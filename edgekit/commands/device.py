@@ -1,11 +1,14 @@
 """Device commands: info, suggest, personalize, reset."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from .common import emit, json_option, load_model, model_options, user_errors
+
+STDIN = "-"
 
 
 @click.command()
@@ -20,25 +23,52 @@ def info(model_path, state_dir, as_json):
 
 @click.command()
 @click.argument("text", nargs=-1)
-@click.option("-k", "k", default=3, show_default=True, help="How many suggestions.")
+@click.option("--text-file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Read the text from this UTF-8 file instead ('-': standard input).")
+@click.option("-k", "k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many suggestions: at most the model's top-k width (32 for `edgekit convert` files).")
 @model_options
 @json_option
 @user_errors
-def suggest(text, k, model_path, state_dir, as_json):
+def suggest(text, text_file, k, model_path, state_dir, as_json):
     """Suggest the next word (or complete the word being typed) after TEXT.
 
     End TEXT with a space to get the next word; end it mid-word to complete
-    it: `edgekit suggest "see you tomo"`.
+    it: `edgekit suggest "see you tomo"`. TEXT `-` (or --text-file FILE) reads
+    it from standard input (or FILE); one final line break is dropped, so
+    `echo "see you tomo" | edgekit suggest -` completes "tomo". No TEXT:
+    how a message starts.
     """
+    typed = _typed_text(text, text_file)
     m = load_model(model_path, state_dir)
-    out = [{"word": s.word, "probability": round(s.probability, 4)} for s in m.suggest(" ".join(text), k)]
+    limit = m.max_k
+    if k > limit:
+        raise click.BadParameter(f"{k} is more suggestions than {m.path.name} ranks: choose 1..{limit} "
+                                 "(the width of its word ranking)", param_hint="'-k'")
+    out = [{"word": s.word, "probability": round(s.probability, 4)} for s in m.suggest(typed, k)]
     emit(out, as_json, lambda d: "\n".join(f"{s['word']:15} {s['probability']:.3f}" for s in d) or "(no suggestion)")
+
+
+def _typed_text(words: tuple[str, ...], text_file: str | None) -> str:
+    """TEXT as typed, from the arguments, standard input (``-``) or a file."""
+    if text_file is not None and words:
+        raise click.UsageError("give the text either as TEXT or with --text-file, not both")
+    source = text_file if text_file is not None else STDIN if words == (STDIN,) else None
+    if source is None:
+        return " ".join(words)
+    data = sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        name = "standard input" if source == STDIN else source
+        raise click.ClickException(f"{name}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 @click.command()
 @click.option("--text", "texts", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="UTF-8 text file(s) the user wrote; repeat for several.")
-@click.option("--epochs", default=None, type=int, help="Training epochs over the text.")
+@click.option("--epochs", default=None, type=click.IntRange(min=1), help="Training epochs over the text.")
 @model_options
 @json_option
 @user_errors
@@ -74,12 +104,23 @@ def _personalize_summary(r) -> str:
 @model_options
 @user_errors
 def reset(yes, model_path, state_dir):
-    """Forget everything personal for this model (deletes the state file)."""
+    """Forget everything personal for this model (deletes the state file).
+
+    Declining at the prompt deletes nothing and exits 0; with no answer
+    (standard input closed: pass --yes in scripts) it exits 1.
+    """
     m = load_model(model_path, state_dir)
     if m.state_file is None or not m.state_file.exists():
         click.echo("nothing to reset: no personal state")
         return
     if not yes:
-        click.confirm(f"Delete {m.state_file}?", abort=True)
+        try:
+            confirmed = click.confirm(f"Delete {m.state_file}?")
+        except click.Abort:  # end of input or Ctrl-C: no answer
+            click.echo("\nnothing deleted (no answer; pass --yes to delete without asking)", err=True)
+            raise SystemExit(1) from None
+        if not confirmed:
+            click.echo(f"nothing deleted: {m.state_file} is kept")
+            return
     m.reset()
     click.echo(f"removed {m.state_file}")

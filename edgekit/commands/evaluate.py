@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .common import emit, json_option, user_errors
+from .common import deprecated_model_argument, emit, json_option, model_from, model_option, user_errors
 
 METRIC_LABELS = (("top1", "top-1", "{:.2%}"), ("top3", "top-3", "{:.2%}"), ("perplexity", "perplexity", "{:.1f}"),
                  ("keystroke_savings", "keys saved", "{:.1%}"), ("oov_rate", "out of vocab", "{:.1%}"),
@@ -18,18 +18,26 @@ METRIC_LABELS = (("top1", "top-1", "{:.2%}"), ("top3", "top-3", "{:.2%}"), ("per
 
 
 @click.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@model_option("Model to score: a .tflite (edgekit convert output) or a .keras model.")
+@deprecated_model_argument
 @click.option("--text", required=True, type=click.Path(path_type=Path), help="UTF-8 text to score, one message per line.")
 @click.option("--max-targets", type=click.IntRange(min=1), default=None, help="Score only the first N words.")
 @click.option("--vocab", type=click.Path(path_type=Path),
-              help="For a .keras MODEL: its vocabulary file [default: vocab.txt beside it].")
+              help="For a .keras model: its vocabulary file [default: vocab.txt beside it].")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="For a .tflite MODEL: include the personal state kept in this folder [default: none].")
+              help="For a .tflite model: include the personal state kept in this folder [default: none].")
 @json_option
 @user_errors
-def evaluate(model: Path, text: Path, max_targets: int | None, vocab: Path | None, state_dir: Path | None,
-             as_json: bool) -> None:
-    """Score MODEL (.tflite or .keras) on the words of --text."""
+def evaluate(model_path: Path | None, legacy_model: Path | None, text: Path, max_targets: int | None,
+             vocab: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """Score a model (-m, .tflite or .keras) on the words of --text.
+
+    `edgekit evaluate MODEL --text FILE` (the model as an argument) still
+    works in this release, with a warning; use -m MODEL.
+    """
+    model = model_from(model_path, legacy_model, "evaluate")
+    if model is None:
+        raise click.UsageError("no model: pass -m/--model FILE (.tflite or .keras)")
     if not model.is_file():
         raise click.ClickException(f"{model}: no such model file")
     if not text.is_file():

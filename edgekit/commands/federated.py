@@ -1,66 +1,77 @@
 """``edgekit keygen``, ``export-update``, ``aggregate``: the federated round from a shell."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import click
 
-from ..federated.delta import DEFAULT_CLIP_NORM
+from ..federated.aggregate import DEFAULT_TRIM, MODES
+from ..federated.delta import DEFAULT_CLIP_NORM, DEFAULT_ENCODING, ENCODINGS
+from .common import (
+    CENTRAL_NOISE_HELP,
+    LOCAL_NOISE_HELP,
+    NON_NEGATIVE,
+    POSITIVE,
+    emit,
+    json_option,
+    model_option,
+    out_option,
+    state_dir_option,
+)
 
 PASSPHRASE_ENV = "EDGEKIT_KEY_PASSPHRASE"
+PUBLIC_PEM = b"-----BEGIN PUBLIC KEY-----"
+PRIVATE_PEM = b"PRIVATE KEY-----"  # PKCS#8, encrypted or not
 UPDATE_SUFFIX = ".edgekit-update"
 
 _passphrase_file = click.option("--passphrase-file", type=click.Path(dir_okay=False, path_type=Path),
                                 help=f"Read the key passphrase from this file (or set ${PASSPHRASE_ENV}).")
-_json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-_POSITIVE = click.FloatRange(min=0, min_open=True)
-_NON_NEGATIVE = click.FloatRange(min=0)
 # One default on both sides: an update made with it is accepted by a round that keeps it.
 _CLIP_HELP = "L2 bound of a device's head delta, which the round requires of every update"
 
 
 @click.command()
-@click.option("-o", "--out", "private_path", type=click.Path(dir_okay=False, path_type=Path),
-              default="server.key", show_default=True, help="Private key file (written 0600).")
+@out_option("Private key file (written 0600).", default="server.key", show_default=True)
 @click.option("--public", "public_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Public key file for devices [default: <out>.pub].")
 @_passphrase_file
 @click.option("--ask-passphrase", is_flag=True, help="Prompt for a passphrase to encrypt the private key.")
 @click.option("--force", is_flag=True, help="Replace an existing key (updates sealed to it become unreadable).")
-@_json
-def keygen(private_path, public_path, passphrase_file, ask_passphrase, force, as_json):
+@json_option
+def keygen(out, public_path, passphrase_file, ask_passphrase, force, as_json):
     """Make the server's HPKE key pair; give devices only the .pub file."""
     from ..federated.keys import KeyFileError, generate_keypair, key_id
 
+    private_path = out
+    if private_path.exists() and not force:  # before any passphrase prompt
+        raise click.ClickException(f"{private_path}: already exists; pass --force to replace it (updates sealed to "
+                                   "the old key become unreadable)")
     passphrase = _passphrase(passphrase_file, ask_passphrase, confirm=True)
     public_path = public_path or private_path.with_name(private_path.name + ".pub")
     try:
         public = generate_keypair(private_path, public_path, passphrase=passphrase, overwrite=force)
     except KeyFileError as e:
         raise click.ClickException(str(e)) from None
-    _emit(as_json, {"private_key": str(private_path), "public_key": str(public_path), "key_id": key_id(public),
-                    "encrypted": passphrase is not None},
-          f"private key: {private_path} (0600{', passphrase-protected' if passphrase else ''})\n"
-          f"public key:  {public_path} (key id {key_id(public)}) - give this one to devices")
+    report = {"private_key": str(private_path), "public_key": str(public_path), "key_id": key_id(public),
+              "encrypted": passphrase is not None}
+    emit(report, as_json, lambda r: f"private key: {r['private_key']} "
+                                    f"(0600{', passphrase-protected' if r['encrypted'] else ''})\n"
+                                    f"public key:  {r['public_key']} (key id {r['key_id']}) - give this one to devices")
 
 
 @click.command("export-update")
 @click.option("--server-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="The server's public key (from `edgekit keygen`).")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Model file [default: the bundled model].")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Personal state folder [default: $EDGEKIT_STATE_DIR or the per-user data folder].")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help=f"Update file to write (e.g. update{UPDATE_SUFFIX}).")
-@click.option("--clip-norm", type=_POSITIVE, default=DEFAULT_CLIP_NORM, show_default=True,
+              help="The server's public key (the .pub file from `edgekit keygen`).")
+@model_option()
+@state_dir_option
+@out_option(f"Update file to write (e.g. update{UPDATE_SUFFIX}).", required=True)
+@click.option("--clip-norm", type=POSITIVE, default=DEFAULT_CLIP_NORM, show_default=True,
               help=f"{_CLIP_HELP} (the default clips only unusually large updates).")
-@click.option("--noise-multiplier", type=_NON_NEGATIVE, default=0.0, show_default=True,
-              help="Gaussian noise std as a multiple of the clip norm (local DP).")
-@click.option("--encoding", type=click.Choice(["float16", "int8"]), default="float16", show_default=True)
-@_json
+@click.option("--noise-multiplier", type=NON_NEGATIVE, default=0.0, show_default=True, help=LOCAL_NOISE_HELP)
+@click.option("--encoding", type=click.Choice(ENCODINGS), default=DEFAULT_ENCODING, show_default=True,
+              help="How the delta travels: float16, or int8 with one scale per word (half the bytes).")
+@json_option
 def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multiplier, encoding, as_json):
     """Seal this device's personal head delta for the server (personal words stay here).
 
@@ -71,9 +82,12 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
     """
     from .. import EdgeModel
     from ..federated.keys import KeyFileError, load_public_key
-    from ..federated.update import export_update as export, parse_update
+    from ..federated.update import export_update as export
+    from ..federated.update import parse_update
 
     try:
+        _refuse_wrong_key(server_key, PRIVATE_PEM, "a private key: devices get only the public key "
+                          f"({server_key.name}.pub beside it)")
         public = load_public_key(server_key)
         model = EdgeModel.load(model_path, state_dir=state_dir)
         data = export(model, public, out, clip_norm=clip_norm,
@@ -81,11 +95,11 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
     except (KeyFileError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     header = parse_update(data)[0]
-    _emit(as_json, {"path": str(out), "bytes": len(data), "update_id": header.update_id,
-                    "model_fingerprint": header.model_fingerprint, "n_examples": header.n_examples,
-                    "clip_norm": header.clip_norm, "noise_multiplier": header.noise_multiplier,
-                    "encoding": header.encoding},
-          f"wrote {out} ({len(data):,} bytes, {header.n_examples} examples, update id {header.update_id})")
+    report = {"path": str(out), "bytes": len(data), "update_id": header.update_id,
+              "model_fingerprint": header.model_fingerprint, "n_examples": header.n_examples,
+              "clip_norm": header.clip_norm, "noise_multiplier": header.noise_multiplier, "encoding": header.encoding}
+    emit(report, as_json, lambda r: f"wrote {r['path']} ({r['bytes']:,} bytes, {r['n_examples']} examples, "
+                                    f"update id {r['update_id']})")
 
 
 @click.command()
@@ -93,21 +107,19 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
               help="The server's private key.")
 @_passphrase_file
 @click.option("--ask-passphrase", is_flag=True, help="Prompt for the private key's passphrase.")
-@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="The model version the updates were made against.")
+@model_option("The model version the updates were made against.", required=True, exists=True)
 @click.argument("updates", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="New model file (new head, new fingerprint).")
-@click.option("--mode", type=click.Choice(["fedavg", "median", "trimmed-mean"]), default="fedavg",
-              show_default=True, help="fedavg weights by examples; median / trimmed-mean resist poisoned updates.")
-@click.option("--trim", type=click.FloatRange(0, 0.5, max_open=True), default=0.1, show_default=True,
+@out_option("New model file (new head, new fingerprint).", required=True)
+@click.option("--mode", type=click.Choice(MODES), default=MODES[0], show_default=True,
+              help="fedavg weights by examples; median / trimmed-mean resist poisoned updates.")
+@click.option("--trim", type=click.FloatRange(0, 0.5, max_open=True), default=DEFAULT_TRIM, show_default=True,
               help="Fraction cut at each end (trimmed-mean).")
-@click.option("--clip-norm", type=_POSITIVE, default=DEFAULT_CLIP_NORM, show_default=True,
+@click.option("--clip-norm", type=POSITIVE, default=DEFAULT_CLIP_NORM, show_default=True,
               help=f"{_CLIP_HELP}; devices must export with the same value.")
-@click.option("--noise-multiplier", type=_NON_NEGATIVE, default=0.0, show_default=True,
-              help="Noise multiplier this round requires.")
-@click.option("--central-noise-multiplier", type=_NON_NEGATIVE, default=0.0, show_default=True,
-              help="Central DP: Gaussian noise on the sum of clipped updates (unweighted fedavg only).")
+@click.option("--noise-multiplier", type=NON_NEGATIVE, default=0.0, show_default=True,
+              help=f"The local noise this round requires of every update. {LOCAL_NOISE_HELP}")
+@click.option("--central-noise-multiplier", type=NON_NEGATIVE, default=0.0, show_default=True,
+              help=CENTRAL_NOISE_HELP)
 @click.option("--max-examples", type=click.IntRange(min=1), default=None,
               help="Cap on one update's FedAvg weight [default: 10000].")
 @click.option("--seen-ids", type=click.Path(dir_okay=False, path_type=Path),
@@ -120,7 +132,7 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
               help="Rounds a device joins (privacy report only).")
 @click.option("--delta", "dp_delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-6,
               show_default=True, help="DP delta for the report.")
-@_json
+@json_option
 def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, out, mode, trim, clip_norm,
               noise_multiplier, central_noise_multiplier, max_examples, seen_ids, workdir, sampling_rate, rounds,
               dp_delta, as_json):
@@ -131,7 +143,10 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
     from ..federated.update import DEFAULT_MAX_EXAMPLES, UpdatePolicy
     from ..modelfile import ModelFileError, read_model_file
 
+    paths = _expand(updates)
     try:
+        _refuse_wrong_key(key_path, PUBLIC_PEM, "a public key (the .pub file devices get); --key needs the "
+                          "server's private key, the file `edgekit keygen -o` wrote")
         private = load_private_key(key_path, _passphrase(passphrase_file, ask_passphrase, confirm=False))
         meta = read_model_file(model_path).metadata
     except (KeyFileError, ModelFileError) as e:
@@ -140,7 +155,6 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
                           shape=(meta["feature_dim"], meta["vocab_size"] - meta.get("personal_slots", 0)),
                           key_id=key_id(private.public_key()), clip_norm=clip_norm,
                           noise_multiplier=noise_multiplier, max_examples=max_examples or DEFAULT_MAX_EXAMPLES)
-    paths = _expand(updates)
     ledger = _read_ledger(seen_ids)
     on_reject = None if as_json else (lambda r: click.echo(f"rejected {r.source}: {r.reason}: {r.message}", err=True))
     try:
@@ -160,7 +174,7 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
         report["privacy"] = {"kind": kind, **dp_epsilon(noise_multiplier or central_noise_multiplier,
                                                         sampling_rate=sampling_rate, rounds=rounds,
                                                         delta=dp_delta).to_dict()}
-    _emit(as_json, report, _summary_text(report))
+    emit(report, as_json, _summary_text)
 
 
 def _summary(result, policy, meta, out, mode, n_files) -> dict:
@@ -172,8 +186,8 @@ def _summary(result, policy, meta, out, mode, n_files) -> dict:
 
 
 def _summary_text(report: dict) -> str:
-    lines = [f"accepted {report['accepted']} of {report['files']} updates ({report['total_examples']} examples), "
-             f"{len(report['rejected'])} rejected; mode {report['mode']}",
+    lines = [(f"accepted {report['accepted']} of {report['files']} updates ({report['total_examples']} examples), "
+              f"{len(report['rejected'])} rejected; mode {report['mode']}"),
              f"wrote {report['out']}: model {report['fingerprint']} (from {report['parent_fingerprint']})"]
     if "privacy" in report:
         p = report["privacy"]
@@ -184,11 +198,33 @@ def _summary_text(report: dict) -> str:
 
 
 def _expand(paths) -> list[Path]:
-    """Folders stand for the update files inside them (sorted, for reproducible results)."""
+    """Folders stand for the update files inside them (sorted, for reproducible results).
+
+    A folder with none is named on stderr, and an error when nothing is
+    left: aggregating zero files is a wrong path or a missed delivery.
+    """
     out: list[Path] = []
+    empty = []
     for p in paths:
-        out.extend(sorted(p.glob(f"*{UPDATE_SUFFIX}")) if p.is_dir() else [p])
+        found = sorted(p.glob(f"*{UPDATE_SUFFIX}")) if p.is_dir() else [p]
+        if not found:
+            empty.append(str(p))
+        out.extend(found)
+    if not out:
+        raise click.ClickException(f"no update files (*{UPDATE_SUFFIX}) in {', '.join(empty)}")
+    for folder in empty:
+        click.echo(f"note: {folder}: no update files (*{UPDATE_SUFFIX}) in this folder", err=True)
     return out
+
+
+def _refuse_wrong_key(path: Path, marker: bytes, what: str) -> None:
+    """Name a swapped key file plainly; the key loaders can only say "not a PEM private/public key"."""
+    try:
+        head = path.read_bytes()[:256]
+    except OSError:
+        return  # the key loader reports an unreadable file
+    if marker in head:
+        raise click.ClickException(f"{path}: {what}")
 
 
 def _read_ledger(path: Path | None) -> set[str]:
@@ -219,7 +255,3 @@ def _passphrase(path: Path | None, ask: bool, confirm: bool) -> bytes | None:
     if not secret:
         raise click.ClickException("the key passphrase is empty")
     return secret
-
-
-def _emit(as_json: bool, data: dict, text: str) -> None:
-    click.echo(json.dumps(data, indent=1) if as_json else text)

@@ -8,62 +8,70 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 
+from ..federated.aggregate import MODES
 from ..federated.delta import DEFAULT_CLIP_NORM
 from ..flower.settings import FederationConfig
+from .common import CENTRAL_NOISE_HELP, LOCAL_NOISE_HELP, NON_NEGATIVE, OUT_FOLDER, POSITIVE, model_option, out_option
+
+# Corpora are not packaged: the default is the checkout's data/personal, found
+# from this file so that the command works from any folder.
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "personal"
 
 
 @click.command()
 @click.option("--clients", type=click.IntRange(2), default=20, show_default=True, help="Simulated devices.")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True)
-@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Starting model file [default: the bundled model].")
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default="data/personal", show_default=True,
-              help="Corpora folder: every *.txt in it is one writer (email, SMS, a novel...). The default, "
-                   "SMS the base model never saw, is a population with something to teach it; "
-                   "`data` mixes in the base model's own training text.")
+@model_option("Starting model file [default: the bundled model].", exists=True)
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Corpora folder: every *.txt in it is one writer (email, SMS, a novel...) [default: data/personal "
+                   "of the source checkout: SMS the base model never saw, a population with something to teach "
+                   "it; the checkout's data/ mixes in the base model's own training text].")
 @click.option("--words", type=click.IntRange(20), default=1500, show_default=True,
               help="Training text per device, in words (held-out: a fifth of that, right after).")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Share of devices sampled each round.")
-@click.option("--aggregation", type=click.Choice(["fedavg", "median", "trimmed-mean"]), default="fedavg",
-              show_default=True)
+@click.option("--aggregation", type=click.Choice(MODES), default=FederationConfig.aggregation, show_default=True,
+              help="fedavg weights by examples; median / trimmed-mean resist poisoned updates.")
 @click.option("--secure", is_flag=True, help="SecAgg+: the server only sees the sum of the deltas.")
-@click.option("--clip-norm", type=float, default=FederationConfig.clip_norm, show_default=True,
+@click.option("--clip-norm", type=POSITIVE, default=FederationConfig.clip_norm, show_default=True,
               help=f"L2 bound of each device's delta. Below export-update's {DEFAULT_CLIP_NORM:g}: a round trains "
                    "less than a full personalize, and a looser bound would only add noise with DP on.")
-@click.option("--local-noise", type=float, default=0.0, show_default=True,
-              help="Noise multiplier each device adds (local DP).")
-@click.option("--central-noise", type=float, default=0.0, show_default=True,
-              help="Noise multiplier the server adds to the mean (central DP, uniform weights).")
+@click.option("--noise-multiplier", type=NON_NEGATIVE, default=0.0, show_default=True, help=LOCAL_NOISE_HELP)
+@click.option("--central-noise-multiplier", type=NON_NEGATIVE, default=0.0, show_default=True,
+              help=CENTRAL_NOISE_HELP)
 @click.option("--epochs", type=click.IntRange(1), default=2, show_default=True, help="Local epochs per round.")
 @click.option("--cpus", type=click.IntRange(1), default=2, show_default=True, help="CPUs for the simulation.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Keep client folders and one model file per round here [default: a temporary folder].")
+@out_option("Keep client folders and one model file per round in this folder [default: a temporary folder].",
+            type=OUT_FOLDER)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write top-3 per round as a PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rounds as JSON instead of a table.")
-def simulate(clients, rounds, model_path, data_dir, words, fraction, aggregation, secure, clip_norm, local_noise,
-             central_noise, epochs, cpus, out_dir, plot_path, as_json):
+def simulate(clients, rounds, model_path, data_dir, words, fraction, aggregation, secure, clip_norm, noise_multiplier,
+             central_noise_multiplier, epochs, cpus, out, plot_path, as_json):
     """Run federated rounds with one simulated device per writer of the corpora."""
-    from dataclasses import asdict
-
-    from ..flower import partitions as parts
-    from ..flower import simulate as sim
     from ..model import default_model_path
-    from ..progress import progress_bar
 
     model_path = model_path or default_model_path()
     if not model_path.exists():
-        raise click.ClickException(f"{model_path}: no such model file (pass --model)")
+        raise click.ClickException(f"{model_path}: no such model file (pass -m/--model)")
+    if data_dir is None:
+        data_dir = DEFAULT_DATA
+        if not data_dir.is_dir():
+            raise click.ClickException(f"{data_dir}: not found; the corpora ship with a source checkout "
+                                       "(pip install -e '.[flower]' from one), or pass --data FOLDER")
+    from ..flower import partitions as parts  # Flower loads here, after the quick checks
+    from ..flower import simulate as sim
+    from ..progress import progress_bar
+
     try:
         config = FederationConfig(model=str(model_path), rounds=rounds, fraction=fraction, aggregation=aggregation,
-                                  secure=secure, clip_norm=clip_norm, local_noise=local_noise,
-                                  central_noise=central_noise, epochs=epochs, min_clients=2)
+                                  secure=secure, clip_norm=clip_norm, local_noise=noise_multiplier,
+                                  central_noise=central_noise_multiplier, epochs=epochs, min_clients=2)
         sources = parts.text_sources(data_dir)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
@@ -79,7 +87,7 @@ def simulate(clients, rounds, model_path, data_dir, words, fraction, aggregation
             bar.update(1)
 
         try:
-            rows = sim.run(config, partitions, out_dir or tmp, cpus=cpus, on_round=on_round)
+            rows = sim.run(config, partitions, out or tmp, cpus=cpus, on_round=on_round)
         except RuntimeError as e:
             raise click.ClickException(str(e)) from None
         if plot_path:

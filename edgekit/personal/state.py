@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +22,6 @@ from .phrases import PhraseMemory
 STATE_FORMAT = "edgekit-state"
 STATE_VERSION = 1
 SUFFIX = ".edgekit-state"
-
-
-def default_state_dir() -> Path:
-    """``$EDGEKIT_STATE_DIR``, else the platform's per-user data folder."""
-    if os.environ.get("EDGEKIT_STATE_DIR"):
-        return Path(os.environ["EDGEKIT_STATE_DIR"])
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "edgekit"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "edgekit"
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "edgekit"
 
 
 @dataclass

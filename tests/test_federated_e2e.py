@@ -10,8 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from edgekit.federated import (UpdatePolicy, aggregate_updates, delta_norm, generate_keypair, install_delta,
-                               key_id, load_private_key, make_update)
+from edgekit.federated import (UpdatePolicy, aggregate_updates, export_update, generate_keypair, install_delta,
+                               key_id, load_private_key)
+from edgekit.federated.hazmat import delta_norm, make_update
 from edgekit.model import EdgeModel
 from tests.device_fixtures import base_lines, device_vocab, train_tiny, user_lines
 
@@ -69,7 +70,7 @@ def global_top3(world, delta, name: str) -> float:
 def test_ten_devices_make_a_better_global_model(world, tmp_path):
     paths = [tmp_path / f"update{i}.edgekit-update" for i in range(N_DEVICES)]
     for m, path in zip(devices(world, tmp_path), paths):
-        m.export_update(world["public"], path, clip_norm=CLIP)
+        export_update(m, world["public"], path, clip_norm=CLIP)
     result = aggregate_updates(paths, world["private"], policy_for(world))
     assert result.accepted == len(paths) and not result.rejections
     before = EdgeModel.load(world["model"], stateless=True).evaluate(world["held_out"])["top3"]
@@ -80,7 +81,7 @@ def test_ten_devices_make_a_better_global_model(world, tmp_path):
 def test_installing_the_new_global_keeps_personalization_and_avoids_double_counting(world, tmp_path):
     [device] = devices(world, tmp_path, count=1)
     update = tmp_path / "u.edgekit-update"
-    device.export_update(world["public"], update, clip_norm=CLIP)
+    export_update(device, world["public"], update, clip_norm=CLIP)
     result = aggregate_updates([update], world["private"], policy_for(world))
     new_path = tmp_path / "global-v2.tflite"
     install_delta(world["model"], result.delta, new_path)

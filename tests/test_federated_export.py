@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from edgekit.federated import (DEFAULT_CLIP_NORM, UpdatePolicy, delta_norm, generate_keypair, key_id,
-                               load_private_key, open_update)
+from edgekit.federated import (DEFAULT_CLIP_NORM, UpdatePolicy, export_update, generate_keypair, key_id,
+                               load_private_key)
+from edgekit.federated.hazmat import delta_norm, open_update
 from edgekit.model import EdgeModel, default_model_path
 
 SMS = (Path(__file__).resolve().parents[1] / "data" / "personal" / "sms_ham.txt").read_text(
@@ -60,10 +61,10 @@ def assert_same_delta(got, want) -> None:
 
 
 def test_a_second_export_with_nothing_new_is_refused(device, keys, tmp_path):
-    device.export_update(keys[1], tmp_path / "first.edgekit-update")
+    export_update(device, keys[1], tmp_path / "first.edgekit-update")
     assert device.n_examples == 0 and delta_norm(*device.head_delta()) == 0.0
     with pytest.raises(ValueError, match="nothing to export"):
-        device.export_update(keys[1], tmp_path / "second.edgekit-update")
+        export_update(device, keys[1], tmp_path / "second.edgekit-update")
     assert not (tmp_path / "second.edgekit-update").exists()
 
 
@@ -71,11 +72,11 @@ def test_each_update_carries_only_what_was_learned_since_the_previous_export(key
     model = EdgeModel.load(stateless=True)  # consuming needs no state folder (nothing to save)
     model.personalize(SMS[:150])
     first_learning = model.head_delta()
-    first = opened(model.export_update(keys[1], clip_norm=NO_CLIP), keys[0], NO_CLIP)
+    first = opened(export_update(model, keys[1], clip_norm=NO_CLIP), keys[0], NO_CLIP)
     assert_same_delta(first[1], first_learning)
     report = model.personalize(SMS[150:300])
     second_learning = model.head_delta()
-    header, delta = opened(model.export_update(keys[1], clip_norm=NO_CLIP), keys[0], NO_CLIP)
+    header, delta = opened(export_update(model, keys[1], clip_norm=NO_CLIP), keys[0], NO_CLIP)
     assert header.n_examples == report["train_examples"]
     assert_same_delta(delta, second_learning)
     both = [a + b for a, b in zip(first_learning, second_learning)]
@@ -84,12 +85,12 @@ def test_each_update_carries_only_what_was_learned_since_the_previous_export(key
 
 def test_the_consumed_contribution_stays_consumed_after_a_reload(device, keys):
     personal = device.state.delta_w.copy(), dict(device.state.personal_words)
-    device.export_update(keys[1])
+    export_update(device, keys[1])
     reloaded = EdgeModel.load(state_dir=device.state_dir)
     assert reloaded.n_examples == 0 and reloaded.state.contrib_w is None
     assert np.array_equal(reloaded.state.delta_w, personal[0]) and reloaded.state.personal_words == personal[1]
     with pytest.raises(ValueError, match="nothing to export"):
-        reloaded.export_update(keys[1])
+        export_update(reloaded, keys[1])
 
 
 def test_cli_export_consumes_and_its_default_clip_norm_is_the_rounds(device, keys, tmp_path):

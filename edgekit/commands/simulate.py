@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..federated.delta import DEFAULT_CLIP_NORM
+from ..federated import DEFAULT_CLIP_NORM
 from ..flower.settings import FederationConfig
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..modelfile import ModelFile, hash_arrays, make_fingerprint, read_model_file, write_model_file
-from .delta import Delta
+from .hazmat.delta import Delta
 
 
 def apply_delta(head: tuple[np.ndarray, np.ndarray], delta: Delta) -> tuple[np.ndarray, np.ndarray]:

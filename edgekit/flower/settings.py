@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from ..federated.aggregate import DEFAULT_TRIM, MODES
-from ..federated.update import DEFAULT_MAX_EXAMPLES
+from ..federated import DEFAULT_MAX_EXAMPLES, DEFAULT_TRIM, MODES
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,11 @@ so a Flower round and ``edgekit aggregate`` over update files agree:
 
 - every delta is checked like an update file (``wrong-model`` fingerprint,
   ``wrong-shape``, ``not-finite``, ``over-norm`` via ``validate_delta``);
-- accepted deltas go through ``federated.aggregate.Aggregator`` (weighted
+- accepted deltas go through ``federated.hazmat.Aggregator`` (weighted
   FedAvg, coordinate-wise median or trimmed mean);
 - optional central DP noise is ``add_central_noise`` on the uniform mean, and the
-  privacy spent so far comes from ``federated.privacy.dp_epsilon``;
-- the next version is written by ``federated.install.install_delta``: a new
+  privacy spent so far comes from ``federated.dp_epsilon``;
+- the next version is written by ``federated.install_delta``: a new
   model file per round, its fingerprint being the new model version.
 
 Under SecAgg+ the workflow hands this strategy only the (already weighted)
@@ -32,10 +32,8 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-from ..federated.aggregate import Aggregator, add_central_noise
-from ..federated.delta import Delta, UpdateError, validate_delta
-from ..federated.install import install_delta
-from ..federated.privacy import dp_epsilon
+from ..federated import UpdateError, dp_epsilon, install_delta
+from ..federated.hazmat import Aggregator, Delta, add_central_noise, validate_delta
 from ..model import EdgeModel
 from .local import head_scores
 from .settings import FederationConfig

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from edgekit import EdgeModel
+from edgekit.federated import export_update
 from edgekit.journal import Journal
 
 
@@ -60,7 +61,7 @@ class KeyboardPredictor:
         nothing new was learned.
         """
         with self._state_lock, self._lock:
-            return self._model.export_update(server_public_key)
+            return export_update(self._model, server_public_key)
 
     def install_global(self, new_model: Path) -> None:
         """A new global version arrived: keep personalization, switch the model."""

@@ -36,7 +36,7 @@ from common import add_model_arguments, describe, load_model
 from edgekit import EdgeModel
 from edgekit.atomic import atomic_write_bytes
 from edgekit.commands.federated import UPDATE_SUFFIX
-from edgekit.federated import DEFAULT_CLIP_NORM, load_public_key
+from edgekit.federated import DEFAULT_CLIP_NORM, export_update, load_public_key
 from edgekit.tokenizer import read_text_lines
 
 LEDGER_NAME = "nightly-learned.txt"
@@ -86,7 +86,7 @@ def export(model: EdgeModel, key: X25519PublicKey, args: argparse.Namespace) -> 
     """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = args.outbox / f"{model.fingerprint[:16]}-{stamp}-{secrets.token_hex(16)}{UPDATE_SUFFIX}"
-    model.export_update(key, path, clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier)
+    export_update(model, key, path, clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier)
     return path
 
 

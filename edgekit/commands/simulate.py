@@ -62,8 +62,8 @@ def simulate(clients, rounds, model_path, data_dir, words, fraction, aggregation
         raise click.ClickException(f"{model_path}: no such model file (pass --model)")
     try:
         config = FederationConfig(model=str(model_path), rounds=rounds, fraction=fraction, aggregation=aggregation,
-                                  secure=secure, clip_norm=clip_norm, local_noise=local_noise,
-                                  central_noise=central_noise, epochs=epochs, min_clients=2)
+                                  secure=secure, clip_norm=clip_norm, noise_multiplier=local_noise,
+                                  central_noise_multiplier=central_noise, epochs=epochs, min_clients=2)
         sources = parts.text_sources(data_dir)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None

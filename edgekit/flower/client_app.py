@@ -69,7 +69,7 @@ class EdgeClient(NumPyClient):
         head, n_examples = train_head_locally(model, read_lines(self.text_path), local)
         w0, b0 = model.base_head
         delta = shared_delta(head[0] - w0, head[1] - b0, len(model.vocab), model.vocab.personal_slots)
-        dW, db = privatize(*delta, float(config["clip-norm"]), float(config["local-noise"]))
+        dW, db = privatize(*delta, float(config["clip-norm"]), float(config["noise-multiplier"]))
         metrics: dict[str, Scalar] = {"fingerprint": model.fingerprint}
         if self.heldout_path is not None:  # the user's later text: before and after this round's training
             heldout = read_lines(self.heldout_path)

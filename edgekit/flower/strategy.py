@@ -101,7 +101,7 @@ class EdgeStrategy(Strategy):
         fit_config: dict[str, Scalar] = {
             "round": server_round, "fingerprint": self.fingerprint, "epochs": c.epochs, "min-steps": c.min_steps,
             "learning-rate": c.learning_rate,
-            "clip-norm": c.clip_norm, "local-noise": c.local_noise,
+            "clip-norm": c.clip_norm, "noise-multiplier": c.noise_multiplier,
             "uniform-weights": c.uniform_weights, "max-examples": c.max_examples}
         return [(client, FitIns(parameters, fit_config)) for client in clients]
 
@@ -126,8 +126,9 @@ class EdgeStrategy(Strategy):
         delta, n_contributing = combine(results, stats)
         if delta is None:
             return None, {}
-        if self.config.central_noise > 0:
-            delta = add_central_noise(delta, self.config.clip_norm, self.config.central_noise, n_contributing)
+        if self.config.central_noise_multiplier > 0:
+            delta = add_central_noise(delta, self.config.clip_norm, self.config.central_noise_multiplier,
+                                      n_contributing)
         self._install(server_round, delta)
         stats.fingerprint = self.fingerprint
         stats.epsilon = self._epsilon(server_round)
@@ -158,7 +159,7 @@ class EdgeStrategy(Strategy):
         if len(arrays) != 2 or arrays[0].shape != (F, V) or arrays[1].shape != (V,):
             raise UpdateError("wrong-shape", f"delta shapes {[a.shape for a in arrays]}, expected {(F, V)}, {(V,)}")
         dW, db = (a.astype(np.float32) for a in arrays)
-        validate_delta(dW, db, clip_norm=self.config.clip_norm, noise_multiplier=self.config.local_noise)
+        validate_delta(dW, db, clip_norm=self.config.clip_norm, noise_multiplier=self.config.noise_multiplier)
         return dW, db
 
     def _secure_mean(self, results: Results, stats: RoundStats) -> tuple[Delta | None, int]:
@@ -184,11 +185,12 @@ class EdgeStrategy(Strategy):
     def _epsilon(self, server_round: int) -> float | None:
         """Privacy spent so far: central noise against released models, local noise against the server."""
         c = self.config
-        if c.central_noise > 0:
+        if c.central_noise_multiplier > 0:
             rate = max(self.sampling_rates)
-            return dp_epsilon(c.central_noise, sampling_rate=rate, rounds=server_round, delta=c.dp_delta).epsilon
-        if c.local_noise > 0:
-            return dp_epsilon(c.local_noise, rounds=server_round, delta=c.dp_delta).epsilon
+            return dp_epsilon(c.central_noise_multiplier, sampling_rate=rate, rounds=server_round,
+                              delta=c.dp_delta).epsilon
+        if c.noise_multiplier > 0:
+            return dp_epsilon(c.noise_multiplier, rounds=server_round, delta=c.dp_delta).epsilon
         return None
 
     # -- evaluation -----------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..modelfile import ModelFile, hash_arrays, make_fingerprint, read_model_file, write_model_file
+from ..runtime import read_head
 from .hazmat.delta import Delta
 
 
@@ -35,11 +36,11 @@ def install_delta(model_path: str | Path, delta: Delta, out_path: str | Path, *,
     """Write ``out_path``: the model at ``model_path`` with ``delta`` added to its head.
 
     ``base_head`` is the float head ``(W [F, V], b [V])`` the delta is relative
-    to; by default the file's ``head.npz``, else ``EdgeModel.load(...).base_head``
-    (the flatbuffer's head, dequantized). The write is atomic.
+    to; by default the file's ``head.npz``, else the flatbuffer's head,
+    dequantized (``runtime.read_head``). The write is atomic.
     """
     model = read_model_file(model_path)
-    head = base_head if base_head is not None else (model.head or _interpreter_head(model_path))
+    head = base_head if base_head is not None else (model.head or read_head(model))
     new = with_head(model, apply_delta(head, delta))
     write_model_file(out_path, new)
     return new
@@ -53,8 +54,3 @@ def with_head(file: ModelFile, head: tuple[np.ndarray, np.ndarray]) -> ModelFile
             "fingerprint": make_fingerprint(file.metadata["body_sha256"], head_sha, file.vocab)}
     return ModelFile(flatbuffer=file.flatbuffer, metadata=meta, vocab=file.vocab, head=(W, b), extras=file.extras)
 
-
-def _interpreter_head(model_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    from ..model import EdgeModel  # device runtime: only needed when the file has no head.npz
-
-    return EdgeModel.load(model_path, stateless=True).base_head  # the server has no personal state

@@ -13,8 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 import edgekit.federated as federated
-from edgekit.federated import export_update
-from edgekit.federated import hazmat
+from edgekit.federated import export_update, hazmat
 from edgekit.federated.hazmat import delta_norm, open_update
 from test_federated_helpers import F, PERSONAL, SHARED, V, policy_for, write_tiny_model
 

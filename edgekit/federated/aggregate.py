@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from .hazmat.aggregator import DEFAULT_TRIM, MODES, Aggregator, add_central_noise
+from .hazmat.aggregator import DEFAULT_TRIM, Aggregator, add_central_noise
 from .hazmat.delta import Delta, UpdateError
 from .hazmat.update import UpdateHeader, UpdatePolicy, open_update
 

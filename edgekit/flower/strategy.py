@@ -152,7 +152,7 @@ class EdgeStrategy(Strategy):
 
     def _check(self, res: FitRes) -> Delta:
         if res.metrics.get("fingerprint") != self.fingerprint:
-            raise UpdateError("wrong-model", f"delta for model {res.metrics.get('fingerprint')}, "
+            raise UpdateError("wrong-model", f"delta for model {res.metrics.get('fingerprint')!r}, "
                               f"this round is {self.fingerprint}")
         arrays = parameters_to_ndarrays(res.parameters)
         F, V = self.shared_shape
@@ -180,6 +180,7 @@ class EdgeStrategy(Strategy):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"round-{server_round:03d}.tflite"
         new = install_delta(self.model_path, delta, path, base_head=self.head)
+        assert new.head is not None  # install_delta always writes the float head
         self.model_path, self.head, self.fingerprint = path, new.head, new.fingerprint
 
     def _epsilon(self, server_round: int) -> float | None:
@@ -197,6 +198,7 @@ class EdgeStrategy(Strategy):
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
         """Global model on the pooled held-out text; closes the round's row of the table."""
         stats = self._pending if self._pending.round == server_round else RoundStats(server_round, self.fingerprint)
+        scores = None
         if self.eval_lines:
             scores = head_scores(self.body, self.head, self.eval_lines, self.config.eval_targets)
             stats.global_top1, stats.global_top3 = scores["top1"], scores["top3"]
@@ -204,9 +206,9 @@ class EdgeStrategy(Strategy):
         self.history.append(stats)
         if self.on_round is not None:
             self.on_round(stats)
-        if stats.global_top3 is None:
+        if scores is None:
             return None
-        return float(scores["perplexity"]), {"top1": stats.global_top1, "top3": stats.global_top3}
+        return float(scores["perplexity"]), {"top1": scores["top1"], "top3": scores["top3"]}
 
 
 def _mean_metric(results: Results, key: str) -> float | None:

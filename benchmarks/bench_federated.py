@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgekit.federated import (DEFAULT_CLIP_NORM, UpdatePolicy, aggregate_updates, decode_delta,  # noqa: E402
-                               delta_norm, encode_delta, key_id, make_update, privatize)
-from edgekit.federated.update import UpdateHeader, new_update_id, pack_payload, seal  # noqa: E402
+from edgekit.federated import DEFAULT_CLIP_NORM, UpdatePolicy, aggregate_updates, key_id  # noqa: E402
+from edgekit.federated.hazmat import (UpdateHeader, decode_delta, delta_norm, encode_delta,  # noqa: E402
+                                      make_update, new_update_id, pack_payload, privatize, seal)
 
 FINGERPRINT = "ab" * 16
 DISTINCT_PAYLOADS = 8

@@ -22,7 +22,16 @@ class StateError(EdgekitError, ValueError):
 
 
 class UpdateError(EdgekitError, ValueError):
-    """A federated update that is malformed, tampered with, or not for this model version."""
+    """A federated update is refused. ``reason`` is a short stable code, the message says why.
+
+    Codes: ``format``, ``version``, ``too-large``, ``wrong-model``, ``wrong-shape``,
+    ``wrong-key``, ``policy``, ``replay``, ``decrypt``, ``payload``, ``not-finite``,
+    ``over-norm``, ``io``.
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 class KeyFileError(EdgekitError, ValueError):

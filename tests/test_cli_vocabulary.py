@@ -55,8 +55,7 @@ def choices(name: str, flag: str) -> tuple[str, ...]:
 def test_choices_come_from_the_code():
     from converters.keras_model import CELLS
     from converters.modes import COMPAT_TARGETS, QUANTIZE_MODES
-    from edgekit.federated.aggregate import MODES
-    from edgekit.federated.delta import ENCODINGS
+    from edgekit.federated import ENCODINGS, MODES
 
     assert choices("convert", "--quantize") == QUANTIZE_MODES + ("all",)
     assert choices("convert", "--compat") == COMPAT_TARGETS

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.federated import DEFAULT_CLIP_NORM, UpdatePolicy, key_id, load_private_key, open_update
+from edgekit.federated import DEFAULT_CLIP_NORM, UpdatePolicy, key_id, load_private_key
+from edgekit.federated.hazmat import open_update
 from edgekit.model import default_model_path
 from edgekit.modelfile import read_model_file
 

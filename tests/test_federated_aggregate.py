@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from edgekit.federated import Aggregator, aggregate_updates, clip_delta, delta_norm, make_update
+from edgekit.federated import aggregate_updates
+from edgekit.federated.hazmat import Aggregator, clip_delta, delta_norm, make_update
 from test_federated_helpers import SHARED, policy_for, random_delta, write_tiny_model
 
 PRIVATE = X25519PrivateKey.generate()
@@ -126,9 +127,9 @@ def test_robust_mode_keeps_rows_on_disk_and_removes_them_on_close(tmp_path):
 
 
 def test_block_reduction_matches_numpy(monkeypatch):
-    from edgekit.federated import aggregate
+    from edgekit.federated.hazmat import aggregator
 
-    monkeypatch.setattr(aggregate, "BLOCK_BYTES", 4 * 7 * 5)  # 5 columns per block, 7 rows
+    monkeypatch.setattr(aggregator, "BLOCK_BYTES", 4 * 7 * 5)  # 5 columns per block, 7 rows
     deltas = [random_delta(np.random.default_rng(i)) for i in range(7)]
     rows = np.stack([np.concatenate([d[0].ravel(), d[1]]) for d in deltas])
     got = _combine(deltas, "median")

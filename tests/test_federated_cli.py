@@ -9,7 +9,8 @@ import numpy as np
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from edgekit.federated import DEFAULT_CLIP_NORM, load_public_key, make_update
+from edgekit.federated import DEFAULT_CLIP_NORM, load_public_key
+from edgekit.federated.hazmat import make_update
 from edgekit.modelfile import read_model_file
 from test_federated_helpers import random_delta, write_tiny_model
 

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from edgekit.federated import generate_keypair, parse_update
+from edgekit.federated import generate_keypair
+from edgekit.federated.hazmat import parse_update
 from edgekit.model import EdgeModel
 from tests.device_fixtures import user_lines
 from tests.test_device import trained_files  # noqa: F401  (session fixture: trained tiny models)

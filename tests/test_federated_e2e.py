@@ -10,8 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from edgekit.federated import (export_update, UpdatePolicy, aggregate_updates, delta_norm, generate_keypair, install_delta,
-                               key_id, load_private_key, make_update)
+from edgekit.federated import (UpdatePolicy, aggregate_updates, export_update, generate_keypair, install_delta,
+                               key_id, load_private_key)
+from edgekit.federated.hazmat import delta_norm, make_update
 from edgekit.model import EdgeModel
 from tests.device_fixtures import base_lines, device_vocab, train_tiny, user_lines
 

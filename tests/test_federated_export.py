@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from edgekit.federated import (export_update, DEFAULT_CLIP_NORM, UpdatePolicy, delta_norm, generate_keypair, key_id,
-                               load_private_key, open_update)
+from edgekit.federated import (DEFAULT_CLIP_NORM, UpdatePolicy, export_update, generate_keypair, key_id,
+                               load_private_key)
+from edgekit.federated.hazmat import delta_norm, open_update
 from edgekit.model import EdgeModel, default_model_path
 
 SMS = (Path(__file__).resolve().parents[1] / "data" / "personal" / "sms_ham.txt").read_text(

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from edgekit.federated import apply_delta, dp_epsilon, install_delta
+from edgekit.federated import dp_epsilon, install_delta
+from edgekit.federated.install import apply_delta
 from edgekit.modelfile import hash_arrays, make_fingerprint, read_model_file
 from test_federated_helpers import PERSONAL, SHARED, random_delta, write_tiny_model
 

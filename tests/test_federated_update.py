@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgekit.federated import DEFAULT_CLIP_NORM, UpdateError, delta_norm, make_update, open_update, parse_update
-from edgekit.federated.update import MAGIC, UpdateHeader, pack_payload, seal
+from edgekit.federated import DEFAULT_CLIP_NORM, UpdateError
+from edgekit.federated.hazmat import (MAGIC, UpdateHeader, delta_norm, make_update, open_update, pack_payload,
+                                     parse_update, seal)
 from test_federated_helpers import SHARED, policy_for, random_delta, write_tiny_model
 
 PRIVATE = X25519PrivateKey.generate()

@@ -71,7 +71,19 @@ def test_secure_aggregation_refuses_robust_modes():
     with pytest.raises(ValueError, match="fedavg"):
         FederationConfig(secure=True, aggregation="median")
     with pytest.raises(ValueError, match="central noise"):
-        FederationConfig(central_noise=1.0, aggregation="trimmed-mean")
+        FederationConfig(central_noise_multiplier=1.0, aggregation="trimmed-mean")
+
+
+def test_run_config_reads_the_noise_names_and_refuses_the_old_ones():
+    """An old ``local-noise`` key would otherwise be ignored, and the round would run without noise."""
+    from edgekit.flower.settings import FederationConfig
+
+    config = FederationConfig.from_run_config({"noise-multiplier": 0.5, "clip-norm": 2.0})
+    assert (config.noise_multiplier, config.clip_norm, config.central_noise_multiplier) == (0.5, 2.0, 0.0)
+    assert FederationConfig.from_run_config({"central-noise-multiplier": 1.1}).central_noise_multiplier == 1.1
+    for old, new in (("local-noise", "noise-multiplier"), ("central-noise", "central-noise-multiplier")):
+        with pytest.raises(ValueError, match=f"'{old}' is now '{new}'"):
+            FederationConfig.from_run_config({old: 1.0})
 
 
 def test_partitions_are_contiguous_stretches_of_one_writer():

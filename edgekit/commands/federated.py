@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..federated.aggregate import DEFAULT_TRIM, MODES
-from ..federated.delta import DEFAULT_CLIP_NORM, DEFAULT_ENCODING, ENCODINGS
+from ..federated import DEFAULT_CLIP_NORM, DEFAULT_TRIM, ENCODINGS, MODES
+from ..federated.hazmat.delta import DEFAULT_ENCODING
 from .common import (
     CENTRAL_NOISE_HELP,
     LOCAL_NOISE_HELP,
@@ -81,9 +81,9 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
     (the device keeps its personalization).
     """
     from .. import EdgeModel
+    from ..federated import export_update as export
+    from ..federated.hazmat import parse_update
     from ..federated.keys import KeyFileError, load_public_key
-    from ..federated.update import export_update as export
-    from ..federated.update import parse_update
 
     try:
         _refuse_wrong_key(server_key, PRIVATE_PEM, "a private key: devices get only the public key "
@@ -137,10 +137,10 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
               noise_multiplier, central_noise_multiplier, max_examples, seen_ids, workdir, sampling_rate, rounds,
               dp_delta, as_json):
     """Verify, decrypt and aggregate UPDATES (files or folders) into a new model version."""
+    from ..federated import DEFAULT_MAX_EXAMPLES, UpdatePolicy
     from ..federated import aggregate as agg
     from ..federated.install import install_delta
     from ..federated.keys import KeyFileError, key_id, load_private_key
-    from ..federated.update import DEFAULT_MAX_EXAMPLES, UpdatePolicy
     from ..modelfile import ModelFileError, read_model_file
 
     paths = _expand(updates)

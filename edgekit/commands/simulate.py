@@ -13,8 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..federated.aggregate import MODES
-from ..federated.delta import DEFAULT_CLIP_NORM
+from ..federated import DEFAULT_CLIP_NORM, MODES
 from ..flower.settings import FederationConfig
 from .common import CENTRAL_NOISE_HELP, LOCAL_NOISE_HELP, NON_NEGATIVE, OUT_FOLDER, POSITIVE, model_option, out_option
 
@@ -70,8 +69,8 @@ def simulate(clients, rounds, model_path, data_dir, words, fraction, aggregation
 
     try:
         config = FederationConfig(model=str(model_path), rounds=rounds, fraction=fraction, aggregation=aggregation,
-                                  secure=secure, clip_norm=clip_norm, local_noise=noise_multiplier,
-                                  central_noise=central_noise_multiplier, epochs=epochs, min_clients=2)
+                                  secure=secure, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
+                                  central_noise_multiplier=central_noise_multiplier, epochs=epochs, min_clients=2)
         sources = parts.text_sources(data_dir)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None

@@ -1,36 +1,37 @@
-"""Federated learning of the shared head: encrypted updates and robust aggregation.
+"""Federated learning of the shared head: sealed device updates, robust aggregation, new versions.
+
+The recipes here are safe to use as they are: they clip, keep personal-word
+slots on the device, check every update and refuse what a round cannot use.
 
 Device::
 
-    data = make_update(dW, db, public_key=pub, model_fingerprint=fp, n_examples=n,
-                       clip_norm=DEFAULT_CLIP_NORM, noise_multiplier=0.0, encoding="float16")
+    from edgekit.federated import export_update
+    export_update(model, Path("server.key.pub").read_bytes(), "outbox/u1.edgekit-update")
 
 Server::
 
-    policy = UpdatePolicy(model_fingerprint=fp, shape=(F, V_shared), key_id=key_id(pub))
-    result = aggregate_updates(paths, private_key, policy, mode="trimmed-mean")
+    policy = UpdatePolicy(model_fingerprint=fp, shape=(F, V_shared), key_id=key_id(public_key))
+    result = aggregate_updates(paths, load_private_key("server.key"), policy, mode="trimmed-mean")
     install_delta("model.tflite", result.delta, "model-next.tflite")
 
-The pieces (``privatize``, ``encode_delta``, ``validate_delta``, ``Aggregator``,
-``add_central_noise``, ``dp_epsilon``) work on plain arrays, for transports
-other than update files (Flower).
+The primitives they are built from (delta codec, sealing, noise, the
+``Aggregator``) are in ``edgekit.federated.hazmat``, for transports other
+than update files (Flower): each does one step and trusts its caller for the rest.
 """
 from __future__ import annotations
 
-from .aggregate import MODES, AggregateResult, Aggregator, Rejection, add_central_noise, aggregate_updates
-from .delta import (DEFAULT_CLIP_NORM, ENCODINGS, UpdateError, clip_delta, add_gaussian_noise, decode_delta,
-                    delta_norm, encode_delta, norm_bound, privatize, validate_delta)
-from .install import apply_delta, install_delta
+from .aggregate import AggregateResult, Rejection, aggregate_updates
+from .export import Contributor, export_update
+from .hazmat.aggregator import DEFAULT_TRIM, MODES
+from .hazmat.delta import DEFAULT_CLIP_NORM, ENCODINGS, UpdateError
+from .hazmat.update import DEFAULT_MAX_EXAMPLES, UpdatePolicy
+from .install import install_delta
 from .keys import KeyFileError, generate_keypair, key_id, load_private_key, load_public_key
 from .privacy import PrivacyReport, dp_epsilon
-from .update import (UpdateHeader, UpdatePolicy, export_update, make_update, open_update, parse_update,
-                     shared_delta)
 
 __all__ = [
-    "DEFAULT_CLIP_NORM", "ENCODINGS", "MODES", "AggregateResult", "Aggregator", "KeyFileError", "PrivacyReport",
-    "Rejection", "UpdateError", "UpdateHeader", "UpdatePolicy", "add_central_noise", "add_gaussian_noise",
-    "aggregate_updates",
-    "apply_delta", "clip_delta", "decode_delta", "delta_norm", "dp_epsilon", "encode_delta", "export_update",
-    "generate_keypair", "install_delta", "key_id", "load_private_key", "load_public_key", "make_update",
-    "norm_bound", "open_update", "parse_update", "privatize", "shared_delta", "validate_delta",
+    "DEFAULT_CLIP_NORM", "DEFAULT_MAX_EXAMPLES", "DEFAULT_TRIM", "ENCODINGS", "MODES",
+    "AggregateResult", "Contributor", "KeyFileError", "PrivacyReport", "Rejection", "UpdateError", "UpdatePolicy",
+    "aggregate_updates", "dp_epsilon", "export_update", "generate_keypair", "install_delta", "key_id",
+    "load_private_key", "load_public_key",
 ]

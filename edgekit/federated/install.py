@@ -16,7 +16,7 @@ import numpy as np
 
 from ..modelfile import ModelFile, hash_arrays, make_fingerprint, read_model_file, write_model_file
 from ..runtime import read_head
-from .delta import Delta
+from .hazmat.delta import Delta
 
 
 def apply_delta(head: tuple[np.ndarray, np.ndarray], delta: Delta) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +37,7 @@ def install_delta(model_path: str | Path, delta: Delta, out_path: str | Path, *,
 
     ``base_head`` is the float head ``(W [F, V], b [V])`` the delta is relative
     to; by default the file's ``head.npz``, else the flatbuffer's head,
-    dequantized. The write is atomic.
+    dequantized (``runtime.read_head``). The write is atomic.
     """
     model = read_model_file(model_path)
     head = base_head if base_head is not None else read_head(model)

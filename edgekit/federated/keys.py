@@ -21,15 +21,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
 from ..atomic import atomic_write_bytes
+from ..errors import KeyFileError
 
 SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.CHACHA20_POLY1305)
 SUITE_NAME = "X25519-HKDF-SHA256-ChaCha20Poly1305"
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
-
-
-class KeyFileError(ValueError):
-    """A key file is missing, unreadable, of the wrong type, or insecure; the message says why."""
 
 
 def generate_keypair(private_path: str | Path, public_path: str | Path | None = None, *,

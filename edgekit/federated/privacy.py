@@ -16,7 +16,7 @@ models, sampling amplification applies (use the real per-round sampling rate).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 ACCOUNTANTS = ("rdp", "pld")
 DEFAULT_DELTA = 1e-6
@@ -45,13 +45,13 @@ def dp_epsilon(noise_multiplier: float, *, sampling_rate: float = 1.0, rounds: i
         raise ValueError(f"unknown accountant {accountant!r}; choose one of {', '.join(ACCOUNTANTS)}")
     if not (0 < sampling_rate <= 1 and rounds >= 1 and 0 < delta < 1 and noise_multiplier >= 0):
         raise ValueError("need 0 < sampling_rate <= 1, rounds >= 1, 0 < delta < 1, noise_multiplier >= 0")
-    report = dict(delta=delta, noise_multiplier=noise_multiplier, sampling_rate=sampling_rate,
-                  rounds=rounds, accountant=accountant)
+    report = PrivacyReport(epsilon=math.inf, delta=delta, noise_multiplier=noise_multiplier,
+                           sampling_rate=sampling_rate, rounds=rounds, accountant=accountant)
     if noise_multiplier == 0:
-        return PrivacyReport(epsilon=math.inf, **report)
+        return report
     event = dp_accounting.GaussianDpEvent(noise_multiplier)
     if sampling_rate < 1:
         event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
     acc = rdp.RdpAccountant() if accountant == "rdp" else pld.PLDAccountant()
     acc.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
-    return PrivacyReport(epsilon=float(acc.get_epsilon(delta)), **report)
+    return replace(report, epsilon=float(acc.get_epsilon(delta)))

@@ -36,12 +36,12 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Scalar
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
-from ..federated.delta import privatize
-from ..model import EdgeModel
+from ..federated.hazmat import privatize, shared_delta
 from ..federated.install import with_head
+from ..model import EdgeModel
 from ..modelfile import read_model_file
 from ..personal.train import TrainConfig
-from .local import head_scores, shared_delta, train_head_locally
+from .local import head_scores, train_head_locally
 from .partitions import HELDOUT_FILE, TRAIN_FILE, client_folder_name, read_lines
 
 HELDOUT_TARGETS = 1000  # caps the device's held-out evaluation so a round stays ~1 s per device
@@ -67,7 +67,9 @@ class EdgeClient(NumPyClient):
         local = TrainConfig(epochs=int(config["epochs"]), min_steps=int(config["min-steps"]),
                             learning_rate=float(config["learning-rate"]))
         head, n_examples = train_head_locally(model, read_lines(self.text_path), local)
-        dW, db = privatize(*shared_delta(model, head), float(config["clip-norm"]), float(config["local-noise"]))
+        w0, b0 = model.base_head
+        delta = shared_delta(head[0] - w0, head[1] - b0, len(model.vocab), model.vocab.personal_slots)
+        dW, db = privatize(*delta, float(config["clip-norm"]), float(config["noise-multiplier"]))
         metrics: dict[str, Scalar] = {"fingerprint": model.fingerprint}
         if self.heldout_path is not None:  # the user's later text: before and after this round's training
             heldout = read_lines(self.heldout_path)

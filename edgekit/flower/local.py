@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..blas import blas_threads
-from ..federated.update import shared_delta as federated_shared_delta
 from ..metrics import evaluate as evaluate_scorer
 from ..metrics import iter_windows
 from ..model import EdgeModel
@@ -33,12 +32,6 @@ def train_head_locally(model: EdgeModel, lines: list[str], config: TrainConfig) 
     targets = np.array([w.target for w in windows], np.int64)
     with blas_threads(config.threads):  # see edgekit/blas.py: default BLAS threads stall a busy box
         return train_head(features, targets, *model.base_head, config), len(targets)
-
-
-def shared_delta(model: EdgeModel, head: Head) -> tuple[np.ndarray, np.ndarray]:
-    """What leaves the device: the change to the shared rows (personal-word slots stay)."""
-    w0, b0 = model.base_head
-    return federated_shared_delta(head[0] - w0, head[1] - b0, len(model.vocab), model.vocab.personal_slots)
 
 
 def head_scores(model: EdgeModel, head: Head, lines: list[str], max_targets: int | None = None) -> dict:

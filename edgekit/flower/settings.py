@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from ..federated.aggregate import DEFAULT_TRIM, MODES
-from ..federated.update import DEFAULT_MAX_EXAMPLES
+from ..federated import DEFAULT_MAX_EXAMPLES, DEFAULT_TRIM, MODES
+
+# Run-config keys of earlier versions. Unknown keys are ignored, so a deployment
+# still saying ``local-noise = 1.0`` would quietly run without noise: refuse it.
+RENAMED_KEYS = {"local-noise": "noise-multiplier", "central-noise": "central-noise-multiplier"}
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,10 @@ class FederationConfig:
       ``DEFAULT_CLIP_NORM`` (50): that one bounds a full ``edgekit
       personalize`` (norm ~46); here it would clip nothing and, with local
       or central noise, add 2.5 times the noise a round needs.
-    - ``local_noise``: noise multiplier a device adds before sending (local DP).
-    - ``central_noise``: noise multiplier the server adds to the mean of
-      clipped deltas (central DP; uniform weights so one user's influence
-      is exactly ``clip_norm / n``).
+    - ``noise_multiplier``: noise multiplier a device adds before sending (local DP).
+    - ``central_noise_multiplier``: noise multiplier the server adds to the
+      mean of clipped deltas (central DP; uniform weights so one user's
+      influence is exactly ``clip_norm / n``).
     - ``epochs``, ``min_steps``, ``learning_rate``: local head training per
       round. Fewer steps than a device's own ``edgekit personalize`` (4
       epochs, at least 150): a federation repeats it every round, and
@@ -48,8 +51,8 @@ class FederationConfig:
     aggregation: str = "fedavg"
     trim: float = DEFAULT_TRIM
     clip_norm: float = 20.0
-    local_noise: float = 0.0
-    central_noise: float = 0.0
+    noise_multiplier: float = 0.0
+    central_noise_multiplier: float = 0.0
     dp_delta: float = 1e-6
     max_examples: int = DEFAULT_MAX_EXAMPLES
     secure: bool = False
@@ -71,20 +74,23 @@ class FederationConfig:
                              f"not {self.aggregation}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
-        if self.clip_norm <= 0 or self.local_noise < 0 or self.central_noise < 0:
+        if self.clip_norm <= 0 or self.noise_multiplier < 0 or self.central_noise_multiplier < 0:
             raise ValueError("need clip_norm > 0 and non-negative noise multipliers")
-        if self.central_noise > 0 and (self.aggregation != "fedavg" or self.local_noise > 0):
+        if self.central_noise_multiplier > 0 and (self.aggregation != "fedavg" or self.noise_multiplier > 0):
             raise ValueError("central noise needs fedavg and no local noise (a median's sensitivity "
                              "is not the clip norm; local noise would count twice)")
 
     @property
     def uniform_weights(self) -> bool:
         """Central DP needs every device to count the same (and robust modes ignore weights)."""
-        return self.central_noise > 0 or self.aggregation != "fedavg"
+        return self.central_noise_multiplier > 0 or self.aggregation != "fedavg"
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any], **overrides: Any) -> "FederationConfig":
         """Read kebab-case keys (``clip-norm``) from a Flower run config; unknown keys are ignored."""
+        for old, new in RENAMED_KEYS.items():
+            if old in run_config:
+                raise ValueError(f"run config key {old!r} is now {new!r}; rename it")
         known = {f.name: f.type for f in fields(cls)}
         values = {k.replace("-", "_"): v for k, v in run_config.items() if k.replace("-", "_") in known}
         return cls(**{**values, **overrides})

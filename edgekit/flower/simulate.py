@@ -15,11 +15,12 @@ from a few choices:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from .partitions import Partition, take_words, write_partitions
 from .settings import FederationConfig
@@ -66,8 +67,9 @@ def run(config: FederationConfig, partitions: list[Partition], workdir: str | Pa
 
     client_app = make_client_app({"model": config.model, "partitions-dir": str(clients_dir)})
     server_app = make_server_app(config, eval_lines, record)
-    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-               "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False, "log_to_driver": False}}
+    backend: dict[str, dict[str, Any]] = {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False, "log_to_driver": False}}
     with _quiet_flower():
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(partitions),
                        backend_config=backend)
@@ -158,5 +160,6 @@ def plot(rows: list[RoundStats], path: str | Path) -> None:
     plt.close(fig)
 
 
-def _pct(v: float | None) -> float | None:
-    return None if v is None else 100 * v
+def _pct(v: float | None) -> float:
+    """A percentage; NaN (a gap in the plot) for what a round did not measure."""
+    return math.nan if v is None else 100 * v

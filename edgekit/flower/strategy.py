@@ -5,11 +5,11 @@ so a Flower round and ``edgekit aggregate`` over update files agree:
 
 - every delta is checked like an update file (``wrong-model`` fingerprint,
   ``wrong-shape``, ``not-finite``, ``over-norm`` via ``validate_delta``);
-- accepted deltas go through ``federated.aggregate.Aggregator`` (weighted
+- accepted deltas go through ``federated.hazmat.Aggregator`` (weighted
   FedAvg, coordinate-wise median or trimmed mean);
 - optional central DP noise is ``add_central_noise`` on the uniform mean, and the
-  privacy spent so far comes from ``federated.privacy.dp_epsilon``;
-- the next version is written by ``federated.install.install_delta``: a new
+  privacy spent so far comes from ``federated.dp_epsilon``;
+- the next version is written by ``federated.install_delta``: a new
   model file per round, its fingerprint being the new model version.
 
 Under SecAgg+ the workflow hands this strategy only the (already weighted)
@@ -32,10 +32,8 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-from ..federated.aggregate import Aggregator, add_central_noise
-from ..federated.delta import Delta, UpdateError, validate_delta
-from ..federated.install import install_delta
-from ..federated.privacy import dp_epsilon
+from ..federated import UpdateError, dp_epsilon, install_delta
+from ..federated.hazmat import Aggregator, Delta, add_central_noise, validate_delta
 from ..model import EdgeModel
 from .local import head_scores
 from .settings import FederationConfig
@@ -103,7 +101,7 @@ class EdgeStrategy(Strategy):
         fit_config: dict[str, Scalar] = {
             "round": server_round, "fingerprint": self.fingerprint, "epochs": c.epochs, "min-steps": c.min_steps,
             "learning-rate": c.learning_rate,
-            "clip-norm": c.clip_norm, "local-noise": c.local_noise,
+            "clip-norm": c.clip_norm, "noise-multiplier": c.noise_multiplier,
             "uniform-weights": c.uniform_weights, "max-examples": c.max_examples}
         return [(client, FitIns(parameters, fit_config)) for client in clients]
 
@@ -128,8 +126,9 @@ class EdgeStrategy(Strategy):
         delta, n_contributing = combine(results, stats)
         if delta is None:
             return None, {}
-        if self.config.central_noise > 0:
-            delta = add_central_noise(delta, self.config.clip_norm, self.config.central_noise, n_contributing)
+        if self.config.central_noise_multiplier > 0:
+            delta = add_central_noise(delta, self.config.clip_norm, self.config.central_noise_multiplier,
+                                      n_contributing)
         self._install(server_round, delta)
         stats.fingerprint = self.fingerprint
         stats.epsilon = self._epsilon(server_round)
@@ -153,14 +152,14 @@ class EdgeStrategy(Strategy):
 
     def _check(self, res: FitRes) -> Delta:
         if res.metrics.get("fingerprint") != self.fingerprint:
-            raise UpdateError("wrong-model", f"delta for model {res.metrics.get('fingerprint')}, "
+            raise UpdateError("wrong-model", f"delta for model {res.metrics.get('fingerprint')!r}, "
                               f"this round is {self.fingerprint}")
         arrays = parameters_to_ndarrays(res.parameters)
         F, V = self.shared_shape
         if len(arrays) != 2 or arrays[0].shape != (F, V) or arrays[1].shape != (V,):
             raise UpdateError("wrong-shape", f"delta shapes {[a.shape for a in arrays]}, expected {(F, V)}, {(V,)}")
         dW, db = (a.astype(np.float32) for a in arrays)
-        validate_delta(dW, db, clip_norm=self.config.clip_norm, noise_multiplier=self.config.local_noise)
+        validate_delta(dW, db, clip_norm=self.config.clip_norm, noise_multiplier=self.config.noise_multiplier)
         return dW, db
 
     def _secure_mean(self, results: Results, stats: RoundStats) -> tuple[Delta | None, int]:
@@ -181,22 +180,25 @@ class EdgeStrategy(Strategy):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"round-{server_round:03d}.tflite"
         new = install_delta(self.model_path, delta, path, base_head=self.head)
+        assert new.head is not None  # install_delta always writes the float head
         self.model_path, self.head, self.fingerprint = path, new.head, new.fingerprint
 
     def _epsilon(self, server_round: int) -> float | None:
         """Privacy spent so far: central noise against released models, local noise against the server."""
         c = self.config
-        if c.central_noise > 0:
+        if c.central_noise_multiplier > 0:
             rate = max(self.sampling_rates)
-            return dp_epsilon(c.central_noise, sampling_rate=rate, rounds=server_round, delta=c.dp_delta).epsilon
-        if c.local_noise > 0:
-            return dp_epsilon(c.local_noise, rounds=server_round, delta=c.dp_delta).epsilon
+            return dp_epsilon(c.central_noise_multiplier, sampling_rate=rate, rounds=server_round,
+                              delta=c.dp_delta).epsilon
+        if c.noise_multiplier > 0:
+            return dp_epsilon(c.noise_multiplier, rounds=server_round, delta=c.dp_delta).epsilon
         return None
 
     # -- evaluation -----------------------------------------------------------
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
         """Global model on the pooled held-out text; closes the round's row of the table."""
         stats = self._pending if self._pending.round == server_round else RoundStats(server_round, self.fingerprint)
+        scores = None
         if self.eval_lines:
             scores = head_scores(self.body, self.head, self.eval_lines, self.config.eval_targets)
             stats.global_top1, stats.global_top3 = scores["top1"], scores["top3"]
@@ -204,9 +206,9 @@ class EdgeStrategy(Strategy):
         self.history.append(stats)
         if self.on_round is not None:
             self.on_round(stats)
-        if stats.global_top3 is None:
+        if scores is None:
             return None
-        return float(scores["perplexity"]), {"top1": stats.global_top1, "top3": stats.global_top3}
+        return float(scores["perplexity"]), {"top1": scores["top1"], "top3": scores["top3"]}
 
 
 def _mean_metric(results: Results, key: str) -> float | None:

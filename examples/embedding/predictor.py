@@ -10,8 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from edgekit import EdgeModel, PersonalizeResult
-from edgekit.journal import Journal
+from edgekit import EdgeModel, Journal, PersonalizeResult
 from edgekit.federated import export_update
 
 

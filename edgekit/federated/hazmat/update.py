@@ -34,10 +34,9 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from ..atomic import atomic_write_bytes
+from ..keys import SUITE, SUITE_NAME, key_id, load_public_key
 from .delta import (DEFAULT_CLIP_NORM, DEFAULT_ENCODING, ENCODINGS, Delta, UpdateError, decode_delta,
                     encode_delta, encoded_size, norm_bound, privatize, validate_delta)
-from .keys import SUITE, SUITE_NAME, key_id, load_public_key
 
 MAGIC = b"EKUPDATE"
 FORMAT_VERSION = 1
@@ -104,7 +103,9 @@ def make_update(dW: np.ndarray, db: np.ndarray, *, public_key: X25519PublicKey |
                 rng: np.random.Generator | None = None) -> bytes:
     """Clip, noise, encode, compress and seal a shared-head delta; return the file bytes.
 
-    ``(dW, db)`` must already exclude personal-word slots (see ``shared_delta``).
+    It seals the arrays it is given: ``(dW, db)`` must already exclude
+    personal-word slots (see ``shared_delta``), and ``n_examples`` is taken on
+    trust. ``edgekit.federated.export_update`` does both for a model.
     """
     public_key = load_public_key(public_key)
     dW, db = privatize(dW, db, clip_norm, noise_multiplier, rng)
@@ -117,49 +118,18 @@ def make_update(dW: np.ndarray, db: np.ndarray, *, public_key: X25519PublicKey |
     return seal(header, pack_payload(dW, db, encoding, limit), public_key)
 
 
-def shared_delta(dW: np.ndarray, db: np.ndarray, vocab_size: int, personal_slots: int) -> Delta:
-    """The shared rows of a full-vocabulary delta: personal-word slots are personal data."""
-    shared = vocab_size - personal_slots
-    if dW.shape[-1] not in (shared, vocab_size) or db.shape[-1] != dW.shape[-1]:
-        raise ValueError(f"delta shapes {dW.shape}, {db.shape} match neither the vocabulary ({vocab_size}) "
-                         f"nor its shared part ({shared})")
-    return dW[:, :shared], db[:shared]
-
-
-def export_update(model, public_key: X25519PublicKey | bytes | str | Path, path: str | Path | None = None,
-                  **options) -> bytes:
-    """Seal the personal head delta of an ``EdgeModel``-like object; write it to ``path`` if given.
-
-    Then ``model.consume_contribution()``: an update carries what was learned
-    since the previous export (or the model install), so the server, which
-    cannot link two updates, never counts the same text twice. An update that
-    is never delivered is lost to the federation (the device keeps its
-    personalization). Uses ``model.head_delta()``, ``model.fingerprint``,
-    ``model.n_examples`` and ``model.metadata`` (``vocab_size``,
-    ``personal_slots``). ``options`` go to ``make_update`` (``clip_norm``,
-    ``noise_multiplier``, ``encoding``).
-    """
-    if model.n_examples < 1:
-        raise ValueError("nothing to export: nothing learned since the previous export "
-                         "or since this model version was installed")
-    meta = model.metadata
-    dW, db = shared_delta(*model.head_delta(), meta["vocab_size"], meta.get("personal_slots", 0))
-    data = make_update(dW, db, public_key=public_key, model_fingerprint=model.fingerprint,
-                       n_examples=model.n_examples, **options)
-    if path is not None:
-        atomic_write_bytes(path, data)
-    model.consume_contribution()
-    return data
-
-
 def pack_payload(dW: np.ndarray, db: np.ndarray, encoding: str = DEFAULT_ENCODING,
                  max_norm: float | None = None) -> bytes:
-    """Encoded and compressed delta: the plaintext that ``seal`` encrypts."""
+    """Encoded and compressed delta: the plaintext that ``seal`` encrypts. It does not clip."""
     return zlib.compress(encode_delta(dW, db, encoding, max_norm), 6)
 
 
 def seal(header: UpdateHeader, payload: bytes, public_key: X25519PublicKey) -> bytes:
-    """Update file bytes: the header in clear, bound as HPKE ``info`` to the sealed payload."""
+    """Update file bytes: the header in clear, bound as HPKE ``info`` to the sealed payload.
+
+    Nothing is checked: the header's clip norm is a claim about the payload
+    that only ``make_update`` makes true (the server refuses a payload over it).
+    """
     prefix = _prefix(header.to_bytes())
     return prefix + SUITE.encrypt(payload, public_key, info=prefix)
 

@@ -2,7 +2,9 @@
 
 Nothing here knows about files or encryption, so a Flower client/strategy
 (or any other transport) applies exactly the same rules as ``edgekit
-export-update`` / ``edgekit aggregate``.
+export-update`` / ``edgekit aggregate``. Each function does one step and
+trusts its caller for the others: ``encode_delta`` neither clips nor checks
+that personal-word slots are gone, ``add_gaussian_noise`` does not clip.
 
 A delta is the pair ``(dW [F, V], db [V])`` of the shared head; its norm is
 the L2 norm of both together (one clipping bound per user, the DP-FedAvg
@@ -14,6 +16,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from ...errors import UpdateError
 
 ENCODINGS = ("float16", "int8")
 DEFAULT_ENCODING = "float16"
@@ -32,19 +36,6 @@ NOISE_TAIL = 8.0
 Delta = tuple[np.ndarray, np.ndarray]
 
 
-class UpdateError(ValueError):
-    """An update is refused. ``reason`` is a short stable code, the message says why.
-
-    Codes: ``format``, ``version``, ``too-large``, ``wrong-model``, ``wrong-shape``,
-    ``wrong-key``, ``policy``, ``replay``, ``decrypt``, ``payload``, ``not-finite``,
-    ``over-norm``, ``io``.
-    """
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
 def delta_norm(dW: np.ndarray, db: np.ndarray) -> float:
     """L2 norm of ``(dW, db)`` together; NaN or inf if a value is not finite.
 
@@ -56,6 +47,19 @@ def delta_norm(dW: np.ndarray, db: np.ndarray) -> float:
         flat = np.ascontiguousarray(a, dtype=np.float32).ravel()
         total += float(np.dot(flat, flat))
     return math.sqrt(total)
+
+
+def shared_delta(dW: np.ndarray, db: np.ndarray, vocab_size: int, personal_slots: int) -> Delta:
+    """The shared rows of a head delta: personal-word slots are personal data and never leave the device.
+
+    Takes a full-vocabulary delta ``[F, vocab_size]`` (cut here) or one that
+    already has only the shared rows (returned as is); any other width is an error.
+    """
+    shared = vocab_size - personal_slots
+    if dW.shape[-1] not in (shared, vocab_size) or db.shape[-1] != dW.shape[-1]:
+        raise ValueError(f"delta shapes {dW.shape}, {db.shape} match neither the vocabulary ({vocab_size}) "
+                         f"nor its shared part ({shared})")
+    return dW[:, :shared], db[:shared]
 
 
 def clip_delta(dW: np.ndarray, db: np.ndarray, clip_norm: float) -> Delta:
@@ -71,8 +75,10 @@ def clip_delta(dW: np.ndarray, db: np.ndarray, clip_norm: float) -> Delta:
 
 def add_gaussian_noise(dW: np.ndarray, db: np.ndarray, clip_norm: float, noise_multiplier: float,
                        rng: np.random.Generator | None = None) -> Delta:
-    """Add N(0, (noise_multiplier * clip_norm)^2) to every coordinate.
+    """Add N(0, (noise_multiplier * clip_norm)^2) to every coordinate; it does not clip.
 
+    Noise calibrated to ``clip_norm`` protects nothing unless the delta was
+    clipped to it first: ``privatize`` does both.
     ``rng`` defaults to a fresh OS-seeded generator; pass one only in tests
     (a predictable seed on a device would make the noise removable).
     """
@@ -117,7 +123,7 @@ def validate_delta(dW: np.ndarray, db: np.ndarray, *, clip_norm: float, noise_mu
 
 def encode_delta(dW: np.ndarray, db: np.ndarray, encoding: str = DEFAULT_ENCODING,
                  max_norm: float | None = None) -> bytes:
-    """Compact little-endian bytes of ``(dW, db)``.
+    """Compact little-endian bytes of ``(dW, db)``, as given: it does not clip.
 
     Layout: the rows of ``M = [dW; db]`` (shape [F+1, V]).
     ``float16``: M as float16 (round to nearest: at most 2^-11 relative error,

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Iterator
 import click
 
-from . import missing_from_checkout
+from . import CheckoutFolderMissing, missing_from_checkout, require_checkout
 
-# Same as converters.convert.QUANTIZE_MODES / COMPAT_TARGETS, repeated so that
+# Same as edgekit.converters.convert.QUANTIZE_MODES / COMPAT_TARGETS, repeated so that
 # `edgekit convert --help` does not import TensorFlow.
 MODES = ("none", "float16", "dynamic", "int8")
 COMPATS = ("litert", "tflite-runtime-2.14")
@@ -111,12 +111,13 @@ def _run(model_path, output, quantize, vocab_path, calibration_text, compat, nam
 
 def _bundled_model() -> Path:
     """The default MODEL, checked before TensorFlow loads: a pip install without -e has none."""
-    from .keras_model import MODEL_FILE, MODELS_DIR
+    from . import keras_model
 
-    path = MODELS_DIR / MODEL_FILE
-    if not path.is_file():
-        raise click.UsageError(missing_from_checkout(path, "MODEL"))
-    return path
+    folder = keras_model.MODELS_DIR
+    try:
+        return require_checkout(folder / keras_model.MODEL_FILE if folder else None, "MODEL")
+    except CheckoutFolderMissing as e:
+        raise click.UsageError(str(e)) from None
 
 
 def _output_paths(output: Path | None, modes: tuple[str, ...], name: str) -> dict[str, Path]:
@@ -140,12 +141,15 @@ def calibration_lines(path: Path | None, modes: tuple[str, ...]) -> list[str] | 
             raise click.UsageError(f"{path}: no such calibration text file")
         lines = list(itertools.islice(read_text_lines(path), 20 * CALIBRATION_LINES_PER_FILE))
     else:
-        from .corpus import DATA_DIR, train_files
+        from . import corpus
 
-        files = [p for p in train_files() if p.is_file()]
-        if not files:
-            hint = missing_from_checkout(DATA_DIR, "--calibration-text")
-            raise click.UsageError(f"int8 needs calibration text: {hint}")
+        try:
+            files = [p for p in corpus.train_files(require_checkout(corpus.DATA_DIR, "--calibration-text"))
+                     if p.is_file()]
+            if not files:
+                raise CheckoutFolderMissing(missing_from_checkout(corpus.DATA_DIR, "--calibration-text"))
+        except CheckoutFolderMissing as e:
+            raise click.UsageError(f"int8 needs calibration text: {e}") from None
         lines = [line for p in files for line in itertools.islice(read_text_lines(p), CALIBRATION_LINES_PER_FILE)]
     # Checked before any conversion runs, so a bad text fails in seconds, not after three variants.
     if not any(Tokenizer().tokenize(line) for line in lines):
@@ -161,9 +165,11 @@ def _eval_text(path: Path | None, eval_max: int) -> Path | None:
         if not path.is_file():
             raise click.UsageError(f"{path}: no such evaluation text file")
         return path
-    from .corpus import heldout_files
+    from . import corpus
 
-    default = heldout_files()["email"]
+    if corpus.DATA_DIR is None:  # no source checkout: no shipped held-out text
+        return None
+    default = corpus.heldout_files(corpus.DATA_DIR)["email"]
     return default if default.is_file() else None
 
 

@@ -17,10 +17,9 @@ from typing import Any
 import click
 import numpy as np
 
-from converters import corpus, missing_from_checkout
-from converters.keras_model import (
+from . import CheckoutFolderMissing, corpus, keras_model, require_checkout
+from .keras_model import (
     MODEL_FILE,
-    MODELS_DIR,
     TRAINING_FILE,
     VOCAB_FILE,
     build_model,
@@ -166,9 +165,13 @@ def fit(config: TrainConfig, x, y, validation, vocab_len: int):
     return model, history.history, limit.stopped_early, time.monotonic() - start
 
 
-def train(config: TrainConfig, out_dir: Path | str = MODELS_DIR, data_dir: Path | str | None = None) -> dict:
-    """Train on ``data/``, write model, vocabulary and ``training.json``; returns the record."""
-    out_dir = Path(out_dir)
+def train(config: TrainConfig, out_dir: Path | str | None = None, data_dir: Path | str | None = None) -> dict:
+    """Train on ``data/``, write model, vocabulary and ``training.json``; returns the record.
+
+    ``out_dir`` and ``data_dir`` default to the source checkout's ``models/`` and ``data/``.
+    """
+    data_dir = corpus.data_root(data_dir)
+    out_dir = Path(out_dir) if out_dir else require_checkout(keras_model.MODELS_DIR, "out_dir", exists=False)
     train_paths, heldout = corpus.train_files(data_dir), corpus.heldout_files(data_dir)
     vocab = build_vocab(train_paths, config)
     x, y = training_arrays(train_paths, vocab, config)
@@ -217,8 +220,10 @@ def _record(config, vocab, train_paths, heldout, history, stopped, seconds, n_ex
 
 
 @click.command("train-base")
-@click.option("--out", type=click.Path(file_okay=False), default=str(MODELS_DIR), show_default=True, help="output directory")
-@click.option("--data-dir", type=click.Path(file_okay=False, exists=True), default=None, help="cleaned corpora (default: the repo's data/)")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="output directory (default: the source checkout's models/)")
+@click.option("--data-dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="cleaned corpora (default: the source checkout's data/)")
 @click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True)
 @click.option("--max-minutes", type=float, default=TrainConfig.max_minutes, show_default=True, help="stop training after this long")
 @click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
@@ -231,10 +236,13 @@ def _record(config, vocab, train_paths, heldout, history, stopped, seconds, n_ex
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
 @click.option("--learning-rate", type=float, default=TrainConfig.learning_rate, show_default=True)
 @click.option("--max-examples", type=int, default=0, help="train on this many windows only (0 = all)")
-def command(out: str, data_dir: str | None, **sizes) -> None:
+def command(out: str | None, data_dir: str | None, **sizes) -> None:
     """Train the default English next-word model from data/ (needs TensorFlow)."""
-    if data_dir is None and not corpus.DATA_DIR.is_dir():
-        raise click.UsageError(missing_from_checkout(corpus.DATA_DIR, "--data-dir"))
+    try:
+        data_dir = data_dir or str(require_checkout(corpus.DATA_DIR, "--data-dir"))
+        out = out or str(require_checkout(keras_model.MODELS_DIR, "--out", exists=False))
+    except CheckoutFolderMissing as e:
+        raise click.UsageError(str(e)) from None
     import keras  # noqa: F401  (fail now when TensorFlow is missing, not after a minute of data preparation)
 
     record = train(TrainConfig(**sizes), out, data_dir)

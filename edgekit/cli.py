@@ -11,8 +11,8 @@ import click
 
 # name -> "module:attribute"; each area owns its module.
 COMMANDS = {
-    "convert": "converters.commands:convert",
-    "train-base": "converters.train_base:command",
+    "convert": "edgekit.converters.commands:convert",
+    "train-base": "edgekit.converters.train_base:command",
     "evaluate": "edgekit.commands.evaluate:evaluate",
     "info": "edgekit.commands.device:info",
     "suggest": "edgekit.commands.device:suggest",

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from ..federated.delta import DEFAULT_CLIP_NORM
+from ..federated.update import UPDATE_SUFFIX
 
 PASSPHRASE_ENV = "EDGEKIT_KEY_PASSPHRASE"
-UPDATE_SUFFIX = ".edgekit-update"
 
 _passphrase_file = click.option("--passphrase-file", type=click.Path(dir_okay=False, path_type=Path),
                                 help=f"Read the key passphrase from this file (or set ${PASSPHRASE_ENV}).")

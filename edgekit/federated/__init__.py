@@ -23,13 +23,13 @@ from .delta import (DEFAULT_CLIP_NORM, ENCODINGS, UpdateError, clip_delta, add_g
 from .install import apply_delta, install_delta
 from .keys import KeyFileError, generate_keypair, key_id, load_private_key, load_public_key
 from .privacy import PrivacyReport, dp_epsilon
-from .update import (UpdateHeader, UpdatePolicy, export_update, make_update, open_update, parse_update,
-                     shared_delta)
+from .update import (UPDATE_SUFFIX, UpdateHeader, UpdatePolicy, export_update, make_update, open_update,
+                     parse_update, shared_delta)
 
 __all__ = [
     "DEFAULT_CLIP_NORM", "ENCODINGS", "MODES", "AggregateResult", "Aggregator", "KeyFileError", "PrivacyReport",
-    "Rejection", "UpdateError", "UpdateHeader", "UpdatePolicy", "add_central_noise", "add_gaussian_noise",
-    "aggregate_updates",
+    "Rejection", "UPDATE_SUFFIX", "UpdateError", "UpdateHeader", "UpdatePolicy", "add_central_noise",
+    "add_gaussian_noise", "aggregate_updates",
     "apply_delta", "clip_delta", "decode_delta", "delta_norm", "dp_epsilon", "encode_delta", "export_update",
     "generate_keypair", "install_delta", "key_id", "load_private_key", "load_public_key", "make_update",
     "norm_bound", "open_update", "parse_update", "privatize", "shared_delta", "validate_delta",

@@ -40,6 +40,7 @@ from .delta import (DEFAULT_CLIP_NORM, DEFAULT_ENCODING, ENCODINGS, Delta, Updat
 from .keys import SUITE, SUITE_NAME, key_id, load_public_key
 
 MAGIC = b"EKUPDATE"
+UPDATE_SUFFIX = ".edgekit-update"  # file name ending of update files: what `aggregate FOLDER` reads
 FORMAT_VERSION = 1
 COMPRESSION = "zlib"
 MAX_HEADER_BYTES = 4096

@@ -48,7 +48,7 @@ def lint(staged: Path, pyproject: Path = PYPROJECT) -> subprocess.CompletedProce
         raise SystemExit(f"{command}: not found; install import-linter (pip install -e '.[dev]')")
     env = {**os.environ, "PYTHONPATH": str(staged)}
     return subprocess.run([str(command), str(pyproject), "--no-cache", "--no-logo"], cwd=staged, env=env,
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)  # the caller reads the status
 
 
 def main(argv: list[str] | None = None) -> int:

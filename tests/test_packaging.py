@@ -45,9 +45,9 @@ def installed(tmp_path_factory) -> dict:
     python = env / ("Scripts" if sys.platform == "win32" else "bin") / "python"
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                check=True, capture_output=True, text=True).stdout.strip())
-    before = set(p.name for p in site.iterdir())
+    before = {p.name for p in site.iterdir()}
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", str(source)], check=True)
-    return {"python": python, "site": site, "new": set(p.name for p in site.iterdir()) - before, "tmp": tmp}
+    return {"python": python, "site": site, "new": {p.name for p in site.iterdir()} - before, "tmp": tmp}
 
 
 @pytest.mark.slow

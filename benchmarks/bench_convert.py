@@ -28,14 +28,14 @@ INVOKES = 200
 
 def load_model(path: Path):
     """The Keras model, its vocabulary and calibration lines; a tiny stand-in if ``path`` is missing."""
-    from converters.contract import load_keras_model, read_vocab
+    from edgekit.converters.contract import load_keras_model, read_vocab
 
     if path.is_file():
-        from converters.commands import calibration_lines
+        from edgekit.converters.pipeline import calibration_lines
 
         lines = calibration_lines(None, ("int8",))
         return load_keras_model(path), read_vocab(path.parent / "vocab.txt"), lines, path.name
-    from converters.keras_model import build_model
+    from edgekit.converters.keras_model import build_model
     from edgekit.tokenizer import SPECIAL_TOKENS
     from edgekit.vocab import Vocabulary
 
@@ -68,8 +68,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from converters.contract import context_length_of
-    from converters.convert import convert
+    from edgekit.converters.contract import context_length_of
+    from edgekit.converters.convert import convert
 
     model, vocab, lines, label = load_model(args.model)
     rows = []

@@ -3,7 +3,7 @@
     python -m benchmarks.bench_personalization [--model edgekit/assets/edgekit-en-int8.tflite] [--max-targets 5000]
 
 For each personal corpus (SMS messages; *Persuasion*, a book the base model
-never saw), the fixed split ``converters.corpus.personal_split``: the first
+never saw), the fixed split ``edgekit.converters.corpus.personal_split``: the first
 80% of lines are the user's past text (personalize on it), the last 20% what
 they type next (scored, first ``--max-targets`` words). Prints top-1, top-3,
 keystroke savings and microseconds per prediction before and after, beside
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from converters.corpus import personal_split
+from edgekit.converters.corpus import personal_split
 from edgekit.model import EdgeModel, default_model_path
 from edgekit.tokenizer import read_text_lines
 

@@ -4,7 +4,7 @@ The raw corpora (mailing-list email, novels, plays) are full of things a
 keyboard never sees: mail headers, quoted replies, signatures, list footers,
 URLs, chapter headings, hard-wrapped lines. Cleaning them once, here, and
 shipping the result in ``data/`` makes the bundled model rebuildable without
-the raw corpora: ``python -m converters.corpus --shared /path/to/shared/data``
+the raw corpora: ``python -m edgekit.converters.corpus --shared /path/to/shared/data``
 regenerates ``data/`` byte for byte.
 
 Every output file holds one paragraph (or message part) per line, which is
@@ -24,7 +24,9 @@ import numpy as np
 from edgekit.tokenizer import Tokenizer, read_text_lines
 from edgekit.vocab import Vocabulary
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+from . import CheckoutFolderMissing, checkout_folder, require_checkout
+
+DATA_DIR: Path | None = checkout_folder("data")  # None outside a source checkout
 
 TRAIN_FILES: tuple[str, ...] = (
     "train/email_easy_ham_1.txt",
@@ -45,21 +47,26 @@ PERSONAL_TRAIN_FRACTION = 0.8
 T = TypeVar("T")
 
 
+def data_root(data_dir: Path | str | None = None) -> Path:
+    """``data_dir``, else the checkout's ``data/`` (:class:`CheckoutFolderMissing` without one)."""
+    return Path(data_dir) if data_dir else require_checkout(DATA_DIR, "data_dir")
+
+
 def train_files(data_dir: Path | str | None = None) -> list[Path]:
     """The base model's training text, in a fixed order (vocabulary ties depend on it)."""
-    root = Path(data_dir) if data_dir else DATA_DIR
+    root = data_root(data_dir)
     return [root / name for name in TRAIN_FILES]
 
 
 def heldout_files(data_dir: Path | str | None = None) -> dict[str, Path]:
     """Evaluation text: later email (a time split) and a book not used in training."""
-    root = Path(data_dir) if data_dir else DATA_DIR
+    root = data_root(data_dir)
     return {key: root / name for key, name in HELDOUT_FILES.items()}
 
 
 def personal_file(data_dir: Path | str | None = None) -> Path:
     """SMS messages standing in for one user's own typing (never in base training)."""
-    return (Path(data_dir) if data_dir else DATA_DIR) / PERSONAL_FILE
+    return data_root(data_dir) / PERSONAL_FILE
 
 
 def personal_split(lines: Sequence[T], train_fraction: float = PERSONAL_TRAIN_FRACTION) -> tuple[list[T], list[T]]:
@@ -241,11 +248,12 @@ def build_sources(shared: Path) -> dict[str, list[str]]:
     return out
 
 
-def rebuild(shared: Path | str, out_dir: Path | str = DATA_DIR) -> dict[str, int]:
-    """Write every cleaned file under ``out_dir``; returns lines per file."""
+def rebuild(shared: Path | str, out_dir: Path | str | None = None) -> dict[str, int]:
+    """Write every cleaned file under ``out_dir`` (default: the checkout's ``data/``); returns lines per file."""
+    out = Path(out_dir) if out_dir else require_checkout(DATA_DIR, "out_dir", exists=False)
     counts = {}
     for name, lines in build_sources(Path(shared)).items():
-        target = Path(out_dir) / name
+        target = out / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         counts[name] = len(lines)
@@ -255,9 +263,13 @@ def rebuild(shared: Path | str, out_dir: Path | str = DATA_DIR) -> dict[str, int
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Rebuild data/ from the raw corpora.")
     parser.add_argument("--shared", required=True, help="directory holding corpora/ (see data/README.md)")
-    parser.add_argument("--out", default=str(DATA_DIR), help="output directory (default: the repo's data/)")
+    parser.add_argument("--out", help="output directory (default: the source checkout's data/)")
     args = parser.parse_args(argv)
-    for name, n in rebuild(args.shared, args.out).items():
+    try:
+        counts = rebuild(args.shared, args.out or require_checkout(DATA_DIR, "--out", exists=False))
+    except CheckoutFolderMissing as e:
+        parser.error(str(e))
+    for name, n in counts.items():
         print(f"{n:8d} lines  {name}")
 
 

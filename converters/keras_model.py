@@ -13,7 +13,9 @@ from typing import Any
 
 from edgekit.vocab import Vocabulary
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+from . import checkout_folder, require_checkout
+
+MODELS_DIR: Path | None = checkout_folder("models")  # None outside a source checkout
 MODEL_FILE = "edgekit-en.keras"
 VOCAB_FILE = "vocab.txt"
 TRAINING_FILE = "training.json"
@@ -65,11 +67,12 @@ def load_base_model(path: Path | str | None = None) -> tuple[Any, Vocabulary, di
     """``(keras.Model, Vocabulary, config)`` of a trained model directory (default: bundled).
 
     ``path`` is a directory holding ``edgekit-en.keras``, ``vocab.txt`` and
-    ``training.json`` (what ``train-base`` writes), or the ``.keras`` file itself.
+    ``training.json`` (what ``train-base`` writes), or the ``.keras`` file itself;
+    the default, the checkout's ``models/``, raises :class:`CheckoutFolderMissing` without one.
     """
+    path = Path(path) if path else require_checkout(MODELS_DIR, "path")
     import keras
 
-    path = Path(path) if path else MODELS_DIR
     model_file = path if path.is_file() else path / MODEL_FILE
     info = json.loads((model_file.parent / TRAINING_FILE).read_text(encoding="utf-8"))
     config = info["config"]

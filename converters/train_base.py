@@ -17,17 +17,15 @@ from typing import Any
 import click
 import numpy as np
 
-from converters import corpus, missing_from_checkout
-from converters.keras_model import (
+from . import CheckoutFolderMissing, corpus, keras_model, require_checkout
+from .keras_model import (
     CELLS,
     MODEL_FILE,
-    MODELS_DIR,
     TRAINING_FILE,
     VOCAB_FILE,
     build_model,
     compile_for_training,
 )
-from edgekit.commands.common import OUT_FOLDER, POSITIVE, out_option
 from edgekit.vocab import Vocabulary
 
 
@@ -168,9 +166,13 @@ def fit(config: TrainConfig, x, y, validation, vocab_len: int):
     return model, history.history, limit.stopped_early, time.monotonic() - start
 
 
-def train(config: TrainConfig, out_dir: Path | str = MODELS_DIR, data_dir: Path | str | None = None) -> dict:
-    """Train on ``data/``, write model, vocabulary and ``training.json``; returns the record."""
-    out_dir = Path(out_dir)
+def train(config: TrainConfig, out_dir: Path | str | None = None, data_dir: Path | str | None = None) -> dict:
+    """Train on ``data/``, write model, vocabulary and ``training.json``; returns the record.
+
+    ``out_dir`` and ``data_dir`` default to the source checkout's ``models/`` and ``data/``.
+    """
+    data_dir = corpus.data_root(data_dir)
+    out_dir = Path(out_dir) if out_dir else require_checkout(keras_model.MODELS_DIR, "out_dir", exists=False)
     train_paths, heldout = corpus.train_files(data_dir), corpus.heldout_files(data_dir)
     vocab = build_vocab(train_paths, config)
     x, y = training_arrays(train_paths, vocab, config)
@@ -216,35 +218,3 @@ def _record(config, vocab, train_paths, heldout, history, stopped, seconds, n_ex
         "val_loss_heldout_email_20k": history["val_loss"][-1] if history.get("val_loss") else None,
         "loss_history": {k: [round(float(v), 4) for v in vals] for k, vals in history.items()},
     }
-
-
-_COUNT = click.IntRange(min=1)
-
-
-@click.command("train-base")
-@out_option("Output folder.", type=OUT_FOLDER, default=MODELS_DIR, show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False, exists=True), default=None, help="cleaned corpora (default: the repo's data/)")
-@click.option("--epochs", type=_COUNT, default=TrainConfig.epochs, show_default=True)
-@click.option("--max-minutes", type=POSITIVE, default=TrainConfig.max_minutes, show_default=True, help="stop training after this long")
-@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
-@click.option("--vocab-size", type=_COUNT, default=TrainConfig.vocab_size, show_default=True, help="words, without specials and personal slots")
-@click.option("--context-length", type=_COUNT, default=TrainConfig.context_length, show_default=True)
-@click.option("--embed-dim", type=_COUNT, default=TrainConfig.embed_dim, show_default=True)
-@click.option("--hidden", type=_COUNT, default=TrainConfig.hidden, show_default=True)
-@click.option("--feature-dim", type=_COUNT, default=TrainConfig.feature_dim, show_default=True)
-@click.option("--cell", type=click.Choice(CELLS), default=TrainConfig.cell, show_default=True)
-@click.option("--batch-size", type=_COUNT, default=TrainConfig.batch_size, show_default=True)
-@click.option("--learning-rate", type=POSITIVE, default=TrainConfig.learning_rate, show_default=True)
-@click.option("--max-examples", type=click.IntRange(min=0), default=0, help="train on this many windows only (0 = all)")
-def command(out: Path, data_dir: str | None, **sizes) -> None:
-    """Train the default English next-word model from data/ (needs TensorFlow)."""
-    if data_dir is None and not corpus.DATA_DIR.is_dir():
-        raise click.UsageError(missing_from_checkout(corpus.DATA_DIR, "--data-dir"))
-    import keras  # noqa: F401  (fail now when TensorFlow is missing, not after a minute of data preparation)
-
-    record = train(TrainConfig(**sizes), out, data_dir)
-    click.echo(json.dumps({k: record[k] for k in ("seconds", "train_loss", "heldout")}, indent=2))
-
-
-if __name__ == "__main__":
-    command()

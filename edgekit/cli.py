@@ -11,8 +11,8 @@ import click
 
 # name -> "module:attribute"; each area owns its module.
 COMMANDS = {
-    "convert": "converters.commands:convert",
-    "train-base": "converters.train_base:command",
+    "convert": "edgekit.commands.convert:convert",
+    "train-base": "edgekit.commands.train_base:train_base",
     "evaluate": "edgekit.commands.evaluate:evaluate",
     "info": "edgekit.commands.device:info",
     "suggest": "edgekit.commands.device:suggest",

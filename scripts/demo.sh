@@ -30,7 +30,7 @@ done
 
 step "4. Personalize on SMS messages (first 80%), test on the rest"
 .venv/bin/python - <<'PY'
-from converters.corpus import personal_split
+from edgekit.converters.corpus import personal_split
 from edgekit.tokenizer import read_text_lines
 train, test = personal_split(list(read_text_lines("data/personal/sms_ham.txt")))
 open("out/sms_train.txt", "w").write("".join(train)); open("out/sms_test.txt", "w").write("".join(test))

@@ -28,7 +28,7 @@ def make_tiny_model(vocab, seed: int = 0, random_head: bool = True):
     """The real architecture at toy size; a random head with a non-zero bias unless told otherwise."""
     import keras
 
-    from converters.keras_model import build_model
+    from edgekit.converters.keras_model import build_model
 
     keras.utils.set_random_seed(seed)
     model = build_model(len(vocab), **TINY)

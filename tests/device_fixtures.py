@@ -39,7 +39,7 @@ def train_tiny(vocab, epochs: int = 6, seed: int = 0):
     """A tiny model of the real architecture, trained for seconds on base_lines."""
     import keras
 
-    from converters.keras_model import build_model
+    from edgekit.converters.keras_model import build_model
     from edgekit.metrics import iter_windows
     from edgekit.tokenizer import Tokenizer
 

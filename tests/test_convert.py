@@ -20,7 +20,7 @@ COMPAT_PYTHON = REPO / ".venv-compat" / "bin" / "python"
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory, tiny_model, tiny_vocab, tiny_text):
     """Every mode converted once: mode -> (path, ModelFile)."""
-    from converters.convert import convert
+    from edgekit.converters.convert import convert
 
     folder = tmp_path_factory.mktemp("converted")
     lines = tiny_text.read_text(encoding="utf-8").splitlines()
@@ -63,7 +63,7 @@ def test_logits_match_keras(converted, tiny_model, tiny_vocab, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_top_k_outputs_rank_the_logits(converted, tiny_vocab, mode):
     """The device reads its best words from the top-k outputs: the best word logits in order, no specials or slots."""
-    from converters.convert import TOP_K
+    from edgekit.converters.convert import TOP_K
 
     meta = converted[mode][1].metadata
     _, logits, values, ids, _ = run_interpreter(converted[mode][1].flatbuffer, meta, contexts(tiny_vocab))
@@ -88,7 +88,7 @@ def test_softmax_normaliser_is_float_in_every_mode(converted, tiny_vocab, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_metadata_round_trip(converted, tiny_model, tiny_vocab, mode):
-    from converters.convert import dequantize
+    from edgekit.converters.convert import dequantize
     from edgekit.modelfile import read_model_file
     from edgekit.tokenizer import TokenizerConfig
 
@@ -134,7 +134,7 @@ def test_sizes_shrink_with_quantization(converted):
 
 
 def test_fingerprint_binds_weights_not_precision(converted, tiny_model_factory, tiny_vocab, tmp_path):
-    from converters.convert import convert
+    from edgekit.converters.convert import convert
 
     prints = {converted[mode][1].fingerprint for mode in MODES}
     assert len(prints) == 1, "quantized variants of one model are one model version"
@@ -151,7 +151,7 @@ def test_fingerprint_binds_weights_not_precision(converted, tiny_model_factory, 
 
 
 def test_zero_bias_is_recorded_as_folded(tiny_model_factory, tiny_vocab, tmp_path):
-    from converters.convert import convert
+    from edgekit.converters.convert import convert
 
     model = tiny_model_factory(random_head=False)  # a fresh Dense bias is all zeros
     meta = convert(model, tiny_vocab, tmp_path / "zero.tflite", quantize="dynamic").metadata
@@ -162,7 +162,7 @@ def test_single_output_softmax_model_is_wrapped(tiny_vocab, tmp_path):
     """A user's model: one softmax output; the head's input becomes the feature output."""
     import keras
 
-    from converters.convert import convert
+    from edgekit.converters.convert import convert
 
     tokens = keras.Input((4,), dtype="int32")
     x = keras.layers.Flatten()(keras.layers.Embedding(len(tiny_vocab), 8)(tokens))
@@ -215,7 +215,7 @@ def test_cli_evaluate_tflite_and_keras_agree(converted, tiny_keras_dir, tiny_tex
                     ".venv-compat && .venv-compat/bin/pip install 'tflite-runtime==2.14.*' 'numpy<2' threadpoolctl)")
 def test_compat_files_load_in_tflite_runtime_214(tiny_model, tiny_vocab, tiny_text, tmp_path):
     """Run the compat files through EdgeModel in a separate venv with tflite-runtime 2.14 and numpy<2."""
-    from converters.convert import convert
+    from edgekit.converters.convert import convert
 
     lines = tiny_text.read_text(encoding="utf-8").splitlines()
     ids = contexts(tiny_vocab)

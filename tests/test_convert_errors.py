@@ -64,7 +64,7 @@ def test_empty_calibration_text(out_dir, tiny_keras_dir, tmp_path):
 def test_model_needing_flex_ops(out_dir, tmp_path, tiny_vocab):
     import keras
 
-    from converters.convert import ConversionError, convert
+    from edgekit.converters.convert import ConversionError, convert
 
     @keras.saving.register_keras_serializable(package="edgekit_tests")
     class Digamma(keras.layers.Layer):
@@ -91,7 +91,7 @@ def test_model_needing_flex_ops(out_dir, tmp_path, tiny_vocab):
 def test_float_input_is_refused(tiny_vocab):
     import keras
 
-    from converters.contract import ContractError, contract_model
+    from edgekit.converters.contract import ContractError, contract_model
 
     x = keras.Input((4,), dtype="float32")
     model = keras.Model(x, keras.layers.Dense(len(tiny_vocab))(keras.layers.Dense(6)(x)))
@@ -105,7 +105,7 @@ def test_unknown_mode_is_a_usage_error(tiny_keras_dir, out_dir):
 
 
 def test_calibration_without_words_is_refused(tiny_vocab):
-    from converters.convert import ConversionError, calibration_contexts
+    from edgekit.converters.convert import ConversionError, calibration_contexts
     from edgekit.tokenizer import Tokenizer
 
     with pytest.raises(ConversionError, match="calibration text is empty"):
@@ -142,7 +142,7 @@ def test_evaluate_refuses_missing_or_binary_text(tmp_path, tiny_keras_dir):
 def test_rolled_lstm_is_refused_with_the_fix(tiny_vocab):
     import keras
 
-    from converters.contract import ContractError, contract_model
+    from edgekit.converters.contract import ContractError, contract_model
 
     tokens = keras.Input((4,), dtype="int32")
     x = keras.layers.LSTM(8, name="rolled")(keras.layers.Embedding(len(tiny_vocab), 4)(tokens))

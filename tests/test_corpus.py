@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from converters import corpus
+from edgekit.converters import corpus
 from edgekit.tokenizer import Tokenizer
 from edgekit.vocab import Vocabulary
 

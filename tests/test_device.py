@@ -18,7 +18,7 @@ from tests.device_fixtures import base_lines, device_vocab, train_tiny, user_lin
 @pytest.fixture(scope="session")
 def trained_files(tmp_path_factory):
     """The trained tiny model converted with a float body and with an int8 body."""
-    from converters.convert import convert
+    from edgekit.converters.convert import convert
 
     vocab = device_vocab()
     model = train_tiny(vocab)
@@ -278,7 +278,7 @@ def test_device_path_never_imports_tensorflow(trained_files, tmp_path):
         from edgekit import EdgeModel
         m = EdgeModel.load({str(trained_files['int8'])!r}, state_dir={str(tmp_path)!r})
         m.suggest("w1 w2 ")
-        bad = [name for name in ("tensorflow", "keras", "converters") if name in sys.modules]
+        bad = [name for name in ("tensorflow", "keras", "edgekit.converters") if name in sys.modules]
         assert not bad, bad
     """)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

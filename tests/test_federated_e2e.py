@@ -27,7 +27,7 @@ def world(tmp_path_factory):
     Exporting consumes a device's contribution, so tests get copies (``devices``),
     never the devices themselves.
     """
-    from converters.convert import convert
+    from edgekit.converters.convert import convert
 
     root = tmp_path_factory.mktemp("federation")
     vocab = device_vocab()

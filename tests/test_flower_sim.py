@@ -24,7 +24,7 @@ MIN_EXAMPLES = 100  # each device trains on 40 lines of >= 4 words (a fifth of i
 
 @pytest.fixture(scope="session")
 def fl_model(tmp_path_factory):
-    from converters.convert import convert
+    from edgekit.converters.convert import convert
 
     path = tmp_path_factory.mktemp("flower-model") / "tiny.tflite"
     convert(train_tiny(device_vocab()), device_vocab(), path, quantize="dynamic")

@@ -8,9 +8,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from converters import corpus  # noqa: E402
-from converters.keras_model import build_model, compile_for_training, load_base_model  # noqa: E402
-from converters.train_base import TrainConfig, topk_hits, train  # noqa: E402
+from edgekit.converters import corpus  # noqa: E402
+from edgekit.converters.keras_model import build_model, compile_for_training, load_base_model  # noqa: E402
+from edgekit.converters.train_base import TrainConfig, topk_hits, train  # noqa: E402
 from edgekit.vocab import Vocabulary  # noqa: E402
 
 V, L = 40, 6
@@ -75,7 +75,7 @@ def test_train_writes_a_loadable_model(tmp_path):
 
 
 def test_same_seed_same_weights():
-    from converters.train_base import fit
+    from edgekit.converters.train_base import fit
 
     rng = np.random.default_rng(1)
     x = rng.integers(0, V, size=(128, L)).astype(np.int32)

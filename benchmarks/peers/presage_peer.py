@@ -4,7 +4,7 @@
 
 What it does (see ``README.md`` next to this file for the why):
 
-1. Tokenizes the base training text (``converters.corpus.train_files``) with
+1. Tokenizes the base training text (``edgekit.converters.corpus.train_files``) with
    ``edgekit.tokenizer.Tokenizer`` and writes it back as plain words, one line
    per line, so presage's own tokenizer cuts it exactly like ours (below).
 2. Builds presage's 1-, 2- and 3-gram SQLite database with ``text2ngram``.
@@ -426,7 +426,7 @@ def markdown_table(record: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    from converters import corpus  # the shipped file lists; workstation side, no TensorFlow
+    from edgekit.converters import corpus  # the shipped file lists; workstation side, no TensorFlow
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--max-targets", type=int, default=5000,
@@ -459,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     train_paths = corpus.train_files(args.data_dir)
     missing = [p for p in train_paths if not p.is_file()]
     if missing:
-        raise SystemExit(f"missing training text {missing[0]}; rebuild it: python -m converters.corpus --shared DIR")
+        raise SystemExit(f"missing training text {missing[0]}; rebuild it: python -m edgekit.converters.corpus --shared DIR")
 
     if args.vocab.is_file():
         vocab, vocab_source = Vocabulary.load(args.vocab), str(args.vocab.relative_to(REPO) if args.vocab.is_relative_to(REPO) else args.vocab)

@@ -2,7 +2,7 @@
 
 A ``.tflite`` is scored through ``EdgeModel`` (no TensorFlow import on that
 path, so this runs on a device); a ``.keras`` file needs the converter extra
-and is scored through ``converters.keras_eval``, with the same metrics.
+and is scored through ``edgekit.converters.keras_eval``, with the same metrics.
 """
 from __future__ import annotations
 
@@ -61,11 +61,11 @@ def _evaluate_tflite(model: Path, text: Path, max_targets: int | None, state_dir
 
 
 def _evaluate_keras(model: Path, text: Path, max_targets: int | None, vocab: Path | None, progress: bool) -> dict:
-    from converters.commands import native_logs_hidden
+    from edgekit.converters.pipeline import native_logs_hidden
 
     with native_logs_hidden():  # without TensorFlow, the import fails and the CLI names the extra
-        from converters.contract import load_keras_model, read_vocab
-        from converters.keras_eval import evaluate_keras
+        from edgekit.converters.contract import load_keras_model, read_vocab
+        from edgekit.converters.keras_eval import evaluate_keras
 
         keras_model = load_keras_model(model)
         return evaluate_keras(keras_model, read_vocab(vocab or model.parent / "vocab.txt"), text,

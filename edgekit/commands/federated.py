@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..federated import DEFAULT_CLIP_NORM, DEFAULT_TRIM, ENCODINGS, MODES
+from ..federated import DEFAULT_CLIP_NORM, DEFAULT_TRIM, ENCODINGS, MODES, UPDATE_SUFFIX
 from ..federated.hazmat.delta import DEFAULT_ENCODING
 from .common import (
     CENTRAL_NOISE_HELP,
@@ -23,7 +23,6 @@ from .common import (
 PASSPHRASE_ENV = "EDGEKIT_KEY_PASSPHRASE"
 PUBLIC_PEM = b"-----BEGIN PUBLIC KEY-----"
 PRIVATE_PEM = b"PRIVATE KEY-----"  # PKCS#8, encrypted or not
-UPDATE_SUFFIX = ".edgekit-update"
 
 _passphrase_file = click.option("--passphrase-file", type=click.Path(dir_okay=False, path_type=Path),
                                 help=f"Read the key passphrase from this file (or set ${PASSPHRASE_ENV}).")

@@ -24,13 +24,13 @@ from .aggregate import AggregateResult, Rejection, aggregate_updates
 from .export import Contributor, export_update
 from .hazmat.aggregator import DEFAULT_TRIM, MODES
 from .hazmat.delta import DEFAULT_CLIP_NORM, ENCODINGS, UpdateError
-from .hazmat.update import DEFAULT_MAX_EXAMPLES, UpdatePolicy
+from .hazmat.update import DEFAULT_MAX_EXAMPLES, UPDATE_SUFFIX, UpdatePolicy
 from .install import install_delta
 from .keys import KeyFileError, generate_keypair, key_id, load_private_key, load_public_key
 from .privacy import PrivacyReport, dp_epsilon
 
 __all__ = [
-    "DEFAULT_CLIP_NORM", "DEFAULT_MAX_EXAMPLES", "DEFAULT_TRIM", "ENCODINGS", "MODES",
+    "DEFAULT_CLIP_NORM", "DEFAULT_MAX_EXAMPLES", "DEFAULT_TRIM", "ENCODINGS", "MODES", "UPDATE_SUFFIX",
     "AggregateResult", "Contributor", "KeyFileError", "PrivacyReport", "Rejection", "UpdateError", "UpdatePolicy",
     "aggregate_updates", "dp_epsilon", "export_update", "generate_keypair", "install_delta", "key_id",
     "load_private_key", "load_public_key",

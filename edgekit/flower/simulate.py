@@ -141,7 +141,8 @@ def plot(rows: list[RoundStats], path: str | Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RuntimeError("the plot needs matplotlib: pip install matplotlib") from None
+        raise RuntimeError("the plot needs matplotlib, which the flower extra installs: "
+                           "pip install 'edgekit[flower]'") from None
     fig, ax = plt.subplots(figsize=(6, 4))
     rounds = [r.round for r in rows]
     ax.plot(rounds, [_pct(r.global_top3) for r in rows], marker="o", label="global model, pooled held-out text")

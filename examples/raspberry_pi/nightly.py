@@ -35,8 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from common import add_model_arguments, describe, load_model
 from edgekit import EdgeModel
 from edgekit.atomic import atomic_write_bytes
-from edgekit.commands.federated import UPDATE_SUFFIX
-from edgekit.federated import DEFAULT_CLIP_NORM, export_update, load_public_key
+from edgekit.federated import DEFAULT_CLIP_NORM, UPDATE_SUFFIX, export_update, load_public_key
 from edgekit.tokenizer import read_text_lines
 
 LEDGER_NAME = "nightly-learned.txt"

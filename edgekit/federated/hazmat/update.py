@@ -39,6 +39,7 @@ from .delta import (DEFAULT_CLIP_NORM, DEFAULT_ENCODING, ENCODINGS, Delta, Updat
                     encode_delta, encoded_size, norm_bound, privatize, validate_delta)
 
 MAGIC = b"EKUPDATE"
+UPDATE_SUFFIX = ".edgekit-update"  # file name ending of update files: what `aggregate FOLDER` reads
 FORMAT_VERSION = 1
 COMPRESSION = "zlib"
 MAX_HEADER_BYTES = 4096

@@ -1,7 +1,8 @@
-"""``edgekit convert``: Keras model -> edgekit ``.tflite`` files, with a quality report.
+"""What ``edgekit convert`` runs: check the inputs, convert every mode, score them, report.
 
-TensorFlow is imported inside the command only: ``edgekit --help`` and the
-device commands must stay fast and work without it.
+The checks run before TensorFlow is imported (``edgekit.commands.convert``
+calls them first), so a typo fails in a second, not after the import; the
+conversion and scoring import TensorFlow inside ``run``.
 """
 from __future__ import annotations
 
@@ -17,60 +18,9 @@ from pathlib import Path
 
 import click
 
-from edgekit.commands.common import deprecated_model_argument, model_from, model_option, out_option
-
-from . import missing_from_checkout
-from .modes import COMPAT_TARGETS, DEFAULT_COMPAT, DEFAULT_QUANTIZE, QUANTIZE_MODES
+from . import CheckoutFolderMissing, missing_from_checkout, require_checkout
 
 CALIBRATION_LINES_PER_FILE = 50
-
-
-@click.command("convert")
-@model_option("Keras model (.keras) [default: the bundled edgekit-en, in a source checkout].")
-@deprecated_model_argument
-@out_option("Output file; with --quantize all, a folder [default: the current folder]. "
-            "Files are named <name>-<mode>.tflite when OUT is a folder.", type=click.Path(path_type=Path))
-@click.option("--quantize", type=click.Choice(QUANTIZE_MODES + ("all",)), default=DEFAULT_QUANTIZE,
-              show_default=True, help="Weight/activation precision; 'all' writes the four variants.")
-@click.option("--vocab", type=click.Path(path_type=Path),
-              help="Vocabulary file (one token per line); default: vocab.txt beside the model.")
-@click.option("--calibration-text", type=click.Path(path_type=Path),
-              help="UTF-8 text whose contexts calibrate int8 (default: the shipped training text).")
-@click.option("--compat", type=click.Choice(COMPAT_TARGETS), default=DEFAULT_COMPAT, show_default=True,
-              help="Target runtime; tflite-runtime-2.14 avoids op versions that runtime cannot load.")
-@click.option("--name", help="Model name stored in the file (default: the model's file name, e.g. edgekit-en).")
-@click.option("--eval-text", type=click.Path(path_type=Path),
-              help="Held-out UTF-8 text for the report (default: the shipped held-out email).")
-@click.option("--eval-max", type=click.IntRange(min=0), default=5000, show_default=True,
-              help="Score at most this many words per model; 0 skips evaluation.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def convert(model_path: Path | None, legacy_model: Path | None, out: Path | None, quantize: str,
-            vocab: Path | None, calibration_text: Path | None, compat: str, name: str | None,
-            eval_text: Path | None, eval_max: int, as_json: bool) -> None:
-    """Convert a Keras next-word model (-m; default: the bundled edgekit-en) to edgekit .tflite files.
-
-    The model is a .keras file taking int token ids [batch, context_length] and ending in a
-    Dense layer with one unit per vocabulary entry. The report gives each file's size and
-    top-1/top-3/perplexity on held-out text next to the float Keras model's.
-    `edgekit convert MODEL` (the model as an argument) still works in this release, with a warning.
-    """
-    model = model_from(model_path, legacy_model, "convert") or _bundled_model()
-    vocab = vocab or model.parent / "vocab.txt"
-    modes = QUANTIZE_MODES if quantize == "all" else (quantize,)
-    # Every input is checked before TensorFlow loads (seconds): a typo fails at once, not after the import.
-    for path, what in ((model, "Keras model"), (vocab, "vocabulary")):
-        if not path.is_file():
-            raise click.UsageError(f"{path}: no such {what} file")
-    name = name or model.stem
-    targets = _output_paths(out, modes, name)
-    calibration = calibration_lines(calibration_text, modes)
-    eval_text = _eval_text(eval_text, eval_max)
-    try:
-        with native_logs_hidden():  # importing and running TensorFlow logs dozens of lines natively
-            report = _run(model, vocab, targets, compat, name, calibration, eval_text, eval_max)
-    except (OSError, ValueError) as e:  # ContractError and ConversionError are ValueErrors
-        raise click.ClickException(str(e)) from None
-    click.echo(json.dumps(report, indent=1) if as_json else format_report(report))
 
 
 @contextlib.contextmanager
@@ -103,7 +53,7 @@ def native_logs_hidden() -> Iterator[None]:
             os.close(saved)
 
 
-def _run(model_path: Path, vocab_path: Path, targets: dict[str, Path], compat: str, name: str,
+def run(model_path: Path, vocab_path: Path, targets: dict[str, Path], compat: str, name: str,
          calibration: list[str] | None, eval_text: Path | None, eval_max: int) -> dict:
     """Everything that needs TensorFlow: load, convert each mode, score."""
     from .contract import load_keras_model, read_vocab
@@ -118,17 +68,18 @@ def _run(model_path: Path, vocab_path: Path, targets: dict[str, Path], compat: s
     return report
 
 
-def _bundled_model() -> Path:
+def bundled_model() -> Path:
     """The default MODEL, checked before TensorFlow loads: a pip install without -e has none."""
-    from .keras_model import MODEL_FILE, MODELS_DIR
+    from . import keras_model
 
-    path = MODELS_DIR / MODEL_FILE
-    if not path.is_file():
-        raise click.UsageError(missing_from_checkout(path, "-m/--model"))
-    return path
+    folder = keras_model.MODELS_DIR
+    try:
+        return require_checkout(folder / keras_model.MODEL_FILE if folder else None, "-m/--model")
+    except CheckoutFolderMissing as e:
+        raise click.UsageError(str(e)) from None
 
 
-def _output_paths(output: Path | None, modes: tuple[str, ...], name: str) -> dict[str, Path]:
+def output_paths(output: Path | None, modes: tuple[str, ...], name: str) -> dict[str, Path]:
     """Where each mode goes: OUT itself for one mode unless it is a folder, else OUT/<name>-<mode>.tflite."""
     if len(modes) == 1 and output is not None and not output.is_dir():
         return {modes[0]: output}
@@ -149,12 +100,15 @@ def calibration_lines(path: Path | None, modes: tuple[str, ...]) -> list[str] | 
             raise click.UsageError(f"{path}: no such calibration text file")
         lines = list(itertools.islice(read_text_lines(path), 20 * CALIBRATION_LINES_PER_FILE))
     else:
-        from .corpus import DATA_DIR, train_files
+        from . import corpus
 
-        files = [p for p in train_files() if p.is_file()]
-        if not files:
-            hint = missing_from_checkout(DATA_DIR, "--calibration-text")
-            raise click.UsageError(f"int8 needs calibration text: {hint}")
+        try:
+            files = [p for p in corpus.train_files(require_checkout(corpus.DATA_DIR, "--calibration-text"))
+                     if p.is_file()]
+            if not files:
+                raise CheckoutFolderMissing(missing_from_checkout(corpus.DATA_DIR, "--calibration-text"))
+        except CheckoutFolderMissing as e:
+            raise click.UsageError(f"int8 needs calibration text: {e}") from None
         lines = [line for p in files for line in itertools.islice(read_text_lines(p), CALIBRATION_LINES_PER_FILE)]
     # Checked before any conversion runs, so a bad text fails in seconds, not after three variants.
     if not any(Tokenizer().tokenize(line) for line in lines):
@@ -163,16 +117,18 @@ def calibration_lines(path: Path | None, modes: tuple[str, ...]) -> list[str] | 
     return lines
 
 
-def _eval_text(path: Path | None, eval_max: int) -> Path | None:
+def eval_text_path(path: Path | None, eval_max: int) -> Path | None:
     if eval_max == 0:
         return None
     if path is not None:
         if not path.is_file():
             raise click.UsageError(f"{path}: no such evaluation text file")
         return path
-    from .corpus import heldout_files
+    from . import corpus
 
-    default = heldout_files()["email"]
+    if corpus.DATA_DIR is None:  # no source checkout: no shipped held-out text
+        return None
+    default = corpus.heldout_files(corpus.DATA_DIR)["email"]
     return default if default.is_file() else None
 
 

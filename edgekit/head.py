@@ -27,7 +27,8 @@ class Head:
 
     def set_delta(self, delta_w: np.ndarray | None, delta_b: np.ndarray | None) -> None:
         """The user's change to the head (``None``: no change); derived views are recomputed on demand."""
-        self._delta = None if delta_w is None or not (delta_w.any() or delta_b.any()) else (delta_w, delta_b)
+        changed = delta_w is not None and delta_b is not None and bool(delta_w.any() or delta_b.any())
+        self._delta = (delta_w, delta_b) if changed else None
         self._weights: Weights | None = None
         self._change: Weights | None = None
 

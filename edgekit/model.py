@@ -79,8 +79,16 @@ class EdgeModel:
     runtime = property(lambda self: self._runtime.name, doc="The interpreter package in use.")
     max_k = property(lambda self: self._runtime.max_k, doc="The most suggestions one call can rank.")
     n_examples = property(lambda self: self.state.n_examples, doc="Examples learned since the last export.")
-    base_head = property(lambda self: self._head.base, doc="The model version's float head (W [F, V], b [V]).")
-    head = property(lambda self: self._head.weights, doc="Base head plus the personal delta.")
+
+    @property
+    def base_head(self) -> tuple[np.ndarray, np.ndarray]:
+        """The model version's float head ``(W [F, V], b [V])``."""
+        return self._head.base
+
+    @property
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """Base head plus the personal delta."""
+        return self._head.weights
 
     @property
     def state_file(self) -> Path | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 
 class Bar(Protocol):
@@ -24,6 +24,7 @@ def progress_bar(length: int | None, label: str, enabled: bool = True) -> Iterat
     import click
 
     known = length is not None and length > 0
+    bar: Any  # click types the bar by its items; this one only counts
     with click.progressbar(length=length if known else 1, label=label, file=sys.stderr,
                            show_percent=known, show_eta=known, show_pos=True) as bar:
         yield bar

@@ -37,12 +37,12 @@ _COUNT = click.IntRange(min=1)
 def train_base(out: Path | None, data_dir: str | None, **sizes) -> None:
     """Train the default English next-word model from data/ (needs TensorFlow)."""
     try:
-        data_dir = data_dir or str(require_checkout(corpus.DATA_DIR, "--data-dir"))
-        out = out or str(require_checkout(keras_model.MODELS_DIR, "--out", exists=False))
+        data = Path(data_dir) if data_dir else require_checkout(corpus.DATA_DIR, "--data-dir")
+        folder = out or require_checkout(keras_model.MODELS_DIR, "--out", exists=False)
     except CheckoutFolderMissing as e:
         raise click.UsageError(str(e)) from None
     if importlib.util.find_spec("keras") is None:  # fail now, not after a minute of data preparation
         raise ModuleNotFoundError("No module named 'keras'", name="keras")
 
-    record = train(TrainConfig(**sizes), out, data_dir)
+    record = train(TrainConfig(**sizes), folder, data)
     click.echo(json.dumps({k: record[k] for k in ("seconds", "train_loss", "heldout")}, indent=2))

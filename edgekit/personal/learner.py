@@ -84,7 +84,7 @@ class Learner:
         self._add_contribution(trial.trained, trial.train_examples)
         adopted = trial.head is not None and trial.best.beats(trial.before)
         retired = self._keep_heldout(trial.held)
-        if adopted:
+        if adopted and trial.head is not None:
             self._adopt(trial.head, trial.memory, trial.weight, retired)
         else:
             self._drop_words(new_words)
@@ -110,7 +110,8 @@ class Learner:
         new_head = train_head(f_tr, y_tr, *self.head, cfg, progress)
         memory = self._memory_with(train)
         st = self.state
-        options = [(self.head, st.phrases, st.phrase_weight, None)]  # the current state: the bar to beat
+        options: list[tuple[Weights, PhraseMemory, float, Weights | None]] = [
+            (self.head, st.phrases, st.phrase_weight, None)]  # the current state: the bar to beat
         options += [(h, memory, w, h) for h in (self.head, new_head) for w in PHRASE_WEIGHTS]
         scores = [Score(*s) for s in
                   score_options(f_ho, x_ho, y_ho, [o[:3] for o in options], self.vocab.suggestable_mask())]

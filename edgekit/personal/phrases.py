@@ -74,8 +74,8 @@ class PhraseMemory:
         product of the back-off factors above them, and the unigram gets all.
         """
         seen = []
-        for n in range(1, ORDER):
-            key = tuple(int(t) for t in context[-n:]) if len(context) >= n else None
+        for n in range(1, min(ORDER, len(context) + 1)):
+            key = tuple(int(t) for t in context[-n:])
             if key not in self._followed:
                 break
             seen.append(key)

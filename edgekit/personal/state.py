@@ -12,6 +12,7 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,9 +81,10 @@ def save_state(path: str | Path, state: PersonalState) -> None:
             "personal_words": state.personal_words, "phrase_weight": state.phrase_weight,
             "n_examples": state.n_examples, "history": state.history[-20:]}
     buf = io.BytesIO()
-    np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                        delta_w=state.delta_w, delta_b=state.delta_b, **state.phrases.to_arrays(),
-                        **_contribution(state), **_heldout(state))
+    arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                              "delta_w": state.delta_w, "delta_b": state.delta_b, **state.phrases.to_arrays(),
+                              **_contribution(state), **_heldout(state)}
+    np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue(), mode=0o600)
 
 
@@ -131,6 +133,6 @@ def _heldout(state: PersonalState) -> dict[str, np.ndarray]:
 
 
 def _contribution(state: PersonalState) -> dict[str, np.ndarray]:
-    if state.contrib_w is None:
+    if state.contrib_w is None or state.contrib_b is None:
         return {}
     return {"contrib_w": state.contrib_w, "contrib_b": state.contrib_b}

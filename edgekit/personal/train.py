@@ -94,7 +94,8 @@ def score_options(features: np.ndarray, contexts: np.ndarray, targets: np.ndarra
             p, (mp, ev) = neural[id(h)], memory[id(m)]
             lam = (w * ev / (ev + 1.0))[:, None]
             totals[i] += _hits(p if w <= 0 else (1 - lam) * p + lam * mp, y, mask)
-    return [tuple(float(v) / len(targets) for v in t) for t in totals]
+    n = len(targets)
+    return [(float(top1) / n, float(top3) / n, float(nll) / n) for top1, top3, nll in totals]
 
 
 def _hits(probs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> np.ndarray:

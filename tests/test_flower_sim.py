@@ -1,6 +1,6 @@
 """Flower federation on a tiny trained model: real ClientApp, ServerApp and simulation engine.
 
-The tiny model knows the "base" language of ``device_fixtures``; every client
+The tiny model (``fl_model``, committed) knows the "base" language of ``tests.fixtures.texts``; every client
 writes in the user style. Averaging the clients' head deltas must therefore
 move the global model toward the user style, measurably, in a round or two.
 """
@@ -9,26 +9,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device_fixtures import device_vocab, train_tiny, user_lines
 from edgekit.flower import partitions as parts
+from tests.fixtures.texts import user_lines
 
 flwr = pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.flower, pytest.mark.timeout(600)]
 # A few hundred examples per device: train like `edgekit personalize` does (>= 150 steps).
 DEVICE_TRAINING = {"epochs": 4, "min_steps": 150, "learning_rate": 3e-3}
 CLIP = 20.0  # the tiny model's deltas have norms near 16: clip, but not to nothing
 MIN_EXAMPLES = 100  # each device trains on 40 lines of >= 4 words (a fifth of its 50 lines is held out)
-
-
-@pytest.fixture(scope="session")
-def fl_model(tmp_path_factory):
-    from converters.convert import convert
-
-    path = tmp_path_factory.mktemp("flower-model") / "tiny.tflite"
-    convert(train_tiny(device_vocab()), device_vocab(), path, quantize="dynamic")
-    return path
 
 
 def user_partitions(n: int) -> list[parts.Partition]:

@@ -53,8 +53,8 @@ def choices(name: str, flag: str) -> tuple[str, ...]:
 
 
 def test_choices_come_from_the_code():
-    from converters.keras_model import CELLS
-    from converters.modes import COMPAT_TARGETS, QUANTIZE_MODES
+    from edgekit.converters.keras_model import CELLS
+    from edgekit.converters.modes import COMPAT_TARGETS, QUANTIZE_MODES
     from edgekit.federated import ENCODINGS, MODES
 
     assert choices("convert", "--quantize") == QUANTIZE_MODES + ("all",)
@@ -68,7 +68,7 @@ def test_choices_come_from_the_code():
 def test_the_converter_checks_the_same_modes_the_cli_offers():
     """``converters.convert`` (TensorFlow) refuses exactly what the TensorFlow-free choices leave out."""
     pytest.importorskip("keras")
-    from converters import convert, modes
+    from edgekit.converters import convert, modes
 
     assert convert.QUANTIZE_MODES is modes.QUANTIZE_MODES
     assert convert.COMPAT_TARGETS is modes.COMPAT_TARGETS

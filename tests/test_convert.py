@@ -16,6 +16,8 @@ LOGIT_TOLERANCE = {"none": 1e-5, "float16": 5e-3, "dynamic": 5e-3, "int8": 0.1}
 REPO = Path(__file__).resolve().parent.parent
 COMPAT_PYTHON = REPO / ".venv-compat" / "bin" / "python"
 
+pytestmark = pytest.mark.convert
+
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory, tiny_model, tiny_vocab, tiny_text):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.convert
+
 
 def run_convert(model: str, *args: str):
     from click.testing import CliRunner

@@ -12,22 +12,7 @@ import pytest
 from edgekit.model import EdgeModel
 from edgekit.modelfile import ModelFileError
 from edgekit.errors import StateError
-from tests.device_fixtures import base_lines, device_vocab, train_tiny, user_lines
-
-
-@pytest.fixture(scope="session")
-def trained_files(tmp_path_factory):
-    """The trained tiny model converted with a float body and with an int8 body."""
-    from edgekit.converters.convert import convert
-
-    vocab = device_vocab()
-    model = train_tiny(vocab)
-    folder = tmp_path_factory.mktemp("device-models")
-    out = {}
-    for mode in ("none", "int8"):
-        out[mode] = folder / f"tiny-{mode}.tflite"
-        convert(model, vocab, out[mode], quantize=mode, calibration_lines=base_lines(100), name="tiny")
-    return out
+from tests.fixtures.texts import base_lines, user_lines
 
 
 @pytest.fixture(params=["none", "int8"])

@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from edgekit.federated import aggregate_updates
 from edgekit.federated.hazmat import Aggregator, clip_delta, delta_norm, make_update
-from test_federated_helpers import SHARED, policy_for, random_delta, write_tiny_model
+from tests.fixtures.federated import SHARED, policy_for, random_delta, write_tiny_model
 
 PRIVATE = X25519PrivateKey.generate()
 

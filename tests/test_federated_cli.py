@@ -6,13 +6,14 @@ import os
 import stat
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
 from edgekit.federated import DEFAULT_CLIP_NORM, load_public_key
 from edgekit.federated.hazmat import make_update
 from edgekit.modelfile import read_model_file
-from test_federated_helpers import random_delta, write_tiny_model
+from tests.fixtures.federated import random_delta, write_tiny_model
 
 
 def _run(*args, **kw):
@@ -57,6 +58,7 @@ def test_keygen_then_aggregate_with_rejections(tmp_path):
     assert again.exit_code != 0 and "no update accepted" in again.output
 
 
+@pytest.mark.dp
 def test_aggregate_reports_privacy_and_wrong_passphrase(tmp_path):
     (tmp_path / "pass").write_text("right")
     _run("keygen", "-o", tmp_path / "k", "--passphrase-file", tmp_path / "pass")
@@ -75,6 +77,7 @@ def test_aggregate_reports_privacy_and_wrong_passphrase(tmp_path):
     assert "epsilon" in out.output and "accepted 1 of 1" in out.output
 
 
+@pytest.mark.dp
 def test_aggregate_with_central_noise_reports_central_privacy(tmp_path):
     _run("keygen", "-o", tmp_path / "k")
     model = write_tiny_model(tmp_path / "m.tflite")

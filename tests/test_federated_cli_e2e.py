@@ -13,8 +13,7 @@ from edgekit.cli import main
 from edgekit.federated import generate_keypair
 from edgekit.federated.hazmat import parse_update
 from edgekit.model import EdgeModel
-from tests.device_fixtures import user_lines
-from tests.test_device import trained_files  # noqa: F401  (session fixture: trained tiny models)
+from tests.fixtures.texts import user_lines
 
 pytestmark = pytest.mark.slow
 CLIP = "20"  # about the norm of one device's delta on this tiny model (~16)
@@ -26,7 +25,7 @@ def _cli(*args, env=None):
     return json.loads(out.output)
 
 
-def test_cli_round_on_real_models(trained_files, tmp_path):  # noqa: F811
+def test_cli_round_on_real_models(trained_files, tmp_path):
     base = trained_files["none"]
     generate_keypair(tmp_path / "server.key")
     for i in range(4):

@@ -14,25 +14,22 @@ from edgekit.federated import (UpdatePolicy, aggregate_updates, export_update, g
                                key_id, load_private_key)
 from edgekit.federated.hazmat import delta_norm, make_update
 from edgekit.model import EdgeModel
-from tests.device_fixtures import base_lines, device_vocab, train_tiny, user_lines
+from tests.fixtures.texts import user_lines
 
 N_DEVICES = 20
 CLIP = 20.0
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, trained_files):
     """A model file, server keys, and the state folders of 20 devices that each personalized.
 
     Exporting consumes a device's contribution, so tests get copies (``devices``),
     never the devices themselves.
     """
-    from edgekit.converters.convert import convert
-
     root = tmp_path_factory.mktemp("federation")
-    vocab = device_vocab()
     model_path = root / "global-v1.tflite"
-    convert(train_tiny(vocab), vocab, model_path, quantize="dynamic", calibration_lines=base_lines(50), name="tiny")
+    shutil.copy(trained_files["dynamic"], model_path)
     public = generate_keypair(root / "server.key")
     states, held_out = [], []
     for d in range(N_DEVICES):

@@ -9,7 +9,7 @@ import pytest
 from edgekit.federated import dp_epsilon, install_delta
 from edgekit.federated.install import apply_delta
 from edgekit.modelfile import hash_arrays, make_fingerprint, read_model_file
-from test_federated_helpers import PERSONAL, SHARED, random_delta, write_tiny_model
+from tests.fixtures.federated import PERSONAL, SHARED, random_delta, write_tiny_model
 
 
 def test_install_makes_a_new_version_with_parent(tmp_path):
@@ -40,6 +40,7 @@ def test_explicit_base_head_and_shape_mismatch(tmp_path):
         apply_delta((W0, b0), (np.zeros((3, 3), np.float32), np.zeros(3, np.float32)))
 
 
+@pytest.mark.dp
 def test_privacy_report_uses_the_accountant():
     one = dp_epsilon(1.0, delta=1e-5)
     assert 3 < one.epsilon < 6  # a single Gaussian mechanism with sigma = 1

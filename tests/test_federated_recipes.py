@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 import edgekit.federated as federated
 from edgekit.federated import export_update, hazmat
 from edgekit.federated.hazmat import delta_norm, open_update
-from test_federated_helpers import F, PERSONAL, SHARED, V, policy_for, write_tiny_model
+from tests.fixtures.federated import F, PERSONAL, SHARED, V, policy_for, write_tiny_model
 
 PRIVATE = X25519PrivateKey.generate()
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from edgekit.federated import DEFAULT_CLIP_NORM, UpdateError
 from edgekit.federated.hazmat import (MAGIC, UpdateHeader, delta_norm, make_update, open_update, pack_payload,
                                      parse_update, seal)
-from test_federated_helpers import SHARED, policy_for, random_delta, write_tiny_model
+from tests.fixtures.federated import SHARED, policy_for, random_delta, write_tiny_model
 
 PRIVATE = X25519PrivateKey.generate()
 PUBLIC = PRIVATE.public_key()

@@ -1,34 +1,49 @@
 """Flower federation on a tiny trained model: real ClientApp, ServerApp and simulation engine.
 
-The tiny model knows the "base" language of ``device_fixtures``; every client
+The tiny model (``fl_model``, committed) knows the "base" language of ``tests.fixtures.texts``; every client
 writes in the user style. Averaging the clients' head deltas must therefore
 move the global model toward the user style, measurably, in a round or two.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
-from device_fixtures import device_vocab, train_tiny, user_lines
 from edgekit.flower import partitions as parts
+from tests.fixtures.texts import user_lines
 
 flwr = pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.flower, pytest.mark.timeout(600)]
 # A few hundred examples per device: train like `edgekit personalize` does (>= 150 steps).
 DEVICE_TRAINING = {"epochs": 4, "min_steps": 150, "learning_rate": 3e-3}
 CLIP = 20.0  # the tiny model's deltas have norms near 16: clip, but not to nothing
 MIN_EXAMPLES = 100  # each device trains on 40 lines of >= 4 words (a fifth of its 50 lines is held out)
 
 
-@pytest.fixture(scope="session")
-def fl_model(tmp_path_factory):
-    from edgekit.converters.convert import convert
+@pytest.fixture(autouse=True)
+def fresh_ray_and_environment():
+    """Each simulation starts its own Ray cluster and leaves the process as it found it.
 
-    path = tmp_path_factory.mktemp("flower-model") / "tiny.tflite"
-    convert(train_tiny(device_vocab()), device_vocab(), path, quantize="dynamic")
-    return path
+    Flower starts Ray only when none is running in the process (``ray.is_initialized()``)
+    and shuts it down when its runtime ends; a simulation that stops after ``ray.init``
+    but before that runtime owns the cluster (its backend refusing a setting) leaves
+    Ray running, and the next test would build its actors on that cluster. Flower also
+    writes ``PYTHONPATH`` (the whole ``sys.path``, once more on every run) into
+    ``os.environ``, and ``simulate.run`` sets its own variables there: later tests'
+    subprocesses must not inherit them.
+    """
+    import ray
+
+    ray.shutdown()  # a no-op unless an earlier test left one running
+    saved = dict(os.environ)
+    yield
+    ray.shutdown()
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def user_partitions(n: int) -> list[parts.Partition]:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from edgekit.flower import partitions as parts
-from test_flower_sim import fl_model  # noqa: F401  (session fixture: the tiny trained model)
 
 pytest.importorskip("flwr")
+pytestmark = pytest.mark.flower
 
 
 def fit_res(arrays, n_examples, fingerprint):
@@ -22,7 +22,7 @@ def fit_res(arrays, n_examples, fingerprint):
 
 
 @pytest.fixture
-def strategy(fl_model, tmp_path):  # noqa: F811
+def strategy(fl_model, tmp_path):
     from edgekit.flower.settings import FederationConfig
     from edgekit.flower.strategy import EdgeStrategy
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
+pytestmark = pytest.mark.convert
 
 from edgekit.converters import corpus  # noqa: E402
 from edgekit.converters.keras_model import build_model, compile_for_training, load_base_model  # noqa: E402

@@ -11,9 +11,12 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from ..model import EdgeModel
 
 # Errors that mean "bad input", not "bug": shown as one line, exit code 1.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeError)
@@ -87,11 +90,11 @@ def model_from(option: Path | None, positional: Path | None, command: str) -> Pa
     return positional
 
 
-def emit(data, as_json: bool, human: Callable[[Any], str]) -> None:
+def emit(data: Any, as_json: bool, human: Callable[[Any], str]) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if as_json else human(data))
 
 
-def load_model(model_path: Path | None, state_dir: Path | None, stateless: bool = False):
+def load_model(model_path: Path | None, state_dir: Path | None, stateless: bool = False) -> EdgeModel:
     from ..model import EdgeModel
 
     return EdgeModel.load(model_path, state_dir=state_dir, stateless=stateless)

@@ -91,7 +91,7 @@ def personalize(texts, epochs, model_path, state_dir, as_json):
     emit(report.to_dict(), as_json, _personalize_summary)
 
 
-def _personalize_summary(r) -> str:
+def _personalize_summary(r: dict) -> str:
     b, a = r["before"], r["after"]
     verdict = "adopted" if r["adopted"] else "kept the previous state (no improvement on held-out text)"
     return (f"held-out top-3 {b['top3']:.1%} -> {a['top3']:.1%}, top-1 {b['top1']:.1%} -> {a['top1']:.1%}: {verdict}\n"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..federated import DEFAULT_CLIP_NORM, DEFAULT_TRIM, ENCODINGS, MODES, UPDATE_SUFFIX
+from ..federated import (DEFAULT_CLIP_NORM, DEFAULT_TRIM, ENCODINGS, MODES, UPDATE_SUFFIX, AggregateResult,
+                          UpdatePolicy)
 from ..federated.hazmat.delta import DEFAULT_ENCODING
 from .common import (
     CENTRAL_NOISE_HELP,
@@ -176,7 +177,8 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
     emit(report, as_json, _summary_text)
 
 
-def _summary(result, policy, meta, out, mode, n_files) -> dict:
+def _summary(result: AggregateResult, policy: UpdatePolicy, meta: dict, out: Path, mode: str,
+             n_files: int) -> dict:
     return {"out": str(out), "mode": mode, "files": n_files, "accepted": result.accepted,
             "rejected": [{"source": r.source, "reason": r.reason, "message": r.message} for r in result.rejections],
             "total_examples": result.total_examples, "clip_norm": policy.clip_norm,
@@ -196,7 +198,7 @@ def _summary_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _expand(paths) -> list[Path]:
+def _expand(paths: tuple[Path, ...]) -> list[Path]:
     """Folders stand for the update files inside them (sorted, for reproducible results).
 
     A folder with none is named on stderr, and an error when nothing is

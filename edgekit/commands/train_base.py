@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from typing import Any
 from pathlib import Path
 
 import click
@@ -34,7 +35,7 @@ _COUNT = click.IntRange(min=1)
 @click.option("--batch-size", type=_COUNT, default=TrainConfig.batch_size, show_default=True)
 @click.option("--learning-rate", type=POSITIVE, default=TrainConfig.learning_rate, show_default=True)
 @click.option("--max-examples", type=click.IntRange(min=0), default=0, help="train on this many windows only (0 = all)")
-def train_base(out: Path | None, data_dir: str | None, **sizes) -> None:
+def train_base(out: Path | None, data_dir: str | None, **sizes: Any) -> None:
     """Train the default English next-word model from data/ (needs TensorFlow)."""
     try:
         data = Path(data_dir) if data_dir else require_checkout(corpus.DATA_DIR, "--data-dir")

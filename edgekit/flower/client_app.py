@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import numpy as np
 from flwr.app import Context, Message, MessageType
-from flwr.client import NumPyClient
+from flwr.client import Client, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
@@ -144,7 +144,7 @@ def make_client_app(defaults: Mapping[str, Any] | None = None) -> ClientApp:
     """A ClientApp; ``defaults`` (simulation) fill in what the node config does not say."""
     defaults = dict(defaults or {})
 
-    def client_fn(context: Context):
+    def client_fn(context: Context) -> Client:
         paths = device_paths(context.node_config, defaults)  # device settings never come from the server
         return EdgeClient(*paths).to_client()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from ..tokenizer import read_text_lines
 
@@ -53,7 +53,7 @@ def text_sources(data_dir: str | Path) -> dict[str, list[str]]:
     return sources
 
 
-def make_partitions(sources: dict[str, Sequence[str]], n_clients: int,
+def make_partitions(sources: Mapping[str, Sequence[str]], n_clients: int,
                     train_words: int = 1500, heldout_words: int = 300) -> list[Partition]:
     """Deal ``n_clients`` contiguous, disjoint stretches round-robin over the sources.
 

@@ -87,7 +87,7 @@ class _quiet_flower:
         self.level = self.logger.level
         self.logger.setLevel(os.environ.get("FLWR_LOG_LEVEL", "WARNING"))
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.logger.setLevel(self.level)
 
 

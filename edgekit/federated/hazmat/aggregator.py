@@ -20,6 +20,7 @@ Memory, honestly:
 from __future__ import annotations
 
 import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,7 @@ class Aggregator:
     def __enter__(self) -> Aggregator:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _robust(self) -> np.ndarray:
@@ -109,7 +110,7 @@ class Aggregator:
                     out[start:start + step] = block[k:n - k].mean(axis=0, dtype=np.float64)
         return out
 
-    def _read_block(self, f, n: int, start: int, width: int) -> np.ndarray:
+    def _read_block(self, f: io.BufferedReader, n: int, start: int, width: int) -> np.ndarray:
         """Columns ``start:start+width`` of every row, by seek + read: no mapping, so RSS is this block."""
         block = np.empty((n, width), dtype="<f4")
         for i in range(n):

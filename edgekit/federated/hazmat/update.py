@@ -258,10 +258,10 @@ def _check_header(h: UpdateHeader) -> None:
                           f"this edgekit reads {SUITE_NAME}/{COMPRESSION}")
 
 
-def _is_int(x) -> bool:
+def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_number(x) -> bool:
+def _is_number(x: object) -> bool:
     """A finite JSON number of sane size (huge ints would overflow float math later)."""
-    return (_is_int(x) or isinstance(x, float)) and abs(x) < 1e300
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < 1e300

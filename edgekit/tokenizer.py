@@ -201,7 +201,7 @@ def text_lines(text: str | Path | Iterable[str]) -> Iterator[str]:
     return iter(text)
 
 
-def read_text_lines(path, max_line_chars: int = 100_000) -> Iterator[str]:
+def read_text_lines(path: str | Path, max_line_chars: int = 100_000) -> Iterator[str]:
     """Lines of a UTF-8 text file, streamed, with clear errors for bad input.
 
     Raises ``ValueError`` naming the file for binary or non-UTF-8 content.

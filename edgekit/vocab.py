@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -61,7 +62,7 @@ class Vocabulary:
         return cls(list(SPECIAL_TOKENS) + words + slots, personal_slots)
 
     @classmethod
-    def load(cls, path) -> "Vocabulary":
+    def load(cls, path: str | Path) -> "Vocabulary":
         """A ``vocab.txt``: one token per line, line number = id; trailing ``<personal_N>`` are slots."""
         from .tokenizer import read_text_lines
 
@@ -71,7 +72,7 @@ class Vocabulary:
             slots += 1
         return cls(tokens, slots)
 
-    def save(self, path) -> None:
+    def save(self, path: str | Path) -> None:
         from .atomic import atomic_write_bytes
 
         atomic_write_bytes(path, "".join(t + "\n" for t in self.tokens).encode("utf-8"))

@@ -12,7 +12,7 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -48,7 +48,7 @@ class PersonalState:
     heldout: list[list[str]] = field(default_factory=list)
 
     @classmethod
-    def empty(cls, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids) -> "PersonalState":
+    def empty(cls, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids: Iterable[int]) -> "PersonalState":
         return cls(fingerprint, np.zeros((feature_dim, vocab_size), np.float32), np.zeros(vocab_size, np.float32),
                    PhraseMemory(vocab_size, skip_ids))
 
@@ -88,7 +88,7 @@ def save_state(path: str | Path, state: PersonalState) -> None:
     atomic_write_bytes(path, buf.getvalue(), mode=0o600)
 
 
-def load_state(path: str | Path, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids) -> PersonalState:
+def load_state(path: str | Path, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids: Iterable[int]) -> PersonalState:
     """Load and check the state at ``path``; raises ``StateError`` naming the problem."""
     path = Path(path)
     try:

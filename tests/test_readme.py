@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.slow, pytest.mark.convert]
+pytestmark = [pytest.mark.slow, pytest.mark.convert, pytest.mark.timeout(1200)]
 
 
 def quickstart_blocks() -> tuple[str, str]:

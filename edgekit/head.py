@@ -62,5 +62,12 @@ class Head:
         dw, db = self._change
         return logits + features @ dw + db
 
+    def base_logits(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """The model version's logits (no personal delta) from the interpreter's features and logits."""
+        if self._runtime.file.head is None:
+            return logits
+        (w, b), (w0, b0) = self.base, self._flat()
+        return logits + features @ (w - w0) + (b - b0)
+
     def _flat(self) -> Weights:
         return self._runtime.flat_head() if self._runtime.file.head is not None else self.base

@@ -23,10 +23,11 @@ from .info import ModelInfo
 from .metrics import Evaluation, evaluate
 from .modelfile import ModelFile, read_model_file, require_version_of
 from .personal.learner import Learner, PersonalizeResult
-from .personal.phrases import mix
+from .personal.gate import mix
 from .paths import default_state_dir
 from .personal.state import PersonalState, load_state, save_state, state_path
 from .personal.train import TrainConfig, softmax
+from .personal.words import LearnedWord, forget_phrases, forget_word, learned_words
 from .runtime import Runtime, Scores
 from .suggest import Suggester, Suggestion
 from .tokenizer import Tokenizer, TokenizerConfig, text_lines
@@ -107,12 +108,17 @@ class EdgeModel:
         feats, logits = self._runtime.features_logits(ids)
         with blas_threads(self._blas):
             probs = softmax(self._head.logits(feats, logits).astype(np.float32))
-            return mix(probs, self.state.phrases, ids, self.state.phrase_weight)
+            return mix(probs, self.state.phrases, ids, self.state.phrase_weight, self.state.phrase_gate)
 
     def evaluate(self, text: Text, max_targets: int | None = None, progress: bool = False) -> Evaluation:
         """top1, top3, perplexity and keystroke savings on text (a ``Path``, a str, or lines)."""
         return evaluate(self.probabilities, self.vocab, self.tokenizer.iter_lines(text_lines(text)),
                         self.context_length, max_targets=max_targets, progress=progress)
+
+    def _features_scores(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features, this head's logits and the version's for contexts ``[N, T]`` (what learning reads)."""
+        feats, logits = self._runtime.features_logits(ids)
+        return feats, self._head.logits(feats, logits), self._head.base_logits(feats, logits)
 
     def _scores(self, ids: np.ndarray) -> Scores:
         """One context's scores: the interpreter's own outputs when nothing personal is in play."""
@@ -132,7 +138,7 @@ class EdgeModel:
         lines = [t for t, _ in zip(self.tokenizer.iter_lines(text_lines(texts)), range(cfg.max_lines))]
         if not lines:
             raise NotEnoughTextError("no text to personalize on (the text is empty)")
-        learner = Learner(self.vocab, self.context_length, self._runtime.features, self.head, self.base_head,
+        learner = Learner(self.vocab, self.context_length, self._features_scores, self.head, self.base_head,
                           self.state)
         with blas_threads(cfg.threads):
             result = learner.learn(lines, cfg, progress)
@@ -175,7 +181,26 @@ class EdgeModel:
         self._set_state(self.state)
         self.save()
 
+    # -- what was learned -------------------------------------------------------
+    def learned_words(self) -> list[LearnedWord]:
+        """The personal words learned, most often seen first (``edgekit words``)."""
+        return learned_words(self.state, self.vocab)
+
+    def forget_word(self, word: str) -> None:
+        """Remove ``word`` from everything personal, saved atomically; ``KeyError`` if never learned."""
+        self._replace_state(forget_word(self.state, self.vocab, self.tokenizer.normalize(word.strip())))
+
+    def forget_phrases(self) -> None:
+        """Empty the phrase memory, saved atomically; the head and personal words stay."""
+        self._replace_state(forget_phrases(self.state))
+
     # -- state ----------------------------------------------------------------
+    def _replace_state(self, state: PersonalState) -> None:
+        """Save first, then switch: a crash in between leaves the state before or after, never half."""
+        if self.state_file is not None:
+            save_state(self.state_file, state)
+        self._set_state(state)
+
     def save(self) -> None:
         """Write personal state atomically (no-op for a stateless model)."""
         if self.state_file is not None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.personal.phrases import PhraseMemory, mix
+from edgekit.personal.gate import mix
+from edgekit.personal.phrases import PhraseMemory
 
 V, BOS = 50, 2
 

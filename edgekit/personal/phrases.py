@@ -60,6 +60,10 @@ class PhraseMemory:
         """How often the last word of ``context`` was seen followed by anything."""
         return self._followed[(int(context[-1]),)]
 
+    def followed(self, context: Sequence[int]) -> int:
+        """How often ``context`` (one or two word ids) was seen followed by anything."""
+        return self._followed.get(tuple(int(t) for t in context), 0)
+
     def probs(self, context: Sequence[int]) -> np.ndarray:
         """p(next | context) over the whole vocabulary ([V] float32, sums to 1 when any text was learned)."""
         p = np.zeros(self.vocab_size, dtype=np.float32)
@@ -87,12 +91,15 @@ class PhraseMemory:
             scale *= types / (total + types)
         out += np.float32(scale) * self._unigram()
 
-    def probs_batch(self, contexts: np.ndarray) -> np.ndarray:
-        """``probs`` for each row of ``contexts [N, T]``: ``[N, V]``."""
-        return np.stack([self.probs(c) for c in contexts]) if len(contexts) else np.zeros((0, self.vocab_size))
-
-    def evidence_batch(self, contexts: np.ndarray) -> np.ndarray:
-        return np.array([self.evidence(c) for c in contexts], dtype=np.float32)
+    def probs_columns(self, contexts: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """``probs`` of each row of ``contexts [N, T]`` at ``columns`` only: ``[N, len(columns)]``."""
+        out = np.zeros((len(contexts), len(columns)), np.float32)
+        row = np.zeros(self.vocab_size, np.float32)
+        for i, c in enumerate(contexts):
+            row[:] = 0.0
+            self.add_probs(c, 1.0, row)
+            out[i] = row[columns]
+        return out
 
     def _unigram(self) -> np.ndarray:
         if self._unigram_probs is None:
@@ -102,6 +109,28 @@ class PhraseMemory:
                 p[ids] = np.fromiter(self.unigram.values(), dtype=np.float32) / self._tokens
             self._unigram_probs = p
         return self._unigram_probs
+
+    @property
+    def n_phrases(self) -> int:
+        """Entries (context, next word) held: word pairs and triples."""
+        return sum(len(c) for c in self.ngrams.values())
+
+    def phrases_with(self, word: int) -> int:
+        """How many entries hold ``word``, in the context or as the next word."""
+        return sum(len(c) if word in ctx else int(word in c) for ctx, c in self.ngrams.items())
+
+    def without(self, word: int) -> "PhraseMemory":
+        """A copy that never saw ``word``: its count and every entry holding it are gone."""
+        mem = PhraseMemory(self.vocab_size, self.skip)
+        for w, c in self.unigram.items():
+            if w != word:
+                mem._count(w, times=c)
+        for ctx, counts in self.ngrams.items():
+            if word not in ctx:
+                for w, c in counts.items():
+                    if w != word:
+                        mem._count(w, ctx, c)
+        return mem
 
     # -- persistence: flat integer arrays, no pickle ---------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -125,18 +154,3 @@ class PhraseMemory:
             raise ValueError("phrase memory refers to ids outside the vocabulary")
         return mem
 
-
-def mix(neural: np.ndarray, memory: PhraseMemory, contexts: np.ndarray, weight: float) -> np.ndarray:
-    """Interpolate neural ``[N, V]`` probabilities with the phrase memory, in place; returns ``neural``.
-
-    The memory's share grows with its evidence for the context's last word,
-    ``weight * e / (e + 1)``: a phrase seen often dominates, a context never
-    seen leaves the neural model alone (and costs nothing).
-    """
-    if weight <= 0 or not len(memory):
-        return neural
-    share = weight * (e := memory.evidence_batch(contexts)) / (e + 1.0)
-    for row in np.flatnonzero(share):
-        neural[row] *= 1 - share[row]
-        memory.add_probs(contexts[row], share[row], neural[row])
-    return neural

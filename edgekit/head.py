@@ -29,7 +29,7 @@ class Head:
         """The user's change to the head (``None``: no change); derived views are recomputed on demand."""
         self._delta = None if delta_w is None or not (delta_w.any() or delta_b.any()) else (delta_w, delta_b)
         self._weights: Weights | None = None
-        self._change: Weights | None = None
+        self._change: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def base(self) -> Weights:
@@ -58,9 +58,13 @@ class Head:
             return logits
         if self._change is None:
             (w, b), (w0, b0) = self.weights, self._flat()
-            self._change = (w - w0, b - b0)
-        dw, db = self._change
-        return logits + features @ dw + db
+            dw, db = w - w0, b - b0
+            cols = np.flatnonzero(dw.any(axis=0) | (db != 0))  # personalization trains a few thousand columns
+            self._change = (cols, np.ascontiguousarray(dw[:, cols]), db[cols])
+        cols, dw, db = self._change
+        out = logits.copy()
+        out[:, cols] += features @ dw + db
+        return out
 
     def base_logits(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """The model version's logits (no personal delta) from the interpreter's features and logits."""

@@ -124,7 +124,13 @@ class EdgeModel:
         """One context's scores: the interpreter's own outputs when nothing personal is in play."""
         if self._plain:
             return self._runtime.invoke(ids[None])
-        return Scores(np.log(np.maximum(self.probabilities(ids[None])[0], 1e-30)))
+        feats, logits = self._runtime.features_logits(ids[None])
+        personal = self._head.logits(feats, logits)
+        st = self.state
+        if not (st.phrase_weight and st.phrases.evidence(ids)):  # no phrase to mix in: logits rank as they are
+            return Scores(personal[0])
+        probs = mix(softmax(personal.astype(np.float32)), st.phrases, ids[None], st.phrase_weight, st.phrase_gate)
+        return Scores(np.log(np.maximum(probs[0], 1e-30)))
 
     # -- personalization ----------------------------------------------------
     def personalize(self, texts: Text, config: TrainConfig | None = None, *, progress: bool = False,

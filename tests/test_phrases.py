@@ -54,3 +54,12 @@ def test_a_row_without_context_is_refused_as_corrupt():
     arrays["phrases_ngrams"] = np.vstack([arrays["phrases_ngrams"], [[-1, -1, 10, 5]]])
     with pytest.raises(ValueError, match="without context"):
         PhraseMemory.from_arrays(V, [0, 1, BOS], arrays)
+
+
+def test_probabilities_at_some_columns_are_the_full_ones_read_there():
+    mem, columns = memory(), np.array([3, 10, 12, 13, 20, 21])
+    contexts = np.array([[BOS, 10, 11], [BOS, 30, 31], [BOS, BOS, 10]])
+    expected = np.stack([mem.probs(c)[columns] for c in contexts])
+    assert np.allclose(mem.probs_columns(contexts, columns), expected, atol=1e-7)
+    mem.add([BOS, 10, 11, 20])  # learning more invalidates what was cached
+    assert np.allclose(mem.probs_columns(contexts[:1], columns)[0], mem.probs(contexts[0])[columns], atol=1e-7)

@@ -3,7 +3,7 @@
 A user's text moves the head for every context, not only the ones they write:
 after learning SMS, top-3 on formal prose fell by 3.5 points. The device has
 no text of other kinds to check against, but the model is a language model:
-it can write some. ``sample_contexts`` draws sentences from the model
+it can write some. ``anchor_rows`` draws sentences from the model
 version's own distribution; head training is pulled toward the version's
 predictions on them (distillation, ``train.train_head``), and an option is
 adopted only if the version's likely next words on them stay in its top-3
@@ -14,23 +14,22 @@ the features.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from ..vocab import Vocabulary
-from .rows import CHUNK
+from .rows import CHUNK, RowReader, Rows, Scorer, Teacher
 
-ANCHOR_ROWS = 3072  # 256 sentences x 12 words
+ANCHOR_ROWS = 3072  # 256 sentences x 12 words (rounded up to whole steps of 256)
 ANCHOR_WEIGHT = 1.0  # distillation's weight in each training step, against the user's cross-entropy
 
 
-def sample_contexts(logits: Callable[[np.ndarray], np.ndarray], vocab: Vocabulary, context_length: int,
-                    rows: int = ANCHOR_ROWS, seed: int = 0) -> np.ndarray:
-    """Contexts ``[rows, T]`` of sentences the model writes (temperature 1; words and sentence ends).
+def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: np.ndarray,
+                rows: int = ANCHOR_ROWS, seed: int = 0) -> tuple[Rows, Teacher]:
+    """Sentences the model version writes (temperature 1; words and sentence ends), read as rows.
 
-    ``logits(ids)`` is the model version's logits for a batch of contexts.
-    Deterministic for a model version and ``seed``.
+    Each step runs the interpreter once on a batch of sentences: its output
+    is both the next row's statistics and the distribution the next word is
+    drawn from. Deterministic for a model version and ``seed``.
     """
     rng = np.random.default_rng(seed)
     start = np.full(context_length, vocab.pad, np.int32)
@@ -38,13 +37,16 @@ def sample_contexts(logits: Callable[[np.ndarray], np.ndarray], vocab: Vocabular
     allowed = vocab.suggestable_mask().copy()
     allowed[vocab.first_slot:] = False  # personal words are the user's, not the version's
     allowed[vocab.eos] = True
-    ctx = np.tile(start, (CHUNK, 1))
-    out: list[np.ndarray] = []
-    while len(out) * CHUNK < rows:
-        z = np.where(allowed, logits(ctx), -np.inf)
+    reader = RowReader(columns, vocab.suggestable_mask(), teacher=True)
+    ctx, seen = np.tile(start, (CHUNK, 1)), []
+    while len(seen) * CHUNK < rows:
+        features, logits, base = score(ctx)
+        reader.add(features, logits, base)
+        seen.append(ctx.copy())
+        z = np.where(allowed, base, -np.inf)
         cum = np.cumsum(np.exp(z - z.max(axis=1, keepdims=True)), axis=1)
         nxt = (cum < rng.random((len(cum), 1)) * cum[:, -1:]).sum(axis=1)
-        out.append(ctx.copy())
         ctx = np.concatenate([ctx[:, 1:], nxt[:, None].astype(np.int32)], axis=1)
         ctx[nxt == vocab.eos] = start
-    return np.concatenate(out)[:rows]
+    contexts = np.concatenate(seen)
+    return reader.rows(contexts, np.zeros(len(contexts), np.int64)), reader.teacher_rows()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
@@ -33,12 +34,19 @@ from ..errors import NotEnoughTextError
 from ..metrics import iter_windows
 from ..tokenizer import SPECIAL_TOKENS
 from ..vocab import Vocabulary
-from .phrases import PhraseMemory
-from .state import PersonalState
-from .anchor import ANCHOR_ROWS, ANCHOR_WEIGHT, sample_contexts
-from .rows import Rows, Scorer, candidate_rows
+from .anchor import ANCHOR_ROWS, ANCHOR_WEIGHT, anchor_rows
 from .gate import DEFAULT_GATE, fit_gate, gate_inputs, share
-from .train import Option, TrainConfig, anchor_scores, mixture_data, score_options, train_head
+from .phrases import PhraseMemory
+from .rows import Rows, Scorer, candidate_rows
+from .state import PersonalState
+from .train import (
+    Option,
+    TrainConfig,
+    anchor_scores,
+    mixture_data,
+    score_options,
+    train_head,
+)
 
 Weights = tuple[np.ndarray, np.ndarray]
 PHRASE_WEIGHTS = (0.0, 0.5, 0.75, 1.0, 1.25)  # scales of the fitted phrase gate (``gate``)
@@ -78,7 +86,7 @@ class Score(NamedTuple):
     top3: float
     loss: float
 
-    def beats(self, other: "Score") -> bool:
+    def beats(self, other: Score) -> bool:
         return (self.top3, self.top1, -self.loss) > (other.top3, other.top1, -other.loss)
 
 
@@ -123,7 +131,7 @@ class Learner:
                                    if k in ("adopted", "train_examples", "before", "after")})
         return result
 
-    def _trial(self, lines: list[list[str]], cfg: TrainConfig, progress: bool) -> "_Trial":
+    def _trial(self, lines: list[list[str]], cfg: TrainConfig, progress: bool) -> _Trial:
         """Train a new head on most of ``lines``; score every option on the held-out rest and earlier held-out text."""
         every = cfg.holdout_every
         train = [ln for i, ln in enumerate(lines) if i % every != every - 1]
@@ -143,14 +151,11 @@ class Learner:
         common = np.argsort(self.head[1])[-COMMON_WORDS:]
         columns = np.unique(np.concatenate([y_tr, y_ho, support, common]))
         columns = columns[mask[columns]]
-        rows, _ = candidate_rows(self.score, np.concatenate([x_tr, x_ho]), np.concatenate([y_tr, y_ho]), columns,
-                                 mask, progress)
-        tr, ho = rows.take(slice(0, len(y_tr))), rows.take(slice(len(y_tr), None))
+        tr = candidate_rows(self.score, x_tr, y_tr, columns, mask, progress, top=False)
+        ho = candidate_rows(self.score, x_ho, y_ho, columns, mask, progress)
         lap("features")
         n_anchor = int(np.clip(len(y_tr) + len(y_ho), ANCHOR_ROWS // 4, ANCHOR_ROWS))  # a few lines: a quick check
-        x_an = sample_contexts(lambda ids: self.score(ids)[2], self.vocab, self.context_length, n_anchor)
-        an, teacher = candidate_rows(self.score, x_an, np.zeros(len(x_an), np.int64), columns, mask, teacher=True)
-        assert teacher is not None
+        an, teacher = anchor_rows(self.score, self.vocab, self.context_length, columns, n_anchor)
         lap("anchor")
         current = (self.head[0][:, columns], self.head[1][columns])
         trained = train_head(tr.features, tr.targets, *current, cfg, progress, tr.rest_lse, ho, (an, teacher),
@@ -166,14 +171,18 @@ class Learner:
         scores = score_options(ho, [self._current_option(current, ho, columns)] + [
             Option(h, memory, share(gate, g_ho, w)) for h, w in choices],
             np.stack([np.ones(len(ho), bool), new_rows]), columns)
-        anchored = anchor_scores(an, teacher, [self._current_option(current, an, columns)] + [
-            Option(h, memory, share(gate, g_an, w)) for h, w in choices], columns)
         scored = [(Score(*s[0]), Score(*s[1])) for s in scores]
-        pick = choose(scored, anchored[:, 1], float(teacher.top[:, 1].mean()), cfg.other_text_slack)
+
+        def anchored(i: int) -> float:
+            option = self._current_option(current, an, columns) if i == 0 else Option(
+                choices[i - 1][0], memory, share(gate, g_an, choices[i - 1][1]))
+            return float(anchor_scores(an, teacher, [option], columns)[0, 1])
+
+        pick = choose(scored, anchored, float(teacher.top[:, 1].mean()), cfg.other_text_slack)
         head, weight = choices[pick - 1] if pick else (current, self.state.phrase_weight)
         lap("choice")
         return _Trial(held, held_new, columns, trained, scored[0], scored[pick], pick > 0, weight, gate,
-                      head, memory, int(len(y_tr)), int(len(y_ho)), int(new_rows.sum()), lap.seconds)
+                      head, memory, len(y_tr), len(y_ho), int(new_rows.sum()), lap.seconds)
 
     def _current_option(self, head: Weights, rows: Rows, columns: np.ndarray) -> Option:
         """The state as it is: the bar every other option must clear."""
@@ -277,23 +286,35 @@ class _Laps:
         self._t = now
 
 
-def choose(scored: list[Score2], anchored: np.ndarray, version: float, slack: float | None) -> int:
+def choose(scored: list[Score2], anchored: Callable[[int], float], version: float, slack: float | None) -> int:
     """The option to adopt (0: keep the current state, ``scored[0]``).
 
-    Eligible: no loss of top-3 on the new lines, and on anchor text an
-    expected top-3 (``anchored``) within ``slack`` of the version's
-    own (``version``) or no lower than the current state's (``None``: no bound). Among them, the best
-    held-out top-3; among options within ``TOP3_SLACK`` of it, the lowest
-    loss (heavy phrase weights win top-3 by a hair while wrecking perplexity
-    for every word the user has not typed yet). Adopted only if it beats the
-    current state on all held-out rows.
+    Candidates lose no top-3 on the new lines. The preferred candidate has
+    the best held-out top-3 or, among those within ``TOP3_SLACK`` of it, the
+    lowest loss (heavy phrase weights win top-3 by a hair while wrecking
+    perplexity for every word the user has not typed yet). It is adopted if
+    it beats the current state on all held-out rows and, on anchor text,
+    keeps an expected top-3 (``anchored(i)``, computed only for the options
+    that get this far) within ``slack`` of the version's own (``version``)
+    or no lower than the current state's; failing that, the next preferred
+    candidate is tried (``slack=None``: no bound on anchor text).
     """
     (before, before_new) = scored[0]
-    bound = -np.inf if slack is None else min(version - slack, anchored[0])
-    eligible = [i for i, (_, new) in enumerate(scored) if i and new.top3 >= before_new.top3 and anchored[i] >= bound]
-    if not eligible:
-        return 0
-    best_top3 = max(scored[i][0].top3 for i in eligible)
-    close = [i for i in eligible if scored[i][0].top3 >= best_top3 - TOP3_SLACK]
-    pick = min(close, key=lambda i: (scored[i][0].loss, -scored[i][0].top3))
-    return pick if scored[pick][0].beats(before) else 0
+    pool = [i for i, (_, new) in enumerate(scored) if i and new.top3 >= before_new.top3]
+    current: float | None = None
+    while pool:
+        best_top3 = max(scored[i][0].top3 for i in pool)
+        close = [i for i in pool if scored[i][0].top3 >= best_top3 - TOP3_SLACK]
+        pick = min(close, key=lambda i: (scored[i][0].loss, -scored[i][0].top3))
+        if not scored[pick][0].beats(before):
+            return 0
+        if slack is None:
+            return pick
+        on_anchor = anchored(pick)
+        if on_anchor >= version - slack:
+            return pick
+        current = anchored(0) if current is None else current
+        if on_anchor >= current:
+            return pick
+        pool.remove(pick)
+    return 0

@@ -25,43 +25,59 @@ class Rows(NamedTuple):
     contexts: np.ndarray  # [N, T] token ids
     targets: np.ndarray  # [N] positions in the candidate columns
     rest_lse: np.ndarray  # [N] log-sum-exp of the other words' logits
-    rest_top: np.ndarray  # [N, 3] the other words' three best logits (-inf where fewer)
+    rest_top: np.ndarray | None  # [N, 3] the other words' three best logits (-inf where fewer); None: not read
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def take(self, index: np.ndarray | slice) -> Rows:
-        return Rows(*(a[index] for a in self))
+        return Rows(*(None if a is None else a[index] for a in self))
 
 
 def candidate_rows(score: Scorer, contexts: np.ndarray, targets: np.ndarray, columns: np.ndarray,
-                   words: np.ndarray, progress: bool = False, teacher: bool = False) -> tuple[Rows, Teacher | None]:
+                   words: np.ndarray, progress: bool = False, top: bool = True) -> Rows:
     """One pass of the interpreter over ``contexts``: features and the non-candidate words' share.
 
     ``score(ids)`` gives ``(features, logits of the current head, logits of
     the model version's head)`` for a chunk; ``columns`` are the candidate
     ids (sorted), ``words`` the boolean mask of ids that can be suggested at
-    all. With ``teacher``, also the version's own distribution on the rows.
+    all. ``top=False`` skips the others' best three (training needs none).
     """
-    other = words.copy()
-    other[columns] = False
-    parts: list[tuple] = []
+    reader = RowReader(columns, words, top)
     with progress_bar(len(contexts), "running model", progress) as bar:
         for start in range(0, len(contexts), CHUNK):
-            f, z, z_base = score(contexts[start : start + CHUNK])
-            z = np.where(other, z, -np.inf)
-            top_ids = np.argpartition(z, z.shape[1] - 3, axis=1)[:, -3:]
-            best = np.take_along_axis(z, top_ids, axis=1)
-            peak = np.maximum(best.max(axis=1, keepdims=True), np.finfo(np.float32).min)  # all candidates: no others
-            with np.errstate(divide="ignore"):
-                lse = peak[:, 0] + np.log(np.exp(z - peak).sum(axis=1))
-            parts.append((f.astype(np.float32), lse, best, _teacher(z_base, words, columns, top_ids) if teacher else None))
-            bar.update(len(f))
-    rows = Rows(np.concatenate([p[0] for p in parts]), contexts, np.searchsorted(columns, targets),
-                np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
-    if not teacher:
-        return rows, None
-    return rows, Teacher(*(np.concatenate([p[3][i] for p in parts]) for i in range(3)))
+            reader.add(*score(contexts[start : start + CHUNK]))
+            bar.update(min(CHUNK, len(contexts) - start))
+    return reader.rows(contexts, targets)
+
+
+class RowReader:
+    """Reads chunks of interpreter output into ``Rows`` (and, with ``teacher``, the version's ``Teacher``)."""
+
+    def __init__(self, columns: np.ndarray, words: np.ndarray, top: bool = True, teacher: bool = False):
+        self.columns, self.words, self.top, self.teacher = columns, words, top, teacher
+        self.other = words.copy()
+        self.other[columns] = False
+        self.parts: list[tuple] = []
+
+    def add(self, features: np.ndarray, logits: np.ndarray, base_logits: np.ndarray) -> None:
+        z = np.where(self.other, logits, -np.inf)
+        top_ids = np.argpartition(z, z.shape[1] - 3, axis=1)[:, -3:] if self.top or self.teacher else None
+        best = None if top_ids is None else np.take_along_axis(z, top_ids, axis=1)
+        peak = np.max(z, axis=1, keepdims=True) if best is None else best.max(axis=1, keepdims=True)
+        peak = np.maximum(peak, np.finfo(np.float32).min)  # every word a candidate: no others
+        with np.errstate(divide="ignore"):
+            lse = peak[:, 0] + np.log(np.exp(z - peak).sum(axis=1))
+        taught = _teacher(base_logits, self.words, self.columns, top_ids) if self.teacher else None
+        self.parts.append((features.astype(np.float32), lse, best, taught))
+
+    def rows(self, contexts: np.ndarray, targets: np.ndarray) -> Rows:
+        features, lse, best, _ = zip(*self.parts) if self.parts else ((), (), (), ())
+        return Rows(np.concatenate(features), contexts, np.searchsorted(self.columns, targets),
+                    np.concatenate(lse), np.concatenate(best) if self.top else None)
+
+    def teacher_rows(self) -> Teacher:
+        return Teacher(*(np.concatenate([p[3][i] for p in self.parts]) for i in range(3)))
 
 
 class Teacher(NamedTuple):

@@ -51,7 +51,7 @@ class PersonalState:
     heldout_new: list[bool] = field(default_factory=list)
 
     @classmethod
-    def empty(cls, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids) -> "PersonalState":
+    def empty(cls, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids) -> PersonalState:
         return cls(fingerprint, np.zeros((feature_dim, vocab_size), np.float32), np.zeros(vocab_size, np.float32),
                    PhraseMemory(vocab_size, skip_ids))
 

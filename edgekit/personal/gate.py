@@ -12,6 +12,7 @@ stay quiet, being another kind of text). Four numbers, kept in the state.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -82,12 +83,14 @@ def mix(neural: np.ndarray, memory: PhraseMemory, contexts: np.ndarray, weight: 
     """
     if weight <= 0 or not len(memory):
         return neural
-    theta = DEFAULT_GATE if gate is None else gate
+    theta = [float(t) for t in (DEFAULT_GATE if gate is None else gate)]
     for row, context in enumerate(contexts):
         if not memory.evidence(context):
             continue
         m = memory.probs(context)
-        lam = float(share(theta, gate_inputs(memory, context[None], m.max(keepdims=True)), weight)[0])
+        two, one = _counts(memory, context)  # one context: plain floats beat numpy's per-call cost
+        x = theta[0] + theta[1] * math.log1p(two) + theta[2] * math.log1p(one) + theta[3] * float(m.max())
+        lam = min(weight / (1.0 + math.exp(-x)), MAX_SHARE)
         neural[row] *= 1 - lam
         neural[row] += lam * m
     return neural

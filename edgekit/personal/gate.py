@@ -57,7 +57,8 @@ def fit_gate(user: tuple[np.ndarray, np.ndarray, np.ndarray],
     x_a, p_a, m_a, t_a = anchor
     t_a = t_a / np.maximum(t_a.sum(axis=1, keepdims=True), 1e-12)
     live_u, live_a = x_u[:, 2] > 0, x_a[:, 2] > 0
-    theta = np.array([-2.0, 0.0, 0.0, 0.0])
+    theta = np.zeros(x_u.shape[1])
+    theta[0] = -2.0
     m, v = np.zeros_like(theta), np.zeros_like(theta)
     for t in range(1, STEPS + 1):
         lam_u = 1.0 / (1.0 + np.exp(-(x_u @ theta)))

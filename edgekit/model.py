@@ -127,7 +127,7 @@ class EdgeModel:
         feats, logits = self._runtime.features_logits(ids[None])
         personal = self._head.logits(feats, logits)
         st = self.state
-        if not (st.phrase_weight and st.phrases.evidence(ids)):  # no phrase to mix in: logits rank as they are
+        if not (st.phrase_weight and st.phrases.evidence(ids.tolist())):  # no phrase to mix in: logits rank as they are
             return Scores(personal[0])
         probs = mix(softmax(personal.astype(np.float32)), st.phrases, ids[None], st.phrase_weight, st.phrase_gate)
         return Scores(np.log(np.maximum(probs[0], 1e-30)))

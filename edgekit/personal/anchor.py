@@ -38,7 +38,7 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
     allowed[vocab.first_slot:] = False  # personal words are the user's, not the version's
     allowed[vocab.eos] = True
     reader = RowReader(columns, vocab.suggestable_mask(), teacher=True)
-    ctx, seen = np.tile(start, (CHUNK, 1)), []
+    ctx, seen = np.tile(start, (CHUNK, 1)), list[np.ndarray]()
     while len(seen) * CHUNK < rows:
         features, logits, base = score(ctx)
         reader.add(features, logits, base)

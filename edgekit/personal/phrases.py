@@ -101,9 +101,9 @@ class PhraseMemory:
 
     def _orders(self, context: Sequence[int], scale: float):
         """Per seen context order, longest first: (next-word ids, their weights, the scale left for the rest)."""
-        seen = []
-        for n in range(1, ORDER):
-            key = tuple(int(t) for t in context[-n:]) if len(context) >= n else None
+        seen: list[tuple[int, ...]] = []
+        for n in range(1, min(ORDER, len(context) + 1)):
+            key = tuple(int(t) for t in context[-n:])
             if key not in self._followed:
                 break
             seen.append(key)

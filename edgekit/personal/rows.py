@@ -31,7 +31,8 @@ class Rows(NamedTuple):
         return len(self.targets)
 
     def take(self, index: np.ndarray | slice) -> Rows:
-        return Rows(*(None if a is None else a[index] for a in self))
+        return Rows(self.features[index], self.contexts[index], self.targets[index], self.rest_lse[index],
+                    None if self.rest_top is None else self.rest_top[index])
 
 
 def candidate_rows(score: Scorer, contexts: np.ndarray, targets: np.ndarray, columns: np.ndarray,
@@ -68,7 +69,8 @@ class RowReader:
         peak = np.maximum(peak, np.finfo(np.float32).min)  # every word a candidate: no others
         with np.errstate(divide="ignore"):
             lse = peak[:, 0] + np.log(np.exp(z - peak).sum(axis=1))
-        taught = _teacher(base_logits, self.words, self.columns, top_ids) if self.teacher else None
+        taught = _teacher(base_logits, self.words, self.columns, top_ids) if top_ids is not None and self.teacher \
+            else None
         self.parts.append((features.astype(np.float32), lse, best, taught))
 
     def rows(self, contexts: np.ndarray, targets: np.ndarray) -> Rows:

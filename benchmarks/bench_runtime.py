@@ -33,6 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONTEXT_TEXT = ROOT / "data" / "heldout" / "email_easy_ham_2.txt"
 PERSONAL_TEXT = ROOT / "data" / "personal" / "sms_ham.txt"
 N_CONTEXTS = 300
+# The figures before issue 14's work (README), shown beside the new ones.
+PREVIOUS = {
+    "int8": {"personalized p50/p95 us": "542/688", "train words/s": 1901, "peak MB": 163, "keyboard quit s": 21},
+    "dynamic": {"personalized p50/p95 us": "535/670", "train words/s": 2115, "peak MB": 174},
+}
 
 
 def contexts(n: int = N_CONTEXTS) -> list[str]:
@@ -97,11 +102,13 @@ def latency(path: Path) -> dict:
     load_s = time.perf_counter() - t
     texts = contexts()
     ids = [m.vocab.context_ids(m.tokenizer.split_partial(c)[0], m.context_length)[None] for c in texts]
+    runtime, suggester = m._runtime, m._suggester  # the bare interpreter, and the cache to empty
+
     def bare_call(x):
-        m._invoke(m._interp, x)
+        runtime.invoke(x)
 
     def sdk_call(c):
-        m._scores_cache.clear()  # cold: a new context each time
+        suggester.clear()  # cold: a new context each time
         m.suggest(c)
 
     paired(bare_call, sdk_call, list(zip(ids, texts)), rounds=1)  # warm-up: steady state before timing
@@ -121,13 +128,17 @@ def personalized(path: Path) -> dict:
 
     with tempfile.TemporaryDirectory() as state:
         pm = EdgeModel.load(path, state_dir=state)
-        lines = PERSONAL_TEXT.read_text(encoding="utf-8").splitlines()[:1000]
+        lines = PERSONAL_TEXT.read_text(encoding="utf-8").splitlines()
         t = time.perf_counter()
-        report = pm.personalize(lines, TrainConfig(epochs=2))
+        report = pm.personalize(lines[:1000], TrainConfig(epochs=2))
         train_s = time.perf_counter() - t
         personal = timed(pm.suggest, contexts())
+        t = time.perf_counter()  # the keyboard's quit: two new lines on top of what was learned
+        quick = pm.personalize(lines[1000:1002], save=True)
+        quit_s = time.perf_counter() - t
     return {"personal_suggest_us": percentiles(personal),
             "train_tokens_per_s": (report.train_examples + report.heldout_examples) / train_s,
+            "phases_s": report.phases, "two_lines_s": quit_s, "two_lines_phases_s": quick.phases,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -189,6 +200,13 @@ def table(rows: list[dict], keras: dict | None, import_s: float) -> str:
         lines.append(f"{'keras float model(x)':28} {'':5} {'':8} {keras['call_us'][0]:7.0f}/{keras['call_us'][1]:<8.0f}")
         lines.append(f"{'keras float predict()':28} {'':5} {'':8} {keras['predict_us'][0]:7.0f}/{keras['predict_us'][1]:<8.0f}")
     lines.append(f"import edgekit.model: {import_s * 1e3:.0f} ms")
+    for r in rows:
+        lines.append(f"{r['file']}: personalize phases (s) {r['phases_s']}; learning two more lines "
+                     f"{r['two_lines_s']:.2f} s {r['two_lines_phases_s']}")
+        previous = PREVIOUS.get(r["quantization"])
+        if previous:
+            lines.append(f"{r['file']}: previous (README before issue 14): " + ", ".join(
+                f"{k} {v}" for k, v in previous.items()))
     lines.append("bare: set_tensor + invoke + get_tensor on the same contexts, timed alternately with suggest "
                  "(3 x 300 pairs); suggest: a new context each call; each file's quietest of its runs "
                  "(lowest bare p50); "

@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 # Lazy, so that `import edgekit` stays fast and light on a device: name -> module.
 _EXPORTS = {
     "EdgeModel": "model", "ModelInfo": "model", "Suggestion": "suggest", "TrainConfig": "personal.train",
-    "PersonalizeResult": "personal.learner", "Evaluation": "metrics", "Journal": "journal",
+    "PersonalizeResult": "personal.result", "Evaluation": "metrics", "Journal": "journal",
     "EdgekitError": "errors", "ModelFileError": "errors", "StateError": "errors", "UpdateError": "errors",
     "KeyFileError": "errors", "NotEnoughTextError": "errors", "RuntimeMissingError": "errors",
 }

@@ -30,7 +30,7 @@ class Head:
         changed = delta_w is not None and delta_b is not None and bool(delta_w.any() or delta_b.any())
         self._delta = (delta_w, delta_b) if changed else None
         self._weights: Weights | None = None
-        self._change: Weights | None = None
+        self._change: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def base(self) -> Weights:
@@ -59,9 +59,20 @@ class Head:
             return logits
         if self._change is None:
             (w, b), (w0, b0) = self.weights, self._flat()
-            self._change = (w - w0, b - b0)
-        dw, db = self._change
-        return logits + features @ dw + db
+            dw, db = w - w0, b - b0
+            cols = np.flatnonzero(dw.any(axis=0) | (db != 0))  # personalization trains a few thousand columns
+            self._change = (cols, np.ascontiguousarray(dw[:, cols]), db[cols])
+        cols, dw, db = self._change
+        out = logits.copy()
+        out[:, cols] += features @ dw + db
+        return out
+
+    def base_logits(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """The model version's logits (no personal delta) from the interpreter's features and logits."""
+        if self._runtime.file.head is None:
+            return logits
+        (w, b), (w0, b0) = self.base, self._flat()
+        return logits + features @ (w - w0) + (b - b0)
 
     def _flat(self) -> Weights:
         return self._runtime.flat_head() if self._runtime.file.head is not None else self.base

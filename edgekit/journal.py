@@ -24,7 +24,7 @@ from .tokenizer import read_text_lines
 
 if TYPE_CHECKING:  # the model module pulls in the runtime; appending must stay light
     from .model import EdgeModel
-    from .personal.learner import PersonalizeResult
+    from .personal.result import PersonalizeResult
 
 PRIVATE_MODE = 0o600  # other accounts on the device must not read what the user typed
 

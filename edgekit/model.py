@@ -5,9 +5,10 @@
     m.personalize(["text the user typed", ...])
 
 A facade over the parts, each in its own module: the interpreter
-(``runtime``), the head (``head``), ranking (``suggest``), learning
-(``personal.learner``), the personal state and phrase memory
-(``personal.state``, ``personal.phrases``). No TensorFlow here.
+(``runtime``), the head (``head``), ranking (``suggest``), scoring with the
+personal state (``personal.predict``), learning (``personal.learner``), the
+state and what it holds (``personal.state``, ``personal.phrases``,
+``personal.words``). No TensorFlow here.
 """
 from __future__ import annotations
 
@@ -17,17 +18,18 @@ from typing import Iterable
 import numpy as np
 
 from .blas import blas_threads
-from .errors import NotEnoughTextError
 from .head import Head
 from .info import ModelInfo
 from .metrics import Evaluation, evaluate
 from .modelfile import ModelFile, read_model_file, require_version_of
-from .personal.learner import Learner, PersonalizeResult
-from .personal.phrases import mix
 from .paths import default_state_dir
+from .personal.learner import Learner, read_lines
+from .personal.result import PersonalizeResult
+from .personal.predict import Predictor
 from .personal.state import PersonalState, load_state, save_state, state_path
-from .personal.train import TrainConfig, softmax
-from .runtime import Runtime, Scores
+from .personal.train import TrainConfig
+from .personal.words import LearnedWord, forget_phrases, forget_word, learned_words
+from .runtime import Runtime
 from .suggest import Suggester, Suggestion
 from .tokenizer import Tokenizer, TokenizerConfig, text_lines
 from .vocab import Vocabulary
@@ -49,23 +51,20 @@ class EdgeModel:
         self.path, self.file, self.state_dir = path, file, state_dir
         self.tokenizer = Tokenizer(TokenizerConfig.from_dict(file.metadata["tokenizer"]))
         self.vocab = Vocabulary(file.vocab, file.metadata.get("personal_slots", 0))
-        self._blas = num_threads or 1  # host matrix products: see edgekit/blas.py
         self._runtime = Runtime(file, self.vocab, runtime, num_threads)
-        self._head = Head(self._runtime)
-        self._suggester = Suggester(self.tokenizer, self.vocab, self.context_length, self._scores)
-        empty = PersonalState.empty(self.fingerprint, self.feature_dim, len(self.vocab), self.vocab.special_ids)
-        self._set_state(empty if self.state_file is None or not self.state_file.exists() else load_state(
-            self.state_file, self.fingerprint, self.feature_dim, len(self.vocab), self.vocab.special_ids))
+        self._suggester = Suggester(self.tokenizer, self.vocab, self.context_length, lambda ids: self._p.scores(ids))
+        self._blas = num_threads or 1  # host matrix products: see edgekit/blas.py
+        self._p = Predictor(self._runtime, Head(self._runtime), self._empty_state(), self._blas)
+        if self.state_file is not None and self.state_file.exists():
+            self._set_state(load_state(self.state_file, self.fingerprint, self.feature_dim, len(self.vocab),
+                                       self.vocab.special_ids))
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, state_dir: str | Path | None = None,
              stateless: bool = False, runtime: str | None = None, num_threads: int | None = None) -> "EdgeModel":
-        """Load a model file (default: the bundled English model) and the user's state.
-
-        ``state_dir`` defaults to ``$EDGEKIT_STATE_DIR`` or the per-user data
-        folder; ``stateless=True`` neither reads nor writes personal state.
-        ``num_threads`` is for learning; suggestions use one thread.
-        """
+        """Load a model file (default: the bundled English model) and the user's state
+        (``state_dir``: default ``$EDGEKIT_STATE_DIR`` or the per-user data folder; ``stateless``: none).
+        ``num_threads`` is for learning; suggestions use one thread."""
         path = Path(path) if path is not None else default_model_path()
         directory = None if stateless else Path(state_dir) if state_dir is not None else default_state_dir()
         return cls(read_model_file(path), path, directory, runtime, num_threads)
@@ -79,16 +78,17 @@ class EdgeModel:
     runtime = property(lambda self: self._runtime.name, doc="The interpreter package in use.")
     max_k = property(lambda self: self._runtime.max_k, doc="The most suggestions one call can rank.")
     n_examples = property(lambda self: self.state.n_examples, doc="Examples learned since the last export.")
+    state = property(lambda self: self._p.state, doc="The personal state in use.")
 
     @property
     def base_head(self) -> tuple[np.ndarray, np.ndarray]:
         """The model version's float head ``(W [F, V], b [V])``."""
-        return self._head.base
+        return self._p.head.base
 
     @property
     def head(self) -> tuple[np.ndarray, np.ndarray]:
         """Base head plus the personal delta."""
-        return self._head.weights
+        return self._p.head.weights
 
     @property
     def state_file(self) -> Path | None:
@@ -112,35 +112,21 @@ class EdgeModel:
 
     def probabilities(self, ids: np.ndarray) -> np.ndarray:
         """Next-word probabilities ``[N, V]`` for context ids ``[N, T]``, personal state included."""
-        feats, logits = self._runtime.features_logits(ids)
-        with blas_threads(self._blas):
-            probs = softmax(self._head.logits(feats, logits).astype(np.float32))
-            return mix(probs, self.state.phrases, ids, self.state.phrase_weight)
+        return self._p.probabilities(ids)
 
     def evaluate(self, text: Text, max_targets: int | None = None, progress: bool = False) -> Evaluation:
         """top1, top3, perplexity and keystroke savings on text (a ``Path``, a str, or lines)."""
         return evaluate(self.probabilities, self.vocab, self.tokenizer.iter_lines(text_lines(text)),
                         self.context_length, max_targets=max_targets, progress=progress)
 
-    def _scores(self, ids: np.ndarray) -> Scores:
-        """One context's scores: the interpreter's own outputs when nothing personal is in play."""
-        if self._plain:
-            return self._runtime.invoke(ids[None])
-        return Scores(np.log(np.maximum(self.probabilities(ids[None])[0], 1e-30)))
-
     # -- personalization ----------------------------------------------------
     def personalize(self, texts: Text, config: TrainConfig | None = None, *, progress: bool = False,
                     save: bool = True) -> PersonalizeResult:
-        """Learn from the user's text (a ``Path``, a str, or messages); adopted only if it helps.
-
-        See ``edgekit.personal.learner``: the new head and phrase weight must
-        beat the current state on held-out lines, new and kept from before.
-        """
+        """Learn from the user's text (a ``Path``, a str, or messages); adopted only if it does not
+        lose on held-out text (``edgekit.personal.learner`` says what that means)."""
         cfg = config or TrainConfig()
-        lines = [t for t, _ in zip(self.tokenizer.iter_lines(text_lines(texts)), range(cfg.max_lines))]
-        if not lines:
-            raise NotEnoughTextError("no text to personalize on (the text is empty)")
-        learner = Learner(self.vocab, self.context_length, self._runtime.features, self.head, self.base_head,
+        lines = read_lines(self.tokenizer, text_lines(texts), cfg.max_lines)
+        learner = Learner(self.vocab, self.context_length, self._p.features_scores, self.head, self.base_head,
                           self.state)
         with blas_threads(cfg.threads):
             result = learner.learn(lines, cfg, progress)
@@ -155,12 +141,8 @@ class EdgeModel:
         return self.personalize(Path(path), config, progress=progress, save=save)
 
     def head_delta(self) -> tuple[np.ndarray, np.ndarray]:
-        """This device's contribution to the *shared* head since its previous export or model install.
-
-        What head training learned from the user's text, whether or not the
-        device adopted it (one device's held-out check is noisy; averaged over
-        many devices the signal is not). Personal-word slots stay here.
-        """
+        """What head training learned since the last export or install, adopted here or not (one
+        device's check is noisy, a fleet's average is not): the shared rows only, never personal slots."""
         return self.state.shared_contribution(self.vocab.first_slot)
 
     def consume_contribution(self) -> None:
@@ -169,38 +151,52 @@ class EdgeModel:
         self.save()
 
     def install_global(self, path: str | Path) -> None:
-        """Switch to a new global version of this model (made by ``edgekit aggregate``).
-
-        The user keeps their personalization on top of the new global head;
-        the next export carries only what is learned from now on.
-        """
+        """Switch to a new global version of this model (``edgekit aggregate``), keeping the user's
+        personalization on top of it; the next export carries only what is learned from now on."""
         new = read_model_file(path)
         require_version_of(self.file, new, path)
         self._runtime = self._runtime.with_file(new)  # first: a file the runtime refuses changes nothing
-        self.file, self.path, self._head = new, Path(path), Head(self._runtime)
-        self.state.fingerprint = new.fingerprint  # the server folded contributions into the new head
-        self.state.clear_contribution()
-        self._set_state(self.state)
+        self.file, self.path, state = new, Path(path), self.state
+        state.fingerprint = new.fingerprint  # the server folded contributions into the new head
+        state.clear_contribution()
+        self._p = Predictor(self._runtime, Head(self._runtime), state, self._blas)
+        self._set_state(state)
         self.save()
 
+    # -- what was learned -------------------------------------------------------
+    def learned_words(self) -> list[LearnedWord]:
+        """The personal words learned, most often seen first (``edgekit words``)."""
+        return learned_words(self.state, self.vocab)
+
+    def forget_word(self, word: str) -> None:
+        """Remove ``word`` from everything personal, saved atomically; ``KeyError`` if never learned."""
+        self._replace_state(forget_word(self.state, self.vocab, self.tokenizer.normalize(word.strip())))
+
+    def forget_phrases(self) -> None:
+        """Empty the phrase memory, saved atomically; the head and personal words stay."""
+        self._replace_state(forget_phrases(self.state))
+
     # -- state ----------------------------------------------------------------
+    def _replace_state(self, state: PersonalState) -> None:
+        """Save first, then switch: a crash in between leaves the state before or after, never half."""
+        if self.state_file is not None:
+            save_state(self.state_file, state)
+        self._set_state(state)
+
     def save(self) -> None:
         """Write personal state atomically (no-op for a stateless model)."""
-        if self.state_file is not None:
-            save_state(self.state_file, self.state)
+        self._replace_state(self.state)
 
     def reset(self) -> None:
         """Forget everything personal: in memory and on disk."""
         if self.state_file is not None:
             self.state_file.unlink(missing_ok=True)
-        self._set_state(PersonalState.empty(self.fingerprint, self.feature_dim, len(self.vocab),
-                                            self.vocab.special_ids))
+        self._set_state(self._empty_state())
+
+    def _empty_state(self) -> PersonalState:
+        return PersonalState.empty(self.fingerprint, self.feature_dim, len(self.vocab), self.vocab.special_ids)
 
     def _set_state(self, state: PersonalState) -> None:
         self.vocab.set_personal(state.personal_words)
-        self.state = state
-        self._head.set_delta(state.delta_w, state.delta_b)
+        self._p.use(state)
         self._suggester.clear()
-        # Nothing personal: suggestions are the interpreter's outputs as they come, its ranking included.
-        self._plain = not (self._head.on_host or (state.phrase_weight and len(state.phrases))
-                           or state.personal_words)

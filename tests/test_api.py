@@ -45,7 +45,7 @@ def test_results_are_dataclasses_with_the_cli_json_keys(bundled):
     assert isinstance(result, PersonalizeResult) and result.train_examples > 0
     as_dict = json.loads(json.dumps(result.to_dict()))
     assert set(as_dict) == {"adopted", "train_examples", "heldout_examples", "before", "after",
-                            "new_personal_words", "phrase_weight", "seconds"}
+                            "new_personal_words", "phrase_weight", "seconds", "before_new", "after_new", "phases"}
     assert set(as_dict["before"]) == {"top1", "top3"}
 
 

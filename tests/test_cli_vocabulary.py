@@ -14,7 +14,7 @@ from edgekit.cli import COMMANDS, main
 
 WRITERS = {"convert", "train-base", "keygen", "export-update", "aggregate", "simulate"}
 MODEL_READERS = {"convert", "evaluate", "info", "suggest", "personalize", "reset", "export-update", "aggregate",
-                 "simulate"}
+                 "simulate", "words"}
 NOISE_OPTIONS = {"--noise-multiplier", "--central-noise-multiplier"}
 
 

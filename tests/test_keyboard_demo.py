@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,11 @@ class Keyboard:
         self.child.expect(r"\r\[([^\]]*)\] > " + re.escape(text) + r"\x1b\[K")
         strip = self.child.match.group(1)
         return [item.split(" ", 1)[1] for item in strip.split(" | ")] if strip else []
+
+    def suggestions_after_accept(self) -> str:
+        """The live line after a suggestion was accepted (a word and a space)."""
+        self.child.expect(r"\r\[[^\]]*\] > (\S+ )\x1b\[K")
+        return self.child.match.group(1)
 
     def send_line(self, text: str) -> None:
         self.type(text + "\r")
@@ -109,8 +115,14 @@ def test_learns_the_session_and_suggests_its_words_next_time(tmp_path):
     assert again.suggestions("meet at the zor")[0] == "zorbly"
     again.type("\x7f" * len("meet at the zor"))
     again.suggestions("")
+    again.type("\x1b")  # Esc, then the digit a second later: still accepts (a lone Esc never quits)
+    time.sleep(1.0)
+    again.type("1")
+    accepted = again.suggestions_after_accept()
+    again.type("\x7f" * len(accepted))
+    again.suggestions("")
     again.send_line("ok")
-    report = again.quit("\x1b")  # Esc quits too, and learns only what is new, judged on all held-out text so far
+    report = again.quit()  # learns only what is new, judged on all held-out text so far
     assert again.child.exitstatus == 0
     assert "(1 new)" in report and "held-out top-3" in report, report
 

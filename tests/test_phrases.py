@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.personal.phrases import PhraseMemory, mix
+from edgekit.personal.gate import mix
+from edgekit.personal.phrases import PhraseMemory
 
 V, BOS = 50, 2
 
@@ -53,3 +54,26 @@ def test_a_row_without_context_is_refused_as_corrupt():
     arrays["phrases_ngrams"] = np.vstack([arrays["phrases_ngrams"], [[-1, -1, 10, 5]]])
     with pytest.raises(ValueError, match="without context"):
         PhraseMemory.from_arrays(V, [0, 1, BOS], arrays)
+
+
+def test_probabilities_at_some_columns_are_the_full_ones_read_there():
+    mem, columns = memory(), np.array([3, 10, 12, 13, 20, 21])
+    contexts = np.array([[BOS, 10, 11], [BOS, 30, 31], [BOS, BOS, 10]])
+    expected = np.stack([mem.probs(c)[columns] for c in contexts])
+    assert np.allclose(mem.probs_columns(contexts, columns), expected, atol=1e-7)
+    mem.add([BOS, 10, 11, 20])  # learning more invalidates what was cached
+    assert np.allclose(mem.probs_columns(contexts[:1], columns)[0], mem.probs(contexts[0])[columns], atol=1e-7)
+
+
+def test_suggestions_mix_the_memory_by_the_same_gate_learning_scored():
+    """``mix`` (one context at a time, on the keyboard's path) and ``share`` (learning's batches) agree."""
+    from edgekit.personal.gate import gate_inputs, share
+
+    mem, theta = memory(), np.array([0.3, 0.5, -0.2, 1.0], np.float32)
+    contexts = np.array([[BOS, 10, 11], [BOS, 30, 31], [BOS, 20, 21]])
+    neural = np.full((3, V), 1 / V, dtype=np.float32)
+    best = np.array([mem.probs(c).max() for c in contexts], np.float32)
+    lam = share(theta, gate_inputs(mem, contexts, best), 0.8)
+    assert lam[1] == 0 and lam[0] > 0  # never seen: no share
+    expected = np.stack([(1 - s) * neural[i] + s * mem.probs(c) for i, (s, c) in enumerate(zip(lam, contexts))])
+    assert np.allclose(mix(neural.copy(), mem, contexts, 0.8, theta), expected, atol=1e-6)

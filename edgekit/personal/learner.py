@@ -8,68 +8,75 @@ personalization never makes suggestions worse on the user's own held-out
 text, old or new: a few lines about one topic cannot undo what a year of
 messages taught. Held-out lines stay out of the phrase memory while they
 judge: a memory that had seen them would look better on them than it is.
+
+A user who repeats whole messages makes held-out lines as repetitive as the
+training lines, and there the heaviest phrase weight wins while lines the
+user has not written before get worse. So the held-out lines that do not
+occur verbatim in the text learned with them ("new" lines) are scored on
+their own too, and an option that loses top-3 on them is never chosen.
+The head trains only the columns of the words in the user's text
+(``rows.Rows``): a word the user never wrote keeps its logit everywhere.
+And on text the model version writes itself (``anchor``), no option may
+lose more than ``TrainConfig.other_text_slack`` of the version's expected top-3: learning
+SMS must not spoil prose.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from typing import Callable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import NotEnoughTextError
 from ..metrics import iter_windows
-from ..tokenizer import SPECIAL_TOKENS
+from ..tokenizer import SPECIAL_TOKENS, Tokenizer
 from ..vocab import Vocabulary
+from .anchor import ANCHOR_ROWS, ANCHOR_WEIGHT, anchor_rows
+from .gate import DEFAULT_GATE, fit_gate, gate_inputs, share
 from .phrases import PhraseMemory
+from .result import Accuracy, PersonalizeResult, Score
+from .rows import Rows, Scorer, candidate_rows
 from .state import PersonalState
-from .train import TrainConfig, score_options, train_head
+from .train import (
+    Option,
+    TrainConfig,
+    anchor_scores,
+    mixture_data,
+    score_options,
+    train_head,
+)
 
 Weights = tuple[np.ndarray, np.ndarray]
-PHRASE_WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8)
+PHRASE_WEIGHTS = (0.0, 0.5, 0.75, 1.0, 1.25)  # scales of the fitted phrase gate (``gate``)
 TOP3_SLACK = 0.003
+COMMON_WORDS = 512  # the words with the highest bias, trained with the user's own
 HELDOUT_TOKENS = 10_000  # earlier held-out text kept for the never-worse check
 
 
-@dataclass(frozen=True)
-class Accuracy:
-    top1: float
-    top3: float
+def read_lines(tokenizer: Tokenizer, texts: Iterable[str], max_lines: int) -> list[list[str]]:
+    """The first ``max_lines`` lines of ``texts``, tokenized; empty text is an error, not a no-op."""
+    lines = list(itertools.islice(tokenizer.iter_lines(texts), max_lines))
+    if not lines:
+        raise NotEnoughTextError("no text to personalize on (the text is empty)")
+    return lines
 
 
-@dataclass(frozen=True)
-class PersonalizeResult:
-    """What a personalization did; ``to_dict()`` is the CLI's JSON."""
-
-    adopted: bool  # the new head and phrase weight are in use (they beat the current state on held-out text)
-    train_examples: int
-    heldout_examples: int
-    before: Accuracy  # held-out accuracy of the state before
-    after: Accuracy  # ... of the best option tried
-    new_personal_words: list[str] = field(default_factory=list)
-    phrase_weight: float = 0.0
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class Score(NamedTuple):
-    top1: float
-    top3: float
-    loss: float
-
-    def beats(self, other: "Score") -> bool:
-        return (self.top3, self.top1, -self.loss) > (other.top3, other.top1, -other.loss)
+Score2 = tuple[Score, Score]  # on every held-out row, and on the rows of new lines
 
 
 class Learner:
-    """The parts of a model one personalization reads and changes: vocabulary, head, state."""
+    """The parts of a model one personalization reads and changes: vocabulary, head, state.
 
-    def __init__(self, vocab: Vocabulary, context_length: int, features: Callable[..., np.ndarray],
-                 head: Weights, base: Weights, state: PersonalState):
-        self.vocab, self.context_length, self.features = vocab, context_length, features
+    ``score(ids)`` runs the interpreter on a chunk of contexts and returns
+    ``(features, logits of the current head, logits of the version's head)``.
+    """
+
+    def __init__(self, vocab: Vocabulary, context_length: int, score: Scorer, head: Weights, base: Weights,
+                 state: PersonalState):
+        self.vocab, self.context_length, self.score = vocab, context_length, score
         self.head, self.base, self.state = head, base, state
 
     def learn(self, lines: list[list[str]], cfg: TrainConfig, progress: bool = False) -> PersonalizeResult:
@@ -81,42 +88,84 @@ class Learner:
         except BaseException:
             self._drop_words(new_words)
             raise
-        self._add_contribution(trial.trained, trial.train_examples)
-        adopted = trial.head is not None and trial.best.beats(trial.before)
-        retired = self._keep_heldout(trial.held)
-        if adopted and trial.head is not None:
-            self._adopt(trial.head, trial.memory, trial.weight, retired)
+        self._add_contribution(trial.columns, trial.trained, trial.train_examples)
+        retired = self._keep_heldout(trial.held, trial.held_new)
+        if trial.adopted:
+            self._adopt(trial.columns, trial.head, trial.memory, trial.weight, trial.gate, retired)
         else:
             self._drop_words(new_words)
+        (before, before_new), (after, after_new) = trial.before, trial.best
+        has_new = trial.new_examples > 0
         result = PersonalizeResult(
-            adopted, trial.train_examples, trial.heldout_examples, Accuracy(*trial.before[:2]),
-            Accuracy(*trial.best[:2]), sorted(new_words) if adopted else [], self.state.phrase_weight,
-            round(time.perf_counter() - t0, 2))
+            trial.adopted, trial.train_examples, trial.heldout_examples, Accuracy(*before[:2]),
+            Accuracy(*after[:2]), sorted(new_words) if trial.adopted else [], self.state.phrase_weight,
+            round(time.perf_counter() - t0, 2), Accuracy(*before_new[:2]) if has_new else None,
+            Accuracy(*after_new[:2]) if has_new else None, trial.phases)
         self.state.history.append({k: v for k, v in result.to_dict().items()
                                    if k in ("adopted", "train_examples", "before", "after")})
         return result
 
-    def _trial(self, lines: list[list[str]], cfg: TrainConfig, progress: bool) -> "_Trial":
+    def _trial(self, lines: list[list[str]], cfg: TrainConfig, progress: bool) -> _Trial:
         """Train a new head on most of ``lines``; score every option on the held-out rest and earlier held-out text."""
-        train = [ln for i, ln in enumerate(lines) if i % cfg.holdout_every != cfg.holdout_every - 1]
-        held = [ln for i, ln in enumerate(lines) if i % cfg.holdout_every == cfg.holdout_every - 1]
-        x_tr, y_tr = self._examples(train)
-        x_ho, y_ho = self._examples(self.state.heldout + held)
+        every = cfg.holdout_every
+        train = [ln for i, ln in enumerate(lines) if i % every != every - 1]
+        held = [ln for i, ln in enumerate(lines) if i % every == every - 1]
+        seen = {tuple(ln) for ln in train}
+        held_new = [tuple(ln) not in seen for ln in held]
+        lap = _Laps()
+        x_tr, y_tr, _ = self._examples(train)
+        x_ho, y_ho, line_of = self._examples(self.state.heldout + held)
         if not len(y_tr) or not len(y_ho):
             raise NotEnoughTextError("not enough text to personalize: need several lines with known or "
                                      "repeated words")
-        f_tr = self.features(x_tr, progress)
-        f_ho = self.features(x_ho, progress)
-        new_head = train_head(f_tr, y_tr, *self.head, cfg, progress)
         memory = self._memory_with(train)
+        mask = self.vocab.suggestable_mask()
+        support = np.fromiter(set(memory.unigram) | set(self.state.phrases.unigram), np.int64)
+        # The words the head favours everywhere compete with the user's: training may lower them too.
+        common = np.argsort(self.head[1])[-COMMON_WORDS:]
+        columns = np.unique(np.concatenate([y_tr, y_ho, support, common]))
+        columns = columns[mask[columns]]
+        tr = candidate_rows(self.score, x_tr, y_tr, columns, mask, progress, top=False)
+        ho = candidate_rows(self.score, x_ho, y_ho, columns, mask, progress)
+        lap("features")
+        n_anchor = int(np.clip(len(y_tr) + len(y_ho), ANCHOR_ROWS // 4, ANCHOR_ROWS))  # a few lines: a quick check
+        an, teacher = anchor_rows(self.score, self.vocab, self.context_length, columns, n_anchor)
+        lap("anchor")
+        current = (self.head[0][:, columns], self.head[1][columns])
+        trained = train_head(tr.features, tr.targets, *current, cfg, progress, tr.rest_lse, ho, (an, teacher),
+                             ANCHOR_WEIGHT)
+        lap("train")
+        best_ho, p_ho, m_ho = mixture_data(ho, trained, memory, columns)
+        best_an, p_an, m_an, t_an = mixture_data(an, trained, memory, columns, teacher)
+        g_ho, g_an = gate_inputs(memory, ho.contexts, best_ho), gate_inputs(memory, an.contexts, best_an)
+        gate = fit_gate((g_ho, p_ho, m_ho), (g_an, p_an, m_an, t_an))
+        lap("gate")
+        choices = [(h, w) for h in (current, trained) for w in PHRASE_WEIGHTS]
+        new_rows = np.array(self.state.heldout_new + held_new, bool)[line_of]
+        scores = score_options(ho, [self._current_option(current, ho, columns)] + [
+            Option(h, memory, share(gate, g_ho, w)) for h, w in choices],
+            np.stack([np.ones(len(ho), bool), new_rows]), columns)
+        scored = [(Score(*s[0]), Score(*s[1])) for s in scores]
+
+        def anchored(i: int) -> float:
+            option = self._current_option(current, an, columns) if i == 0 else Option(
+                choices[i - 1][0], memory, share(gate, g_an, choices[i - 1][1]))
+            return float(anchor_scores(an, teacher, [option], columns)[0, 1])
+
+        pick = choose(scored, anchored, float(teacher.top[:, 1].mean()), cfg.other_text_slack)
+        head, weight = choices[pick - 1] if pick else (current, self.state.phrase_weight)
+        lap("choice")
+        return _Trial(held, held_new, columns, trained, scored[0], scored[pick], pick > 0, weight, gate,
+                      head, memory, len(y_tr), len(y_ho), int(new_rows.sum()), lap.seconds)
+
+    def _current_option(self, head: Weights, rows: Rows, columns: np.ndarray) -> Option:
+        """The state as it is: the bar every other option must clear."""
         st = self.state
-        options: list[tuple[Weights, PhraseMemory, float, Weights | None]] = [
-            (self.head, st.phrases, st.phrase_weight, None)]  # the current state: the bar to beat
-        options += [(h, memory, w, h) for h in (self.head, new_head) for w in PHRASE_WEIGHTS]
-        scores = [Score(*s) for s in
-                  score_options(f_ho, x_ho, y_ho, [o[:3] for o in options], self.vocab.suggestable_mask())]
-        best, (_, _, weight, head) = choose(list(zip(scores, options)))
-        return _Trial(held, new_head, scores[0], best, weight, head, memory, int(len(y_tr)), int(len(y_ho)))
+        if st.phrase_weight <= 0 or not len(st.phrases):
+            return Option(head, None, None)
+        best = mixture_data(rows, head, st.phrases, columns)[0]
+        gate = DEFAULT_GATE if st.phrase_gate is None else st.phrase_gate
+        return Option(head, st.phrases, share(gate, gate_inputs(st.phrases, rows.contexts, best), st.phrase_weight))
 
     def _assign_personal_words(self, lines: list[list[str]], min_count: int) -> set[str]:
         counts = Counter(t for ln in lines for t in ln if self.vocab.id_of(t) == self.vocab.unk
@@ -128,15 +177,18 @@ class Learner:
     def _drop_words(self, words: set[str]) -> None:
         self.vocab.set_personal({w: s for w, s in self.vocab.personal_words.items() if w not in words})
 
-    def _examples(self, lines: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
-        ctx, tgt = [], []
-        for w in iter_windows(lines, self.vocab, self.context_length):
-            if self.vocab.is_word_id(w.target):
-                ctx.append(w.context)
-                tgt.append(w.target)
+    def _examples(self, lines: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Contexts ``[N, T]``, targets ``[N]`` and the line each row comes from ``[N]``."""
+        ctx, tgt, line_of = [], [], []
+        for i, line in enumerate(lines):
+            for w in iter_windows([line], self.vocab, self.context_length):
+                if self.vocab.is_word_id(w.target):
+                    ctx.append(w.context)
+                    tgt.append(w.target)
+                    line_of.append(i)
         if not ctx:
-            return np.zeros((0, self.context_length), np.int32), np.zeros(0, np.int64)
-        return np.stack(ctx), np.array(tgt, np.int64)
+            return np.zeros((0, self.context_length), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.stack(ctx), np.array(tgt, np.int64), np.array(line_of, np.int64)
 
     def _memory_with(self, lines: list[list[str]]) -> PhraseMemory:
         memory = PhraseMemory.from_arrays(len(self.vocab), self.vocab.special_ids, self.state.phrases.to_arrays())
@@ -144,30 +196,34 @@ class Learner:
             memory.add(self.vocab.encode(ln))
         return memory
 
-    def _add_contribution(self, new_head: Weights, examples: int) -> None:
+    def _add_contribution(self, columns: np.ndarray, trained: Weights, examples: int) -> None:
         st, (w, b) = self.state, self.head
         if st.contrib_w is None or st.contrib_b is None:
             st.contrib_w, st.contrib_b = np.zeros_like(w), np.zeros_like(b)
-        st.contrib_w += new_head[0] - w
-        st.contrib_b += new_head[1] - b
+        st.contrib_w[:, columns] += trained[0] - w[:, columns]
+        st.contrib_b[columns] += trained[1] - b[columns]
         st.n_examples += examples
 
-    def _keep_heldout(self, held: list[list[str]]) -> list[list[str]]:
+    def _keep_heldout(self, held: list[list[str]], new: list[bool]) -> list[list[str]]:
         """Add ``held`` to the kept held-out lines; returns the oldest ones that no longer fit."""
-        kept, retired = self.state.heldout + held, []
+        kept, flags, retired = self.state.heldout + held, self.state.heldout_new + new, []
         total = sum(map(len, kept))
         while kept and total > HELDOUT_TOKENS:
             retired.append(kept.pop(0))
+            flags.pop(0)
             total -= len(retired[-1])
-        self.state.heldout = kept
+        self.state.heldout, self.state.heldout_new = kept, flags
         return retired
 
-    def _adopt(self, head: Weights, memory: PhraseMemory, weight: float, retired: list[list[str]]) -> None:
+    def _adopt(self, columns: np.ndarray, head: Weights, memory: PhraseMemory, weight: float, gate: np.ndarray,
+               retired: list[list[str]]) -> None:
         for ln in retired:  # held-out text that no longer judges: remember it too
             memory.add(self.vocab.encode(ln))
-        w0, b0 = self.base
-        self.state.delta_w, self.state.delta_b = head[0] - w0, head[1] - b0
-        self.state.phrases, self.state.phrase_weight = memory, weight
+        (w0, b0), (w, b) = self.base, self.head
+        w, b = w.copy(), b.copy()
+        w[:, columns], b[columns] = head
+        self.state.delta_w, self.state.delta_b = w - w0, b - b0
+        self.state.phrases, self.state.phrase_weight, self.state.phrase_gate = memory, weight, gate
         self.state.personal_words = self.vocab.personal_words
 
 
@@ -175,22 +231,64 @@ class _Trial(NamedTuple):
     """What one personalization tried, and the option that scored best on held-out text."""
 
     held: list[list[str]]  # this text's held-out lines
-    trained: Weights  # the head trained on the rest
-    before: Score  # the current state's
-    best: Score  # the best option's
-    weight: float  # the best option's phrase weight
-    head: Weights | None  # its head; None keeps the current one
+    held_new: list[bool]  # ... which of them the training part does not hold verbatim
+    columns: np.ndarray  # the candidate words (ids) the head trained
+    trained: Weights  # the candidate columns trained on the rest
+    before: Score2  # the current state's
+    best: Score2  # the chosen option's
+    adopted: bool
+    weight: float  # the chosen phrase weight
+    gate: np.ndarray  # the phrase gate fitted with the new memory
+    head: Weights  # the chosen candidate columns
     memory: PhraseMemory  # the phrase memory with the new text
     train_examples: int
     heldout_examples: int
+    new_examples: int  # held-out rows from new lines
+    phases: dict[str, float]
 
 
-def choose(options: list) -> tuple:
-    """Best held-out top-3; among options within ``TOP3_SLACK`` of it, the lowest loss.
+class _Laps:
+    """Seconds per phase: ``lap(name)`` ends the phase that started at the previous lap."""
 
-    Heavy phrase weights win top-3 by a hair while wrecking perplexity for
-    every word the user has not typed yet; the slack prefers the safer mix.
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._t, 3)
+        self._t = now
+
+
+def choose(scored: list[Score2], anchored: Callable[[int], float], version: float, slack: float | None) -> int:
+    """The option to adopt (0: keep the current state, ``scored[0]``).
+
+    Candidates lose no top-3 on the new lines. The preferred candidate has
+    the best held-out top-3 or, among those within ``TOP3_SLACK`` of it, the
+    lowest loss (heavy phrase weights win top-3 by a hair while wrecking
+    perplexity for every word the user has not typed yet). It is adopted if
+    it beats the current state on all held-out rows and, on anchor text,
+    keeps an expected top-3 (``anchored(i)``, computed only for the options
+    that get this far) within ``slack`` of the version's own (``version``)
+    or no lower than the current state's; failing that, the next preferred
+    candidate is tried (``slack=None``: no bound on anchor text).
     """
-    best_top3 = max(o[0].top3 for o in options)
-    close = [o for o in options if o[0].top3 >= best_top3 - TOP3_SLACK]
-    return min(close, key=lambda o: (o[0].loss, -o[0].top3))
+    (before, before_new) = scored[0]
+    pool = [i for i, (_, new) in enumerate(scored) if i and new.top3 >= before_new.top3]
+    current: float | None = None
+    while pool:
+        best_top3 = max(scored[i][0].top3 for i in pool)
+        close = [i for i in pool if scored[i][0].top3 >= best_top3 - TOP3_SLACK]
+        pick = min(close, key=lambda i: (scored[i][0].loss, -scored[i][0].top3))
+        if not scored[pick][0].beats(before):
+            return 0
+        if slack is None:
+            return pick
+        on_anchor = anchored(pick)
+        if on_anchor >= version - slack:
+            return pick
+        current = anchored(0) if current is None else current
+        if on_anchor >= current:
+            return pick
+        pool.remove(pick)
+    return 0

@@ -12,7 +12,7 @@ over orders 1..3, backing off to the user's unigram distribution.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class PhraseMemory:
         self._tokens = 0
         self._followed: Counter[tuple[int, ...]] = Counter()
         self._unigram_probs: np.ndarray | None = None
+        self._cache: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, int]] = {}
 
     def __len__(self) -> int:
         return self._tokens
@@ -47,6 +48,7 @@ class PhraseMemory:
                 if i - n >= 0:
                     self._count(w, tuple(ids[i - n : i]))
         self._unigram_probs = None
+        self._cache = {}
 
     def _count(self, word: int, context: tuple[int, ...] = (), times: int = 1) -> None:
         if context:
@@ -59,6 +61,10 @@ class PhraseMemory:
     def evidence(self, context: Sequence[int]) -> int:
         """How often the last word of ``context`` was seen followed by anything."""
         return self._followed[(int(context[-1]),)]
+
+    def followed(self, context: Sequence[int]) -> int:
+        """How often ``context`` (one or two word ids) was seen followed by anything."""
+        return self._followed.get(tuple(int(t) for t in context), 0)
 
     def probs(self, context: Sequence[int]) -> np.ndarray:
         """p(next | context) over the whole vocabulary ([V] float32, sums to 1 when any text was learned)."""
@@ -73,26 +79,50 @@ class PhraseMemory:
         from the longest context down: each order's seen words get the
         product of the back-off factors above them, and the unigram gets all.
         """
-        seen = []
+        left = scale
+        for ids, weights, left in self._orders(context, scale):  # the last scale left is the unigram's
+            out[ids] += weights
+        out += np.float32(left) * self._unigram()
+
+    def probs_columns(self, contexts: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """``probs`` of each row of ``contexts [N, T]`` at ``columns`` only: ``[N, len(columns)]``."""
+        where = np.full(self.vocab_size, -1, np.int64)
+        where[columns] = np.arange(len(columns))
+        unigram = self._unigram()[columns]
+        out = np.empty((len(contexts), len(columns)), np.float32)
+        for i, c in enumerate(contexts):
+            parts = list(self._orders(c, 1.0))
+            out[i] = unigram * (parts[-1][2] if parts else 1.0)
+            for ids, weights, _ in parts:
+                at = where[ids]
+                keep = at >= 0
+                out[i, at[keep]] += weights[keep]
+        return out
+
+    def _orders(self, context: Sequence[int], scale: float) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
+        """Per seen context order, longest first: (next-word ids, their weights, the scale left for the rest)."""
+        seen: list[tuple[int, ...]] = []
         for n in range(1, min(ORDER, len(context) + 1)):
             key = tuple(int(t) for t in context[-n:])
             if key not in self._followed:
                 break
             seen.append(key)
         for key in reversed(seen):
-            counts, total = self.ngrams[key], self._followed[key]
-            types = len(counts)
-            ids = np.fromiter(counts.keys(), dtype=np.int64, count=types)
-            out[ids] += np.fromiter(counts.values(), dtype=np.float32, count=types) * (scale / (total + types))
+            ids, counts, total = self._arrays(key)
+            types = len(ids)
+            weights = counts * np.float32(scale / (total + types))
             scale *= types / (total + types)
-        out += np.float32(scale) * self._unigram()
+            yield ids, weights, scale
 
-    def probs_batch(self, contexts: np.ndarray) -> np.ndarray:
-        """``probs`` for each row of ``contexts [N, T]``: ``[N, V]``."""
-        return np.stack([self.probs(c) for c in contexts]) if len(contexts) else np.zeros((0, self.vocab_size))
-
-    def evidence_batch(self, contexts: np.ndarray) -> np.ndarray:
-        return np.array([self.evidence(c) for c in contexts], dtype=np.float32)
+    def _arrays(self, key: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, int]:
+        """A context's next words and counts as arrays (cached until the memory learns more)."""
+        got = self._cache.get(key)
+        if got is None:
+            counts = self.ngrams[key]
+            got = (np.fromiter(counts.keys(), np.int64, len(counts)),
+                   np.fromiter(counts.values(), np.float32, len(counts)), self._followed[key])
+            self._cache[key] = got
+        return got
 
     def _unigram(self) -> np.ndarray:
         if self._unigram_probs is None:
@@ -103,6 +133,28 @@ class PhraseMemory:
             self._unigram_probs = p
         return self._unigram_probs
 
+    @property
+    def n_phrases(self) -> int:
+        """Entries (context, next word) held: word pairs and triples."""
+        return sum(len(c) for c in self.ngrams.values())
+
+    def phrases_with(self, word: int) -> int:
+        """How many entries hold ``word``, in the context or as the next word."""
+        return sum(len(c) if word in ctx else int(word in c) for ctx, c in self.ngrams.items())
+
+    def without(self, word: int) -> PhraseMemory:
+        """A copy that never saw ``word``: its count and every entry holding it are gone."""
+        mem = PhraseMemory(self.vocab_size, self.skip)
+        for w, c in self.unigram.items():
+            if w != word:
+                mem._count(w, times=c)
+        for ctx, counts in self.ngrams.items():
+            if word not in ctx:
+                for w, c in counts.items():
+                    if w != word:
+                        mem._count(w, ctx, c)
+        return mem
+
     # -- persistence: flat integer arrays, no pickle ---------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
         rows = [(-1,) * (ORDER - 1 - len(ctx)) + ctx + (w, c)
@@ -112,7 +164,7 @@ class PhraseMemory:
                 "phrases_ngrams": np.array(rows, dtype=np.int64).reshape(-1, ORDER - 1 + 2)}
 
     @classmethod
-    def from_arrays(cls, vocab_size: int, skip_ids: Iterable[int], arrays: dict) -> "PhraseMemory":
+    def from_arrays(cls, vocab_size: int, skip_ids: Iterable[int], arrays: dict) -> PhraseMemory:
         mem = cls(vocab_size, skip_ids)
         for w, c in arrays["phrases_unigram"]:
             mem._count(int(w), times=int(c))
@@ -125,18 +177,3 @@ class PhraseMemory:
             raise ValueError("phrase memory refers to ids outside the vocabulary")
         return mem
 
-
-def mix(neural: np.ndarray, memory: PhraseMemory, contexts: np.ndarray, weight: float) -> np.ndarray:
-    """Interpolate neural ``[N, V]`` probabilities with the phrase memory, in place; returns ``neural``.
-
-    The memory's share grows with its evidence for the context's last word,
-    ``weight * e / (e + 1)``: a phrase seen often dominates, a context never
-    seen leaves the neural model alone (and costs nothing).
-    """
-    if weight <= 0 or not len(memory):
-        return neural
-    share = weight * (e := memory.evidence_batch(contexts)) / (e + 1.0)
-    for row in np.flatnonzero(share):
-        neural[row] *= 1 - share[row]
-        memory.add_probs(contexts[row], share[row], neural[row])
-    return neural

@@ -35,6 +35,7 @@ class PersonalState:
     phrases: PhraseMemory
     personal_words: dict[str, int] = field(default_factory=dict)
     phrase_weight: float = 0.0
+    phrase_gate: np.ndarray | None = None  # the phrase memory's share per context (``gate``); None: the default
     n_examples: int = 0  # examples behind the contribution
     history: list[dict] = field(default_factory=list)
     # The federated contribution: what head training learned from this user's
@@ -46,9 +47,12 @@ class PersonalState:
     # Earlier held-out lines (tokens, oldest first): a later personalization is
     # adopted only if it does not do worse on these as well as on its own.
     heldout: list[list[str]] = field(default_factory=list)
+    # Per kept held-out line: it did not occur verbatim in the text learned with it. These
+    # "new" lines stand for what the user has not written before: no adoption may lose on them.
+    heldout_new: list[bool] = field(default_factory=list)
 
     @classmethod
-    def empty(cls, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids: Iterable[int]) -> "PersonalState":
+    def empty(cls, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids: Iterable[int]) -> PersonalState:
         return cls(fingerprint, np.zeros((feature_dim, vocab_size), np.float32), np.zeros(vocab_size, np.float32),
                    PhraseMemory(vocab_size, skip_ids))
 
@@ -79,6 +83,7 @@ def save_state(path: str | Path, state: PersonalState) -> None:
     """Atomic: a crash during the save leaves the previous state readable."""
     meta = {"format": STATE_FORMAT, "format_version": STATE_VERSION, "fingerprint": state.fingerprint,
             "personal_words": state.personal_words, "phrase_weight": state.phrase_weight,
+            "phrase_gate": None if state.phrase_gate is None else [float(v) for v in state.phrase_gate],
             "n_examples": state.n_examples, "history": state.history[-20:]}
     buf = io.BytesIO()
     arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
@@ -118,10 +123,24 @@ def load_state(path: str | Path, fingerprint: str, feature_dim: int, vocab_size:
             if "heldout" in arrays else []
     except UnicodeDecodeError as e:
         raise StateError(f"{path}: held-out text is corrupt ({e}); run `edgekit reset`") from None
+    new = [bool(f) for f in arrays.get("heldout_new", np.zeros(len(heldout), np.uint8))]
+    if len(new) != len(heldout):
+        raise StateError(f"{path}: held-out text has {len(heldout)} lines but {len(new)} flags; run `edgekit reset`")
     return PersonalState(meta["fingerprint"], dw.astype(np.float32), db.astype(np.float32), phrases,
                          {str(k): int(v) for k, v in meta.get("personal_words", {}).items()},
-                         float(meta.get("phrase_weight", 0.0)), int(meta.get("n_examples", 0)),
-                         list(meta.get("history", [])), arrays.get("contrib_w"), arrays.get("contrib_b"), heldout)
+                         float(meta.get("phrase_weight", 0.0)), _gate(meta.get("phrase_gate")),
+                         int(meta.get("n_examples", 0)),
+                         list(meta.get("history", [])), arrays.get("contrib_w"), arrays.get("contrib_b"), heldout,
+                         new)
+
+
+def _gate(values: object) -> np.ndarray | None:
+    if values is None:
+        return None
+    gate = np.asarray(values, np.float32)
+    if gate.shape != (4,) or not np.isfinite(gate).all():
+        raise StateError(f"personal state has a bad phrase gate {values!r}; run `edgekit reset`")
+    return gate
 
 
 def _heldout(state: PersonalState) -> dict[str, np.ndarray]:
@@ -129,7 +148,8 @@ def _heldout(state: PersonalState) -> dict[str, np.ndarray]:
     if not state.heldout:
         return {}
     text = "\n".join(" ".join(line) for line in state.heldout)
-    return {"heldout": np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
+    return {"heldout": np.frombuffer(text.encode("utf-8"), dtype=np.uint8),
+            "heldout_new": np.array(state.heldout_new, dtype=np.uint8)}
 
 
 def _contribution(state: PersonalState) -> dict[str, np.ndarray]:

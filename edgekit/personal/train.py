@@ -1,25 +1,35 @@
-"""Training the last layer on the device, in numpy.
+"""Training the last layer on the device, in numpy, on the words the user writes.
 
 The body (embedding + recurrent layers) stays frozen inside the ``.tflite``
 whatever its quantization; the interpreter only supplies features. The float
 head (softmax regression over the vocabulary) trains here with Adam on
 softmax cross-entropy. Measured on this project: numpy steps on interpreter
 features beat training inside the ``.tflite`` and work with an int8 body.
+
+Personalization trains only the *candidate* columns (the words in the user's
+text, ``Rows``): every other word keeps its logit, so its share of the
+softmax is one number per example (``rest_lse``), computed once from the
+current head. The loss is the exact full-vocabulary cross-entropy, at the
+cost of a few thousand columns instead of ten thousand, and words the user
+never wrote do not move at all.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
 from ..progress import progress_bar
+from .phrases import PhraseMemory
+from .rows import CHUNK, Rows, Teacher, expected_top
 
 
 @dataclass
 class TrainConfig:
     """Defaults chosen on SMS and Austen personal splits (see README)."""
 
-    epochs: int = 4
+    epochs: int = 4  # at most: training stops when held-out loss stops falling
     min_steps: int = 150  # small texts still get enough optimizer steps to move the head
     batch_size: int = 256
     learning_rate: float = 3e-3
@@ -28,6 +38,11 @@ class TrainConfig:
     min_word_count: int = 2  # an unknown word seen this often gets a personal slot
     max_lines: int = 50_000  # bounded memory on huge personal text
     seed: int = 0
+    # The most expected top-3 an option may lose, against the model version, on
+    # text the version writes itself (``personal.anchor``): what keeps learning
+    # one kind of text from spoiling others. ``None`` lifts the bound (a device
+    # used for one kind of text only gains more).
+    other_text_slack: float | None = 0.005
     # BLAS threads while learning. One leaves the other cores to the app, and on
     # a busy 2-core box single-threaded steps were 3x faster than OpenBLAS's
     # default threading (which spins while competing with other work).
@@ -41,9 +56,31 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+def _probs(logits: np.ndarray, rest_lse: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Softmax over the columns plus, when given, the rest of the vocabulary as one more class."""
+    if rest_lse is None:
+        return softmax(logits), None
+    peak = np.maximum(logits.max(axis=1), rest_lse)
+    p = np.exp(logits - peak[:, None])
+    rest = np.exp(rest_lse - peak)
+    total = p.sum(axis=1) + rest
+    p /= total[:, None]
+    return p, rest / total
+
+
 def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bias: np.ndarray,
-               config: TrainConfig, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Adam on softmax cross-entropy; returns new ``(weight [F, V], bias [V])``."""
+               config: TrainConfig, progress: bool = False, rest_lse: np.ndarray | None = None,
+               heldout: Rows | None = None, anchor: tuple[Rows, Teacher] | None = None,
+               anchor_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Adam on softmax cross-entropy; returns new ``(weight [F, C], bias [C])``.
+
+    With ``rest_lse`` the columns are the candidates and the other words'
+    logits are fixed (``Rows``). With ``heldout`` (candidate rows), training
+    stops after an epoch that did not lower the held-out loss and returns
+    the best weights seen. With ``anchor``, each step also distils the
+    model version's distribution on a batch of anchor rows
+    (``personal.anchor``), weighted ``anchor_weight``.
+    """
     w, b = weight.copy(), bias.copy()
     w0, b0 = weight, bias
     mw, vw, mb, vb = np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)
@@ -51,18 +88,29 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
     n, bs = len(targets), config.batch_size
     steps_per_epoch = max(1, -(-n // bs))
     epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
+    min_epochs = -(-config.min_steps // steps_per_epoch)
     beta1, beta2, eps, t = 0.9, 0.999, 1e-8, 0
+    best_loss, best = np.inf, (w.copy(), b.copy())
     with progress_bar(epochs * steps_per_epoch, "personalizing", progress) as bar:
-        for _ in range(epochs):
+        for epoch in range(epochs):
             order = rng.permutation(n)
             for start in range(0, n, bs):
                 idx = order[start : start + bs]
                 f = features[idx]
-                g = softmax(f @ w + b)
+                g, _ = _probs(f @ w + b, None if rest_lse is None else rest_lse[idx])
                 g[np.arange(len(idx)), targets[idx]] -= 1.0
                 g /= len(idx)
                 gw = f.T @ g + config.weight_decay * (w - w0)
                 gb = g.sum(axis=0) + config.weight_decay * (b - b0)
+                if anchor is not None:
+                    a_rows, teacher = anchor
+                    a = rng.integers(0, len(a_rows), len(idx))
+                    fa = a_rows.features[a]
+                    ga, _ = _probs(fa @ w + b, a_rows.rest_lse[a])
+                    ga -= teacher.columns[a]
+                    ga *= anchor_weight / len(a)
+                    gw += fa.T @ ga
+                    gb += ga.sum(axis=0)
                 t += 1
                 lr = config.learning_rate * np.sqrt(1 - beta2**t) / (1 - beta1**t)
                 for p, m, v, grad in ((w, mw, vw, gw), (b, mb, vb, gb)):
@@ -72,34 +120,91 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
                     v += (1 - beta2) * grad * grad
                     p -= lr * m / (np.sqrt(v) + eps)
                 bar.update(1)
+            if heldout is not None and epoch + 1 >= min_epochs:
+                loss = heldout_loss(heldout, w, b)
+                if loss >= best_loss:
+                    return best
+                best_loss, best = loss, (w.copy(), b.copy())
     return w, b
 
 
-def score_options(features: np.ndarray, contexts: np.ndarray, targets: np.ndarray, options: list,
-                  mask: np.ndarray, chunk: int = 128) -> list[tuple[float, float, float]]:
-    """(top-1, top-3, mean NLL) on held-out examples for each ``(head, memory, weight)`` option.
+def heldout_loss(rows: Rows, w: np.ndarray, b: np.ndarray) -> float:
+    """Mean cross-entropy of a candidate head on candidate rows."""
+    total = 0.0
+    for start in range(0, len(rows), CHUNK):
+        r = rows.take(slice(start, start + CHUNK))
+        p, _ = _probs(r.features @ w + b, r.rest_lse)
+        total -= np.log(np.maximum(p[np.arange(len(r)), r.targets], 1e-12)).sum()
+    return total / max(len(rows), 1)
 
-    Works in row chunks so memory stays ``O(chunk x V)``; each distinct head
-    and memory is evaluated once per chunk, then only mixed per weight.
+
+class Option(NamedTuple):
+    """A candidate state to score: a candidate head, a phrase memory and its share per row ``[N]``."""
+
+    head: tuple[np.ndarray, np.ndarray]
+    memory: PhraseMemory | None
+    share: np.ndarray | None
+
+
+def score_options(rows: Rows, options: list[Option], groups: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """(top-1, top-3, mean NLL) of each option on each group of rows: ``[len(options), len(groups), 3]``.
+
+    ``groups`` is a boolean ``[G, N]`` (e.g. every held-out row, and the
+    rows from lines the user had not written before). Exact over the whole
+    vocabulary: a word outside the candidates beats the target when one of
+    the three best of them does.
     """
-    totals = np.zeros((len(options), 3))
-    for start in range(0, len(targets), chunk):
-        sl = slice(start, start + chunk)
-        f, ctx, y = features[sl], contexts[sl], targets[sl]
-        heads = {id(h): h for h, _, _ in options}
-        memories = {id(m): m for _, m, _ in options}
-        neural = {k: softmax(f @ h[0] + h[1]) for k, h in heads.items()}
-        memory = {k: (m.probs_batch(ctx), m.evidence_batch(ctx)) for k, m in memories.items()}
-        for i, (h, m, w) in enumerate(options):
-            p, (mp, ev) = neural[id(h)], memory[id(m)]
-            lam = (w * ev / (ev + 1.0))[:, None]
-            totals[i] += _hits(p if w <= 0 else (1 - lam) * p + lam * mp, y, mask)
-    n = len(targets)
-    return [(float(top1) / n, float(top3) / n, float(nll) / n) for top1, top3, nll in totals]
+    out = np.zeros((len(options), len(groups), 3))
+    for i, sl, r, p, rest in _mixed(rows, options, columns):
+        p_t = p[np.arange(len(r)), r.targets]
+        better = (p > p_t[:, None]).sum(axis=1) + (rest > p_t[:, None]).sum(axis=1)
+        hits = np.stack([better < 1, better < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
+        out[i] += groups[:, sl].astype(np.float64) @ hits
+    return out / np.maximum(groups.sum(axis=1), 1)[None, :, None]
 
 
-def _hits(probs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Summed (top-1 hits, top-3 hits, NLL) of a chunk."""
-    p_t = probs[np.arange(len(targets)), targets]
-    better = (probs[:, mask] > p_t[:, None]).sum(axis=1)
-    return np.array([(better < 1).sum(), (better < 3).sum(), -np.log(np.maximum(p_t, 1e-12)).sum()])
+def anchor_scores(rows: Rows, teacher: Teacher, options: list[Option], columns: np.ndarray) -> np.ndarray:
+    """Each option's expected top-1 and top-3 on anchor rows under the version's distribution ``[O, 2]``."""
+    out = np.zeros((len(options), 2))
+    for i, sl, _, p, rest in _mixed(rows, options, columns):
+        out[i] += expected_top(p, rest, teacher.take(sl)).sum(axis=0)
+    return out / max(len(rows), 1)
+
+
+def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: PhraseMemory, columns: np.ndarray,
+                 teacher: Teacher | None = None, k: int = 8) -> tuple[np.ndarray, ...]:
+    """What fitting the phrase gate reads: per row the memory's best probability and, at the target
+    (or, with ``teacher``, at the version's ``k`` likeliest candidates), the neural and memory probabilities
+    (and the version's)."""
+    parts = []
+    option = Option(head, None, None)
+    for _, sl, r, p, _ in _mixed(rows, [option], columns):
+        m = memory.probs_columns(r.contexts, columns)
+        k = min(k, len(columns))
+        at = r.targets[:, None] if teacher is None else np.argpartition(-teacher.columns[sl], k - 1, axis=1)[:, :k]
+        got = [m.max(axis=1), np.take_along_axis(p, at, axis=1), np.take_along_axis(m, at, axis=1)]
+        parts.append(got + ([] if teacher is None else [np.take_along_axis(teacher.columns[sl], at, axis=1)]))
+    out = tuple(np.concatenate(column) for column in zip(*parts))
+    return out if teacher is not None else (out[0], out[1][:, 0], out[2][:, 0])
+
+
+def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[tuple]:
+    """Per chunk of rows and option: (option index, row slice, rows, candidate probabilities, the others' best three)."""
+    for start in range(0, len(rows), CHUNK):
+        sl = slice(start, start + CHUNK)
+        r = rows.take(sl)
+        neural: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        phrases: dict[int, np.ndarray] = {}
+        for i, (head, memory, share) in enumerate(options):
+            if id(head) not in neural:
+                z = r.features @ head[0] + head[1]
+                peak = z.max(axis=1, keepdims=True)
+                lse = np.logaddexp(peak[:, 0] + np.log(np.exp(z - peak).sum(axis=1)), r.rest_lse)[:, None]
+                neural[id(head)] = (np.exp(z - lse), np.exp(r.rest_top - lse))
+            p, rest = neural[id(head)]
+            if share is not None and memory is not None:
+                if id(memory) not in phrases:
+                    phrases[id(memory)] = memory.probs_columns(r.contexts, columns)
+                lam = share[sl][:, None]
+                p, rest = (1 - lam) * p + lam * phrases[id(memory)], (1 - lam) * rest
+            yield i, sl, r, p, rest

@@ -6,11 +6,12 @@ The three likeliest next words (or completions of the word being typed) are
 shown after every keystroke. Keys:
 
     Tab            accept the first suggestion
-    Alt-1/2/3      accept that suggestion (Esc then the digit works too)
+    Alt-1/2/3      accept that suggestion (Esc then the digit works too, however
+                   slowly typed; Esc then any other key does nothing)
     Backspace      delete the last character
     Enter          send the line: it is appended to the journal, a local file
                    that never leaves the device
-    Ctrl-D or Esc  quit, then learn from the lines not learned yet: the result
+    Ctrl-D         quit, then learn from the lines not learned yet: the result
                    is kept only if it suggests better on held-out lines (never worse)
     Ctrl-C         quit without learning
 
@@ -30,7 +31,7 @@ from edgekit.journal import Journal
 from terminal import ACCEPT, BACKSPACE, ENTER, QUIT, cbreak, cells, read_keys, tail
 
 JOURNAL_NAME = "typed.txt"
-KEYS_HELP = "Tab: accept 1st | Alt-1/2/3: accept | Enter: send | Ctrl-D/Esc: quit and learn | Ctrl-C: quit"
+KEYS_HELP = "Tab: accept 1st | Alt-1/2/3 or Esc 1/2/3: accept | Enter: send | Ctrl-D: quit and learn | Ctrl-C: quit"
 ERASE_REST = "\x1b[K"  # erase what an older, longer line left right of the cursor
 
 

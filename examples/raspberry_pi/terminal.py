@@ -8,7 +8,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
-import select
 import termios
 import tty
 import unicodedata
@@ -17,9 +16,9 @@ from typing import Iterator
 ACCEPT = "accept-"  # followed by the suggestion's number, "1" to "3"
 ENTER, BACKSPACE, QUIT = "enter", "backspace", "quit"
 ESC = "\x1b"
-# A lone Esc quits, but Esc also starts Alt-combinations and arrow keys: wait
-# this long (seconds) for the rest of a sequence before calling it a lone Esc.
-ESC_WAIT = 0.05
+# Esc starts Alt-combinations, arrow keys, and "Esc then a digit" (accept that
+# suggestion). A lone Esc never quits: a slow Esc-then-digit must not lose the
+# line, so after a lone Esc the reader waits, without a time limit, for the next key.
 _CONTROL = {"\t": ACCEPT + "1", "\r": ENTER, "\n": ENTER, "\x7f": BACKSPACE, "\b": BACKSPACE, "\x04": QUIT}
 
 
@@ -47,7 +46,7 @@ def read_keys(fd: int) -> Iterator[list[str]]:
             yield [QUIT]
             return
         chars = decoder.decode(data)
-        if chars.endswith(ESC) and select.select([fd], [], [], ESC_WAIT)[0]:
+        if chars.endswith(ESC):  # the rest of the sequence, or the digit, however late it comes
             chars += decoder.decode(os.read(fd, 4096))
         yield list(parse_keys(chars))
 
@@ -66,7 +65,10 @@ def parse_keys(chars: str) -> Iterator[str]:
 
 
 def _escape(chars: str, i: int) -> tuple[str | None, int]:
-    """Esc alone quits; Alt-1..3 (Esc + digit) accepts; arrows and function keys are skipped whole."""
+    """Alt-1..3 (Esc + digit) accepts; arrows, function keys and Esc + anything else are skipped whole.
+
+    Esc as the last thing read means the input ended (the terminal closed): quit.
+    """
     if i == len(chars):
         return QUIT, i
     if chars[i] in "123":

@@ -18,6 +18,7 @@ COMMANDS = {
     "suggest": "edgekit.commands.device:suggest",
     "personalize": "edgekit.commands.device:personalize",
     "reset": "edgekit.commands.device:reset",
+    "install": "edgekit.commands.install:install",
     "keygen": "edgekit.commands.federated:keygen",
     "export-update": "edgekit.commands.federated:export_update",
     "aggregate": "edgekit.commands.federated:aggregate",

@@ -20,11 +20,12 @@ from .blas import blas_threads
 from .errors import NotEnoughTextError
 from .head import Head
 from .info import ModelInfo
+from .installed import check_descends, check_trust, current_model, record_install
 from .metrics import Evaluation, evaluate
-from .modelfile import ModelFile, read_model_file, require_version_of
+from .modelfile import ModelFile, read_model_file
+from .paths import default_state_dir
 from .personal.learner import Learner, PersonalizeResult
 from .personal.phrases import mix
-from .paths import default_state_dir
 from .personal.state import PersonalState, load_state, save_state, state_path
 from .personal.train import TrainConfig, softmax
 from .runtime import Runtime, Scores
@@ -39,6 +40,13 @@ Text = str | Path | Iterable[str]
 
 def default_model_path() -> Path:
     return ASSETS / DEFAULT_MODEL
+
+
+def resolve_model_path(path: str | Path | None, state_dir: Path | None) -> Path:
+    """``path``, else the version installed in ``state_dir`` (``install_global``), else the bundled model."""
+    if path is not None:
+        return Path(path)
+    return (current_model(state_dir) if state_dir is not None else None) or default_model_path()
 
 
 class EdgeModel:
@@ -63,11 +71,12 @@ class EdgeModel:
         """Load a model file (default: the bundled English model) and the user's state.
 
         ``state_dir`` defaults to ``$EDGEKIT_STATE_DIR`` or the per-user data
-        folder; ``stateless=True`` neither reads nor writes personal state.
+        folder; with no ``path``, a version installed there (``install_global``)
+        is the default. ``stateless=True`` neither reads nor writes personal state.
         ``num_threads`` is for learning; suggestions use one thread.
         """
-        path = Path(path) if path is not None else default_model_path()
         directory = None if stateless else Path(state_dir) if state_dir is not None else default_state_dir()
+        path = resolve_model_path(path, directory)
         return cls(read_model_file(path), path, directory, runtime, num_threads)
 
     # -- facts ------------------------------------------------------------
@@ -168,20 +177,29 @@ class EdgeModel:
         self.state.clear_contribution()
         self.save()
 
-    def install_global(self, path: str | Path) -> None:
-        """Switch to a new global version of this model (made by ``edgekit aggregate``).
+    def install_global(self, path: str | Path, *, verify_key: str | Path | None = None,
+                       unsigned_local: bool = False) -> str:
+        """Install a new global version of this model (made by ``edgekit aggregate``); return how it is trusted.
 
-        The user keeps their personalization on top of the new global head;
-        the next export carries only what is learned from now on.
+        Checks (``edgekit.installed``): signed by a trusted key (``verify_key``
+        is added to the device's trusted keys first), same body and vocabulary,
+        descends from the installed version. ``unsigned_local=True`` accepts a
+        file without a signature (one the user converted). The user keeps their
+        personalization; the next export carries only what is learned from now
+        on; with a state folder, the version becomes the device's default model.
         """
         new = read_model_file(path)
-        require_version_of(self.file, new, path)
+        trust = check_trust(new, path, self.state_dir, verify_key, unsigned_local)
+        check_descends(self.file, new, path)
         self._runtime = self._runtime.with_file(new)  # first: a file the runtime refuses changes nothing
         self.file, self.path, self._head = new, Path(path), Head(self._runtime)
         self.state.fingerprint = new.fingerprint  # the server folded contributions into the new head
         self.state.clear_contribution()
         self._set_state(self.state)
         self.save()
+        if self.state_dir is not None:
+            self.path = record_install(self.state_dir, new, trust, verify_key)
+        return trust
 
     # -- state ----------------------------------------------------------------
     def save(self) -> None:

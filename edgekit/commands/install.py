@@ -1,0 +1,36 @@
+"""``edgekit install``: a device takes the next global version of its model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import emit, json_option, load_model, model_option, state_dir_option, user_errors
+
+
+@click.command()
+@click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--verify-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The server's verification key (the .signing.pub file from `edgekit keygen`); "
+                   "trusted from now on [default: the keys this device already trusts].")
+@click.option("--unsigned-local", is_flag=True,
+              help="Accept a file without a signature, one you converted yourself: it installs as \"unsigned, local\".")
+@model_option("The version in use now [default: the one installed in the state folder, else the bundled model].")
+@state_dir_option
+@json_option
+@user_errors
+def install(new, verify_key, unsigned_local, model_path, state_dir, as_json):
+    """Install NEW, the next global version of this device's model (from `edgekit aggregate`).
+
+    NEW must be signed by a trusted server key, have the installed model's
+    body and vocabulary, and descend from the installed version (an older
+    or a sibling version is refused). The user's personalization is kept;
+    from now on every device command uses NEW by default.
+    """
+    m = load_model(model_path, state_dir)
+    before = m.fingerprint
+    trust = m.install_global(new, verify_key=verify_key, unsigned_local=unsigned_local)
+    report = {"installed": m.fingerprint, "previous": before, "trust": trust, "file": str(m.path),
+              "lineage": m.metadata.get("lineage", []), "personal_words": len(m.state.personal_words)}
+    emit(report, as_json, lambda r: f"installed {r['installed']} (from {r['previous']}, {r['trust']}); "
+                                    f"kept {r['personal_words']} personal words\nfile: {r['file']}")

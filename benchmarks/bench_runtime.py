@@ -98,10 +98,10 @@ def latency(path: Path) -> dict:
     texts = contexts()
     ids = [m.vocab.context_ids(m.tokenizer.split_partial(c)[0], m.context_length)[None] for c in texts]
     def bare_call(x):
-        m._invoke(m._interp, x)
+        m._runtime._run(m._runtime._interp, x)  # set_tensor + invoke + get_tensor (features, logits)
 
     def sdk_call(c):
-        m._scores_cache.clear()  # cold: a new context each time
+        m._suggester.clear()  # cold: a new context each time
         m.suggest(c)
 
     paired(bare_call, sdk_call, list(zip(ids, texts)), rounds=1)  # warm-up: steady state before timing

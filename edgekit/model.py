@@ -68,7 +68,7 @@ class EdgeModel:
     @classmethod
     def load(cls, path: str | Path | None = None, *, state_dir: str | Path | None = None,
              stateless: bool = False, runtime: str | None = None, num_threads: int | None = None) -> "EdgeModel":
-        """Load a model file (default: the bundled English model) and the user's state.
+        """Load a model file (default: the installed version, else the bundled English model) and the user's state.
 
         ``state_dir`` defaults to ``$EDGEKIT_STATE_DIR`` or the per-user data
         folder; with no ``path``, a version installed there (``install_global``)
@@ -181,8 +181,8 @@ class EdgeModel:
                        unsigned_local: bool = False) -> str:
         """Install a new global version of this model (made by ``edgekit aggregate``); return how it is trusted.
 
-        Checks (``edgekit.installed``): signed by a trusted key (``verify_key``
-        is added to the device's trusted keys first), same body and vocabulary,
+        Checks (``edgekit.installed``): signed by a trusted key or ``verify_key``
+        (trusted from then on, once installed), same body and vocabulary,
         descends from the installed version. ``unsigned_local=True`` accepts a
         file without a signature (one the user converted). The user keeps their
         personalization; the next export carries only what is learned from now

@@ -1,10 +1,11 @@
 """The server's keys: the HPKE pair (RFC 9180: X25519, HKDF-SHA256, ChaCha20-Poly1305) and the
 Ed25519 model-signing pair (``edgekit.signing``).
 
-Devices only ever hold the public key: it lets them seal an update that only
-the server can open. The private key never leaves the server; it is written
-with 0600 permissions and, when a passphrase is given, encrypted at rest
-(PKCS#8 with the best encryption ``cryptography`` offers).
+Devices only ever hold the public keys: one lets them seal an update that only
+the server can open, the other verifies the model versions the server signs.
+The private keys never leave the server; they are written with 0600
+permissions and, when a passphrase is given, encrypted at rest (PKCS#8 with
+the best encryption ``cryptography`` offers).
 
 The suite is fixed rather than configurable: one well-reviewed choice leaves
 nothing to negotiate and nothing to downgrade. ChaCha20-Poly1305 is fast in

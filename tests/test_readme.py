@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.slow, pytest.mark.convert]
+# Conversion, two personalizations and two rounds: minutes on a loaded 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.convert, pytest.mark.timeout(900)]
 
 
 def quickstart_blocks() -> tuple[str, str]:

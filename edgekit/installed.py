@@ -53,13 +53,19 @@ def check_descends(current: ModelFile, new: ModelFile, where: str | Path) -> Non
         raise VersionError("foreign", str(e)) from None
     if new.fingerprint == current.fingerprint:
         raise VersionError("same", f"{where}: version {new.fingerprint} is the one installed")
-    if new.fingerprint in current.metadata.get("lineage", []):
+    if new.fingerprint in lineage(current):
         raise VersionError("older", f"{where}: version {new.fingerprint} is older than the installed "
                                     f"{current.fingerprint} (one of its ancestors); a device never goes back")
-    if current.fingerprint not in new.metadata.get("lineage", []):
+    if current.fingerprint not in lineage(new):
         parent = new.metadata.get("parent_fingerprint")
         raise VersionError("sibling", f"{where}: version {new.fingerprint} does not descend from the installed "
                                       f"{current.fingerprint} (its parent is {parent}): a sibling or another branch")
+
+
+def lineage(file: ModelFile) -> list[str]:
+    """The version's ancestors, newest first (empty for a converted file, or a malformed field)."""
+    chain = file.metadata.get("lineage")
+    return [str(f) for f in chain] if isinstance(chain, list) else []
 
 
 def trusted_keys(state_dir: Path) -> list[Ed25519PublicKey]:
@@ -106,7 +112,7 @@ def record_install(state_dir: Path, new: ModelFile, trust: str,
     write_model_file(target, new)  # what was verified, not the source again (it may have changed since)
     previous = current_model(state_dir)
     record = {"name": new.metadata["name"], "fingerprint": new.fingerprint, "file": f"{MODELS_DIR}/{target.name}",
-              "trust": trust, "lineage": new.metadata.get("lineage", [])}
+              "trust": trust, "lineage": lineage(new)}
     atomic_write_bytes(state_dir / CURRENT_NAME, json.dumps(record, indent=1).encode(), mode=0o600)
     if previous is not None and previous != target:
         previous.unlink(missing_ok=True)

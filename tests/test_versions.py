@@ -61,7 +61,7 @@ def test_install_delta_ships_the_head_in_the_flatbuffer_and_keeps_the_float_head
     F, V = file.metadata["feature_dim"], file.metadata["vocab_size"] - file.metadata["personal_slots"]
     delta = (np.full((F, V), 1e-4, np.float32), np.zeros(V, np.float32))  # far below one int8 step
     one = install_delta(trained_files["int8"], delta, tmp_path / "v2.tflite")
-    assert one.head is None and one.metadata["head_storage"] == {"where": "flatbuffer"}
+    assert one.head is None and one.metadata["head_storage"]["where"] == "flatbuffer"
     two = install_delta(tmp_path / "v2.tflite", delta, tmp_path / "v3.tflite")
     kept = float_head(tmp_path / "v3.tflite")
     assert hash_arrays(kept) == two.metadata["head_sha256"] and float_head_path(tmp_path / "v3.tflite").is_file()

@@ -17,11 +17,12 @@ STDIN = "-"
 @user_errors
 def info(model_path, state_dir, as_json):
     """Vocabulary size, context length, quantization, version (fingerprint) and its parents, runtime in use."""
+    from ..installed import lineage
     from ..signing import is_signed
 
     m = load_model(model_path, state_dir)
     data = m.info().to_dict()
-    data["parents"] = m.metadata.get("lineage", [])  # newest first; empty: a converted, original version
+    data["parents"] = lineage(m.file)  # newest first; empty: a converted, original version
     data["signed"] = is_signed(m.file)
     emit(data, as_json, lambda d: "\n".join(f"{k:18} {' <- '.join(v) or '(none)' if k == 'parents' else v}"
                                             for k, v in d.items()))

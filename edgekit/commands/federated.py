@@ -245,6 +245,8 @@ def _storage_text(storage: dict) -> str:
     if "int8_top3" in storage:
         return (f"the flatbuffer (int8 scale {storage['int8_scale']:.3g}: held-out top-3 {storage['int8_top3']:.1%} "
                 f"vs float head {storage['float_top3']:.1%})")
+    if "int8_scale" in storage:
+        return f"the flatbuffer (int8 scale {storage['int8_scale']:.3g}, unchecked: pass --heldout to check it)"
     return "the flatbuffer"
 
 

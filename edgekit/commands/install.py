@@ -27,10 +27,12 @@ def install(new, verify_key, unsigned_local, model_path, state_dir, as_json):
     or a sibling version is refused). The user's personalization is kept;
     from now on every device command uses NEW by default.
     """
+    from ..installed import lineage
+
     m = load_model(model_path, state_dir)
     before = m.fingerprint
     trust = m.install_global(new, verify_key=verify_key, unsigned_local=unsigned_local)
     report = {"installed": m.fingerprint, "previous": before, "trust": trust, "file": str(m.path),
-              "lineage": m.metadata.get("lineage", []), "personal_words": len(m.state.personal_words)}
+              "lineage": lineage(m.file), "personal_words": len(m.state.personal_words)}
     emit(report, as_json, lambda r: f"installed {r['installed']} (from {r['previous']}, {r['trust']}); "
                                     f"kept {r['personal_words']} personal words\nfile: {r['file']}")

@@ -30,6 +30,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..atomic import atomic_write_bytes
+from ..installed import lineage
 from ..metrics import evaluate
 from ..modelfile import ModelFile, hash_arrays, make_fingerprint, read_model_file, write_model_file
 from ..personal.train import softmax
@@ -104,7 +105,7 @@ def with_head(file: ModelFile, head: Head, heldout: Iterable[str] | None = None)
     W, b = (np.asarray(a, dtype=np.float32) for a in head)
     head_sha = hash_arrays([W, b])
     meta = {**file.metadata, "head_sha256": head_sha, "parent_fingerprint": file.fingerprint,
-            "lineage": [file.fingerprint, *file.metadata.get("lineage", [])][:LINEAGE_MAX],
+            "lineage": [file.fingerprint, *lineage(file)][:LINEAGE_MAX],
             "fingerprint": make_fingerprint(file.metadata["body_sha256"], head_sha, file.vocab)}
     if file.head is None:
         try:
@@ -121,8 +122,10 @@ def with_head(file: ModelFile, head: Head, heldout: Iterable[str] | None = None)
 
 def _flat_head(file: ModelFile, head: Head, heldout: Iterable[str] | None) -> tuple[bytes, dict]:
     """The flatbuffer with ``head`` written in; for a per-tensor int8 head, its scale checked on ``heldout``."""
-    if heldout is None or not per_tensor_int8(file):
+    if not per_tensor_int8(file):
         return write_head(file, head), {"where": "flatbuffer"}
+    if heldout is None:  # the converter's choice, unchecked
+        return write_head(file, head), {"where": "flatbuffer", "int8_scale": default_int8_scale(head[0])}
     vocab = Vocabulary(file.vocab, file.metadata.get("personal_slots", 0))
     lines = list(Tokenizer(TokenizerConfig.from_dict(file.metadata["tokenizer"])).iter_lines(heldout))
     T = int(file.metadata["context_length"])

@@ -118,3 +118,31 @@ def refusals(tmp_path, base):
     assert "not a version of this model" in run("install", tmp_path / "other-model.tflite", "--unsigned-local",
                                                 "--state-dir", device, ok=False)
     assert run("info", "--state-dir", device, "--json") == before
+
+
+def test_an_install_killed_before_it_recorded_the_version_is_finished_by_running_it_again(trained_files, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edgekit.federated.install import with_head
+    from edgekit.runtime import read_head
+    from edgekit.signing import public_pem, sign_model
+
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "server.signing.pub").write_bytes(public_pem(key.public_key()))
+    base = read_model_file(trained_files["int8"])
+    W, b = read_head(base)
+    write_model_file(tmp_path / "v2.tflite", sign_model(with_head(base, (W * 1.01, b)), key))
+    state = tmp_path / "device"
+    text = write_lines(tmp_path / "text.txt", user_lines(120))
+    run("personalize", "-m", trained_files["int8"], "--state-dir", state, "--text", text)
+    install = ["install", tmp_path / "v2.tflite", "-m", trained_files["int8"], "--state-dir", state,
+               "--verify-key", tmp_path / "server.signing.pub"]
+    run(*install)
+    # As if killed after the state was re-bound to v2 and before v2 was recorded as the device's model:
+    (state / "current-model.json").unlink()
+    shutil.rmtree(state / "models")
+    assert "another model version" in run("suggest", "-m", trained_files["int8"], "--state-dir", state, "hi ",
+                                          ok=False)
+    run(*install)  # run again: it finishes
+    info = run("info", "--state-dir", state, "--json")
+    assert info["fingerprint"] == read_model_file(tmp_path / "v2.tflite").fingerprint and info["personal_words"] > 0

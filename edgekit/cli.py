@@ -19,6 +19,7 @@ COMMANDS = {
     "personalize": "edgekit.commands.device:personalize",
     "reset": "edgekit.commands.device:reset",
     "words": "edgekit.commands.words:words",
+    "install": "edgekit.commands.install:install",
     "keygen": "edgekit.commands.federated:keygen",
     "export-update": "edgekit.commands.federated:export_update",
     "aggregate": "edgekit.commands.federated:aggregate",

@@ -20,12 +20,13 @@ import numpy as np
 from .blas import blas_threads
 from .head import Head
 from .info import ModelInfo
+from .installed import check_descends, check_trust, current_model, record_install
 from .metrics import Evaluation, evaluate
-from .modelfile import ModelFile, read_model_file, require_version_of
+from .modelfile import ModelFile, read_model_file
 from .paths import default_state_dir
 from .personal.learner import Learner, read_lines
-from .personal.result import PersonalizeResult
 from .personal.predict import Predictor
+from .personal.result import PersonalizeResult
 from .personal.state import PersonalState, load_state, save_state, state_path
 from .personal.train import TrainConfig
 from .personal.words import LearnedWord, forget_phrases, forget_word, learned_words
@@ -41,6 +42,13 @@ Text = str | Path | Iterable[str]
 
 def default_model_path() -> Path:
     return ASSETS / DEFAULT_MODEL
+
+
+def resolve_model_path(path: str | Path | None, state_dir: Path | None) -> Path:
+    """``path``, else the version installed in ``state_dir`` (``install_global``), else the bundled model."""
+    if path is not None:
+        return Path(path)
+    return (current_model(state_dir) if state_dir is not None else None) or default_model_path()
 
 
 class EdgeModel:
@@ -62,11 +70,11 @@ class EdgeModel:
     @classmethod
     def load(cls, path: str | Path | None = None, *, state_dir: str | Path | None = None,
              stateless: bool = False, runtime: str | None = None, num_threads: int | None = None) -> "EdgeModel":
-        """Load a model file (default: the bundled English model) and the user's state
-        (``state_dir``: default ``$EDGEKIT_STATE_DIR`` or the per-user data folder; ``stateless``: none).
-        ``num_threads`` is for learning; suggestions use one thread."""
-        path = Path(path) if path is not None else default_model_path()
+        """Load a model file (default: the version installed in the state folder, else the bundled
+        English model) and the user's state (``state_dir``: default ``$EDGEKIT_STATE_DIR`` or the
+        per-user data folder; ``stateless``: none). ``num_threads`` is for learning; suggestions use one."""
         directory = None if stateless else Path(state_dir) if state_dir is not None else default_state_dir()
+        path = resolve_model_path(path, directory)
         return cls(read_model_file(path), path, directory, runtime, num_threads)
 
     # -- facts ------------------------------------------------------------
@@ -150,11 +158,15 @@ class EdgeModel:
         self.state.clear_contribution()
         self.save()
 
-    def install_global(self, path: str | Path) -> None:
-        """Switch to a new global version of this model (``edgekit aggregate``), keeping the user's
-        personalization on top of it; the next export carries only what is learned from now on."""
+    def install_global(self, path: str | Path, *, verify_key: str | Path | None = None,
+                       unsigned_local: bool = False) -> str:
+        """Install a new global version (``edgekit aggregate``); returns how it is trusted. Checks
+        (``edgekit.installed``): signed by a trusted key or ``verify_key`` (or ``unsigned_local`` for a
+        file the user converted), same body and vocabulary, descends from the installed version. The
+        personalization stays; the next export carries only what is learned from now on."""
         new = read_model_file(path)
-        require_version_of(self.file, new, path)
+        trust = check_trust(new, path, self.state_dir, verify_key, unsigned_local)
+        check_descends(self.file, new, path)
         self._runtime = self._runtime.with_file(new)  # first: a file the runtime refuses changes nothing
         self.file, self.path, state = new, Path(path), self.state
         state.fingerprint = new.fingerprint  # the server folded contributions into the new head
@@ -162,6 +174,9 @@ class EdgeModel:
         self._p = Predictor(self._runtime, Head(self._runtime), state, self._blas)
         self._set_state(state)
         self.save()
+        if self.state_dir is not None:
+            self.path = record_install(self.state_dir, new, trust, verify_key)
+        return trust
 
     # -- what was learned -------------------------------------------------------
     def learned_words(self) -> list[LearnedWord]:

@@ -77,11 +77,17 @@ def make_fingerprint(body_sha256: str, head_sha256: str, vocab: list[str]) -> st
     return sha256_hex(f"{body_sha256}:{head_sha256}:{vocab_hash}".encode())[:32]
 
 
-def write_model_file(path: str | Path, model: ModelFile) -> None:
-    """Write atomically: a crash never leaves half a model at ``path``."""
+def complete_metadata(model: ModelFile) -> dict:
+    """The metadata exactly as ``write_model_file`` writes it (what a signature must cover)."""
     meta = dict(model.metadata)
     meta.update(format=FORMAT, format_version=FORMAT_VERSION, tflite_bytes=len(model.flatbuffer),
                 tflite_sha256=sha256_hex(model.flatbuffer), vocab_size=len(model.vocab))
+    return meta
+
+
+def write_model_file(path: str | Path, model: ModelFile) -> None:
+    """Write atomically: a crash never leaves half a model at ``path``."""
+    meta = complete_metadata(model)
     entries = {METADATA_NAME: json.dumps(meta, indent=1, sort_keys=True).encode(),
                VOCAB_NAME: ("\n".join(model.vocab) + "\n").encode()}
     if model.head is not None:

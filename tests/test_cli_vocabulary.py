@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from edgekit.cli import COMMANDS, main
 
 WRITERS = {"convert", "train-base", "keygen", "export-update", "aggregate", "simulate"}
-MODEL_READERS = {"convert", "evaluate", "info", "suggest", "personalize", "reset", "export-update", "aggregate",
-                 "simulate", "words"}
+MODEL_READERS = {"convert", "evaluate", "info", "suggest", "personalize", "reset", "install", "export-update",
+                 "aggregate", "simulate", "words"}
 NOISE_OPTIONS = {"--noise-multiplier", "--central-noise-multiplier"}
 
 

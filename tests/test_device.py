@@ -56,14 +56,25 @@ def test_installing_a_version_reads_its_outputs_from_its_own_metadata(trained_fi
     """A version whose file lacks the word ranking must not be read as if it had it (and the reverse)."""
     from dataclasses import replace
 
+    from edgekit.federated.install import with_head
     from edgekit.modelfile import read_model_file, write_model_file
+    from edgekit.runtime import read_head
 
-    new = read_model_file(trained_files["int8"])
-    write_model_file(tmp_path / "old.tflite", replace(new, metadata={k: v for k, v in new.metadata.items()
-                                                                     if k != "ranked_ids"}))
+    def unranked(file):
+        return replace(file, metadata={k: v for k, v in file.metadata.items() if k != "ranked_ids"})
+
+    def nudged(file, by):
+        W, b = read_head(file)
+        return with_head(file, (W * (1 + by), b))
+
+    full = read_model_file(trained_files["int8"])
+    write_model_file(tmp_path / "old.tflite", unranked(full))
+    ranked = nudged(full, 0.01)  # a child of the unranked file's version (the ranking is not part of it)
+    write_model_file(tmp_path / "ranked.tflite", ranked)
+    write_model_file(tmp_path / "unranked.tflite", unranked(nudged(ranked, 0.01)))
     m = EdgeModel.load(tmp_path / "old.tflite", state_dir=tmp_path / "state")
-    for version in (trained_files["int8"], tmp_path / "old.tflite"):
-        m.install_global(version)
+    for version in (tmp_path / "ranked.tflite", tmp_path / "unranked.tflite"):
+        m.install_global(version, unsigned_local=True)
         fresh = EdgeModel.load(version, stateless=True)
         for text in ["", "w3 w4 w5 ", "hi "]:
             assert m.suggest(text, k=8) == fresh.suggest(text, k=8)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from edgekit.cli import main
 from edgekit.federated import generate_keypair
+from edgekit.federated.keys import generate_signing_key
 from edgekit.federated.hazmat import parse_update
 from edgekit.model import EdgeModel
 from tests.fixtures.texts import user_lines
@@ -28,6 +29,7 @@ def _cli(*args, env=None):
 def test_cli_round_on_real_models(trained_files, tmp_path):
     base = trained_files["none"]
     generate_keypair(tmp_path / "server.key")
+    generate_signing_key(tmp_path / "server.signing.key", tmp_path / "server.signing.pub")
     for i in range(4):
         state = tmp_path / f"device{i}"
         EdgeModel.load(base, state_dir=state).personalize(user_lines(150, seed=10 + i))
@@ -59,6 +61,6 @@ def test_cli_round_on_real_models(trained_files, tmp_path):
 
     device = EdgeModel.load(base, state_dir=tmp_path / "device0")
     before = device.evaluate(held_out).top3
-    device.install_global(tmp_path / "next.tflite")
+    device.install_global(tmp_path / "next.tflite", verify_key=tmp_path / "server.signing.pub")
     assert device.fingerprint == new.fingerprint
     assert device.evaluate(held_out).top3 >= before - 0.05  # personalization stays sensible

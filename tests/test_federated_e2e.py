@@ -83,7 +83,7 @@ def test_installing_the_new_global_keeps_personalization_and_avoids_double_count
     new_path = tmp_path / "global-v2.tflite"
     install_delta(world["model"], result.delta, new_path)
     personal_before = device.suggest("hi ", k=3)
-    device.install_global(new_path)
+    device.install_global(new_path, unsigned_local=True)  # signatures: tests/test_install_cli.py
     assert device.fingerprint != world["fingerprint"]
     assert [s.word for s in device.suggest("hi ", k=3)][:1] == [s.word for s in personal_before][:1]
     dw, db = device.head_delta()

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from edgekit.federated import (DEFAULT_CLIP_NORM, UpdatePolicy, export_update, generate_keypair, key_id,
-                               load_private_key)
+from edgekit.federated import (DEFAULT_CLIP_NORM, UpdatePolicy, export_update, generate_keypair,
+                               generate_signing_key, key_id, load_private_key)
 from edgekit.federated.hazmat import delta_norm, open_update
 from edgekit.model import EdgeModel, default_model_path
 
@@ -28,6 +28,7 @@ NO_CLIP = 1e4  # far above any contribution: the opened delta is the learned one
 def keys(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("server")
     generate_keypair(folder / "server.key")
+    generate_signing_key(folder / "server.signing.key", folder / "server.signing.pub")  # aggregate signs
     return folder / "server.key", folder / "server.key.pub"
 
 

@@ -30,6 +30,7 @@ def strategy(fl_model, tmp_path):
 
 
 def test_bad_deltas_are_refused_like_update_files(strategy, tmp_path):
+    from edgekit.federated.install import float_head
     from edgekit.modelfile import read_model_file
 
     F, V = strategy.shared_shape
@@ -50,13 +51,14 @@ def test_bad_deltas_are_refused_like_update_files(strategy, tmp_path):
     assert stats.accepted == 2
     assert stats.rejected == {"wrong-model": 1, "over-norm": 1, "not-finite": 1, "wrong-shape": 1}
     new = read_model_file(tmp_path / "round-001.tflite")
+    new_head = float_head(tmp_path / "round-001.tflite")
     assert new.metadata["parent_fingerprint"] == fp and new.fingerprint == strategy.fingerprint != fp
     # weighted FedAvg: (100 * 0.001 + 300 * 0.002) / 400
     from flwr.common import parameters_to_ndarrays
 
     W = parameters_to_ndarrays(params)[0]
-    np.testing.assert_allclose(W[:, :V] - new.head[0][:, :V], 0)
-    np.testing.assert_allclose(new.head[0][:, :V] - base_head(strategy)[0][:, :V], 0.00175, atol=1e-6)
+    np.testing.assert_allclose(W[:, :V] - new_head[0][:, :V], 0)
+    np.testing.assert_allclose(new_head[0][:, :V] - base_head(strategy)[0][:, :V], 0.00175, atol=1e-6)
 
 
 def base_head(strategy):

@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Conversion, two personalizations and two rounds: minutes on a loaded 2-core machine.
 pytestmark = [pytest.mark.slow, pytest.mark.convert, pytest.mark.timeout(1200)]
 
 

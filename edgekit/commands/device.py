@@ -1,4 +1,4 @@
-"""Device commands: info, suggest, personalize, reset."""
+"""Device commands: info, suggest, personalize, reset (install: ``install.py``)."""
 from __future__ import annotations
 
 import sys
@@ -16,9 +16,16 @@ STDIN = "-"
 @json_option
 @user_errors
 def info(model_path, state_dir, as_json):
-    """Vocabulary size, context length, quantization, fingerprint, runtime in use."""
-    data = load_model(model_path, state_dir).info().to_dict()
-    emit(data, as_json, lambda d: "\n".join(f"{k:18} {v}" for k, v in d.items()))
+    """Vocabulary size, context length, quantization, version (fingerprint) and its parents, runtime in use."""
+    from ..installed import lineage
+    from ..signing import is_signed
+
+    m = load_model(model_path, state_dir)
+    data = m.info().to_dict()
+    data["parents"] = lineage(m.file)  # newest first; empty: a converted, original version
+    data["signed"] = is_signed(m.file)
+    emit(data, as_json, lambda d: "\n".join(f"{k:18} {' <- '.join(v) or '(none)' if k == 'parents' else v}"
+                                            for k, v in d.items()))
 
 
 @click.command()
@@ -109,18 +116,25 @@ def reset(yes, model_path, state_dir):
     Declining at the prompt deletes nothing and exits 0; with no answer
     (standard input closed: pass --yes in scripts) it exits 1.
     """
-    m = load_model(model_path, state_dir)
-    if m.state_file is None or not m.state_file.exists():
+    from ..model import resolve_model_path
+    from ..modelfile import read_model_file
+    from ..paths import default_state_dir
+    from ..personal.state import state_path
+
+    # The state is not loaded: reset works whatever it holds and whichever version is installed.
+    folder = state_dir or default_state_dir()
+    state_file = state_path(folder, read_model_file(resolve_model_path(model_path, folder)).metadata["name"])
+    if not state_file.exists():
         click.echo("nothing to reset: no personal state")
         return
     if not yes:
         try:
-            confirmed = click.confirm(f"Delete {m.state_file}?")
+            confirmed = click.confirm(f"Delete {state_file}?")
         except click.Abort:  # end of input or Ctrl-C: no answer
             click.echo("\nnothing deleted (no answer; pass --yes to delete without asking)", err=True)
             raise SystemExit(1) from None
         if not confirmed:
-            click.echo(f"nothing deleted: {m.state_file} is kept")
+            click.echo(f"nothing deleted: {state_file} is kept")
             return
-    m.reset()
-    click.echo(f"removed {m.state_file}")
+    state_file.unlink()
+    click.echo(f"removed {state_file}")

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..federated import (DEFAULT_CLIP_NORM, DEFAULT_TRIM, ENCODINGS, MODES, UPDATE_SUFFIX, AggregateResult,
-                          UpdatePolicy)
+from ..federated import DEFAULT_CLIP_NORM, DEFAULT_TRIM, ENCODINGS, MODES, UPDATE_SUFFIX, AggregateResult, UpdatePolicy
 from ..federated.hazmat.delta import DEFAULT_ENCODING
 from .common import (
     CENTRAL_NOISE_HELP,
@@ -36,28 +35,49 @@ _CLIP_HELP = "L2 bound of a device's head delta, which the round requires of eve
 @click.option("--public", "public_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Public key file for devices [default: <out>.pub].")
 @_passphrase_file
-@click.option("--ask-passphrase", is_flag=True, help="Prompt for a passphrase to encrypt the private key.")
-@click.option("--force", is_flag=True, help="Replace an existing key (updates sealed to it become unreadable).")
+@click.option("--ask-passphrase", is_flag=True, help="Prompt for a passphrase to encrypt the private keys.")
+@click.option("--signing-only", is_flag=True,
+              help="Make only the signing pair (a server made before signed versions, or a key rotation).")
+@click.option("--force", is_flag=True, help="Replace existing keys (updates sealed to the old key become unreadable; "
+                                            "devices must be given the new verification key).")
 @json_option
-def keygen(out, public_path, passphrase_file, ask_passphrase, force, as_json):
-    """Make the server's HPKE key pair; give devices only the .pub file."""
-    from ..federated.keys import KeyFileError, generate_keypair, key_id
+def keygen(out, public_path, passphrase_file, ask_passphrase, signing_only, force, as_json):
+    """Make the server's keys: the HPKE pair (updates) and the Ed25519 pair (signed versions).
+
+    Give devices only the two public files: <out>.pub seals their updates,
+    <stem>.signing.pub verifies the versions they install.
+    """
+    from ..federated.keys import KeyFileError, generate_keypair, generate_signing_key, key_id, signing_key_paths
+    from ..signing import verify_key_id
 
     private_path = out
-    if private_path.exists() and not force:  # before any passphrase prompt
-        raise click.ClickException(f"{private_path}: already exists; pass --force to replace it (updates sealed to "
-                                   "the old key become unreadable)")
+    signing_private, signing_public = signing_key_paths(private_path)
+    for existing in ([] if signing_only else [private_path]) + [signing_private]:
+        if existing.exists() and not force:  # before any passphrase prompt
+            raise click.ClickException(f"{existing}: already exists; pass --force to replace it (updates sealed "
+                                       "to an old key become unreadable, devices must trust a new signing key)")
     passphrase = _passphrase(passphrase_file, ask_passphrase, confirm=True)
     public_path = public_path or private_path.with_name(private_path.name + ".pub")
+    report: dict = {"encrypted": passphrase is not None}
     try:
-        public = generate_keypair(private_path, public_path, passphrase=passphrase, overwrite=force)
+        if not signing_only:
+            public = generate_keypair(private_path, public_path, passphrase=passphrase, overwrite=force)
+            report.update(private_key=str(private_path), public_key=str(public_path), key_id=key_id(public))
+        verify = generate_signing_key(signing_private, signing_public, passphrase=passphrase, overwrite=force)
     except KeyFileError as e:
         raise click.ClickException(str(e)) from None
-    report = {"private_key": str(private_path), "public_key": str(public_path), "key_id": key_id(public),
-              "encrypted": passphrase is not None}
-    emit(report, as_json, lambda r: f"private key: {r['private_key']} "
-                                    f"(0600{', passphrase-protected' if r['encrypted'] else ''})\n"
-                                    f"public key:  {r['public_key']} (key id {r['key_id']}) - give this one to devices")
+    report.update(signing_key=str(signing_private), verify_key=str(signing_public), verify_key_id=verify_key_id(verify))
+    emit(report, as_json, _keygen_text)
+
+
+def _keygen_text(r: dict) -> str:
+    protected = ", passphrase-protected" if r["encrypted"] else ""
+    lines = [f"private key: {r['private_key']} (0600{protected})",
+             f"public key:  {r['public_key']} (key id {r['key_id']}) - give this one to devices"] \
+        if "private_key" in r else []
+    return "\n".join(lines + [f"signing key: {r['signing_key']} (0600{protected})",
+                              f"verify key:  {r['verify_key']} (key id {r['verify_key_id']}) - devices install "
+                              "only versions it verifies"])
 
 
 @click.command("export-update")
@@ -126,6 +146,11 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
               help="Ledger of update ids already aggregated; accepted ids are appended.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Where robust modes keep their temporary disk-backed matrix.")
+@click.option("--signing-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="The server's signing key, same passphrase as --key [default: <key stem>.signing.key beside it].")
+@click.option("--heldout", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Held-out UTF-8 text: an int8 model's new head scale is chosen so its top-3 there stays within "
+                   "0.2 points of the float head (without it: the converter's max-abs scale, unchecked).")
 @click.option("--sampling-rate", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Per-round participation probability (privacy report only).")
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
@@ -134,20 +159,33 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
               show_default=True, help="DP delta for the report.")
 @json_option
 def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, out, mode, trim, clip_norm,
-              noise_multiplier, central_noise_multiplier, max_examples, seen_ids, workdir, sampling_rate, rounds,
-              dp_delta, as_json):
-    """Verify, decrypt and aggregate UPDATES (files or folders) into a new model version."""
+              noise_multiplier, central_noise_multiplier, max_examples, seen_ids, workdir, signing_key, heldout,
+              sampling_rate, rounds, dp_delta, as_json):
+    """Verify, decrypt and aggregate UPDATES (files or folders) into a new, signed model version.
+
+    The new head is written into the flatbuffer (devices run it at full
+    speed); the float head is kept beside OUT for the next round
+    (<stem>.float-head.npz: keep it with the model on the server).
+    """
     from ..federated import DEFAULT_MAX_EXAMPLES, UpdatePolicy
     from ..federated import aggregate as agg
     from ..federated.install import install_delta
-    from ..federated.keys import KeyFileError, key_id, load_private_key
+    from ..federated.keys import KeyFileError, key_id, load_private_key, load_signing_key, signing_key_paths
     from ..modelfile import ModelFileError, read_model_file
+    from ..signing import verify_key_id
+    from ..tokenizer import read_text_lines
 
     paths = _expand(updates)
     try:
         _refuse_wrong_key(key_path, PUBLIC_PEM, "a public key (the .pub file devices get); --key needs the "
                           "server's private key, the file `edgekit keygen -o` wrote")
-        private = load_private_key(key_path, _passphrase(passphrase_file, ask_passphrase, confirm=False))
+        passphrase = _passphrase(passphrase_file, ask_passphrase, confirm=False)
+        private = load_private_key(key_path, passphrase)
+        signing_path = signing_key or signing_key_paths(key_path)[0]
+        if not signing_path.exists():
+            raise KeyFileError(f"{signing_path}: no signing key; every version is signed: make one with "
+                               f"`edgekit keygen -o {key_path} --signing-only`, or pass --signing-key")
+        signer = load_signing_key(signing_path, passphrase)
         meta = read_model_file(model_path).metadata
     except (KeyFileError, ModelFileError) as e:
         raise click.ClickException(str(e)) from None
@@ -161,12 +199,14 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
         result = agg.aggregate_updates(paths, private, policy, mode=mode, trim=trim, seen_ids=ledger,
                                        workdir=workdir, central_noise_multiplier=central_noise_multiplier,
                                        on_reject=on_reject)
-        new = install_delta(model_path, result.delta, out)
+        new = install_delta(model_path, result.delta, out, signing_key=signer,
+                            heldout=None if heldout is None else read_text_lines(heldout))
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
     if seen_ids is not None:
         _write_ledger(seen_ids, ledger, result.update_ids)
     report = _summary(result, policy, new.metadata, out, mode, len(paths))
+    report["signed_by"] = verify_key_id(signer.public_key())
     if noise_multiplier > 0 or central_noise_multiplier > 0:
         from ..federated.privacy import dp_epsilon
 
@@ -183,19 +223,31 @@ def _summary(result: AggregateResult, policy: UpdatePolicy, meta: dict, out: Pat
             "rejected": [{"source": r.source, "reason": r.reason, "message": r.message} for r in result.rejections],
             "total_examples": result.total_examples, "clip_norm": policy.clip_norm,
             "noise_multiplier": policy.noise_multiplier, "fingerprint": meta["fingerprint"],
-            "parent_fingerprint": meta["parent_fingerprint"]}
+            "parent_fingerprint": meta["parent_fingerprint"], "head_storage": meta["head_storage"]}
 
 
 def _summary_text(report: dict) -> str:
     lines = [(f"accepted {report['accepted']} of {report['files']} updates ({report['total_examples']} examples), "
               f"{len(report['rejected'])} rejected; mode {report['mode']}"),
-             f"wrote {report['out']}: model {report['fingerprint']} (from {report['parent_fingerprint']})"]
+             f"wrote {report['out']}: model {report['fingerprint']} (from {report['parent_fingerprint']}), "
+             f"signed by {report['signed_by']}, head in {_storage_text(report['head_storage'])}"]
     if "privacy" in report:
         p = report["privacy"]
         lines.append(f"privacy per device ({p['kind']} noise): epsilon {p['epsilon']:.3g} at delta {p['delta']:g} "
                      f"(noise x{p['noise_multiplier']:g}, sampling {p['sampling_rate']:g}, "
                      f"{p['rounds']} rounds, {p['accountant']} accountant)")
     return "\n".join(lines)
+
+
+def _storage_text(storage: dict) -> str:
+    if storage["where"] != "flatbuffer":
+        return f"{storage['where']} ({storage['why']}; devices rank on the host, slower)"
+    if "int8_top3" in storage:
+        return (f"the flatbuffer (int8 scale {storage['int8_scale']:.3g}: held-out top-3 {storage['int8_top3']:.1%} "
+                f"vs float head {storage['float_top3']:.1%})")
+    if "int8_scale" in storage:
+        return f"the flatbuffer (int8 scale {storage['int8_scale']:.3g}, unchecked: pass --heldout to check it)"
+    return "the flatbuffer"
 
 
 def _expand(paths: tuple[Path, ...]) -> list[Path]:

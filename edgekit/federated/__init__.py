@@ -12,7 +12,7 @@ Server::
 
     policy = UpdatePolicy(model_fingerprint=fp, shape=(F, V_shared), key_id=key_id(public_key))
     result = aggregate_updates(paths, load_private_key("server.key"), policy, mode="trimmed-mean")
-    install_delta("model.tflite", result.delta, "model-next.tflite")
+    install_delta("model.tflite", result.delta, "model-next.tflite", signing_key=load_signing_key("server.signing.key"))
 
 The primitives they are built from (delta codec, sealing, noise, the
 ``Aggregator``) are in ``edgekit.federated.hazmat``, for transports other
@@ -26,12 +26,20 @@ from .hazmat.aggregator import DEFAULT_TRIM, MODES
 from .hazmat.delta import DEFAULT_CLIP_NORM, ENCODINGS, UpdateError
 from .hazmat.update import DEFAULT_MAX_EXAMPLES, UPDATE_SUFFIX, UpdatePolicy
 from .install import install_delta
-from .keys import KeyFileError, generate_keypair, key_id, load_private_key, load_public_key
+from .keys import (
+    KeyFileError,
+    generate_keypair,
+    generate_signing_key,
+    key_id,
+    load_private_key,
+    load_public_key,
+    load_signing_key,
+)
 from .privacy import PrivacyReport, dp_epsilon
 
 __all__ = [
     "DEFAULT_CLIP_NORM", "DEFAULT_MAX_EXAMPLES", "DEFAULT_TRIM", "ENCODINGS", "MODES", "UPDATE_SUFFIX",
     "AggregateResult", "Contributor", "KeyFileError", "PrivacyReport", "Rejection", "UpdateError", "UpdatePolicy",
-    "aggregate_updates", "dp_epsilon", "export_update", "generate_keypair", "install_delta", "key_id",
-    "load_private_key", "load_public_key",
+    "aggregate_updates", "dp_epsilon", "export_update", "generate_keypair", "generate_signing_key", "install_delta",
+    "key_id", "load_private_key", "load_public_key", "load_signing_key",
 ]

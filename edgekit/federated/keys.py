@@ -1,9 +1,11 @@
-"""The server's HPKE key pair (RFC 9180: X25519, HKDF-SHA256, ChaCha20-Poly1305).
+"""The server's keys: the HPKE pair (RFC 9180: X25519, HKDF-SHA256, ChaCha20-Poly1305) and the
+Ed25519 model-signing pair (``edgekit.signing``).
 
-Devices only ever hold the public key: it lets them seal an update that only
-the server can open. The private key never leaves the server; it is written
-with 0600 permissions and, when a passphrase is given, encrypted at rest
-(PKCS#8 with the best encryption ``cryptography`` offers).
+Devices only ever hold the public keys: one lets them seal an update that only
+the server can open, the other verifies the model versions the server signs.
+The private keys never leave the server; they are written with 0600
+permissions and, when a passphrase is given, encrypted at rest (PKCS#8 with
+the best encryption ``cryptography`` offers).
 
 The suite is fixed rather than configurable: one well-reviewed choice leaves
 nothing to negotiate and nothing to downgrade. ChaCha20-Poly1305 is fast in
@@ -17,9 +19,11 @@ import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
+from .. import signing
 from ..atomic import atomic_write_bytes
 from ..errors import KeyFileError
 
@@ -39,19 +43,43 @@ def generate_keypair(private_path: str | Path, public_path: str | Path | None = 
     """
     private_path = Path(private_path)
     public_path = Path(public_path) if public_path is not None else private_path.with_name(private_path.name + ".pub")
+    key = X25519PrivateKey.generate()
+    _write_pair(key, private_path, public_pem(key.public_key()), public_path, passphrase, overwrite,
+                "updates sealed to it would become unreadable")
+    return key.public_key()
+
+
+def signing_key_paths(private_path: str | Path) -> tuple[Path, Path]:
+    """Where ``edgekit keygen -o server.key`` puts the signing pair: ``server.signing.key``, ``server.signing.pub``."""
+    p = Path(private_path)
+    stem = p.name[: -len(p.suffix)] if p.suffix else p.name
+    return p.with_name(f"{stem}.signing.key"), p.with_name(f"{stem}.signing.pub")
+
+
+def generate_signing_key(private_path: str | Path, public_path: str | Path, *, passphrase: bytes | None = None,
+                         overwrite: bool = False) -> Ed25519PublicKey:
+    """Create the server's Ed25519 model-signing key (0600, passphrase as for the HPKE key) and its public half.
+
+    Devices get the public half (the verification key) and install only
+    versions it verifies. Replacing the key needs a rotation (README).
+    """
+    key = Ed25519PrivateKey.generate()
+    _write_pair(key, Path(private_path), signing.public_pem(key.public_key()), Path(public_path), passphrase,
+                overwrite, "devices that trust it would refuse versions signed by a new one")
+    return key.public_key()
+
+
+def _write_pair(key: X25519PrivateKey | Ed25519PrivateKey, private_path: Path, public: bytes, public_path: Path,
+                passphrase: bytes | None, overwrite: bool, loss: str) -> None:
     if not overwrite and private_path.exists():
-        raise KeyFileError(f"{private_path}: already exists; refusing to replace a server key "
-                           "(updates sealed to it would become unreadable)")
+        raise KeyFileError(f"{private_path}: already exists; refusing to replace a server key ({loss})")
     if passphrase is not None and not passphrase:
         raise KeyFileError("empty passphrase: give a real one, or none for an unencrypted key")
-    key = X25519PrivateKey.generate()
     encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase is not None
                   else serialization.NoEncryption())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
     atomic_write_bytes(private_path, pem, mode=PRIVATE_MODE)
-    public = key.public_key()
-    atomic_write_bytes(public_path, public_pem(public), mode=PUBLIC_MODE)
-    return public
+    atomic_write_bytes(public_path, public, mode=PUBLIC_MODE)
 
 
 def public_pem(public_key: X25519PublicKey) -> bytes:
@@ -85,20 +113,32 @@ def load_public_key(source: str | Path | bytes | X25519PublicKey) -> X25519Publi
 
 def load_private_key(path: str | Path, passphrase: bytes | None = None) -> X25519PrivateKey:
     """The server's private key; refuses a file that others can read."""
-    path = Path(path)
+    key = _load_private(Path(path), passphrase)
+    if not isinstance(key, X25519PrivateKey):
+        raise KeyFileError(f"{path}: a {type(key).__name__}, expected an X25519 private key")
+    return key
+
+
+def load_signing_key(path: str | Path, passphrase: bytes | None = None) -> Ed25519PrivateKey:
+    """The server's model-signing key (``<name>.signing.key``); refuses a file that others can read."""
+    key = _load_private(Path(path), passphrase)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: a {type(key).__name__}, expected the Ed25519 signing key "
+                           "(the .signing.key file from `edgekit keygen`)")
+    return key
+
+
+def _load_private(path: Path, passphrase: bytes | None) -> object:
     data, where = _read(path)
     _check_private_mode(path)
     try:
-        key = serialization.load_pem_private_key(data, password=passphrase)
+        return serialization.load_pem_private_key(data, password=passphrase)
     except TypeError:
         # cryptography raises TypeError for a missing or unexpected password.
         hint = "it is passphrase-protected: give the passphrase" if passphrase is None else "it has no passphrase"
         raise KeyFileError(f"{where}: {hint}") from None
     except ValueError:
         raise KeyFileError(f"{where}: not a PEM private key, or the passphrase is wrong") from None
-    if not isinstance(key, X25519PrivateKey):
-        raise KeyFileError(f"{where}: a {type(key).__name__}, expected an X25519 private key")
-    return key
 
 
 def _read(source: str | Path | bytes) -> tuple[bytes, str]:

@@ -33,6 +33,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from ..federated import UpdateError, dp_epsilon, install_delta
+from ..federated.install import float_head
 from ..federated.hazmat import Aggregator, Delta, add_central_noise, validate_delta
 from ..model import EdgeModel
 from .local import head_scores
@@ -180,8 +181,7 @@ class EdgeStrategy(Strategy):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"round-{server_round:03d}.tflite"
         new = install_delta(self.model_path, delta, path, base_head=self.head)
-        assert new.head is not None  # install_delta always writes the float head
-        self.model_path, self.head, self.fingerprint = path, new.head, new.fingerprint
+        self.model_path, self.head, self.fingerprint = path, float_head(path, new), new.fingerprint
 
     def _epsilon(self, server_round: int) -> float | None:
         """Privacy spent so far: central noise against released models, local noise against the server."""

@@ -1,0 +1,175 @@
+"""Write a new float head into a model's flatbuffer, in place, without TensorFlow.
+
+A global version must run at the bundled file's speed: its head has to be
+the one inside the flatbuffer (the interpreter ranks the words), not a
+``head.npz`` the device applies on the host. Only the head's values change
+between versions, never its shape or type, so its constant buffers are
+overwritten byte for byte where they lie (located with the ``tflite``
+schema package), and the rest of the flatbuffer stays identical:
+
+- float32 / float16 weights and bias: the new values, cast;
+- int8 weights, one scale (``int8`` files): requantized symmetrically with a
+  new scale; the int32 bias is requantized with ``input scale x weight scale``,
+  as TFLite requires (the input scale is ``old bias scale / old weight scale``);
+- int8 weights, one scale per word (``dynamic`` files): a new scale per row.
+
+The scale and zero-point vectors keep their lengths, so they are
+overwritten in place too. Shared buffers, external buffers, asymmetric
+zero points, and a missing bias tensor (a zero bias the converter folded
+away, while the new head has one) raise ``FlatHeadError``: the caller then
+ships the head as ``head.npz`` (slower, still correct).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tflite
+
+from ..modelfile import ModelFile
+
+INT8_MAX = 127
+# Flatbuffer vtable slots of the fields written here (tflite's schema.fbs).
+BUFFER_DATA, QUANT_SCALE = 4, 8
+DTYPES: dict[int, np.dtype] = {tflite.TensorType.FLOAT32: np.dtype("<f4"), tflite.TensorType.FLOAT16: np.dtype("<f2"),
+          tflite.TensorType.INT8: np.dtype("i1"), tflite.TensorType.INT32: np.dtype("<i4")}
+
+
+class FlatHeadError(ValueError):
+    """The flatbuffer's head cannot be rewritten in place; the message says why."""
+
+
+@dataclass
+class _Slot:
+    """One constant tensor of the flatbuffer: where its bytes and its scales lie."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    data: int  # byte offset of the values
+    scales: np.ndarray  # current scales (empty: not quantized)
+    scale_at: int  # byte offset of the scale vector (-1: none)
+    zero_points: np.ndarray
+
+
+def write_head(file: ModelFile, head: tuple[np.ndarray, np.ndarray], weight_scale: float | None = None) -> bytes:
+    """``file.flatbuffer`` with ``head = (W [F, V], b [V])`` as its head.
+
+    ``weight_scale`` sets a per-tensor int8 scale (default: ``max|W| / 127``);
+    other types ignore it. Raises ``FlatHeadError`` when the head cannot be
+    written in place.
+    """
+    W, b = (np.asarray(a, np.float32) for a in head)
+    meta = file.metadata.get("head") or {}
+    if meta.get("weight_tensor") is None:
+        raise FlatHeadError("the metadata does not name the head's tensors")
+    out = bytearray(file.flatbuffer)
+    model = _model(file.flatbuffer)
+    weight = _slot(model, int(meta["weight_tensor"]))
+    if weight.shape != (W.shape[1], W.shape[0]):
+        raise FlatHeadError(f"head tensor has shape {weight.shape}, the new head is {W.T.shape}")
+    w_scales = _write_weight(out, weight, W.T, weight_scale)
+    if meta.get("bias_tensor") is None:
+        if b.any():
+            raise FlatHeadError("the converter folded a zero bias away, and the new head has a non-zero bias")
+        return bytes(out)
+    bias = _slot(model, int(meta["bias_tensor"]))
+    if bias.shape != b.shape:
+        raise FlatHeadError(f"bias tensor has shape {bias.shape}, the new bias is {b.shape}")
+    if bias.dtype == np.dtype("<i4"):
+        if len(weight.scales) == 0:
+            raise FlatHeadError("an int32 bias beside a float weight")
+        input_scale = float(bias.scales[0] / weight.scales[0])
+        scale = np.broadcast_to(np.float32(input_scale) * w_scales, bias.scales.shape).astype("<f4")
+        q = np.round(b / np.broadcast_to(scale, b.shape)).clip(-(2**31), 2**31 - 1)
+        _put(out, bias.data, q.astype("<i4"))
+        _put(out, bias.scale_at, scale)
+    else:
+        _put(out, bias.data, b.astype(bias.dtype))
+    return bytes(out)
+
+
+def default_int8_scale(W: np.ndarray) -> float:
+    """Symmetric per-tensor scale: the largest weight maps to 127 (what the converter chose)."""
+    return float(np.abs(W).max()) / INT8_MAX or 1.0
+
+
+def per_tensor_int8(file: ModelFile) -> bool:
+    """Whether the file's head weight is int8 with one scale: the case where the scale is a choice."""
+    weight = _slot(_model(file.flatbuffer), int(file.metadata["head"]["weight_tensor"]))
+    return weight.dtype == np.dtype("i1") and len(weight.scales) == 1
+
+
+def _write_weight(out: bytearray, slot: _Slot, Wt: np.ndarray, weight_scale: float | None) -> np.ndarray:
+    """Write ``Wt [V, F]`` into ``slot``; return the scales written (empty for floats)."""
+    if slot.dtype != np.dtype("i1"):
+        _put(out, slot.data, Wt.astype(slot.dtype))
+        return slot.scales
+    if slot.zero_points.any():
+        raise FlatHeadError("the head's int8 weights are asymmetric (non-zero zero points)")
+    if len(slot.scales) == 1:
+        scales = np.array([weight_scale or default_int8_scale(Wt)], "<f4")
+    elif len(slot.scales) == Wt.shape[0]:
+        scales = (np.abs(Wt).max(axis=1) / INT8_MAX).astype("<f4")
+        scales[scales == 0] = 1.0
+    else:
+        raise FlatHeadError(f"{len(slot.scales)} weight scales for {Wt.shape[0]} rows")
+    q = np.round(Wt / scales.reshape(-1, 1)).clip(-INT8_MAX, INT8_MAX).astype("i1")
+    _put(out, slot.data, q)
+    _put(out, slot.scale_at, scales)
+    return scales
+
+
+def _put(out: bytearray, at: int, values: np.ndarray) -> None:
+    raw = np.ascontiguousarray(values).tobytes()
+    out[at : at + len(raw)] = raw
+
+
+def _model(flatbuffer: bytes) -> Any:
+    try:
+        model = tflite.Model.GetRootAs(flatbuffer, 0)
+        if model.SubgraphsLength() < 1:
+            raise FlatHeadError("the flatbuffer has no subgraph")
+        return model
+    except (IndexError, TypeError, ValueError) as e:  # flatbuffers raises these on a malformed buffer
+        raise FlatHeadError(f"the flatbuffer cannot be parsed ({e})") from None
+
+
+def _slot(model: Any, index: int) -> _Slot:
+    """The constant buffer behind tensor ``index``, following a DEQUANTIZE (float16 files) to its input."""
+    graph = model.Subgraphs(0)
+    if not 0 <= index < graph.TensorsLength():
+        raise FlatHeadError(f"head tensor {index} is not in the flatbuffer")
+    tensor = graph.Tensors(index)
+    buffer = model.Buffers(tensor.Buffer())
+    if buffer.DataLength() == 0:
+        source = _dequantize_input(model, graph, index)
+        if source is None:
+            raise FlatHeadError(f"head tensor {index} is not a constant")
+        return _slot(model, source)
+    if buffer.Offset() > 1:
+        raise FlatHeadError("the head's values lie outside the flatbuffer (external buffer)")
+    users = [t for t in range(graph.TensorsLength()) if graph.Tensors(t).Buffer() == tensor.Buffer()]
+    if users != [index]:
+        raise FlatHeadError(f"the head's buffer is shared with tensors {users}")
+    dtype = DTYPES.get(tensor.Type())
+    if dtype is None:
+        raise FlatHeadError(f"head tensor type {tensor.Type()} is not one edgekit writes")
+    shape = tuple(int(d) for d in tensor.ShapeAsNumpy())
+    if buffer.DataLength() != int(np.prod(shape)) * dtype.itemsize:
+        raise FlatHeadError(f"head buffer holds {buffer.DataLength()} bytes, shape {shape} needs more or fewer")
+    q = tensor.Quantization()
+    scales = np.zeros(0, "<f4") if q is None or q.ScaleIsNone() else q.ScaleAsNumpy().astype("<f4")
+    zeros = np.zeros(0, np.int64) if q is None or q.ZeroPointIsNone() else q.ZeroPointAsNumpy()
+    scale_at = -1 if not len(scales) else q._tab.Vector(q._tab.Offset(QUANT_SCALE))
+    return _Slot(dtype, shape, buffer._tab.Vector(buffer._tab.Offset(BUFFER_DATA)), scales, scale_at, zeros)
+
+
+def _dequantize_input(model: Any, graph: Any, index: int) -> int | None:
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == tflite.BuiltinOperator.DEQUANTIZE and op.OutputsLength() and op.Outputs(0) == index:
+            return int(op.Inputs(0))
+    return None

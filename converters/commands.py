@@ -140,13 +140,13 @@ def calibration_lines(path: Path | None, modes: tuple[str, ...]) -> list[str] | 
             raise click.UsageError(f"{path}: no such calibration text file")
         lines = list(itertools.islice(read_text_lines(path), 20 * CALIBRATION_LINES_PER_FILE))
     else:
-        from .corpus import DATA_DIR, train_files
+        from .corpus import DATA_DIR, read_lines, train_files
 
         files = [p for p in train_files() if p.is_file()]
         if not files:
             hint = missing_from_checkout(DATA_DIR, "--calibration-text")
             raise click.UsageError(f"int8 needs calibration text: {hint}")
-        lines = [line for p in files for line in itertools.islice(read_text_lines(p), CALIBRATION_LINES_PER_FILE)]
+        lines = [line for p in files for line in itertools.islice(read_lines(p), CALIBRATION_LINES_PER_FILE)]
     # Checked before any conversion runs, so a bad text fails in seconds, not after three variants.
     if not any(Tokenizer().tokenize(line) for line in lines):
         raise click.ClickException(f"{path or 'shipped training text'}: calibration text is empty: "

@@ -132,3 +132,35 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     fresh = fit(TrainConfig(**{**config.__dict__, "hidden": 6}), windows, windows, v, checkpoint=tmp_path / "c.npz",
                 fresh=True, echo=lambda line: None)
     assert fresh.finished
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_same_command_finishes_the_same_model(tmp_path):
+    """The real path: a train-base process gets SIGINT mid-run, exits 130 with a checkpoint; resuming
+    it ends with the weights of a run that was never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    data = _tiny_data(tmp_path / "data")
+    config = TrainConfig(epochs=40, **{**TINY, "personal_slots": 64})
+    args = [sys.executable, "-m", "converters.train_base", "--out", str(tmp_path / "out"), "--data-dir", str(data),
+            "--checkpoint-dir", str(tmp_path / "ckpt"), "--sources", ",".join(config.sources), "--epochs", "40",
+            *(f"--{k.replace('_', '-')}={getattr(config, k)}" for k in
+              ("vocab_size", "context_length", "embed_dim", "hidden", "feature_dim", "batch_size"))]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    output = []
+    for line in proc.stdout:
+        output.append(line)
+        if line.startswith("epoch 2/40 done"):
+            proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=300) == 130, "".join(output[-20:])
+    assert any("saved in" in line for line in output) and not (tmp_path / "out" / "training.json").exists()
+
+    quiet = dict(echo=lambda line: None)
+    resumed = train(config, tmp_path / "out", data, checkpoint_dir=tmp_path / "ckpt", **quiet)
+    whole = train(config, tmp_path / "whole", data, checkpoint_dir=tmp_path / "ckpt-whole", **quiet)
+    assert resumed["finished"] and resumed["loss_history"] == whole["loss_history"]
+    a, b = (load_base_model(tmp_path / d)[0].get_weights() for d in ("out", "whole"))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))

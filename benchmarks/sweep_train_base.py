@@ -32,6 +32,7 @@ from edgekit.vocab import Vocabulary
 CONFIGS: dict[str, dict] = {
     "lstm-v10k-64-160-64": {},
     "gru-v10k-64-160-64": {"cell": "gru"},
+    "cifg-v10k-64-160-64": {"cell": "cifg"},
     "lstm-v10k-64-256-64": {"hidden": 256},
     "lstm-v15k-48-160-48": {"vocab_size": 15_000, "embed_dim": 48, "feature_dim": 48},
     "lstm-v20k-64-160-64": {"vocab_size": 20_000},
@@ -40,9 +41,9 @@ OOV_VOCAB_SIZES = (10_000, 15_000, 20_000, 30_000)
 
 
 def parameters(config: TrainConfig, vocab_ids: int) -> int:
-    """Trainable parameters of ``build_model`` with these sizes (gates: 4 for LSTM, 3 for GRU, reset-after bias)."""
+    """Trainable parameters of ``build_model`` with these sizes (gates: LSTM 4, CIFG 3, GRU 3 with two biases)."""
     e, h, f = config.embed_dim, config.hidden, config.feature_dim
-    recurrent = 4 * (h * (e + h) + h) if config.cell == "lstm" else 3 * (h * (e + h) + 2 * h)
+    recurrent = {"lstm": 4 * (h * (e + h) + h), "cifg": 3 * (h * (e + h) + h), "gru": 3 * (h * (e + h) + 2 * h)}[config.cell]
     return vocab_ids * e + recurrent + (h * f + f) + (f * vocab_ids + vocab_ids)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from converters import corpus, missing_from_checkout
 from converters.keras_model import (
+    CELLS,
     MODEL_FILE,
     MODELS_DIR,
     TRAINING_FILE,
@@ -454,7 +455,7 @@ def _record(config, vocab, data, heldout, result: FitResult, n_examples: int) ->
 @click.option("--embed-dim", type=int, default=TrainConfig.embed_dim, show_default=True)
 @click.option("--hidden", type=int, default=TrainConfig.hidden, show_default=True)
 @click.option("--feature-dim", type=int, default=TrainConfig.feature_dim, show_default=True)
-@click.option("--cell", type=click.Choice(["lstm", "gru"]), default=TrainConfig.cell, show_default=True)
+@click.option("--cell", type=click.Choice(CELLS), default=TrainConfig.cell, show_default=True)
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
 @click.option("--learning-rate", type=float, default=TrainConfig.learning_rate, show_default=True)
 @click.option("--sources", default=",".join(TrainConfig.sources), show_default=True,

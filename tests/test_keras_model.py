@@ -18,7 +18,7 @@ from edgekit.vocab import Vocabulary  # noqa: E402
 V, L = 40, 6
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "cifg"])
 def test_build_model_contract(cell):
     model = build_model(V, context_length=L, embed_dim=4, hidden=8, feature_dim=5, cell=cell)
     assert model.inputs[0].shape == (None, L) and model.inputs[0].dtype == "int32"
@@ -30,6 +30,15 @@ def test_build_model_contract(cell):
     assert model.get_layer("features").output.shape == (None, 5)
     features, logits = model(np.zeros((3, L), np.int32))
     assert features.shape == (3, 5) and logits.shape == (3, V)
+
+
+def test_cifg_has_three_gates_saves_and_loads(tmp_path):
+    model = build_model(V, context_length=L, embed_dim=4, hidden=8, feature_dim=5, cell="cifg")
+    assert model.get_layer("cifg").count_params() == 3 * (8 * (4 + 8) + 8)
+    x = np.arange(2 * L, dtype=np.int32).reshape(2, L) % V
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    assert np.allclose(loaded(x)[1], model(x)[1])
 
 
 def test_build_model_rejects_unknown_cell():

@@ -311,7 +311,7 @@ def fit(
                     echo(f"epoch {progress.epoch + 1}/{config.epochs}  step {progress.step:,}/{steps_per_epoch:,}"
                          f"  loss {progress.loss_sum / progress.loss_count:.4f}"
                          f"  {run_steps * config.batch_size / (now - run_start):,.0f} examples/s"
-                         f"  elapsed {_duration(progress.seconds + now - run_start)}  ETA {_duration(left)}")
+                         f"  elapsed {_duration(seconds_before + now - run_start)}  ETA {_duration(left)}")
                 stop_reason = (signals.received
                                or ("--max-steps" if max_steps and run_steps >= max_steps else None)
                                or ("--max-minutes" if max_minutes and now - run_start >= max_minutes * 60 else None))

@@ -271,7 +271,10 @@ def fit(
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
     spec = (tf.TensorSpec([None, config.context_length], tf.int32), tf.TensorSpec([None], tf.int32))
 
-    @tf.function(input_signature=spec)
+    # autograph=False: no Python control flow to convert, and autograph re-reads this file's
+    # source when it first traces a function, so a file edited during an hours-long run
+    # broke the epoch-end validation trace (NameError) before this.
+    @tf.function(input_signature=spec, autograph=False)
     def train_step(x, y):
         with tf.GradientTape() as tape:
             _, logits = model(x, training=True)
@@ -281,7 +284,7 @@ def fit(
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss_sum
 
-    @tf.function(input_signature=spec)
+    @tf.function(input_signature=spec, autograph=False)
     def eval_step(x, y):
         return loss_fn(y, model(x, training=False)[1])
 

@@ -74,7 +74,11 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=800_000, help="training windows per configuration (one pass)")
     ap.add_argument("--eval-windows", type=int, default=10_000, help="windows scored per held-out split")
     ap.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
+    ap.add_argument("--table", action="store_true", help="print the results as a Markdown table and exit")
     args = ap.parse_args()
+    if args.table:
+        print(markdown_table([json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]))
+        return
 
     done = set()
     if args.results.exists():
@@ -124,6 +128,27 @@ def main() -> None:
         })
         print(f"[{name}] val {result.history['val_loss'][-1]:.4f}  chat top-3 "
               f"{np.mean([tests[k]['top3'] for k in chat]):.4f}", flush=True)
+
+
+CHAT_COMMENT = ("self_dialogue", "irc_ubuntu_linux", "topical_chat", "goemotions_reddit")  # the most keyboard-like
+
+
+def markdown_table(records: list[dict]) -> str:
+    """One row per configuration: size, time, validation loss, top-3 means and per held-out set."""
+    rows = [r for r in records if r["name"] != "oov"]
+    sets = list(rows[0]["heldout"]) if rows else []
+    head = ["config", "params", "train s", "examples/s", "val loss",
+            "chat/comment top-1 / top-3", "all 8 chat-like top-3", *sets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        h = r["heldout"]
+        chat1 = np.mean([h[k]["top1"] for k in CHAT_COMMENT])
+        chat3 = np.mean([h[k]["top3"] for k in CHAT_COMMENT])
+        cells = [r["name"], f"{r['parameters'] / 1e6:.2f}M", f"{r['train_seconds']:.0f}",
+                 f"{r['examples_per_second']:,}", f"{r['val_loss']:.3f}", f"{chat1:.1%} / {chat3:.1%}",
+                 f"{r['chat_mean_top3']:.1%}", *(f"{h[k]['top3']:.1%}" for k in sets)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _append(path: Path, record: dict) -> None:

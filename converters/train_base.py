@@ -1,37 +1,53 @@
-"""Reproducible training of the bundled default English model (``edgekit train-base``).
+"""Reproducible, resumable training of the bundled default English model (``edgekit train-base``).
 
 Everything that decides the model is in ``TrainConfig`` and in the shipped
 ``data/`` files, and both are recorded (with file hashes) in
 ``training.json``, so anyone can retrain the same model. TensorFlow is
 imported inside functions only: ``edgekit --help`` imports this module.
+
+Training takes hours on a small machine, so it checkpoints (weights, Adam
+state, epoch and step, loss sums) every few minutes, at every epoch end and
+when stopped (Ctrl-C, SIGTERM, ``--max-minutes``, ``--max-steps``); rerunning
+the same command continues from there and ends with the same weights as an
+uninterrupted run. There is no random state to save: the initial weights
+come from ``seed`` and each epoch's order from ``(seed, epoch)``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import os
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import numpy as np
 
-from . import CheckoutFolderMissing, corpus, keras_model, require_checkout
+from . import corpus, keras_model, require_checkout
 from .keras_model import (
-    CELLS,
     MODEL_FILE,
     TRAINING_FILE,
     VOCAB_FILE,
     build_model,
-    compile_for_training,
 )
 from edgekit.vocab import Vocabulary
+
+CHECKPOINT_DIR_NAME = "train-base-checkpoint"  # under --out unless --checkpoint-dir; ignored by git
+CHECKPOINT_FILE = "checkpoint.npz"
+CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Sizes and schedule; the defaults are the bundled model (1.45M parameters, Gboard: 1.4M, Hard et al. 2018)."""
+    """What decides the trained weights (run limits and checkpoint paths do not).
+
+    Defaults: the version 2 recipe chosen in benchmarks/train_base_notes.md (GRU:
+    the best held-out top-3 of the same-size cells at about 1.4x an LSTM's speed;
+    two epochs of 9.9M windows fit the 2.5-hour budget on 2 shared cores).
+    """
 
     vocab_size: int = 10_000
     personal_slots: int = 64
@@ -39,30 +55,23 @@ class TrainConfig:
     embed_dim: int = 64
     hidden: int = 160
     feature_dim: int = 64
-    cell: str = "lstm"
-    epochs: int = 3
+    cell: str = "gru"
+    epochs: int = 2
     batch_size: int = 256
     learning_rate: float = 5e-3
-    max_minutes: float = 28.0
-    max_examples: int = 0  # 0 = all; a cap keeps tests and throughput probes small
+    sources: tuple[str, ...] = corpus.TRAIN_SOURCES
+    valid_windows: int = 50_000  # evenly spaced over the validation splits; 0 = all
+    max_examples: int = 0  # 0 = all; a cap keeps tests, sweeps and throughput probes small
     seed: int = 1234
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def build_vocab(train_paths: list[Path], config: TrainConfig) -> Vocabulary:
     return Vocabulary.build(corpus.token_lines(train_paths), config.vocab_size, config.personal_slots)
 
 
-def training_arrays(paths: list[Path], vocab: Vocabulary, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of all training text, shuffled once with the seed (then capped)."""
-    x, y = corpus.window_arrays(corpus.token_lines(paths), vocab, config.context_length)
-    order = np.random.default_rng(config.seed).permutation(len(y))
-    if config.max_examples:
-        order = order[: config.max_examples]
-    return x[order], y[order]
+def data_fingerprint(paths: list[Path]) -> dict[str, str]:
+    """``split/file -> sha256 of its text``: what a checkpoint and ``training.json`` were made from."""
+    return {f"{p.parent.name}/{p.name}": corpus.content_sha256(p) for p in paths}
 
 
 def topk_hits(logits: np.ndarray, targets: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
@@ -108,33 +117,6 @@ def evaluate_heldout(model, vocab: Vocabulary, config: TrainConfig, paths: dict[
     return results
 
 
-def _budget_callback(max_minutes: float, batch_size: int, every: int = 200):
-    """Prints progress with throughput, and stops at the deadline.
-
-    The run must fit a shared workstation's time budget; the throughput lines
-    are how the default sizes were chosen (benchmarks/train_base_notes.md).
-    """
-    import keras
-
-    class Budget(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.start = time.monotonic()
-            self.steps = 0
-            self.stopped_early = False
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.steps += 1
-            elapsed = time.monotonic() - self.start
-            if self.steps % every == 0:
-                rate = self.steps * batch_size / elapsed
-                click.echo(f"step {self.steps}  loss {logs['loss']:.4f}  {elapsed / 60:.1f} min  {rate:.0f} examples/s")
-            if elapsed > max_minutes * 60:
-                self.stopped_early = True
-                self.model.stop_training = True
-
-    return Budget()
-
-
 def init_head_bias(model, targets: np.ndarray) -> None:
     """Start the head at the (add-one) unigram distribution of the targets.
 
@@ -147,45 +129,284 @@ def init_head_bias(model, targets: np.ndarray) -> None:
     head.bias.assign(np.log(counts / counts.sum()).astype(np.float32))
 
 
-def fit(config: TrainConfig, x, y, validation, vocab_len: int):
-    """Build, compile and fit; returns ``(model, history dict, stopped_early, seconds)``."""
+@dataclass
+class FitResult:
+    """A training run's outcome; ``finished`` is False when it stopped early (checkpoint saved)."""
+
+    model: Any
+    history: dict[str, list[float]]  # per completed epoch: "loss" (train mean), "val_loss"
+    finished: bool
+    stop_reason: str | None
+    seconds: float  # training time over all runs of this checkpoint
+    steps: int  # optimizer steps done in total
+    checkpoint: Path | None = None
+
+
+@dataclass
+class _Progress:
+    """Where a run stands; saved in the checkpoint as JSON (floats kept exact by repr)."""
+
+    epoch: int = 0
+    step: int = 0  # next step within the epoch
+    global_step: int = 0
+    loss_sum: float = 0.0  # this epoch's batch losses so far (weighted by batch size)
+    loss_count: int = 0
+    seconds: float = 0.0
+    history: dict[str, list[float]] = field(default_factory=lambda: {"loss": [], "val_loss": []})
+
+
+class _StopSignals:
+    """Turns the first Ctrl-C / SIGTERM into "stop after this step" (a second Ctrl-C aborts at once).
+
+    Stopping between steps keeps weights, optimizer state and position
+    consistent, so the checkpoint written on the way out resumes exactly.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        click.echo(f"\n{self.received}: saving a checkpoint after this step (Ctrl-C again to abort without one)", err=True)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _epoch_size(config: TrainConfig, n: int) -> int:
+    return min(n, config.max_examples) if config.max_examples else n
+
+
+def _epoch_order(config: TrainConfig, n: int, epoch: int) -> np.ndarray:
+    """Window indices of one epoch: a fixed subset (``max_examples``) in an order fixed by (seed, epoch)."""
+    subset = np.random.default_rng(config.seed).permutation(n)[: config.max_examples] if config.max_examples else None
+    size = len(subset) if subset is not None else n
+    order = np.random.default_rng([config.seed, epoch]).permutation(size)
+    return subset[order] if subset is not None else order
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min {int(seconds % 60):02d} s"
+
+
+def _save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
+    """Weights, Adam's variables (its step count included) and the JSON state, in one file written atomically."""
+    arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+    arrays |= {f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
+    arrays["state"] = np.array(json.dumps(state))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, model, optimizer, expect: dict) -> _Progress:
+    """Restore a checkpoint made by the same configuration and data, or say why it cannot be used."""
+    with np.load(path) as saved:
+        state = json.loads(str(saved["state"]))
+        for key in ("config", "data"):
+            if state.get(key) != expect[key]:
+                differs = sorted(k for k in set(state.get(key) or {}) | set(expect[key])
+                                 if (state.get(key) or {}).get(k) != expect[key].get(k))
+                raise click.UsageError(
+                    f"{path} was made with a different {key} ({', '.join(map(str, differs[:6]))} differ); "
+                    "rerun with --fresh to start over, or pass another --checkpoint-dir")
+        model.set_weights([saved[f"w{i}"] for i in range(len(model.get_weights()))])
+        for i, v in enumerate(optimizer.variables):
+            v.assign(saved[f"o{i}"])
+    return _Progress(**state["progress"])
+
+
+def fit(
+    config: TrainConfig,
+    train_windows: corpus.Windows,
+    valid_windows: corpus.Windows,
+    vocab_len: int,
+    *,
+    checkpoint: Path | None = None,
+    fresh: bool = False,
+    data: dict[str, str] | None = None,
+    checkpoint_minutes: float = 5.0,
+    max_minutes: float = 0.0,
+    max_steps: int = 0,
+    progress_seconds: float = 30.0,
+    echo: Callable[[str], None] = click.echo,
+) -> FitResult:
+    """Train (or continue training) the model; checkpoints to ``checkpoint`` when given.
+
+    A checkpoint from the same ``config`` and ``data`` (file hashes) is
+    resumed unless ``fresh``; one from anything else is refused. The run
+    stops early, after saving, on Ctrl-C/SIGTERM, after ``max_minutes`` of
+    this run or ``max_steps`` steps of this run (0 = no limit).
+    """
     import keras
+    import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
     model = build_model(vocab_len, config.context_length, config.embed_dim, config.hidden, config.feature_dim, config.cell)
-    steps = config.epochs * -(-len(y) // config.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(steps, 1), alpha=0.05)
-    init_head_bias(model, y)
-    compile_for_training(model, schedule)
-    limit = _budget_callback(config.max_minutes, config.batch_size)
-    start = time.monotonic()
-    history = model.fit(
-        x, {"head": y}, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
-        validation_data=(validation[0], {"head": validation[1]}), callbacks=[limit], verbose=2,
-    )
-    return model, history.history, limit.stopped_early, time.monotonic() - start
+    steps_per_epoch = -(-_epoch_size(config, len(train_windows)) // config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1), alpha=0.05)
+    optimizer = keras.optimizers.Adam(schedule, clipnorm=1.0)
+    optimizer.build(model.trainable_variables)
+    expect = {"config": _config_dict(config), "data": data or {}}
+    if checkpoint is not None and checkpoint.exists() and not fresh:
+        progress = _load_checkpoint(checkpoint, model, optimizer, expect)
+        echo(f"resuming {checkpoint}: epoch {progress.epoch + 1}, step {progress.step:,} of {steps_per_epoch:,}")
+    else:
+        progress = _Progress()
+        init_head_bias(model, train_windows.targets)
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+    spec = (tf.TensorSpec([None, config.context_length], tf.int32), tf.TensorSpec([None], tf.int32))
+
+    # autograph=False: no Python control flow to convert, and autograph re-reads this file's
+    # source when it first traces a function, so a file edited during an hours-long run
+    # broke the epoch-end validation trace (NameError) before this.
+    @tf.function(input_signature=spec, autograph=False)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            _, logits = model(x, training=True)
+            loss_sum = loss_fn(y, logits)
+            mean = loss_sum / tf.cast(tf.shape(y)[0], tf.float32)
+        grads = tape.gradient(mean, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss_sum
+
+    @tf.function(input_signature=spec, autograph=False)
+    def eval_step(x, y):
+        return loss_fn(y, model(x, training=False)[1])
+
+    def save(reason: str) -> None:
+        progress.seconds = seconds_before + time.monotonic() - run_start
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, model, optimizer, expect | {"format": CHECKPOINT_FORMAT, "saved_because": reason,
+                                                                    "progress": asdict(progress)})
+
+    run_start = last_save = last_print = time.monotonic()
+    seconds_before = progress.seconds
+    run_steps, stop_reason = 0, None
+    with _StopSignals() as signals:
+        while progress.epoch < config.epochs and stop_reason is None:
+            order = _epoch_order(config, len(train_windows), progress.epoch)
+            while progress.step < steps_per_epoch:
+                x, y = train_windows.take(order[progress.step * config.batch_size : (progress.step + 1) * config.batch_size])
+                progress.loss_sum += float(train_step(x, y))
+                progress.loss_count += len(y)
+                progress.step += 1
+                progress.global_step += 1
+                run_steps += 1
+                now = time.monotonic()
+                if now - last_print >= progress_seconds:
+                    last_print = now
+                    left = (total_steps - progress.global_step) * (now - run_start) / run_steps
+                    echo(f"epoch {progress.epoch + 1}/{config.epochs}  step {progress.step:,}/{steps_per_epoch:,}"
+                         f"  loss {progress.loss_sum / progress.loss_count:.4f}"
+                         f"  {run_steps * config.batch_size / (now - run_start):,.0f} examples/s"
+                         f"  elapsed {_duration(seconds_before + now - run_start)}  ETA {_duration(left)}")
+                stop_reason = (signals.received
+                               or ("--max-steps" if max_steps and run_steps >= max_steps else None)
+                               or ("--max-minutes" if max_minutes and now - run_start >= max_minutes * 60 else None))
+                if stop_reason:
+                    break
+                if checkpoint_minutes and now - last_save >= checkpoint_minutes * 60:
+                    last_save = now
+                    save("periodic")
+            if progress.step == steps_per_epoch:
+                val = _mean_loss(eval_step, valid_windows)
+                progress.history["loss"].append(progress.loss_sum / max(progress.loss_count, 1))
+                progress.history["val_loss"].append(val)
+                echo(f"epoch {progress.epoch + 1}/{config.epochs} done: train loss {progress.history['loss'][-1]:.4f}"
+                     f"  validation loss {val:.4f}")
+                progress.epoch, progress.step, progress.loss_sum, progress.loss_count = progress.epoch + 1, 0, 0.0, 0
+                stop_reason = stop_reason if progress.epoch < config.epochs else None
+                last_save = time.monotonic()
+                save("epoch end")
+    if stop_reason:
+        save(f"stopped: {stop_reason}")
+        where = f" saved in {checkpoint}; rerun the same command to continue" if checkpoint else " (no checkpoint directory)"
+        echo(f"stopped ({stop_reason}) at epoch {progress.epoch + 1}, step {progress.step:,}:{where}")
+    progress.seconds = seconds_before + time.monotonic() - run_start
+    return FitResult(model, progress.history, stop_reason is None, stop_reason, progress.seconds,
+                     progress.global_step, checkpoint)
 
 
-def train(config: TrainConfig, out_dir: Path | str | None = None, data_dir: Path | str | None = None) -> dict:
-    """Train on ``data/``, write model, vocabulary and ``training.json``; returns the record.
+def _config_dict(config: TrainConfig) -> dict:
+    """The config as JSON would give it back (tuples become lists), for comparing with a saved one."""
+    return json.loads(json.dumps(asdict(config)))
 
-    ``out_dir`` and ``data_dir`` default to the source checkout's ``models/`` and ``data/``.
+
+def _mean_loss(eval_step, windows: corpus.Windows, batch: int = 2048) -> float:
+    """Mean cross-entropy (nats) over all windows."""
+    total = 0.0
+    for start in range(0, len(windows), batch):
+        x, y = windows.take(np.arange(start, min(start + batch, len(windows))))
+        total += float(eval_step(x, y))
+    return total / max(len(windows), 1)
+
+
+def train(
+    config: TrainConfig,
+    out_dir: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    *,
+    checkpoint_dir: Path | str | None = None,
+    fresh: bool = False,
+    max_minutes: float = 0.0,
+    max_steps: int = 0,
+    checkpoint_minutes: float = 5.0,
+    echo: Callable[[str], None] = click.echo,
+) -> dict:
+    """Train on ``data/`` (resuming a checkpoint), then write model, vocabulary and ``training.json``.
+
+    Returns the record; when the run stopped early the record says so
+    (``finished: false``) and nothing but the checkpoint is written.
     """
     data_dir = corpus.data_root(data_dir)
     out_dir = Path(out_dir) if out_dir else require_checkout(keras_model.MODELS_DIR, "out_dir", exists=False)
-    train_paths, heldout = corpus.train_files(data_dir), corpus.heldout_files(data_dir)
+    train_paths = corpus.train_files(data_dir, config.sources)
+    valid_paths = corpus.valid_files(data_dir, config.sources)
+    heldout = corpus.heldout_files(data_dir)
+    data = data_fingerprint([*train_paths, *valid_paths])
     vocab = build_vocab(train_paths, config)
-    x, y = training_arrays(train_paths, vocab, config)
-    vx, vy = corpus.window_arrays(corpus.token_lines([heldout["email"]]), vocab, config.context_length)
-    click.echo(f"vocabulary {len(vocab)} ids, {len(y)} training windows, {len(vy)} validation windows")
-    model, history, stopped, seconds = fit(config, x, y, (vx[:20_000], vy[:20_000]), len(vocab))
-    record = _record(config, vocab, train_paths, heldout, history, stopped, seconds, len(y))
-    record["heldout"] = evaluate_heldout(model, vocab, config, heldout)
+    windows = corpus.Windows.from_lines(corpus.token_lines(train_paths), vocab, config.context_length)
+    valid = corpus.Windows.from_lines(corpus.token_lines(valid_paths), vocab, config.context_length)
+    if config.valid_windows and len(valid) > config.valid_windows:
+        valid = valid_subset(valid, config.valid_windows)
+    echo(f"vocabulary {len(vocab)} ids, {len(windows):,} training windows, {len(valid):,} validation windows")
+    checkpoint = Path(checkpoint_dir) if checkpoint_dir else out_dir / CHECKPOINT_DIR_NAME
+    result = fit(config, windows, valid, len(vocab), checkpoint=checkpoint / CHECKPOINT_FILE, fresh=fresh, data=data,
+                 checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes, max_steps=max_steps, echo=echo)
+    record = _record(config, vocab, data, heldout, result, _epoch_size(config, len(windows)))
+    if not result.finished:
+        return record
+    record["heldout"] = evaluate_heldout(result.model, vocab, config, heldout)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_inference_model(model, out_dir / MODEL_FILE)
+    save_inference_model(result.model, out_dir / MODEL_FILE)
     vocab.save(out_dir / VOCAB_FILE)
     (out_dir / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
+
+
+def valid_subset(windows: corpus.Windows, n: int) -> corpus.Windows:
+    """``n`` evenly spaced windows: every source's validation split keeps its share, and the choice is fixed."""
+    keep = np.linspace(0, len(windows) - 1, n).astype(np.int64)
+    return corpus.Windows(windows.ids, windows.positions[keep], windows.line_starts[keep],
+                          windows.context_length, windows.pad)
 
 
 def save_inference_model(model, path: Path) -> None:
@@ -200,21 +421,24 @@ def save_inference_model(model, path: Path) -> None:
     clean.save(path)
 
 
-def _record(config, vocab, train_paths, heldout, history, stopped, seconds, n_examples) -> dict:
+def _record(config, vocab, data, heldout, result: FitResult, n_examples: int) -> dict:
     import keras
     import tensorflow as tf
 
-    epochs_done = len(history.get("loss", []))
+    history = result.history
+    epochs_done = len(history["loss"])
     return {
         "config": asdict(config) | {"vocab_ids": len(vocab)},
-        "data_sha256": {p.name: sha256_file(p) for p in [*train_paths, *heldout.values()]},
+        "data_sha256": data | {f"heldout/{p.name}": corpus.content_sha256(p) for p in heldout.values()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
         "training_windows": n_examples,
+        "finished": result.finished,
+        "stopped_because": result.stop_reason,
         "epochs_completed": epochs_done,
-        "stopped_at_time_limit": stopped,
-        "seconds": round(seconds, 1),
-        "examples_per_second": round(n_examples * epochs_done / seconds, 1) if seconds and epochs_done else None,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "examples_per_second": round(result.steps * config.batch_size / result.seconds, 1) if result.seconds else None,
         "train_loss": history["loss"][-1] if epochs_done else None,
-        "val_loss_heldout_email_20k": history["val_loss"][-1] if history.get("val_loss") else None,
+        "val_loss": history["val_loss"][-1] if epochs_done else None,
         "loss_history": {k: [round(float(v), 4) for v in vals] for k, vals in history.items()},
     }

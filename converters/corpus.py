@@ -397,7 +397,7 @@ class Windows:
     pad: int
 
     @classmethod
-    def from_lines(cls, lines: Iterable[list[str]], vocab: Vocabulary, context_length: int) -> "Windows":
+    def from_lines(cls, lines: Iterable[list[str]], vocab: Vocabulary, context_length: int) -> Windows:
         chunks, positions, starts, offset = [], [], [], 0
         for tokens in lines:
             ids = np.asarray(vocab.encode(tokens), dtype=np.int32)

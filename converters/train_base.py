@@ -26,6 +26,8 @@ from typing import Any, Callable
 import click
 import numpy as np
 
+from edgekit.vocab import Vocabulary
+
 from . import corpus, keras_model, require_checkout
 from .keras_model import (
     MODEL_FILE,
@@ -33,7 +35,6 @@ from .keras_model import (
     VOCAB_FILE,
     build_model,
 )
-from edgekit.vocab import Vocabulary
 
 CHECKPOINT_DIR_NAME = "train-base-checkpoint"  # under --out unless --checkpoint-dir; ignored by git
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -166,7 +167,7 @@ class _StopSignals:
         self.received: str | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopSignals":
+    def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -176,7 +177,8 @@ class _StopSignals:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
-        click.echo(f"\n{self.received}: saving a checkpoint after this step (Ctrl-C again to abort without one)", err=True)
+        click.echo(f"\n{self.received}: saving a checkpoint after this step (Ctrl-C again to abort without one)",
+                   err=True)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._old.items():
@@ -257,7 +259,8 @@ def fit(
     import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
-    model = build_model(vocab_len, config.context_length, config.embed_dim, config.hidden, config.feature_dim, config.cell)
+    model = build_model(vocab_len, config.context_length, config.embed_dim, config.hidden, config.feature_dim,
+                        config.cell)
     steps_per_epoch = -(-_epoch_size(config, len(train_windows)) // config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1), alpha=0.05)
@@ -284,7 +287,7 @@ def fit(
             loss_sum = loss_fn(y, logits)
             mean = loss_sum / tf.cast(tf.shape(y)[0], tf.float32)
         grads = tape.gradient(mean, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss_sum
 
     @tf.function(input_signature=spec, autograph=False)
@@ -294,8 +297,8 @@ def fit(
     def save(reason: str) -> None:
         progress.seconds = seconds_before + time.monotonic() - run_start
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, model, optimizer, expect | {"format": CHECKPOINT_FORMAT, "saved_because": reason,
-                                                                    "progress": asdict(progress)})
+            record = {"format": CHECKPOINT_FORMAT, "saved_because": reason, "progress": asdict(progress)}
+            _save_checkpoint(checkpoint, model, optimizer, expect | record)
 
     run_start = last_save = last_print = time.monotonic()
     seconds_before = progress.seconds
@@ -304,7 +307,8 @@ def fit(
         while progress.epoch < config.epochs and stop_reason is None:
             order = _epoch_order(config, len(train_windows), progress.epoch)
             while progress.step < steps_per_epoch:
-                x, y = train_windows.take(order[progress.step * config.batch_size : (progress.step + 1) * config.batch_size])
+                start = progress.step * config.batch_size
+                x, y = train_windows.take(order[start : start + config.batch_size])
                 progress.loss_sum += float(train_step(x, y))
                 progress.loss_count += len(y)
                 progress.step += 1
@@ -338,7 +342,8 @@ def fit(
                 save("epoch end")
     if stop_reason:
         save(f"stopped: {stop_reason}")
-        where = f" saved in {checkpoint}; rerun the same command to continue" if checkpoint else " (no checkpoint directory)"
+        where = (f" saved in {checkpoint}; rerun the same command to continue" if checkpoint
+                 else " (no checkpoint directory)")
         echo(f"stopped ({stop_reason}) at epoch {progress.epoch + 1}, step {progress.step:,}:{where}")
     progress.seconds = seconds_before + time.monotonic() - run_start
     return FitResult(model, progress.history, stop_reason is None, stop_reason, progress.seconds,

@@ -110,7 +110,7 @@ class Accumulator:
         self.keys_without += len(window.word) + 1
         self.keys_with += keystrokes_with_suggestions(probs, window.word, window.target, vocab)
 
-    def result(self) -> "Evaluation":
+    def result(self) -> Evaluation:
         n = max(self.targets, 1)
         return Evaluation(self.targets, self.hit1 / n, self.hit3 / n, math.exp(self.nll / n),
                           1 - self.keys_with / max(self.keys_without, 1), self.oov / n)
@@ -141,7 +141,7 @@ def evaluate(scorer: Scorer, vocab: Vocabulary, token_lines: Iterable[list[str]]
     with progress_bar(max_targets, label, progress) as bar:
         for batch in _batches(windows, batch_size):
             probs = scorer(np.stack([w.context for w in batch]))
-            for row, w in zip(probs, batch):
+            for row, w in zip(probs, batch, strict=True):
                 acc.add(row, w, vocab, mask)
             bar.update(len(batch))
     if acc.targets == 0:

@@ -69,7 +69,7 @@ class EdgeModel:
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, state_dir: str | Path | None = None,
-             stateless: bool = False, runtime: str | None = None, num_threads: int | None = None) -> "EdgeModel":
+             stateless: bool = False, runtime: str | None = None, num_threads: int | None = None) -> EdgeModel:
         """Load a model file (default: the version installed in the state folder, else the bundled
         English model) and the user's state (``state_dir``: default ``$EDGEKIT_STATE_DIR`` or the
         per-user data folder; ``stateless``: none). ``num_threads`` is for learning; suggestions use one."""

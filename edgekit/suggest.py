@@ -57,7 +57,7 @@ class Suggester:
             return list(map(Suggestion, map(self._vocab.word, ids), probs))
         ids, probs = self._rank_completions(scores.values, prefix, k)
         typed = text.rstrip()[-len(prefix):]
-        return [Suggestion(match_case(self._vocab.word(i), typed), p) for i, p in zip(ids, probs)]
+        return [Suggestion(match_case(self._vocab.word(i), typed), p) for i, p in zip(ids, probs, strict=True)]
 
     def _scores(self, ids: np.ndarray) -> Scores:
         key = ids.tobytes()

@@ -52,7 +52,7 @@ class Vocabulary:
         self._rebuild_prefix_index()
 
     @classmethod
-    def build(cls, token_lines: Iterable[list[str]], size: int, personal_slots: int = 64) -> "Vocabulary":
+    def build(cls, token_lines: Iterable[list[str]], size: int, personal_slots: int = 64) -> Vocabulary:
         """Most frequent ``size`` words of the text plus specials and reserved slots."""
         counts: Counter[str] = Counter()
         for line in token_lines:
@@ -62,7 +62,7 @@ class Vocabulary:
         return cls(list(SPECIAL_TOKENS) + words + slots, personal_slots)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocabulary":
+    def load(cls, path: str | Path) -> Vocabulary:
         """A ``vocab.txt``: one token per line, line number = id; trailing ``<personal_N>`` are slots."""
         from .tokenizer import read_text_lines
 

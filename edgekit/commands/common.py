@@ -23,7 +23,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, RuntimeErro
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
 NON_NEGATIVE = click.FloatRange(min=0)
-LOCAL_NOISE_HELP = "Gaussian noise std each device adds to its clipped delta, as a multiple of the clip norm (local DP)."
+LOCAL_NOISE_HELP = ("Gaussian noise std each device adds to its clipped delta, as a multiple of the clip norm "
+                    "(local DP).")
 CENTRAL_NOISE_HELP = ("Gaussian noise std the server adds to the sum of clipped deltas, as a multiple of the clip "
                       "norm (central DP; unweighted fedavg only).")
 

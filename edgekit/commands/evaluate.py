@@ -20,7 +20,8 @@ METRIC_LABELS = (("top1", "top-1", "{:.2%}"), ("top3", "top-3", "{:.2%}"), ("per
 @click.command()
 @model_option("Model to score: a .tflite (edgekit convert output) or a .keras model.")
 @deprecated_model_argument
-@click.option("--text", required=True, type=click.Path(path_type=Path), help="UTF-8 text to score, one message per line.")
+@click.option("--text", required=True, type=click.Path(path_type=Path),
+              help="UTF-8 text to score, one message per line.")
 @click.option("--max-targets", type=click.IntRange(min=1), default=None, help="Score only the first N words.")
 @click.option("--vocab", type=click.Path(path_type=Path),
               help="For a .keras model: its vocabulary file [default: vocab.txt beside it].")

@@ -79,9 +79,10 @@ class PhraseMemory:
         from the longest context down: each order's seen words get the
         product of the back-off factors above them, and the unigram gets all.
         """
-        left = scale
-        for ids, weights, left in self._orders(context, scale):  # the last scale left is the unigram's
+        left = scale  # the unigram gets what the shortest seen order leaves
+        for ids, weights, rest in self._orders(context, scale):
             out[ids] += weights
+            left = rest
         out += np.float32(left) * self._unigram()
 
     def probs_columns(self, contexts: np.ndarray, columns: np.ndarray) -> np.ndarray:

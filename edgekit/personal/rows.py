@@ -74,7 +74,7 @@ class RowReader:
         self.parts.append((features.astype(np.float32), lse, best, taught))
 
     def rows(self, contexts: np.ndarray, targets: np.ndarray) -> Rows:
-        features, lse, best, _ = zip(*self.parts) if self.parts else ((), (), (), ())
+        features, lse, best, _ = zip(*self.parts, strict=True) if self.parts else ((), (), (), ())
         return Rows(np.concatenate(features), contexts, np.searchsorted(self.columns, targets),
                     np.concatenate(lse), np.concatenate(best) if self.top else None)
 

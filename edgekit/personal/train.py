@@ -184,12 +184,13 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
         at = r.targets[:, None] if teacher is None else np.argpartition(-teacher.columns[sl], k - 1, axis=1)[:, :k]
         got = [m.max(axis=1), np.take_along_axis(p, at, axis=1), np.take_along_axis(m, at, axis=1)]
         parts.append(got + ([] if teacher is None else [np.take_along_axis(teacher.columns[sl], at, axis=1)]))
-    out = tuple(np.concatenate(column) for column in zip(*parts))
+    out = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
     return out if teacher is not None else (out[0], out[1][:, 0], out[2][:, 0])
 
 
 def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[tuple]:
-    """Per chunk of rows and option: (option index, row slice, rows, candidate probabilities, the others' best three)."""
+    """Per chunk of rows and option: (option index, row slice, rows, candidate probabilities,
+    the others' best three)."""
     for start in range(0, len(rows), CHUNK):
         sl = slice(start, start + CHUNK)
         r = rows.take(sl)

@@ -21,10 +21,30 @@ For a model's update use ``edgekit.federated.export_update``; on the server,
 from __future__ import annotations
 
 from .aggregator import Aggregator, add_central_noise
-from .delta import (Delta, add_gaussian_noise, clip_delta, decode_delta, delta_norm, encode_delta, encoded_size,
-                    norm_bound, privatize, shared_delta, validate_delta)
-from .update import (MAGIC, UpdateHeader, check_header, make_update, new_update_id, open_update, pack_payload,
-                     parse_update, seal)
+from .delta import (
+                    Delta,
+                    add_gaussian_noise,
+                    clip_delta,
+                    decode_delta,
+                    delta_norm,
+                    encode_delta,
+                    encoded_size,
+                    norm_bound,
+                    privatize,
+                    shared_delta,
+                    validate_delta,
+)
+from .update import (
+                    MAGIC,
+                    UpdateHeader,
+                    check_header,
+                    make_update,
+                    new_update_id,
+                    open_update,
+                    pack_payload,
+                    parse_update,
+                    seal,
+)
 
 __all__ = [
     "MAGIC", "Aggregator", "Delta", "UpdateHeader", "add_central_noise", "add_gaussian_noise", "check_header",

@@ -19,8 +19,8 @@ Memory, honestly:
 """
 from __future__ import annotations
 
-import tempfile
 import io
+import tempfile
 from pathlib import Path
 
 import numpy as np

@@ -42,6 +42,25 @@ def test_a_flower_deprecation_fails_the_check():
             warn_deprecated_feature("an old thing")
 
 
+def test_flower_is_within_the_tested_range():
+    """The ``flower`` extra bounds flwr above; the installed Flower (constraints.txt) is inside the bounds."""
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    from pathlib import Path
+
+    extra = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    spec = next(Requirement(r) for r in extra["project"]["optional-dependencies"]["flower"]
+                if Requirement(r).name == "flwr").specifier
+    assert any(s.operator == "<" for s in spec), f"no upper bound on flwr: {spec}"
+    assert version("flwr") in spec, f"flwr {version('flwr')} is outside the tested range {spec}"
+
+
 def config(fl_model, tmp_path, **settings):
     from edgekit.flower.settings import FederationConfig
 

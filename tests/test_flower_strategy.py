@@ -150,7 +150,7 @@ def base_head(model):
 
 
 def test_central_dp_writes_the_ledger_and_adapts_the_clip(fl_model, tmp_path):
-    from edgekit.federated.privacy import describe_ledger, dp_epsilon, read_ledger
+    from edgekit.federated.privacy import describe_ledger, dp_epsilon, ledger_info, read_ledger
 
     srv = server(fl_model, tmp_path, secure=False, central_noise_multiplier=1.0, clip_norm=1.0, fraction=0.5)
     fp0 = srv.fingerprint
@@ -170,6 +170,7 @@ def test_central_dp_writes_the_ledger_and_adapts_the_clip(fl_model, tmp_path):
     line = describe_ledger(ledger)
     assert f"{ledger['cumulative']['epsilon']:.3g} over 2 round(s)" in line and "1e-10" in line
     assert read_ledger(tmp_path / "no-such.tflite") is None
+    assert ledger_info(tmp_path / "round-002.tflite") == {"privacy": line} and ledger_info(None) == {}
     (tmp_path / "broken.privacy.json").write_text("{")
     with pytest.raises(ValueError, match="unreadable privacy ledger"):
         read_ledger(tmp_path / "broken.tflite")

@@ -130,3 +130,18 @@ def describe_ledger(ledger: Mapping[str, Any]) -> str:
     return (f"privacy: epsilon {eps(r.get('epsilon'))} this round, {eps(c.get('epsilon'))} over "
             f"{c.get('rounds', '?')} round(s), at delta {ledger['delta']:g} "
             f"({ledger.get('mechanism', 'central DP')})")
+
+
+def ledger_info(model_path: str | Path | None) -> dict[str, str]:
+    """``{"privacy": one line}`` for ``edgekit info`` when the model file has a ledger beside it, else ``{}``.
+
+    ``None`` (the bundled model) has none. An unreadable ledger is reported in
+    the line rather than hidden: the user asked what the file cost.
+    """
+    if model_path is None:
+        return {}
+    try:
+        ledger = read_ledger(model_path)
+    except ValueError as e:
+        return {"privacy": str(e)}
+    return {} if ledger is None else {"privacy": describe_ledger(ledger)}

@@ -127,7 +127,7 @@ def describe_ledger(ledger: Mapping[str, Any]) -> str:
     def eps(value: float | None) -> str:
         return "none (no noise)" if value is None or not math.isfinite(value) else f"{value:.3g}"
 
-    return (f"privacy: epsilon {eps(r.get('epsilon'))} this round, {eps(c.get('epsilon'))} over "
+    return (f"epsilon {eps(r.get('epsilon'))} this round, {eps(c.get('epsilon'))} over "
             f"{c.get('rounds', '?')} round(s), at delta {ledger['delta']:g} "
             f"({ledger.get('mechanism', 'central DP')})")
 

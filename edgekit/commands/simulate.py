@@ -38,7 +38,8 @@ DEFAULT_COHORT = 100
               help="Share of devices sampled each round [default: all of them up to 100 devices, else a cohort of "
                    "100]. Memory grows with the cohort, not with --clients.")
 @click.option("--aggregation", type=click.Choice(MODES), default=FederationConfig.aggregation, show_default=True,
-              help="fedavg weights by examples; median / trimmed-mean resist poisoned updates.")
+              help="fedavg: the mean (each device counts once under SecAgg+ or central DP, else weighted by its "
+                   "examples); median / trimmed-mean resist poisoned updates.")
 @click.option("--secure/--no-secure", default=None,
               help="SecAgg+: the server only sees the sum of the deltas [default: on with fedavg; the robust "
                    "modes need individual deltas].")

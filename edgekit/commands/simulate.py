@@ -22,6 +22,8 @@ from .common import CENTRAL_NOISE_HELP, LOCAL_NOISE_HELP, NON_NEGATIVE, OUT_FOLD
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "personal"
 # Devices sampled per round when --fraction is not given: a round holds its cohort's deltas in memory.
 DEFAULT_COHORT = 100
+# Below this cohort central DP's noise costs more than a round gains (benchmarks/bench_dp_scale.py).
+SMALL_DP_COHORT = 1000
 
 
 @click.command()
@@ -89,6 +91,13 @@ def simulate(clients, rounds, model_path, data_dir, words, fraction, aggregation
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     partitions = parts.make_partitions(sources, clients, train_words=words, heldout_words=max(words // 5, 10))
+    cohort = max(int(clients * config.fraction), 2)
+    if config.central_dp and cohort < SMALL_DP_COHORT:
+        z = config.central_noise_multiplier
+        click.echo(f"note: central DP on a cohort of {cohort} devices: its noise (std {z:g} x clip / {cohort} "
+                   f"on each of the head's values) outweighs what a round learns below a few "
+                   f"thousand devices (README: What DP costs at scale); --central-noise-multiplier 0 turns it off",
+                   err=True)
     table = sim.RoundTable()
     with tempfile.TemporaryDirectory(prefix="edgekit-simulate-") as tmp, \
             progress_bar(rounds + 1, "rounds", enabled=not as_json) as bar:

@@ -48,9 +48,9 @@ def keras_args(tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("modules, args, missing, extra", [
     ("flwr", ["simulate"], "flwr", "flower"),
-    (TENSORFLOW, ["convert"], "keras", "convert"),
-    (TENSORFLOW, ["train-base"], "keras", "convert"),
-    (TENSORFLOW, "keras_args", "keras", "convert"),
+    pytest.param(TENSORFLOW, ["convert"], "keras", "convert", marks=pytest.mark.convert),
+    pytest.param(TENSORFLOW, ["train-base"], "keras", "convert", marks=pytest.mark.convert),
+    pytest.param(TENSORFLOW, "keras_args", "keras", "convert", marks=pytest.mark.convert),
 ])
 def test_missing_extra_names_the_install_command(modules, args, missing, extra, request):
     args = request.getfixturevalue(args) if isinstance(args, str) else args
@@ -71,6 +71,7 @@ def test_other_missing_modules_keep_their_traceback():
     assert "Traceback" in done.stderr
 
 
+@pytest.mark.convert  # the converter side's command, with TensorFlow hidden
 @pytest.mark.parametrize("missing, message", [("model", "no such Keras model file"), ("vocab", "no such vocabulary file"),
                                               ("calibration", "no such calibration text file")])
 def test_convert_checks_its_inputs_before_loading_tensorflow(tmp_path, missing, message):

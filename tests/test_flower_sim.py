@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from edgekit.flower import partitions as parts
+from tests.fixtures.flower import deprecations_in_log
 from tests.fixtures.texts import user_lines
 
 flwr = pytest.importorskip("flwr")
@@ -21,27 +22,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.flower, pytest.mark.timeout(600)]
 # A few hundred examples per device: train like `edgekit personalize` does (>= 150 steps).
 DEVICE_TRAINING = {"epochs": 4, "min_steps": 150, "learning_rate": 3e-3}
 CLIP = 20.0  # the tiny model's deltas have norms near 16: clip, but not to nothing
-MIN_EXAMPLES = 100  # each device trains on 40 lines of >= 4 words (a fifth of its 50 lines is held out)
 
 
 @pytest.fixture(autouse=True)
-def fresh_ray_and_environment():
-    """Each simulation starts its own Ray cluster and leaves the process as it found it.
+def environment_unchanged():
+    """Later tests' subprocesses must not inherit what importing Flower and Ray sets in ``os.environ``.
 
-    Flower starts Ray only when none is running in the process (``ray.is_initialized()``)
-    and shuts it down when its runtime ends; a simulation that stops after ``ray.init``
-    but before that runtime owns the cluster (its backend refusing a setting) leaves
-    Ray running, and the next test would build its actors on that cluster. Flower also
-    writes ``PYTHONPATH`` (the whole ``sys.path``, once more on every run) into
-    ``os.environ``, and ``simulate.run`` sets its own variables there: later tests'
-    subprocesses must not inherit them.
+    The simulation itself runs Flower in its own processes (a private SuperLink,
+    ``edgekit.flower.simulate``) and passes them their environment explicitly.
     """
-    import ray
-
-    ray.shutdown()  # a no-op unless an earlier test left one running
     saved = dict(os.environ)
     yield
-    ray.shutdown()
     os.environ.clear()
     os.environ.update(saved)
 
@@ -57,7 +48,10 @@ def simulate(model, partitions, workdir, **settings):
     from edgekit.flower.settings import FederationConfig
 
     config = FederationConfig(model=str(model), **{**DEVICE_TRAINING, "rounds": 1, "clip_norm": CLIP, **settings})
-    return sim.run(config, partitions, workdir, cpus=2)
+    rows = sim.run(config, partitions, workdir, cpus=2)
+    log = (workdir / "flower.log").read_text(encoding="utf-8", errors="replace")
+    assert not deprecations_in_log(log), deprecations_in_log(log)  # server, SuperLink and ClientApps alike
+    return rows
 
 
 def final_model(workdir, rounds: int = 1):
@@ -80,7 +74,7 @@ def base_head(model):
 
 
 def test_rounds_improve_the_global_model(fl_model, tmp_path):
-    rows = simulate(fl_model, user_partitions(4), tmp_path, rounds=2)
+    rows = simulate(fl_model, user_partitions(4), tmp_path, rounds=2, secure=False, central_noise_multiplier=0)
     assert [r.round for r in rows] == [0, 1, 2]
     assert all(r.sampled == 4 and r.failures == 0 and not r.rejected for r in rows[1:])
     assert rows[1].accepted == 4  # later, a device whose new head does not help its own text sends nothing
@@ -91,18 +85,18 @@ def test_rounds_improve_the_global_model(fl_model, tmp_path):
 
 
 def test_secagg_matches_plain_fedavg_within_quantization(fl_model, tmp_path):
-    from edgekit.flower.server_app import QUANTIZATION_RANGE
-    from edgekit.flower.settings import FederationConfig
+    from edgekit.flower.settings import QUANTIZATION_RANGE, FederationConfig, secagg_clipping_range
 
     partitions = user_partitions(4)
-    plain = simulate(fl_model, partitions, tmp_path / "plain")
-    secure = simulate(fl_model, partitions, tmp_path / "secure", secure=True, secagg_shares=1.0)
+    # Under SecAgg+ every device counts once: compare with the unweighted plain mean.
+    plain = simulate(fl_model, partitions, tmp_path / "plain", secure=False, weighted=False, central_noise_multiplier=0)
+    secure = simulate(fl_model, partitions, tmp_path / "secure", secure=True, secagg_shares=1.0,
+                      central_noise_multiplier=0)
     assert plain[1].accepted == secure[1].accepted == 4
-    # Each device sends round(r * delta / step) with r = weight / max_examples
-    # (also rounded, to 1/Q): error <= step/2 + clip/Q per device, and the sum
-    # is divided by sum(r) >= n * MIN_EXAMPLES / max_examples.
-    step = 2 * CLIP / QUANTIZATION_RANGE
-    tolerance = (step / 2 + CLIP / QUANTIZATION_RANGE) * FederationConfig().max_examples / MIN_EXAMPLES
+    # Each device sends its delta rounded to a step (stochastically: error < step), weight 1, so the mean's
+    # error is < step per coordinate as well.
+    step = 2 * secagg_clipping_range(FederationConfig(clip_norm=CLIP, central_noise_multiplier=0)) / QUANTIZATION_RANGE
+    tolerance = step + 1e-6  # and float32 rounding
     base_w, _ = base_head(fl_model)
     w_plain, b_plain = final_head(tmp_path / "plain")
     w_secure, b_secure = final_head(tmp_path / "secure")
@@ -116,7 +110,24 @@ def test_a_failing_device_does_not_stop_the_round(fl_model, tmp_path, secure):
     """A device without text fails in the middle of the round (under SecAgg+: after sharing keys)."""
     partitions = user_partitions(5)
     partitions[2] = parts.Partition("empty", (), partitions[2].heldout)
-    rows = simulate(fl_model, partitions, tmp_path, secure=secure, secagg_shares=1.0)
+    rows = simulate(fl_model, partitions, tmp_path, secure=secure, secagg_shares=1.0, central_noise_multiplier=0)
     assert rows[1].failures == 1
     assert rows[1].accepted == 4
     assert rows[1].fingerprint != rows[0].fingerprint
+
+
+def test_the_default_is_secagg_with_central_dp_and_a_ledger(fl_model, tmp_path):
+    """Nothing said about privacy: SecAgg+, central noise, adaptive clipping, epsilon beside every version."""
+    from edgekit.federated.privacy import read_ledger
+    from edgekit.flower.settings import FederationConfig
+
+    assert FederationConfig().secure
+    rows = simulate(fl_model, user_partitions(5), tmp_path, rounds=2, secagg_shares=1.0)
+    assert [r.accepted for r in rows[1:]] == [5, 5]
+    first, second = (read_ledger(tmp_path / "models" / f"round-00{i}.tflite") for i in (1, 2))
+    assert first["secure_aggregation"] and "adaptive clipping" in first["mechanism"]
+    assert first["cumulative"]["epsilon"] == pytest.approx(rows[1].epsilon)
+    assert second["cumulative"]["epsilon"] == pytest.approx(rows[2].epsilon)
+    assert second["cumulative"]["epsilon"] > first["cumulative"]["epsilon"]
+    assert second["round"]["clip_norm"] == first["round"]["next_clip_norm"] != CLIP  # the bound moved
+    assert second["parent_fingerprint"] == rows[1].fingerprint

@@ -68,9 +68,9 @@ def test_install_delta_ships_the_head_in_the_flatbuffer_and_keeps_the_float_head
     # The float copy accumulates updates that int8 rounding alone would swallow.
     assert np.allclose(kept[0][:, :V] - read_head(file)[0][:, :V], 2e-4, atol=1e-6)
     assert two.metadata["lineage"] == [one.fingerprint, file.fingerprint]
-    # A device on v3 runs the interpreter's own ranking: nothing on the host.
-    m = EdgeModel.load(tmp_path / "v3.tflite", stateless=True)
-    assert m._plain and not m._head.on_host
+    # A device on v3 runs the interpreter's own head and ranking: no head.npz for the host to add.
+    assert two.head is None and two.metadata["head_storage"]["where"] == "flatbuffer"
+    assert EdgeModel.load(tmp_path / "v3.tflite", stateless=True).suggest("w3 w4 ", k=3)
 
 
 def test_the_signature_covers_every_part(trained_files):

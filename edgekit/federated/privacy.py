@@ -12,11 +12,22 @@ What the number protects against depends on ``sampling_rate``: with local
 guarantee *against the server* is ``sampling_rate=1`` and ``rounds`` = the
 rounds a device took part in. Against anyone who only sees the released
 models, sampling amplification applies (use the real per-round sampling rate).
+
+A Flower server with central DP keeps a *ledger* beside each model version
+it writes (``round-003.privacy.json`` next to ``round-003.tflite``): epsilon
+at the run's delta for that round and over all rounds so far.
+``read_ledger`` / ``describe_ledger`` give it back (``edgekit info``).
 """
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_bytes
 
 ACCOUNTANTS = ("rdp", "pld")
 DEFAULT_DELTA = 1e-6
@@ -55,3 +66,82 @@ def dp_epsilon(noise_multiplier: float, *, sampling_rate: float = 1.0, rounds: i
     acc = rdp.RdpAccountant() if accountant == "rdp" else pld.PLDAccountant()
     acc.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
     return replace(report, epsilon=float(acc.get_epsilon(delta)))
+
+
+def split_noise(noise_multiplier: float, cohort: int) -> tuple[float, float]:
+    """Adaptive clipping's split of one noise budget ``z``: ``(z_delta, count_stddev)``.
+
+    Andrew et al. 2021 ("Differentially private learning with adaptive
+    clipping"), Theorem 1: releasing the noised mean of deltas (multiplier
+    ``z_delta``) and the noised count of devices under the clip bound (stddev
+    ``count_stddev``, sensitivity 1/2 after centring) costs what one Gaussian
+    mechanism of multiplier ``z`` costs when ``z^-2 = z_delta^-2 + (2 count_stddev)^-2``.
+    The count's stddev is the paper's ``cohort / 20``, raised for small cohorts
+    so that at least half of the budget stays on the deltas. Account with ``z``.
+    """
+    if noise_multiplier <= 0 or cohort < 1:
+        raise ValueError("adaptive clipping needs a positive noise multiplier and a cohort")
+    count_stddev = max(cohort / 20, noise_multiplier / math.sqrt(2))
+    z_delta = (noise_multiplier ** -2 - (2 * count_stddev) ** -2) ** -0.5
+    return z_delta, count_stddev
+
+
+LEDGER_SUFFIX = ".privacy.json"
+
+
+def ledger_path(model_path: str | Path) -> Path:
+    """Where the privacy ledger of a model version lives: ``round-003.tflite`` -> ``round-003.privacy.json``."""
+    path = Path(model_path)
+    return path.with_name(path.stem + LEDGER_SUFFIX)
+
+
+def write_ledger(model_path: str | Path, ledger: Mapping[str, Any]) -> Path:
+    """Write a version's ledger beside it (atomically), so the file and its privacy cost travel together."""
+    path = ledger_path(model_path)
+    atomic_write_bytes(path, (json.dumps(ledger, indent=1, sort_keys=True) + "\n").encode())
+    return path
+
+
+def read_ledger(model_path: str | Path) -> dict | None:
+    """The ledger written beside ``model_path`` by a Flower server, or ``None`` when there is none.
+
+    A model made without central DP (or by ``edgekit aggregate``) has none;
+    an unreadable one is an error, not silently "no privacy spent".
+    """
+    path = ledger_path(model_path)
+    if not path.exists():
+        return None
+    try:
+        ledger = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable privacy ledger ({e})") from None
+    if not isinstance(ledger, dict) or not {"delta", "round", "cumulative"} <= ledger.keys():
+        raise ValueError(f"{path}: not a privacy ledger (needs delta, round and cumulative)")
+    return ledger
+
+
+def describe_ledger(ledger: Mapping[str, Any]) -> str:
+    """One line for ``edgekit info``: this round's and the cumulative epsilon at the ledger's delta."""
+    r, c = ledger["round"], ledger["cumulative"]
+
+    def eps(value: float | None) -> str:
+        return "none (no noise)" if value is None or not math.isfinite(value) else f"{value:.3g}"
+
+    return (f"epsilon {eps(r.get('epsilon'))} this round, {eps(c.get('epsilon'))} over "
+            f"{c.get('rounds', '?')} round(s), at delta {ledger['delta']:g} "
+            f"({ledger.get('mechanism', 'central DP')})")
+
+
+def ledger_info(model_path: str | Path | None) -> dict[str, str]:
+    """``{"privacy": one line}`` for ``edgekit info`` when the model file has a ledger beside it, else ``{}``.
+
+    ``None`` (the bundled model) has none. An unreadable ledger is reported in
+    the line rather than hidden: the user asked what the file cost.
+    """
+    if model_path is None:
+        return {}
+    try:
+        ledger = read_ledger(model_path)
+    except ValueError as e:
+        return {"privacy": str(e)}
+    return {} if ledger is None else {"privacy": describe_ledger(ledger)}

@@ -1,6 +1,6 @@
 """The device side of a Flower federation: personalize on local text, send the head delta.
 
-One round on a device, in Flower's terms a ``fit``:
+One round on a device, a ``train`` message of Flower's Message API (``@app.train()``):
 
 1. receive the global head ``[W (F, V), b (V)]`` and its fingerprint;
 2. put it on the device's own model file (same body, tokenizer, vocabulary)
@@ -9,8 +9,9 @@ One round on a device, in Flower's terms a ``fit``:
 3. train the head on the user's text (the device runtime's LiteRT features
    and numpy head training, see ``train_head_locally``);
 4. send the shared-head delta, clipped and optionally noised with the same
-   ``privatize`` as ``edgekit export-update``, plus the number of examples
-   and the personalized top-3 on the user's held-out text.
+   ``privatize`` as ``edgekit export-update``, whether it was within the clip
+   bound before clipping (adaptive clipping), the number of examples and the
+   personalized top-3 on the user's held-out text.
 
 The user's text never leaves the device; with SecAgg+ (``secaggplus_mod``,
 enabled by the server's workflow) neither does the individual delta in the clear.
@@ -19,63 +20,67 @@ Where a device finds its model and text (``flower-supernode --node-config``):
 ``model="/path/model.tflite" text="/path/my-text.txt"``, optionally
 ``heldout="/path/later-text.txt"``. In simulation the node config only has
 ``partition-id``; the partition folder (``train.txt``, ``heldout.txt``) is
-``<partitions-dir>/client-NNNN``.
+``<partitions-dir>/client-NNNN``, ``partitions-dir`` and ``model`` coming
+from the run config.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
-from flwr.app import Context, Message, MessageType
-from flwr.client import Client, NumPyClient
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
-from flwr.common import Scalar
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common.recorddict_compat import fitres_to_recorddict, recorddict_to_fitins
 
-from ..federated.hazmat import privatize, shared_delta
+from ..federated.hazmat import delta_norm, privatize, shared_delta
 from ..federated.install import with_head
 from ..model import EdgeModel
 from ..modelfile import read_model_file
 from ..personal.train import TrainConfig
 from .local import head_scores, train_head_locally
 from .partitions import HELDOUT_FILE, TRAIN_FILE, client_folder_name, read_lines
+from .settings import ARRAYS, CONFIG, INFO_KEY, METRICS
 
 HELDOUT_TARGETS = 1000  # caps the device's held-out evaluation so a round stays ~1 s per device
 _CACHE_SIZE = 2  # global versions kept per process: this round's, and the last one
+LEGACY_FIT = "fitins.parameters"  # how SecAgg+'s workflow (the older API) lays out a training round
 
 
-class EdgeClient(NumPyClient):
-    """One device: its model file and its text. Stateless between rounds by design.
+def device_round(paths: tuple[Path, Path, Path | None], head: list[np.ndarray],
+                 config: Mapping[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    """One device, one round: ``([dW, db, clip indicator], weight, metrics)``. Stateless by design.
 
     Each round starts from the new global head, so the delta it sends is
     always relative to the version the server names (no drift from stale
     personal state). The device's own personal state (``edgekit
-    personalize``) is neither read nor changed.
+    personalize``) is neither read nor changed. The clip indicator is 1 when
+    the delta was within the clip bound before clipping: summed (in the clear
+    or under SecAgg+) and noised, it lets the server move the bound toward a
+    quantile of the devices' norms without seeing any one norm.
     """
-
-    def __init__(self, model_path: Path, text_path: Path, heldout_path: Path | None = None) -> None:
-        self.model_path = model_path
-        self.text_path = text_path
-        self.heldout_path = heldout_path
-
-    def fit(self, parameters: list[np.ndarray], config: Mapping[str, Any]) -> tuple[list[np.ndarray], int, dict]:
-        model = global_model(self.model_path, (parameters[0], parameters[1]), str(config["fingerprint"]))
-        local = TrainConfig(epochs=int(config["epochs"]), min_steps=int(config["min-steps"]),
-                            learning_rate=float(config["learning-rate"]))
-        head, n_examples = train_head_locally(model, read_lines(self.text_path), local)
-        w0, b0 = model.base_head
-        delta = shared_delta(head[0] - w0, head[1] - b0, len(model.vocab), model.vocab.personal_slots)
-        dW, db = privatize(*delta, float(config["clip-norm"]), float(config["noise-multiplier"]))
-        metrics: dict[str, Scalar] = {"fingerprint": model.fingerprint}
-        if self.heldout_path is not None:  # the user's later text: before and after this round's training
-            heldout = read_lines(self.heldout_path)
-            metrics["global-top3"] = head_scores(model, model.base_head, heldout, HELDOUT_TARGETS)["top3"]
-            metrics["personal-top3"] = head_scores(model, head, heldout, HELDOUT_TARGETS)["top3"]
-        return [dW, db], _weight(n_examples, config), metrics
+    model_path, text_path, heldout_path = paths
+    model = global_model(model_path, (head[0], head[1]), str(config["fingerprint"]))
+    local = TrainConfig(epochs=int(config["epochs"]), min_steps=int(config["min-steps"]),
+                        learning_rate=float(config["learning-rate"]))
+    trained, n_examples = train_head_locally(model, read_lines(text_path), local)
+    w0, b0 = model.base_head
+    delta = shared_delta(trained[0] - w0, trained[1] - b0, len(model.vocab), model.vocab.personal_slots)
+    clip = float(config["clip-norm"])
+    within = np.array([1.0 if delta_norm(*delta) <= clip else 0.0], np.float32)
+    dW, db = privatize(*delta, clip, float(config["noise-multiplier"]))
+    metrics: dict[str, Any] = {"fingerprint": model.fingerprint}
+    if heldout_path is not None:  # the user's later text: before and after this round's training
+        heldout = read_lines(heldout_path)
+        metrics["global-top3"] = head_scores(model, model.base_head, heldout, HELDOUT_TARGETS)["top3"]
+        metrics["personal-top3"] = head_scores(model, trained, heldout, HELDOUT_TARGETS)["top3"]
+    return [dW, db, within], _weight(n_examples, config), metrics
 
 
 def _weight(n_examples: int, config: Mapping[str, Any]) -> int:
@@ -111,19 +116,27 @@ def global_model(model_path: Path, head: tuple[np.ndarray, np.ndarray], fingerpr
     return _models[key]
 
 
-def device_paths(node_config: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[Path, Path, Path | None]:
-    """Model, training text and held-out text of this device (see the module docstring)."""
-    settings = {**defaults, **node_config}
-    model = settings.get("model")
+def device_paths(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> tuple[Path, Path, Path | None]:
+    """Model, training text and held-out text of this device (see the module docstring).
+
+    A real device's paths come from its own node config only: the server's
+    run config must not point a device at other files. Only a simulated node
+    (one with a ``partition-id``) takes the model and the partitions folder
+    from the run config.
+    """
+    if "partition-id" in node_config:
+        model, folder = run_config.get("model"), run_config.get("partitions-dir")
+        if not model or not folder:
+            raise ValueError("a simulated device needs 'model' and 'partitions-dir' in the run config")
+        part = Path(str(folder)) / client_folder_name(int(node_config["partition-id"]))
+        return Path(str(model)), part / TRAIN_FILE, part / HELDOUT_FILE
+    model = node_config.get("model")
     if not model:
         raise ValueError("no model: start the SuperNode with --node-config 'model=\"/path/model.tflite\"'")
-    if "text" in settings:
-        heldout = settings.get("heldout")
-        return Path(model), Path(settings["text"]), Path(heldout) if heldout else None
-    if "partition-id" in settings and settings.get("partitions-dir"):
-        folder = Path(settings["partitions-dir"]) / client_folder_name(int(settings["partition-id"]))
-        return Path(model), folder / TRAIN_FILE, folder / HELDOUT_FILE
-    raise ValueError("no text: start the SuperNode with --node-config 'text=\"/path/my-text.txt\"'")
+    if not node_config.get("text"):
+        raise ValueError("no text: start the SuperNode with --node-config 'text=\"/path/my-text.txt\"'")
+    heldout = node_config.get("heldout")
+    return Path(str(model)), Path(str(node_config["text"])), Path(str(heldout)) if heldout else None
 
 
 def secagg_when_asked(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -140,15 +153,21 @@ def secagg_when_asked(msg: Message, context: Context, call_next: ClientAppCallab
     return call_next(msg, context)
 
 
-def make_client_app(defaults: Mapping[str, Any] | None = None) -> ClientApp:
-    """A ClientApp; ``defaults`` (simulation) fill in what the node config does not say."""
-    defaults = dict(defaults or {})
-
-    def client_fn(context: Context) -> Client:
-        paths = device_paths(context.node_config, defaults)  # device settings never come from the server
-        return EdgeClient(*paths).to_client()
-
-    return ClientApp(client_fn=client_fn, mods=[secagg_when_asked])
+app = ClientApp(mods=[secagg_when_asked])
 
 
-app = make_client_app()
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """A training round, in the Message API's records or, inside SecAgg+, in the older fit layout."""
+    paths = device_paths(context.node_config, context.run_config)
+    if LEGACY_FIT in msg.content.array_records:  # SecAggPlusWorkflow's last stage: FitIns in, FitRes out
+        fitins = recorddict_to_fitins(msg.content, keep_input=False)
+        arrays, weight, metrics = device_round(paths, parameters_to_ndarrays(fitins.parameters), fitins.config)
+        res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), weight, metrics)
+        return Message(fitres_to_recorddict(res, keep_input=False), reply_to=msg)
+    config = dict(msg.content[CONFIG])
+    arrays, weight, metrics = device_round(paths, msg.content[ARRAYS].to_numpy_ndarrays(), config)
+    fingerprint = metrics.pop("fingerprint")
+    content = RecordDict({ARRAYS: ArrayRecord(arrays), METRICS: MetricRecord({"num-examples": weight, **metrics}),
+                          INFO_KEY: ConfigRecord({"fingerprint": fingerprint})})
+    return Message(content, reply_to=msg)

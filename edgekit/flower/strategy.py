@@ -1,45 +1,81 @@
 """The server side of a round: check each device's delta, combine, make the next model version.
 
-``EdgeStrategy`` is a Flower strategy whose arithmetic is the project's own,
-so a Flower round and ``edgekit aggregate`` over update files agree:
+``RoundServer`` holds the arithmetic, whatever carries the deltas, so a
+Flower round and ``edgekit aggregate`` over update files agree:
 
 - every delta is checked like an update file (``wrong-model`` fingerprint,
-  ``wrong-shape``, ``not-finite``, ``over-norm`` via ``validate_delta``);
+  ``wrong-shape``, ``not-finite``, ``over-norm`` via ``validate_delta``), and
+  a device (Flower's node id) counts once per round (``duplicate-device``);
 - accepted deltas go through ``federated.hazmat.Aggregator`` (weighted
   FedAvg, coordinate-wise median or trimmed mean);
-- optional central DP noise is ``add_central_noise`` on the uniform mean, and the
-  privacy spent so far comes from ``federated.dp_epsilon``;
+- central DP (on by default with FedAvg) is ``add_central_noise`` on the
+  uniform mean, with the clip bound adapted each round to a quantile of the
+  devices' delta norms (``privacy.split_noise``); the epsilon spent is written
+  beside each version (``privacy.write_ledger``);
 - the next version is written by ``federated.install_delta``: a new
   model file per round, its fingerprint being the new model version.
 
-Under SecAgg+ the workflow hands this strategy only the (already weighted)
-mean, the same array in every result: per-device checks are impossible, so
-the server trusts device-side clipping and refuses the round if any device
-reports another model version.
+Two Flower strategies drive it:
+
+- ``EdgeStrategy``, a Message-API strategy (``flwr.serverapp.strategy``) for
+  plain rounds;
+- ``SecureEdgeStrategy``, for SecAgg+ rounds. Flower 1.42 runs SecAgg+ only
+  as ``SecAggPlusWorkflow``, which drives a strategy of the older
+  ``flwr.server.strategy`` API through a ``LegacyContext``: there is no
+  SecAgg+ for Message-API strategies yet (docs/deploy-flower.md). Under
+  SecAgg+ the workflow hands over only the (already weighted) mean, the same
+  array in every result: per-device checks are impossible, so the server
+  refuses the round if any device reports another model version or if the
+  mean's norm is over the clip bound (a mean of clipped deltas never is).
 """
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from logging import INFO
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-from flwr.common import (EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, Scalar, ndarrays_to_parameters,
-                         parameters_to_ndarrays)
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    Scalar,
+    log,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import Strategy
+from flwr.server.strategy import Strategy as FitStrategy
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from ..federated import UpdateError, dp_epsilon, install_delta
 from ..federated.install import float_head
 from ..federated.hazmat import Aggregator, Delta, add_central_noise, validate_delta
+from ..federated.privacy import split_noise, write_ledger
 from ..model import EdgeModel
 from .local import head_scores
-from .settings import FederationConfig
+from .settings import (
+    ARRAYS,
+    CLIP_RANGE,
+    CONFIG,
+    INFO_KEY,
+    METRICS,
+    QUANTIZATION_RANGE,
+    FederationConfig,
+    secagg_clipping_range,
+)
 
-Results = list[tuple[ClientProxy, FitRes]]
+ROUNDS_FILE = "rounds.jsonl"  # one RoundStats per line, in the output folder: the run's log, read by `simulate`
 
 
 @dataclass
@@ -56,12 +92,25 @@ class RoundStats:
     accepted: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     failures: int = 0
-    epsilon: float | None = None
+    clip_norm: float | None = None  # the bound devices clipped to this round
+    round_epsilon: float | None = None  # central DP: this round alone
+    epsilon: float | None = None  # all rounds so far
     seconds: float = 0.0
 
 
-class EdgeStrategy(Strategy):
-    """Sample devices, send them the global head, combine their deltas into the next version."""
+@dataclass(frozen=True)
+class Reply:
+    """One device's answer to a training round, whatever carried it."""
+
+    node_id: int
+    arrays: list[np.ndarray]
+    n_examples: int
+    fingerprint: str
+    metrics: dict[str, float]
+
+
+class RoundServer:
+    """The server's state across rounds: current version, clip bound, privacy spent, table rows."""
 
     def __init__(self, config: FederationConfig, eval_lines: list[str] | None = None,
                  on_round: Callable[[RoundStats], None] | None = None) -> None:
@@ -76,105 +125,121 @@ class EdgeStrategy(Strategy):
         self.head: tuple[np.ndarray, np.ndarray] = self.body.base_head
         self.fingerprint = self.body.fingerprint
         self.shared_shape = (self.body.feature_dim, self.body.vocab.first_slot)
+        self.clip_norm = config.clip_norm
         self.sampling_rates: list[float] = []
         self.history: list[RoundStats] = []
-        self._pending = RoundStats(0, self.fingerprint)
+        self.pending = RoundStats(0, self.fingerprint)
         self._started = time.perf_counter()
 
-    def __repr__(self) -> str:
+    # -- one round ------------------------------------------------------------
+    def start_round(self, server_round: int, sampled: int, available: int) -> dict[str, Scalar]:
+        """Open the round's row; the settings every sampled device gets."""
         c = self.config
-        return f"EdgeStrategy({c.aggregation}, clip={c.clip_norm}, secure={c.secure})"
+        self.sampling_rates.append(sampled / max(available, 1))
+        self.pending = RoundStats(server_round, self.fingerprint, sampled=sampled, clip_norm=self.clip_norm)
+        return {"round": server_round, "fingerprint": self.fingerprint, "epochs": c.epochs, "min-steps": c.min_steps,
+                "learning-rate": c.learning_rate, "clip-norm": self.clip_norm, "noise-multiplier": c.noise_multiplier,
+                "uniform-weights": c.uniform_weights, "max-examples": c.max_examples}
 
-    # -- configuration --------------------------------------------------------
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters:
-        return ndarrays_to_parameters(list(self.head))
-
-    def configure_fit(self, server_round: int, parameters: Parameters,
-                      client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
-        c = self.config
-        if not client_manager.wait_for(c.min_clients, timeout=int(c.timeout)):
-            return []  # too few devices connected: the workflow skips the round
-        available = client_manager.num_available()
-        wanted = max(int(available * c.fraction), c.min_clients)
-        clients = client_manager.sample(num_clients=min(wanted, available), min_num_clients=c.min_clients)
-        self.sampling_rates.append(len(clients) / max(available, 1))
-        self._pending = RoundStats(server_round, self.fingerprint, sampled=len(clients))
-        fit_config: dict[str, Scalar] = {
-            "round": server_round, "fingerprint": self.fingerprint, "epochs": c.epochs, "min-steps": c.min_steps,
-            "learning-rate": c.learning_rate,
-            "clip-norm": c.clip_norm, "noise-multiplier": c.noise_multiplier,
-            "uniform-weights": c.uniform_weights, "max-examples": c.max_examples}
-        return [(client, FitIns(parameters, fit_config)) for client in clients]
-
-    def configure_evaluate(self, server_round: int, parameters: Parameters,
-                           client_manager: ClientManager) -> list[tuple[ClientProxy, EvaluateIns]]:
-        """No separate evaluation round: devices report personalized top-3 with their delta."""
-        return []
-
-    def aggregate_evaluate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
-                           failures: list) -> tuple[float | None, dict[str, Scalar]]:
-        return None, {}
-
-    # -- aggregation ----------------------------------------------------------
-    def aggregate_fit(self, server_round: int, results: Results,
-                      failures: list) -> tuple[Parameters | None, dict[str, Scalar]]:
-        stats = self._pending
-        # Counted from what came back: Flower's SecAgg+ workflow may list one dropout twice.
-        stats.failures = stats.sampled - len(results)
-        stats.device_global_top3 = _mean_metric(results, "global-top3")
-        stats.personal_top3 = _mean_metric(results, "personal-top3")
-        combine = self._secure_mean if self.config.secure else self._checked_aggregate
-        delta, n_contributing = combine(results, stats)
-        if delta is None:
-            return None, {}
-        if self.config.central_noise_multiplier > 0:
-            delta = add_central_noise(delta, self.config.clip_norm, self.config.central_noise_multiplier,
-                                      n_contributing)
-        self._install(server_round, delta)
-        stats.fingerprint = self.fingerprint
-        stats.epsilon = self._epsilon(server_round)
-        return ndarrays_to_parameters(list(self.head)), {"accepted": stats.accepted, "failures": stats.failures}
-
-    def _checked_aggregate(self, results: Results, stats: RoundStats) -> tuple[Delta | None, int]:
-        """Validate each delta as the file path does, then stream it into the aggregator."""
-        c = self.config
+    def aggregate(self, server_round: int, replies: Iterable[Reply]) -> bool:
+        """Individual deltas: check each, one per device, combine; ``True`` if a new version was written."""
+        c, stats = self.config, self.pending
         rejected: Counter[str] = Counter()
+        seen: set[int] = set()
+        metrics: list[dict[str, float]] = []
+        below = 0.0
         with Aggregator(self.shared_shape, c.aggregation, trim=c.trim) as agg:
-            for _, res in results:
+            for reply in replies:
                 try:
-                    dW, db = self._check(res)
+                    if reply.node_id in seen:  # participation limit: one update per device per round
+                        raise UpdateError("duplicate-device", f"device {reply.node_id} already sent an update")
+                    seen.add(reply.node_id)
+                    dW, db, bit = self._check(reply)
                 except UpdateError as e:
                     rejected[e.reason] += 1
                     continue
-                if res.num_examples > 0:  # 0: the device learned nothing this round
-                    agg.add(dW, db, 1.0 if c.uniform_weights else min(res.num_examples, c.max_examples))
+                metrics.append(reply.metrics)
+                if reply.n_examples > 0:  # 0: the device learned nothing this round
+                    agg.add(dW, db, 1.0 if c.uniform_weights else min(reply.n_examples, c.max_examples))
+                    below += bit
             stats.accepted, stats.rejected = agg.count, dict(rejected)
-            return (agg.result() if agg.count else None), agg.count
+            stats.failures = stats.sampled - len(seen)
+            self._device_metrics(metrics)
+            if not agg.count:
+                return False
+            return self._finish(server_round, agg.result(), agg.count, below)
 
-    def _check(self, res: FitRes) -> Delta:
-        if res.metrics.get("fingerprint") != self.fingerprint:
-            raise UpdateError("wrong-model", f"delta for model {res.metrics.get('fingerprint')!r}, "
-                              f"this round is {self.fingerprint}")
-        arrays = parameters_to_ndarrays(res.parameters)
-        F, V = self.shared_shape
-        if len(arrays) != 2 or arrays[0].shape != (F, V) or arrays[1].shape != (V,):
-            raise UpdateError("wrong-shape", f"delta shapes {[a.shape for a in arrays]}, expected {(F, V)}, {(V,)}")
-        dW, db = (a.astype(np.float32) for a in arrays)
-        validate_delta(dW, db, clip_norm=self.config.clip_norm, noise_multiplier=self.config.noise_multiplier)
-        return dW, db
-
-    def _secure_mean(self, results: Results, stats: RoundStats) -> tuple[Delta | None, int]:
-        """SecAgg+ already summed: every result carries the same weighted mean."""
-        versions = {res.metrics.get("fingerprint") for _, res in results}
-        contributing = sum(res.num_examples > 0 for _, res in results)
-        if versions != {self.fingerprint}:
-            stats.rejected = {"wrong-model": len(results)}
-            return None, 0
-        stats.accepted = contributing
+    def aggregate_secure(self, server_round: int, replies: list[Reply]) -> bool:
+        """SecAgg+ already summed: every reply carries the same mean, of the deltas and of the clip bits."""
+        stats = self.pending
+        # Counted from what came back: Flower's SecAgg+ workflow may list one dropout twice.
+        stats.failures = stats.sampled - len(replies)
+        self._device_metrics([r.metrics for r in replies])
+        contributing = sum(r.n_examples > 0 for r in replies)
+        if {r.fingerprint for r in replies} != {self.fingerprint}:
+            stats.rejected = {"wrong-model": len(replies)}
+            return False
         if not contributing:
-            return None, 0
-        dW, db = (a.astype(np.float32) for a in parameters_to_ndarrays(results[0][1].parameters))
-        return (dW, db), contributing
+            return False
+        try:
+            dW, db, bits = self._check(replies[0], slack=self._secagg_slack())
+        except UpdateError as e:  # a mean of clipped deltas is never over the bound: some device lied
+            stats.rejected = {e.reason: contributing}
+            log(INFO, "round %s: SecAgg+ aggregate refused: %s", server_round, e)
+            return False
+        stats.accepted = contributing
+        return self._finish(server_round, (dW, db), contributing, float(bits) * contributing)
+
+    def _check(self, reply: Reply, slack: float = 0.0) -> tuple[np.ndarray, np.ndarray, float]:
+        if reply.fingerprint != self.fingerprint:
+            raise UpdateError("wrong-model", f"delta for model {reply.fingerprint!r}, this round is {self.fingerprint}")
+        arrays = reply.arrays
+        F, V = self.shared_shape
+        if len(arrays) != 3 or arrays[0].shape != (F, V) or arrays[1].shape != (V,) or arrays[2].shape != (1,):
+            raise UpdateError("wrong-shape", f"delta shapes {[a.shape for a in arrays]}, "
+                              f"expected {(F, V)}, {(V,)} and (1,)")
+        dW, db = (np.asarray(a, dtype=np.float32) for a in arrays[:2])
+        validate_delta(dW, db, clip_norm=self.clip_norm + slack, noise_multiplier=self.config.noise_multiplier)
+        bit = float(arrays[2][0])
+        if not 0 <= bit <= 1 + slack:
+            raise UpdateError("wrong-shape", f"clip indicator {bit} is not in [0, 1]")
+        return dW, db, min(bit, 1.0)
+
+    def _secagg_slack(self) -> float:
+        """What SecAgg+'s quantization may add to the norm of a mean of clipped deltas.
+
+        Every device weighs 1 under SecAgg+ and rounds each coordinate,
+        stochastically, to a step of ``2 R / Q`` (``R`` the clipping range,
+        ``Q`` the levels): less than one step per coordinate of the mean, here
+        taken at its worst on every coordinate at once.
+        """
+        dim = (self.shared_shape[0] + 1) * self.shared_shape[1]
+        return 2 * secagg_clipping_range(self.config) / QUANTIZATION_RANGE * math.sqrt(dim)
+
+    def _device_metrics(self, metrics: list[dict[str, float]]) -> None:
+        for key, attr in (("global-top3", "device_global_top3"), ("personal-top3", "personal_top3")):
+            values = [float(m[key]) for m in metrics if key in m]
+            setattr(self.pending, attr, float(np.mean(values)) if values else None)
+
+    def _finish(self, server_round: int, mean: Delta, n: int, below: float) -> bool:
+        """Central noise, the next clip bound, the new version and its ledger."""
+        c, stats = self.config, self.pending
+        if c.central_dp:
+            z = float(c.central_noise_multiplier or 0.0)
+            z_delta, count_std = split_noise(z, n) if c.adaptive else (z, 0.0)
+            mean = add_central_noise(mean, self.clip_norm, z_delta, n)
+            if c.adaptive:  # Andrew et al. 2021: geometric step toward the target quantile, on a noised count
+                fraction = (below + np.random.default_rng().normal(0.0, count_std)) / n
+                step = math.exp(-c.clip_learning_rate * (fraction - c.target_quantile))
+                self.clip_norm = float(np.clip(self.clip_norm * step, c.clip_norm / CLIP_RANGE,
+                                               c.clip_norm * CLIP_RANGE))
+        parent = self.fingerprint
+        self._install(server_round, mean)
+        stats.fingerprint = self.fingerprint
+        stats.round_epsilon, stats.epsilon = self._epsilon(server_round)
+        if c.central_dp:
+            self._write_ledger(server_round, stats, parent)
+        return True
 
     def _install(self, server_round: int, delta: Delta) -> None:
         """Write the next version exactly as ``edgekit aggregate`` does."""
@@ -183,34 +248,183 @@ class EdgeStrategy(Strategy):
         new = install_delta(self.model_path, delta, path, base_head=self.head)
         self.model_path, self.head, self.fingerprint = path, float_head(path, new), new.fingerprint
 
-    def _epsilon(self, server_round: int) -> float | None:
-        """Privacy spent so far: central noise against released models, local noise against the server."""
-        c = self.config
-        if c.central_noise_multiplier > 0:
-            rate = max(self.sampling_rates)
-            return dp_epsilon(c.central_noise_multiplier, sampling_rate=rate, rounds=server_round,
-                              delta=c.dp_delta).epsilon
-        if c.noise_multiplier > 0:
-            return dp_epsilon(c.noise_multiplier, rounds=server_round, delta=c.dp_delta).epsilon
-        return None
+    def _epsilon(self, server_round: int) -> tuple[float | None, float | None]:
+        """(this round, all rounds so far): central noise against released models, local against the server.
 
-    # -- evaluation -----------------------------------------------------------
-    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
-        """Global model on the pooled held-out text; closes the round's row of the table."""
-        stats = self._pending if self._pending.round == server_round else RoundStats(server_round, self.fingerprint)
+        Devices are sampled as a fixed-size cohort, accounted as Poisson sampling
+        at the largest rate of any round so far (the usual approximation).
+        """
+        c = self.config
+        if c.central_dp:
+            z = float(c.central_noise_multiplier or 0.0)
+            one = dp_epsilon(z, sampling_rate=self.sampling_rates[-1], rounds=1, delta=c.dp_delta).epsilon
+            total = dp_epsilon(z, sampling_rate=max(self.sampling_rates), rounds=server_round, delta=c.dp_delta)
+            return one, total.epsilon
+        if c.noise_multiplier > 0:
+            return (dp_epsilon(c.noise_multiplier, rounds=1, delta=c.dp_delta).epsilon,
+                    dp_epsilon(c.noise_multiplier, rounds=server_round, delta=c.dp_delta).epsilon)
+        return None, None
+
+    def _write_ledger(self, server_round: int, stats: RoundStats, parent: str) -> None:
+        c = self.config
+        mechanism = ("central DP, Gaussian, adaptive clipping (Andrew et al. 2021)" if c.adaptive
+                     else "central DP, Gaussian, fixed clipping")
+        write_ledger(self.model_path, {
+            "delta": c.dp_delta, "accountant": "rdp", "mechanism": mechanism, "secure_aggregation": bool(c.secure),
+            "fingerprint": self.fingerprint, "parent_fingerprint": parent,
+            "round": {"round": server_round, "epsilon": stats.round_epsilon, "noise_multiplier":
+                      c.central_noise_multiplier, "sampling_rate": self.sampling_rates[-1], "cohort": stats.accepted,
+                      "clip_norm": stats.clip_norm, "next_clip_norm": self.clip_norm},
+            "cumulative": {"rounds": server_round, "epsilon": stats.epsilon,
+                           "sampling_rate": max(self.sampling_rates)}})
+
+    # -- evaluation, the end of a round ------------------------------------------
+    def close_round(self, server_round: int) -> dict[str, float] | None:
+        """Global model on the pooled held-out text; writes and reports the round's row."""
+        stats = self.pending if self.pending.round == server_round else RoundStats(server_round, self.fingerprint)
         scores = None
         if self.eval_lines:
             scores = head_scores(self.body, self.head, self.eval_lines, self.config.eval_targets)
             stats.global_top1, stats.global_top3 = scores["top1"], scores["top3"]
         stats.seconds = time.perf_counter() - self._started
         self.history.append(stats)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / ROUNDS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(stats)) + "\n")
         if self.on_round is not None:
             self.on_round(stats)
+        return scores
+
+
+def read_rounds(out_dir: str | Path) -> list[RoundStats]:
+    """The rows a server wrote so far to ``out_dir`` (``ROUNDS_FILE``); a half-written last line is skipped."""
+    path = Path(out_dir) / ROUNDS_FILE
+    rows = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(RoundStats(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError):
+                break
+    return rows
+
+
+class EdgeStrategy(Strategy):
+    """Plain rounds on Flower's Message API: sample devices, send the head, combine their deltas."""
+
+    def __init__(self, server: RoundServer) -> None:
+        self.server = server
+
+    def summary(self) -> None:
+        c = self.server.config
+        log(INFO, "EdgeStrategy: %s, clip %s%s, central noise %s", c.aggregation, c.clip_norm,
+            " (adaptive)" if c.adaptive else "", c.central_noise_multiplier)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        nodes = wait_for_nodes(grid, self.server.config)
+        if not nodes:
+            return []
+        chosen = sample(nodes, self.server.config)
+        settings = {**config, **self.server.start_round(server_round, len(chosen), len(nodes))}
+        content = RecordDict({ARRAYS: ArrayRecord([np.asarray(a) for a in self.server.head]),
+                              CONFIG: ConfigRecord(settings)})
+        return [Message(content=content, dst_node_id=node, message_type=MessageType.TRAIN) for node in chosen]
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        def answers() -> Iterable[Reply]:
+            for msg in replies:
+                if msg.has_error():
+                    continue  # counted as a failure: sampled but no usable answer
+                content = msg.content
+                metrics = dict(content[METRICS])
+                yield Reply(msg.metadata.src_node_id, content[ARRAYS].to_numpy_ndarrays(),
+                            int(metrics.pop("num-examples", 0)), str(content[INFO_KEY].get("fingerprint", "")),
+                            {k: float(v) for k, v in metrics.items()})
+
+        if not self.server.aggregate(server_round, answers()):
+            return None, None
+        stats = self.server.pending
+        return (ArrayRecord([np.asarray(a) for a in self.server.head]),
+                MetricRecord({"accepted": stats.accepted, "failures": stats.failures}))
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """No separate evaluation round: devices report personalized top-3 with their delta."""
+        return []
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return None
+
+    def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """``evaluate_fn`` for ``start``: the server's held-out text; closes the round's row."""
+        scores = self.server.close_round(server_round)
+        return None if scores is None else MetricRecord({"top1": scores["top1"], "top3": scores["top3"]})
+
+
+def wait_for_nodes(grid: Grid, config: FederationConfig) -> list[int]:
+    """The connected devices once ``min_clients`` are there; ``[]`` if they are not within ``timeout``."""
+    deadline = time.monotonic() + config.timeout
+    while len(nodes := sorted(grid.get_node_ids())) < config.min_clients:
+        if time.monotonic() > deadline:
+            log(INFO, "only %s of the %s devices needed connected: round skipped", len(nodes), config.min_clients)
+            return []
+        time.sleep(1)
+    return nodes
+
+
+def sample(nodes: list[int], config: FederationConfig) -> list[int]:
+    """This round's cohort: ``fraction`` of the connected devices, at least ``min_clients``."""
+    wanted = min(max(int(len(nodes) * config.fraction), config.min_clients), len(nodes))
+    chosen = np.random.default_rng().choice(len(nodes), size=wanted, replace=False)
+    return [nodes[i] for i in sorted(chosen)]
+
+
+class SecureEdgeStrategy(FitStrategy):
+    """SecAgg+ rounds: the strategy Flower's ``SecAggPlusWorkflow`` drives (the older strategy API)."""
+
+    def __init__(self, server: RoundServer) -> None:
+        self.server = server
+
+    def __repr__(self) -> str:
+        c = self.server.config
+        return f"SecureEdgeStrategy(clip={c.clip_norm}, central noise={c.central_noise_multiplier})"
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters:
+        return ndarrays_to_parameters(list(self.server.head))
+
+    def configure_fit(self, server_round: int, parameters: Parameters,
+                      client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
+        c = self.server.config
+        if not client_manager.wait_for(c.min_clients, timeout=int(c.timeout)):
+            return []  # too few devices connected: the workflow skips the round
+        available = client_manager.num_available()
+        wanted = min(max(int(available * c.fraction), c.min_clients), available)
+        clients = client_manager.sample(num_clients=wanted, min_num_clients=c.min_clients)
+        fit_config = self.server.start_round(server_round, len(clients), available)
+        return [(client, FitIns(ndarrays_to_parameters(list(self.server.head)), fit_config)) for client in clients]
+
+    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
+                      failures: list) -> tuple[Parameters | None, dict[str, Scalar]]:
+        replies = [Reply(int(proxy.node_id), parameters_to_ndarrays(res.parameters), res.num_examples,
+                         str(res.metrics.get("fingerprint", "")),
+                         {k: float(v) for k, v in res.metrics.items() if k != "fingerprint"})
+                   for proxy, res in results]
+        if not self.server.aggregate_secure(server_round, replies):
+            return None, {}
+        return ndarrays_to_parameters(list(self.server.head)), {"accepted": self.server.pending.accepted}
+
+    def configure_evaluate(self, server_round: int, parameters: Parameters,
+                           client_manager: ClientManager) -> list[tuple[ClientProxy, EvaluateIns]]:
+        return []
+
+    def aggregate_evaluate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
+                           failures: list) -> tuple[float | None, dict[str, Scalar]]:
+        return None, {}
+
+    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
+        scores = self.server.close_round(server_round)
         if scores is None:
             return None
         return float(scores["perplexity"]), {"top1": scores["top1"], "top3": scores["top3"]}
-
-
-def _mean_metric(results: Results, key: str) -> float | None:
-    values = [float(res.metrics[key]) for _, res in results if key in res.metrics]
-    return float(np.mean(values)) if values else None

@@ -68,13 +68,13 @@ def config(fl_model, tmp_path, **settings):
 
 
 def server(fl_model, tmp_path, **settings):
-    from edgekit.flower.strategy import RoundServer
+    from edgekit.flower.rounds import RoundServer
 
     return RoundServer(config(fl_model, tmp_path, **settings))
 
 
 def reply(node, arrays, n_examples, fingerprint, bit=1.0):
-    from edgekit.flower.strategy import Reply
+    from edgekit.flower.rounds import Reply
 
     return Reply(node, [*arrays, np.array([bit], np.float32)], n_examples, fingerprint, {})
 

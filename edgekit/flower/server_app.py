@@ -26,8 +26,9 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid, ServerApp
 
 from ..tokenizer import read_text_lines
+from .rounds import RoundServer, RoundStats
 from .settings import QUANTIZATION_RANGE, FederationConfig, secagg_clipping_range
-from .strategy import EdgeStrategy, RoundServer, RoundStats, SecureEdgeStrategy
+from .strategy import EdgeStrategy, SecureEdgeStrategy
 
 
 def secagg_workflow(config: FederationConfig) -> SecAggPlusWorkflow:

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import TextIO
 
 from .partitions import Partition, take_words, write_partitions
+from .rounds import RoundStats, read_rounds
 from .settings import FederationConfig
-from .strategy import RoundStats, read_rounds
 
 CONNECTION = "edgekit-simulation"
 STARTUP_SECONDS = 60.0

@@ -21,8 +21,8 @@ from .errors import NotEnoughTextError
 from .head import Head
 from .info import ModelInfo
 from .metrics import Evaluation, evaluate
-from .modelfile import ModelFile, read_model_file, require_version_of
-from .personal.learner import Learner, PersonalizeResult
+from .modelfile import ModelFile, read_model_file, require_runnable, require_version_of
+from .personal.learner import Learner, PersonalizeResult, take_lines
 from .personal.phrases import mix
 from .paths import default_state_dir
 from .personal.state import PersonalState, load_state, save_state, state_path
@@ -30,9 +30,9 @@ from .personal.train import TrainConfig, softmax
 from .runtime import Runtime, Scores
 from .suggest import Suggester, Suggestion
 from .tokenizer import Tokenizer, TokenizerConfig, text_lines
+from .trust import ASSETS
 from .vocab import Vocabulary
 
-ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = "edgekit-en-int8.tflite"
 Text = str | Path | Iterable[str]
 
@@ -46,6 +46,7 @@ class EdgeModel:
 
     def __init__(self, file: ModelFile, path: Path, state_dir: Path | None,
                  runtime: str | None = None, num_threads: int | None = None):
+        require_runnable(file)  # before any field is read or LiteRT sees the flatbuffer
         self.path, self.file, self.state_dir = path, file, state_dir
         self.tokenizer = Tokenizer(TokenizerConfig.from_dict(file.metadata["tokenizer"]))
         self.vocab = Vocabulary(file.vocab, file.metadata.get("personal_slots", 0))
@@ -55,7 +56,8 @@ class EdgeModel:
         self._suggester = Suggester(self.tokenizer, self.vocab, self.context_length, self._scores)
         empty = PersonalState.empty(self.fingerprint, self.feature_dim, len(self.vocab), self.vocab.special_ids)
         self._set_state(empty if self.state_file is None or not self.state_file.exists() else load_state(
-            self.state_file, self.fingerprint, self.feature_dim, len(self.vocab), self.vocab.special_ids))
+            self.state_file, self.fingerprint, self.feature_dim, len(self.vocab), self.vocab.special_ids,
+            self.vocab.first_slot))
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, state_dir: str | Path | None = None,
@@ -129,7 +131,7 @@ class EdgeModel:
         beat the current state on held-out lines, new and kept from before.
         """
         cfg = config or TrainConfig()
-        lines = [t for t, _ in zip(self.tokenizer.iter_lines(text_lines(texts)), range(cfg.max_lines))]
+        lines = take_lines(self.tokenizer.iter_lines(text_lines(texts)), cfg)
         if not lines:
             raise NotEnoughTextError("no text to personalize on (the text is empty)")
         learner = Learner(self.vocab, self.context_length, self._runtime.features, self.head, self.base_head,

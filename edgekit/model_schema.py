@@ -31,16 +31,16 @@ OUTPUT_NAMES = ("features", "logits", "top_values", "top_ids", "sum_exp")
 
 
 def check_metadata(meta: Any) -> None:
-    """Types and ranges of every ``edgekit.json`` field the device reads."""
+    """Types and ranges of ``edgekit.json``: the fields every reader needs, and any other field present.
+
+    A server that installs a head reads only these; a device that runs the
+    file also needs the runtime's fields (``check_runnable``).
+    """
     _want(isinstance(meta, dict), "edgekit.json is not a JSON object")
     _text(meta, "name", 128)
-    _text(meta, "quantization", 32)
-    if "compat" in meta:
-        _text(meta, "compat", 64)
-    _int(meta, "context_length", 1, MAX_CONTEXT)
     _int(meta, "feature_dim", 1, MAX_FEATURES)
-    vocab = _int(meta, "vocab_size", len(SPECIAL_TOKENS) + 1, MAX_VOCAB)
-    _int(meta, "personal_slots", 0, vocab - len(SPECIAL_TOKENS) - 1)
+    vocab = _int(meta, "vocab_size", 1, MAX_VOCAB)
+    _int(meta, "personal_slots", 0, vocab - 1)
     _int(meta, "tflite_bytes", 8, 1 << 31)
     for key, pattern in (("body_sha256", _HEX64), ("head_sha256", _HEX64), ("tflite_sha256", _HEX64),
                          ("fingerprint", _HEX32)):
@@ -48,15 +48,22 @@ def check_metadata(meta: Any) -> None:
     if meta.get("parent_fingerprint") is not None:
         _want(isinstance(meta["parent_fingerprint"], str) and _HEX32.fullmatch(meta["parent_fingerprint"]),
               "parent_fingerprint is not a hex digest")
-    _tokenizer(meta.get("tokenizer"))
-    _want(isinstance(meta.get("inputs"), dict), "inputs is not an object")
-    _int(meta["inputs"], "tokens", 0, 64, "inputs.")
-    _outputs(meta.get("outputs"))
-    _head(meta.get("head"))
-    if meta.get("ranked_ids") is not None:
-        r = meta["ranked_ids"]
-        _want(isinstance(r, list) and len(r) == 2 and all(_is_int(v) for v in r) and 0 <= r[0] < r[1] <= vocab,
-              "ranked_ids is not a [start, end) range of ids")
+    for key, check in _RUNTIME_FIELDS.items():
+        if key in meta:
+            check(meta)
+
+
+def check_runnable(meta: dict, vocab: list[str]) -> None:
+    """What a device needs besides: every runtime field present, specials first, personal slots last."""
+    missing = [k for k in REQUIRED_TO_RUN if k not in meta]
+    _want(not missing, f"edgekit.json lacks {', '.join(missing)} (not a file the device can run)")
+    _want(meta["vocab_size"] > len(SPECIAL_TOKENS) + meta["personal_slots"], "vocabulary has no words")
+    _want(tuple(vocab[: len(SPECIAL_TOKENS)]) == SPECIAL_TOKENS,
+          f"vocabulary does not start with {' '.join(SPECIAL_TOKENS)}")
+    n, slots = len(vocab), meta["personal_slots"]
+    _want(vocab[n - slots:] == [personal_slot_name(i) for i in range(slots)]
+          and not any(t.startswith(PERSONAL_PREFIX) for t in vocab[: n - slots]),
+          f"vocabulary does not end in its {slots} personal slots")
 
 
 def check_vocab(data: bytes, meta: dict) -> list[str]:
@@ -71,15 +78,9 @@ def check_vocab(data: bytes, meta: dict) -> list[str]:
         tokens = data.decode("utf-8").split("\n")[:-1]
     except UnicodeDecodeError:
         raise ModelFileError("vocabulary is not UTF-8 text") from None
-    _want(tuple(tokens[: len(SPECIAL_TOKENS)]) == SPECIAL_TOKENS,
-          f"vocabulary does not start with {' '.join(SPECIAL_TOKENS)}")
     _want(all(0 < len(t) <= MAX_TOKEN_CHARS and not any(c.isspace() for c in t) for t in tokens),
           "a vocabulary entry is empty, too long, or has a space in it")
     _want(len(set(tokens)) == n, "vocabulary has a duplicate entry")
-    slots = meta["personal_slots"]
-    _want(tokens[n - slots:] == [personal_slot_name(i) for i in range(slots)]
-          and not any(t.startswith(PERSONAL_PREFIX) for t in tokens[: n - slots]),
-          f"vocabulary does not end in its {slots} personal slots")
     return tokens
 
 
@@ -146,6 +147,31 @@ def _tokenizer(config: Any) -> None:
         TokenizerConfig.from_dict(config)
     except (ValueError, TypeError) as e:
         raise ModelFileError(f"tokenizer: {e}") from None
+
+
+def _ranked_ids(meta: dict) -> None:
+    r = meta["ranked_ids"]
+    _want(r is None or (isinstance(r, list) and len(r) == 2 and all(_is_int(v) for v in r)
+                        and 0 <= r[0] < r[1] <= meta["vocab_size"]), "ranked_ids is not a [start, end) range of ids")
+
+
+def _inputs(meta: dict) -> None:
+    _want(isinstance(meta["inputs"], dict), "inputs is not an object")
+    _int(meta["inputs"], "tokens", 0, 64, "inputs.")
+
+
+REQUIRED_TO_RUN = ("context_length", "quantization", "tokenizer", "inputs", "outputs", "head")
+# The fields only a device running the file reads, each with its check (older files lack the optional ones).
+_RUNTIME_FIELDS = {
+    "context_length": lambda m: _int(m, "context_length", 1, MAX_CONTEXT),
+    "quantization": lambda m: _text(m, "quantization", 32),
+    "compat": lambda m: _text(m, "compat", 64),
+    "tokenizer": lambda m: _tokenizer(m["tokenizer"]),
+    "inputs": _inputs,
+    "outputs": lambda m: _outputs(m["outputs"]),
+    "head": lambda m: _head(m["head"]),
+    "ranked_ids": _ranked_ids,
+}
 
 
 def _text(meta: dict, key: str, max_len: int) -> None:

@@ -23,7 +23,7 @@ import hashlib
 import io
 import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -33,7 +33,8 @@ from .atomic import atomic_write_bytes
 from .bounded import ArraySpec, Unreadable, open_zip, read_entry, read_npz
 from .errors import ModelFileError
 from .flatbuffer_check import check_flatbuffer
-from .model_schema import check_graph, check_head, check_metadata, check_vocab
+from .model_schema import check_graph, check_head, check_metadata, check_runnable, check_vocab
+from .trust import origin
 
 FORMAT = "edgekit-model"
 FORMAT_VERSION = 1
@@ -59,6 +60,9 @@ class ModelFile:
     vocab: list[str]
     head: tuple[np.ndarray, np.ndarray] | None = None  # (weight [F, V], bias [V]) override
     extras: dict[str, bytes] = field(default_factory=dict)
+    origin: str = "local"  # what vouches for it: "bundled" (pinned in edgekit.trust) or nothing ("local")
+    path: Path | None = field(default=None, compare=False)  # where it was read from
+    runnable: bool = field(default=False, repr=False, compare=False)  # passed ``require_runnable``
 
     @property
     def fingerprint(self) -> str:
@@ -132,8 +136,9 @@ def read_model_file(path: str | Path) -> ModelFile:
     data = _read_bounded(path)
     if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
         raise ModelFileError(f"{path}: not a TensorFlow Lite model (missing the TFL3 identifier)")
+    source = origin(path, data)
     try:
-        return _parse(data, path)
+        return replace(_parse(data, path), origin=source, path=path)
     except (Unreadable, ModelFileError) as e:
         if str(e).startswith(f"{path}: "):  # a message that names the file says what to do already
             raise
@@ -176,7 +181,6 @@ def _parse(data: bytes, path: Path) -> ModelFile:
     flat = data[: meta["tflite_bytes"]]
     if len(flat) != meta["tflite_bytes"] or sha256_hex(flat) != meta["tflite_sha256"]:
         raise ModelFileError("model is corrupt (the TensorFlow Lite part fails its checksum)")
-    check_graph(meta, check_flatbuffer(flat))
     vocab = check_vocab(read_entry(z, VOCAB_NAME, ENTRY_LIMITS[VOCAB_NAME]), meta)
     head = _read_head(z, meta) if HEAD_NAME in z.namelist() else None
     extras = {n: read_entry(z, n, EXTRA_LIMIT) for n in z.namelist() if n not in ENTRY_LIMITS}
@@ -189,13 +193,32 @@ def _check_fingerprint(meta: dict, vocab: list[str], head: tuple[np.ndarray, np.
 
     The body hash (and, without an override, the head hash) are of Keras
     weights the device never has; the flatbuffer they became is bound by
-    its SHA-256 (checked above) and, for files edgekit ships, by the pins in
-    ``edgekit.trust``.
+    its SHA-256 (checked above, but rewritable with it) and, for the files
+    edgekit ships, by the pins in ``edgekit.trust``. An edited flatbuffer in
+    any other file keeps its fingerprint until model versions are signed.
     """
     if head is not None and hash_arrays(head) != meta["head_sha256"]:
         raise ModelFileError("the head override does not match its head_sha256 (the head was edited)")
     if make_fingerprint(meta["body_sha256"], meta["head_sha256"], vocab) != meta["fingerprint"]:
         raise ModelFileError("the fingerprint does not match the model's hashes and vocabulary (edited)")
+
+
+def require_runnable(file: ModelFile) -> None:
+    """The checks before an interpreter sees ``file``: the runtime's fields, and the flatbuffer's structure.
+
+    ``read_model_file`` checks what every reader needs (a server installing
+    a head never runs the flatbuffer); ``Runtime`` calls this before LiteRT
+    loads anything. Done once per ``ModelFile`` (its parts are not changed
+    after reading; a new version is a new ``ModelFile``).
+    """
+    if file.runnable:
+        return
+    try:
+        check_runnable(file.metadata, file.vocab)
+        check_graph(file.metadata, check_flatbuffer(file.flatbuffer))
+    except ModelFileError as e:
+        raise ModelFileError(f"{file.path or 'model file'}: {e}; {FIX}") from None
+    file.runnable = True
 
 
 def require_version_of(current: ModelFile, new: ModelFile, path: str | Path) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import ModelFileError, RuntimeMissingError
 from .flatbuffer_check import BATCH
-from .modelfile import FIX, ModelFile
+from .modelfile import FIX, ModelFile, require_runnable
 from .progress import progress_bar
 from .vocab import Vocabulary
 
@@ -54,8 +54,8 @@ def load_interpreter(content: bytes, num_threads: int | None = None,
                      prefer: str | None = None) -> tuple[Any, str]:
     """An allocated interpreter for a validated flatbuffer, and the runtime's name.
 
-    ``content`` must already have passed ``edgekit.modelfile`` checks: the
-    interpreter is native code and must never see an unchecked file.
+    ``content`` must already have passed ``edgekit.modelfile.require_runnable``:
+    the interpreter is native code and must never see an unchecked file.
     """
     cls, name = interpreter_class(prefer)
     with _native_stderr() as native_log:
@@ -111,6 +111,7 @@ class Runtime:
     def __init__(self, file: ModelFile, vocab: Vocabulary, prefer: str | None = None,
                  num_threads: int | None = None):
         self.file, self._vocab, self._num_threads = file, vocab, num_threads
+        require_runnable(file)  # the flatbuffer's structure and the fields read below, before LiteRT sees it
         self._interp, self.name = load_interpreter(file.flatbuffer, num_threads or 1, prefer)
         self.io = tensor_indices(self._interp, file.metadata, vocab)
         self._batch_interp: Any = None
@@ -195,6 +196,7 @@ def read_head(file: ModelFile, vocab: Vocabulary | None = None) -> tuple[np.ndar
     """A model version's float head: its ``head.npz`` override, else the flatbuffer's, dequantized."""
     if file.head is not None:
         return file.head
+    require_runnable(file)
     return Runtime(file, vocab or Vocabulary(file.vocab, file.metadata.get("personal_slots", 0))).flat_head()
 
 

@@ -147,7 +147,7 @@ def export_update(model, public_key: X25519PublicKey | bytes | str | Path, path:
     data = make_update(dW, db, public_key=public_key, model_fingerprint=model.fingerprint,
                        n_examples=model.n_examples, **options)
     if path is not None:
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data, mode=0o600)  # the header names the model version; only its owner reads it
     model.consume_contribution()
     return data
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from ..metrics import iter_windows
 from ..tokenizer import SPECIAL_TOKENS
 from ..vocab import Vocabulary
 from .phrases import PhraseMemory
-from .state import PersonalState
+from .state import MAX_PERSONAL_WORD_CHARS, PersonalState
 from .train import TrainConfig, score_options, train_head
 
 Weights = tuple[np.ndarray, np.ndarray]
@@ -53,6 +53,17 @@ class PersonalizeResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def take_lines(lines: Iterable[list[str]], cfg: TrainConfig) -> list[list[str]]:
+    """The first tokenized lines, up to ``cfg.max_lines`` lines and ``cfg.max_tokens`` tokens: bounded memory."""
+    taken, tokens = [], 0
+    for line in lines:
+        if len(taken) >= cfg.max_lines or tokens + len(line) > cfg.max_tokens:
+            break
+        taken.append(line)
+        tokens += len(line)
+    return taken
 
 
 class Score(NamedTuple):
@@ -119,7 +130,7 @@ class Learner:
 
     def _assign_personal_words(self, lines: list[list[str]], min_count: int) -> set[str]:
         counts = Counter(t for ln in lines for t in ln if self.vocab.id_of(t) == self.vocab.unk
-                         and t not in SPECIAL_TOKENS and not t.isdigit())
+                         and t not in SPECIAL_TOKENS and not t.isdigit() and len(t) <= MAX_PERSONAL_WORD_CHARS)
         frequent = [w for w, c in counts.most_common() if c >= min_count]
         before = set(self.vocab.personal_words)
         return set(self.vocab.assign_personal(frequent)) - before

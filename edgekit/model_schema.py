@@ -183,7 +183,7 @@ def _is_int(v: Any) -> bool:
 
 
 def _int(obj: dict, key: str, low: int, high: int, where: str = "") -> int:
-    v = obj.get(key)
+    v: Any = obj.get(key)
     _want(_is_int(v) and low <= v <= high, f"{where}{key} = {v!r}, expected a whole number in {low}..{high}")
     return v
 

@@ -33,7 +33,13 @@ from .atomic import atomic_write_bytes
 from .bounded import ArraySpec, Unreadable, open_zip, read_entry, read_npz
 from .errors import ModelFileError
 from .flatbuffer_check import check_flatbuffer
-from .model_schema import check_graph, check_head, check_metadata, check_runnable, check_vocab
+from .model_schema import (
+    check_graph,
+    check_head,
+    check_metadata,
+    check_runnable,
+    check_vocab,
+)
 from .trust import origin
 
 FORMAT = "edgekit-model"

@@ -149,8 +149,8 @@ def test_state_paths_stay_in_the_state_folder(tmp_path, name):
 
 
 def test_a_model_named_to_escape_keeps_its_state_inside_and_reset_deletes_only_there(tmp_path):
-    from tests.test_hostile_models import BUNDLED, parts, write
     from edgekit.modelfile import read_model_file
+    from tests.test_hostile_models import BUNDLED, parts, write
 
     bundled = read_model_file(BUNDLED)
     entries = parts(bundled)

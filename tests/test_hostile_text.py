@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from edgekit import EdgeModel, TrainConfig
 from edgekit.personal.learner import take_lines
-from edgekit.tokenizer import MAX_LINE_CHARS, MAX_WORD_CHARS, UNK, Tokenizer, pieces, read_text_lines
+from edgekit.tokenizer import (
+    MAX_LINE_CHARS,
+    MAX_WORD_CHARS,
+    UNK,
+    Tokenizer,
+    pieces,
+    read_text_lines,
+)
 
 TOK = Tokenizer()
 

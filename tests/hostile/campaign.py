@@ -102,9 +102,9 @@ def _child(indices: list[int], seed: int):
 def _worker(seed: int, indices: list[int]) -> None:
     """In the child: load each case and say what happened, one JSON line per case."""
     import numpy as np
-
-    from edgekit import EdgeModel, EdgekitError
     from make_cases import case_bytes
+
+    from edgekit import EdgekitError, EdgeModel
 
     path = Path(tempfile.mkdtemp(prefix="edgekit-case-")) / "case.tflite"
     for i in indices:

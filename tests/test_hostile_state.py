@@ -180,3 +180,15 @@ def test_stale_temporary_files_from_a_killed_save_are_removed_by_the_next_save(t
     atomic_write_bytes(target, b"new")
     assert not stale.exists()
     assert fresh.exists() and other.exists()  # a save in progress, and another file's leftovers, are not ours
+
+
+def test_an_exported_update_is_readable_only_by_its_owner(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from edgekit.federated import export_update
+
+    model = EdgeModel.load(stateless=True)
+    model.state.n_examples = 3  # as if it had learned something
+    out = tmp_path / "u.edgekit-update"
+    export_update(model, X25519PrivateKey.generate().public_key(), out)
+    assert out.stat().st_mode & 0o777 == 0o600

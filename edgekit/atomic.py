@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
+
+STALE_SECONDS = 60  # a temporary file untouched this long was left by a killed save, not one in progress
 
 
 @contextlib.contextmanager
@@ -22,6 +26,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -43,6 +48,24 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -
         if mode is not None:
             os.chmod(tmp, mode)
         tmp.write_bytes(data)
+
+
+def remove_stale(path: Path) -> list[Path]:
+    """Delete temporary files a killed save of ``path`` left beside it (up to the state file's size each).
+
+    Only names ``atomic_path`` makes for this very ``path`` and only when
+    untouched for ``STALE_SECONDS``: another process saving the same file
+    right now keeps writing to its own.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+    removed, cutoff = [], time.time() - STALE_SECONDS
+    with os.scandir(path.parent) as entries:
+        for entry in entries:
+            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False) \
+                    and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                Path(entry.path).unlink(missing_ok=True)
+                removed.append(Path(entry.path))
+    return removed
 
 
 def _umask() -> int:

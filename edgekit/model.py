@@ -22,7 +22,7 @@ from .head import Head
 from .info import ModelInfo
 from .installed import check_descends, check_trust, current_model, record_install
 from .metrics import Evaluation, evaluate
-from .modelfile import ModelFile, read_model_file
+from .modelfile import ModelFile, read_model_file, require_runnable
 from .paths import default_state_dir
 from .personal.learner import Learner, read_lines
 from .personal.predict import Predictor
@@ -33,9 +33,9 @@ from .personal.words import LearnedWord, forget_phrases, forget_word, learned_wo
 from .runtime import Runtime
 from .suggest import Suggester, Suggestion
 from .tokenizer import Tokenizer, TokenizerConfig, text_lines
+from .trust import ASSETS
 from .vocab import Vocabulary
 
-ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = "edgekit-en-int8.tflite"
 Text = str | Path | Iterable[str]
 
@@ -56,6 +56,7 @@ class EdgeModel:
 
     def __init__(self, file: ModelFile, path: Path, state_dir: Path | None,
                  runtime: str | None = None, num_threads: int | None = None):
+        require_runnable(file)  # before any field is read or LiteRT sees the flatbuffer
         self.path, self.file, self.state_dir = path, file, state_dir
         self.tokenizer = Tokenizer(TokenizerConfig.from_dict(file.metadata["tokenizer"]))
         self.vocab = Vocabulary(file.vocab, file.metadata.get("personal_slots", 0))
@@ -65,7 +66,7 @@ class EdgeModel:
         self._p = Predictor(self._runtime, Head(self._runtime), self._empty_state(), self._blas)
         if self.state_file is not None and self.state_file.exists():
             self._set_state(load_state(self.state_file, self.fingerprint, self.feature_dim, len(self.vocab),
-                                       self.vocab.special_ids))
+                                       self.vocab.special_ids, self.vocab.first_slot))
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, state_dir: str | Path | None = None,
@@ -133,7 +134,7 @@ class EdgeModel:
         """Learn from the user's text (a ``Path``, a str, or messages); adopted only if it does not
         lose on held-out text (``edgekit.personal.learner`` says what that means)."""
         cfg = config or TrainConfig()
-        lines = read_lines(self.tokenizer, text_lines(texts), cfg.max_lines)
+        lines = read_lines(self.tokenizer, text_lines(texts), cfg)
         learner = Learner(self.vocab, self.context_length, self._p.features_scores, self.head, self.base_head,
                           self.state)
         with blas_threads(cfg.threads):

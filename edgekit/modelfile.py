@@ -12,7 +12,10 @@ read the flatbuffer and ignore what follows). The archive holds:
   server ships a new global head without re-running the TensorFlow converter.
 
 The flatbuffer's SHA-256 is recorded, so a corrupt or truncated file is
-refused here, before the interpreter (native code) ever sees it.
+refused here, before the interpreter (native code) ever sees it. That hash
+sits in the same unauthenticated zip, so it proves nothing against someone
+who can write the file: reading also bounds every size, checks every field
+and parses the flatbuffer's structure (see ``read_model_file``).
 """
 from __future__ import annotations
 
@@ -20,14 +23,24 @@ import hashlib
 import io
 import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
 from .atomic import atomic_write_bytes
+from .bounded import ArraySpec, Unreadable, open_zip, read_entry, read_npz
 from .errors import ModelFileError
+from .flatbuffer_check import check_flatbuffer
+from .model_schema import (
+    check_graph,
+    check_head,
+    check_metadata,
+    check_runnable,
+    check_vocab,
+)
+from .trust import origin
 
 FORMAT = "edgekit-model"
 FORMAT_VERSION = 1
@@ -35,6 +48,13 @@ METADATA_NAME = "edgekit.json"
 VOCAB_NAME = "vocab.txt"
 HEAD_NAME = "head.npz"
 TFLITE_MAGIC = b"TFL3"  # flatbuffer file identifier, bytes 4..8
+# Bounds on what a model file may hold, checked before and while inflating.
+MAX_FILE_BYTES = 512 << 20
+MAX_ENTRIES = 16
+ENTRY_LIMITS = {METADATA_NAME: 1 << 20, VOCAB_NAME: 32 << 20, HEAD_NAME: 320 << 20}
+EXTRA_LIMIT = 16 << 20  # any other entry
+MAX_INFLATED = 512 << 20  # all entries together
+FIX = "get a fresh copy of the model, or re-convert it with `edgekit convert`"
 
 
 @dataclass
@@ -46,6 +66,9 @@ class ModelFile:
     vocab: list[str]
     head: tuple[np.ndarray, np.ndarray] | None = None  # (weight [F, V], bias [V]) override
     extras: dict[str, bytes] = field(default_factory=dict)
+    origin: str = "local"  # what vouches for it: "bundled" (pinned in edgekit.trust) or nothing ("local")
+    path: Path | None = field(default=None, compare=False)  # where it was read from
+    runnable: bool = field(default=False, repr=False, compare=False)  # passed ``require_runnable``
 
     @property
     def fingerprint(self) -> str:
@@ -85,8 +108,8 @@ def complete_metadata(model: ModelFile) -> dict:
     return meta
 
 
-def write_model_file(path: str | Path, model: ModelFile) -> None:
-    """Write atomically: a crash never leaves half a model at ``path``."""
+def model_file_bytes(model: ModelFile) -> bytes:
+    """The file's bytes: flatbuffer, then the zip part (``model.metadata`` gets the derived fields)."""
     meta = complete_metadata(model)
     entries = {METADATA_NAME: json.dumps(meta, indent=1, sort_keys=True).encode(),
                VOCAB_NAME: ("\n".join(model.vocab) + "\n").encode()}
@@ -101,46 +124,113 @@ def write_model_file(path: str | Path, model: ModelFile) -> None:
             # A fixed timestamp: the same model gives a byte-identical file.
             z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data,
                        compress_type=zipfile.ZIP_DEFLATED)
+    model.metadata = meta
     # Offsets inside the zip are relative to its own start; zipfile finds the
     # archive from its end record, so prepending the flatbuffer is safe.
-    atomic_write_bytes(path, model.flatbuffer + buf.getvalue())
-    model.metadata = meta
+    return model.flatbuffer + buf.getvalue()
+
+
+def write_model_file(path: str | Path, model: ModelFile) -> None:
+    """Write atomically: a crash never leaves half a model at ``path``."""
+    atomic_write_bytes(path, model_file_bytes(model))
 
 
 def read_model_file(path: str | Path) -> ModelFile:
-    """Read and validate; every failure is a ``ModelFileError`` naming the problem."""
+    """Read and validate; every failure is a ``ModelFileError`` naming the file, the problem and the fix.
+
+    Sizes are bounded before and while anything is inflated (``edgekit.bounded``),
+    ``edgekit.json``, the vocabulary and a head override are checked
+    (``edgekit.model_schema``), the flatbuffer is parsed and checked before
+    any interpreter sees it (``edgekit.flatbuffer_check``), and the
+    fingerprint is recomputed from what the device can recompute.
+    """
     path = Path(path)
-    if not path.exists():
-        raise ModelFileError(f"{path}: no such model file")
-    if path.is_dir():
-        raise ModelFileError(f"{path}: is a directory, expected a .tflite model file")
-    data = path.read_bytes()
+    data = _read_bounded(path)
     if len(data) < 8 or data[4:8] != TFLITE_MAGIC:
         raise ModelFileError(f"{path}: not a TensorFlow Lite model (missing the TFL3 identifier)")
+    source = origin(path, data)
     try:
-        z = zipfile.ZipFile(io.BytesIO(data))
-        meta = json.loads(z.read(METADATA_NAME))
-        vocab = z.read(VOCAB_NAME).decode("utf-8").split("\n")[:-1]
-        head = _read_head(z) if HEAD_NAME in z.namelist() else None
-        extras = {n: z.read(n) for n in z.namelist() if n not in (METADATA_NAME, VOCAB_NAME, HEAD_NAME)}
-    except (zipfile.BadZipFile, KeyError):
-        raise ModelFileError(
-            f"{path}: a TensorFlow Lite file without edgekit metadata (or truncated); "
-            "make one with `edgekit convert`") from None
-    except (ValueError, OSError, zipfile.LargeZipFile) as e:
-        raise ModelFileError(f"{path}: corrupt edgekit metadata ({e})") from None
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model format {meta.get('format')!r} v{meta.get('format_version')!r}, "
+        return replace(_parse(data, path), origin=source, path=path)
+    except (Unreadable, ModelFileError) as e:
+        if str(e).startswith(f"{path}: "):  # a message that names the file says what to do already
+            raise
+        raise ModelFileError(f"{path}: {e}; {FIX}") from None
+
+
+def _read_bounded(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise ModelFileError(f"{path}: is a directory, expected a .tflite model file")
+        if size > MAX_FILE_BYTES:
+            raise ModelFileError(f"{path}: {size} bytes, more than any edgekit model ({MAX_FILE_BYTES}); {FIX}")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def _parse(data: bytes, path: Path) -> ModelFile:
+    try:
+        z = open_zip(data, MAX_ENTRIES)
+        raw_meta = read_entry(z, METADATA_NAME, ENTRY_LIMITS[METADATA_NAME])
+    except (Unreadable, KeyError):
+        raise ModelFileError(f"{path}: a TensorFlow Lite file without edgekit metadata (or truncated); "
+                             "make one with `edgekit convert`") from None
+    try:
+        meta = json.loads(raw_meta)
+    except (ValueError, RecursionError):
+        raise ModelFileError("edgekit.json is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        got = meta if isinstance(meta, dict) else {}
+        raise ModelFileError(f"{path}: model format {got.get('format')!r} v{got.get('format_version')!r}, "
                              f"this edgekit reads {FORMAT} v{FORMAT_VERSION}; upgrade edgekit or re-convert")
-    flat = data[: meta.get("tflite_bytes", -1)]
-    if len(flat) != meta.get("tflite_bytes") or sha256_hex(flat) != meta.get("tflite_sha256"):
-        raise ModelFileError(f"{path}: model is corrupt (the TensorFlow Lite part fails its checksum)")
-    if len(vocab) != meta.get("vocab_size"):
-        raise ModelFileError(f"{path}: vocabulary has {len(vocab)} entries, metadata says {meta.get('vocab_size')}")
-    if head is not None and head[0].shape != (meta["feature_dim"], len(vocab)):
-        raise ModelFileError(f"{path}: head override has shape {head[0].shape}, "
-                             f"expected {(meta['feature_dim'], len(vocab))}")
+    check_metadata(meta)
+    declared = sum(i.file_size for i in z.infolist())
+    if declared > MAX_INFLATED:
+        raise ModelFileError(f"its parts inflate to {declared} bytes (at most {MAX_INFLATED})")
+    flat = data[: meta["tflite_bytes"]]
+    if len(flat) != meta["tflite_bytes"] or sha256_hex(flat) != meta["tflite_sha256"]:
+        raise ModelFileError("model is corrupt (the TensorFlow Lite part fails its checksum)")
+    vocab = check_vocab(read_entry(z, VOCAB_NAME, ENTRY_LIMITS[VOCAB_NAME]), meta)
+    head = _read_head(z, meta) if HEAD_NAME in z.namelist() else None
+    extras = {n: read_entry(z, n, EXTRA_LIMIT) for n in z.namelist() if n not in ENTRY_LIMITS}
+    _check_fingerprint(meta, vocab, head)
     return ModelFile(flatbuffer=flat, metadata=meta, vocab=vocab, head=head, extras=extras)
+
+
+def _check_fingerprint(meta: dict, vocab: list[str], head: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """Recompute what the device can: the vocabulary's hash, a head override's hash, the fingerprint over them.
+
+    The body hash (and, without an override, the head hash) are of Keras
+    weights the device never has; the flatbuffer they became is bound by
+    its SHA-256 (checked above, but rewritable with it) and, for the files
+    edgekit ships, by the pins in ``edgekit.trust``. An edited flatbuffer in
+    any other file keeps its fingerprint until model versions are signed.
+    """
+    if head is not None and hash_arrays(head) != meta["head_sha256"]:
+        raise ModelFileError("the head override does not match its head_sha256 (the head was edited)")
+    if make_fingerprint(meta["body_sha256"], meta["head_sha256"], vocab) != meta["fingerprint"]:
+        raise ModelFileError("the fingerprint does not match the model's hashes and vocabulary (edited)")
+
+
+def require_runnable(file: ModelFile) -> None:
+    """The checks before an interpreter sees ``file``: the runtime's fields, and the flatbuffer's structure.
+
+    ``read_model_file`` checks what every reader needs (a server installing
+    a head never runs the flatbuffer); ``Runtime`` calls this before LiteRT
+    loads anything. Done once per ``ModelFile`` (its parts are not changed
+    after reading; a new version is a new ``ModelFile``).
+    """
+    if file.runnable:
+        return
+    try:
+        check_runnable(file.metadata, file.vocab)
+        check_graph(file.metadata, check_flatbuffer(file.flatbuffer))
+    except ModelFileError as e:
+        raise ModelFileError(f"{file.path or 'model file'}: {e}; {FIX}") from None
+    file.runnable = True
 
 
 def require_version_of(current: ModelFile, new: ModelFile, path: str | Path) -> None:
@@ -154,6 +244,11 @@ def require_version_of(current: ModelFile, new: ModelFile, path: str | Path) -> 
                              "load it as a new model instead")
 
 
-def _read_head(z: zipfile.ZipFile) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(io.BytesIO(z.read(HEAD_NAME)), allow_pickle=False) as npz:
-        return npz["weight"].astype(np.float32), npz["bias"].astype(np.float32)
+def _read_head(z: zipfile.ZipFile, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A head override: its arrays' headers say ``[features, vocab]`` and ``[vocab]`` float32, or it is refused."""
+    f, v = meta["feature_dim"], meta["vocab_size"]
+    specs = {"weight": ArraySpec("<f4", (f, v)), "bias": ArraySpec("<f4", (v,))}
+    head = read_npz(io.BytesIO(read_entry(z, HEAD_NAME, ENTRY_LIMITS[HEAD_NAME])), specs, set(specs))
+    weights = (head["weight"], head["bias"])
+    check_head(weights, meta)
+    return weights

@@ -20,12 +20,13 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-from .errors import RuntimeMissingError
-from .modelfile import ModelFile
+from .errors import ModelFileError, RuntimeMissingError
+from .flatbuffer_check import BATCH
+from .modelfile import FIX, ModelFile, require_runnable
 from .progress import progress_bar
 from .vocab import Vocabulary
 
-BATCH = 256  # contexts per invoke when learning or evaluating
+# BATCH (from flatbuffer_check, which bounds the arena at it): contexts per invoke when learning or evaluating
 RUNTIMES = {
     "litert": "ai_edge_litert.interpreter",
     "tflite-runtime": "tflite_runtime.interpreter",
@@ -53,8 +54,8 @@ def load_interpreter(content: bytes, num_threads: int | None = None,
                      prefer: str | None = None) -> tuple[Any, str]:
     """An allocated interpreter for a validated flatbuffer, and the runtime's name.
 
-    ``content`` must already have passed ``edgekit.modelfile`` checks: the
-    interpreter is native code and must never see an unchecked file.
+    ``content`` must already have passed ``edgekit.modelfile.require_runnable``:
+    the interpreter is native code and must never see an unchecked file.
     """
     cls, name = interpreter_class(prefer)
     with _native_stderr() as native_log:
@@ -62,10 +63,18 @@ def load_interpreter(content: bytes, num_threads: int | None = None,
             interp = cls(model_content=content, num_threads=num_threads)
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            hint = (" (files for tflite-runtime 2.14 need `edgekit convert --compat tflite-runtime-2.14`)"
-                    if name == "tflite-runtime" else "")
-            raise RuntimeError(f"{name} cannot load this model: {e} {native_log()}{hint}".strip()) from None
+            hint = ("files for tflite-runtime 2.14 need `edgekit convert --compat tflite-runtime-2.14`"
+                    if name == "tflite-runtime" else FIX)
+            raise ModelFileError(f"{name} cannot load this model: {e} {native_log()}".strip() + f"; {hint}") from None
     return interp, name
+
+
+def run_interpreter(interp: Any) -> None:
+    """``invoke()``, with a model that passed every check but still fails in a kernel reported as the model's fault."""
+    try:
+        interp.invoke()
+    except (ValueError, RuntimeError) as e:
+        raise ModelFileError(f"the model failed to run ({e}); {FIX}") from None
 
 
 class Scores(NamedTuple):
@@ -102,6 +111,7 @@ class Runtime:
     def __init__(self, file: ModelFile, vocab: Vocabulary, prefer: str | None = None,
                  num_threads: int | None = None):
         self.file, self._vocab, self._num_threads = file, vocab, num_threads
+        require_runnable(file)  # the flatbuffer's structure and the fields read below, before LiteRT sees it
         self._interp, self.name = load_interpreter(file.flatbuffer, num_threads or 1, prefer)
         self.io = tensor_indices(self._interp, file.metadata, vocab)
         self._batch_interp: Any = None
@@ -114,7 +124,7 @@ class Runtime:
         shapes = {d["index"]: d["shape"] for d in self._interp.get_output_details()}
         return int(shapes[self.io.top_ids][-1])
 
-    def with_file(self, file: ModelFile) -> "Runtime":
+    def with_file(self, file: ModelFile) -> Runtime:
         """The same runtime and threads on another version of the model (loaded before anything changes)."""
         return Runtime(file, self._vocab, self.name, self._num_threads)
 
@@ -122,7 +132,7 @@ class Runtime:
         """One context ``[1, T]``: its logits, plus the interpreter's word ranking when the file has one."""
         io, interp = self.io, self._interp
         interp.set_tensor(io.tokens, ids)
-        interp.invoke()
+        run_interpreter(interp)
         logits = interp.get_tensor(io.logits)[0]
         if io.top_ids is None:
             return Scores(logits)
@@ -156,7 +166,7 @@ class Runtime:
 
     def _run(self, interp: Any, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         interp.set_tensor(self.io.tokens, ids)
-        interp.invoke()
+        run_interpreter(interp)
         return interp.get_tensor(self.io.features), interp.get_tensor(self.io.logits)
 
     def _batches(self, ids: np.ndarray, progress: bool,
@@ -173,8 +183,11 @@ class Runtime:
     def _batch_interpreter(self) -> Any:
         if self._batch_interp is None:
             interp, _ = load_interpreter(self.file.flatbuffer, self._num_threads, self.name)
-            interp.resize_tensor_input(self.io.tokens, [BATCH, self.file.metadata["context_length"]])
-            interp.allocate_tensors()
+            try:
+                interp.resize_tensor_input(self.io.tokens, [BATCH, self.file.metadata["context_length"]])
+                interp.allocate_tensors()
+            except (ValueError, RuntimeError) as e:
+                raise ModelFileError(f"the model cannot run batches ({e}); {FIX}") from None
             self._batch_interp = interp
         return self._batch_interp
 
@@ -183,6 +196,7 @@ def read_head(file: ModelFile, vocab: Vocabulary | None = None) -> tuple[np.ndar
     """A model version's float head: its ``head.npz`` override, else the flatbuffer's, dequantized."""
     if file.head is not None:
         return file.head
+    require_runnable(file)
     return Runtime(file, vocab or Vocabulary(file.vocab, file.metadata.get("personal_slots", 0))).flat_head()
 
 

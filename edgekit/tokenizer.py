@@ -12,9 +12,17 @@ Rules (version 1):
 - A word made only of digits (``2026``, ``3.14``, ``1,000``) becomes ``<num>``.
 - ``.``, ``!``, ``?`` and line ends of one-message-per-line text end a
   sentence: they become ``</s>``.
+
+Bounded work on any input: a line longer than ``MAX_LINE_CHARS`` is cut
+(before a space where there is one) into pieces that count as lines of their
+own; non-ASCII text is normalized in pieces of ``NFKC_CHUNK`` characters
+(NFKC reorders a run of combining marks in quadratic time); a "word" longer
+than ``MAX_WORD_CHARS`` is ``<unk>`` (no vocabulary has one); the partly typed
+word is found by one backward scan.
 """
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import unicodedata
@@ -50,10 +58,13 @@ def _token_pattern(letter: str) -> re.Pattern:
 _LETTER = r"[^\W_]"  # Unicode letters and digits; underscore is not a letter
 _TOKEN_RE = _token_pattern(_LETTER)
 _ASCII_TOKEN_RE = _token_pattern("[A-Za-z0-9]")
-_PARTIAL_RE = re.compile(rf"{_word(_LETTER)}'?$")
 # split_partial(keep=N) reads only the end of text longer than this many
 # characters per wanted token (about three words' worth each).
 _LONG_TEXT_CHARS_PER_TOKEN = 16
+_REVERSED_PARTIAL_RE = re.compile(rf"'?{_word(_LETTER)}")  # a word reads the same pattern backwards
+MAX_LINE_CHARS = 8192  # longer lines are cut into pieces (the corpora's longest line has 6,504)
+NFKC_CHUNK = 1024
+MAX_WORD_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ class TokenizerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TokenizerConfig":
+    def from_dict(cls, data: dict) -> TokenizerConfig:
         if data.get("version") != 1:
             raise ValueError(f"unsupported tokenizer version {data.get('version')!r} (this edgekit knows 1)")
         return cls(**{k: data[k] for k in ("version", "lowercase", "numbers_as_token") if k in data})
@@ -83,19 +94,30 @@ class Tokenizer:
     def normalize(self, text: str) -> str:
         if text.isascii():  # already NFKC, and "`" is its only apostrophe: the keyboard's common path
             text = text.replace("`", "'")
-        else:
+        elif len(text) <= NFKC_CHUNK:
             text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
+        else:  # cut before spaces, where NFKC never joins: the same result in linear time
+            text = "".join(unicodedata.normalize("NFKC", p) for p in pieces(text, NFKC_CHUNK)).translate(_APOSTROPHES)
         return text.lower() if self.config.lowercase else text
 
     def tokenize(self, text: str) -> list[str]:
         """Tokens of one piece of text (no implicit sentence start/end)."""
-        return self._tokens(self.normalize(text))
+        norm = self.normalize(text)
+        if len(norm) <= MAX_LINE_CHARS:
+            return self._tokens(norm)
+        out: list[str] = []
+        for piece in pieces(norm, MAX_LINE_CHARS):  # the patterns backtrack within a piece, never across
+            tokens = self._tokens(piece)
+            out += tokens[1:] if out and tokens[:1] == [EOS] == out[-1:] else tokens
+        return out
 
     def _tokens(self, norm: str) -> list[str]:
         """Tokens of normalized text."""
         # findall (one C call) rather than finditer + group(): the keyboard
         # tokenizes the end of the message after every space.
         raw = (_ASCII_TOKEN_RE if norm.isascii() else _TOKEN_RE).findall(norm)
+        if len(norm) > MAX_WORD_CHARS and any(len(t) > MAX_WORD_CHARS for t in raw):
+            raw = [UNK if len(t) > MAX_WORD_CHARS else t for t in raw]
         if not _RULE_CHARS_RE.search(norm):  # no sentence ends or numbers: nothing to rewrite
             return raw
         out: list[str] = []
@@ -115,15 +137,17 @@ class Tokenizer:
         """One token list per line, each a sentence stream ``<s> ... </s>``.
 
         Streaming keeps memory bounded for huge text files: callers never
-        need the whole text in memory.
+        need the whole text in memory. A line longer than ``MAX_LINE_CHARS``
+        comes out as several, one per piece.
         """
         for line in lines:
-            tokens = self.tokenize(line)
-            if not tokens:
-                continue
-            if tokens[-1] != EOS:
-                tokens.append(EOS)
-            yield [BOS] + tokens
+            for piece in pieces(line, MAX_LINE_CHARS) if len(line) > MAX_LINE_CHARS else (line,):
+                tokens = self.tokenize(piece)
+                if not tokens:
+                    continue
+                if tokens[-1] != EOS:
+                    tokens.append(EOS)
+                yield [BOS] + tokens
 
     def split_partial(self, text: str, keep: int | None = None) -> tuple[list[str], str]:
         """Context tokens and the partial word being typed.
@@ -134,6 +158,8 @@ class Tokenizer:
         tokens come back (without ``<s>``): a keyboard asks after every space,
         and a long message would otherwise be read whole each time.
         """
+        if keep is not None and keep < 1:
+            raise ValueError(f"split_partial(keep={keep}): keep at least one context token")
         if keep is not None and len(text) > _LONG_TEXT_CHARS_PER_TOKEN * keep:
             tail = self._split_tail(text, keep)
             if tail is not None:
@@ -146,8 +172,8 @@ class Tokenizer:
 
     def _split(self, text: str) -> tuple[list[str], str]:
         norm = self.normalize(text)
-        m = _PARTIAL_RE.search(norm, _last_run_start(norm))
-        return (self._tokens(norm[: m.start()]), m.group(0)) if m else (self._tokens(norm), "")
+        start = _partial_start(norm)
+        return (self._tokens(norm[:start]), norm[start:]) if start is not None else (self._tokens(norm), "")
 
     def _split_tail(self, text: str, keep: int) -> tuple[list[str], str] | None:
         """``split_partial`` of a long text from an end of it, or None when the text has too few words.
@@ -170,17 +196,33 @@ class Tokenizer:
             words *= 4
 
 
-def _last_run_start(text: str) -> int:
-    """Where the trailing run of word characters and apostrophes starts.
+def _partial_start(text: str) -> int | None:
+    """Where the partly typed word at the end of ``text`` starts, or None when it ends in none.
 
-    A partial word lies inside it, so searching from here finds the same
-    match as searching the whole text, without scanning every word.
-    (The patterns' word characters are exactly those of ``str.isalnum()``.)
+    The word is the longest end of ``text`` that is letters and digits joined
+    by single apostrophes, with at most one apostrophe after (``don'``). A
+    search for ``word'?$`` backtracks from every position of a long run of
+    letters that does not reach the end (quadratic: 0.9 s for 4,000 letters
+    and two apostrophes); the word read backwards from the end is one
+    anchored match, linear.
     """
-    start = len(text)
-    while start and (text[start - 1].isalnum() or text[start - 1] == "'"):
-        start -= 1
-    return start
+    m = _REVERSED_PARTIAL_RE.match(text[::-1])
+    return None if m is None else len(text) - m.end()
+
+
+def pieces(text: str, size: int) -> Iterator[str]:
+    """``text`` in pieces of at most ``size`` characters, each cut just before a space or tab where there is one.
+
+    A cut before a space changes neither normalization nor tokens; a piece
+    with no space in it (a run of letters or marks) is cut hard.
+    """
+    start = 0
+    while len(text) - start > size:
+        cut = max(text.rfind(" ", start + 1, start + size), text.rfind("\t", start + 1, start + size))
+        cut = cut if cut > start else start + size
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
 
 
 def text_lines(text: str | Path | Iterable[str]) -> Iterator[str]:
@@ -213,11 +255,27 @@ def read_text_lines(path: str | Path, max_line_chars: int = 100_000) -> Iterator
         while True:
             try:
                 line = f.readline(max_line_chars)
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}: not UTF-8 text (bad byte {e.object[e.start]:#04x} near line {lineno})") from None
+            except UnicodeDecodeError:  # decoded ahead in blocks: find the line the bad byte is on
+                bad_line, byte = _first_bad_byte(path)
+                raise ValueError(f"{path}: not UTF-8 text (bad byte {byte:#04x} on line {bad_line})") from None
             if not line:
                 return
             if "\x00" in line:
                 raise ValueError(f"{path}: looks like a binary file (NUL byte near line {lineno}), expected UTF-8 text")
             lineno += line.endswith("\n")
             yield line
+
+
+def _first_bad_byte(path: str | Path) -> tuple[int, int]:
+    """The line number and value of the first byte that is not UTF-8 (streamed, bounded memory)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lineno = 1
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                pending = len(e.object) - len(chunk)  # undecoded bytes carried over from the previous chunk
+                return lineno + chunk[: max(0, e.start - pending)].count(b"\n"), e.object[e.start]
+            lineno += chunk.count(b"\n")
+    return lineno, 0

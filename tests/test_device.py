@@ -185,10 +185,11 @@ def test_state_of_another_model_is_refused(trained_files, tmp_path):
     m = EdgeModel.load(trained_files["none"], state_dir=tmp_path)
     m.personalize(user_lines(200))
     other = tmp_path / "other.tflite"
-    from edgekit.modelfile import read_model_file, write_model_file
+    from edgekit.modelfile import make_fingerprint, read_model_file, write_model_file
 
     mf = read_model_file(trained_files["none"])
-    mf.metadata["fingerprint"] = "0" * 32
+    mf.metadata["body_sha256"] = "0" * 64  # another body: another version (a bare new fingerprint is refused as edited)
+    mf.metadata["fingerprint"] = make_fingerprint(mf.metadata["body_sha256"], mf.metadata["head_sha256"], mf.vocab)
     write_model_file(other, mf)
     with pytest.raises(StateError, match="another model version"):
         EdgeModel.load(other, state_dir=tmp_path)

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from edgekit.modelfile import read_model_file, write_model_file
+from edgekit.modelfile import make_fingerprint, read_model_file, write_model_file
 from edgekit.signing import SIGNATURE_NAME
 from tests.fixtures.texts import base_lines, user_lines
 
@@ -114,7 +114,10 @@ def refusals(tmp_path, base):
     assert "does not descend" in run("install", tmp_path / "branch.tflite", "--state-dir", device, ok=False)
     # Another model altogether, though signed by this server and told it is local.
     other = read_model_file(base)
-    write_model_file(tmp_path / "other-model.tflite", replace(other, vocab=[*other.vocab[:-1], "<other>"]))
+    vocab = [*other.vocab[:-1], "<other>"]  # a consistent file (fingerprint and all) of another model
+    meta = {**other.metadata, "fingerprint": make_fingerprint(other.metadata["body_sha256"],
+                                                              other.metadata["head_sha256"], vocab)}
+    write_model_file(tmp_path / "other-model.tflite", replace(other, vocab=vocab, metadata=meta))
     assert "not a version of this model" in run("install", tmp_path / "other-model.tflite", "--unsigned-local",
                                                 "--state-dir", device, ok=False)
     assert run("info", "--state-dir", device, "--json") == before

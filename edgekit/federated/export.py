@@ -64,6 +64,6 @@ def export_update(model: Contributor, server_public_key: X25519PublicKey | bytes
                        n_examples=model.n_examples, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
                        encoding=encoding)
     if path is not None:
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data, mode=0o600)  # the header names the model version; only its owner reads it
     model.consume_contribution()
     return data

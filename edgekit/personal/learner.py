@@ -22,7 +22,6 @@ SMS must not spoil prose.
 """
 from __future__ import annotations
 
-import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -39,7 +38,7 @@ from .gate import DEFAULT_GATE, fit_gate, gate_inputs, share
 from .phrases import PhraseMemory
 from .result import Accuracy, PersonalizeResult, Score
 from .rows import Rows, Scorer, candidate_rows
-from .state import PersonalState
+from .state import MAX_PERSONAL_WORD_CHARS, PersonalState
 from .train import (
     Option,
     TrainConfig,
@@ -56,9 +55,16 @@ COMMON_WORDS = 512  # the words with the highest bias, trained with the user's o
 HELDOUT_TOKENS = 10_000  # earlier held-out text kept for the never-worse check
 
 
-def read_lines(tokenizer: Tokenizer, texts: Iterable[str], max_lines: int) -> list[list[str]]:
-    """The first ``max_lines`` lines of ``texts``, tokenized; empty text is an error, not a no-op."""
-    lines = list(itertools.islice(tokenizer.iter_lines(texts), max_lines))
+def read_lines(tokenizer: Tokenizer, texts: Iterable[str], cfg: TrainConfig) -> list[list[str]]:
+    """The first lines of ``texts``, tokenized, up to ``cfg.max_lines`` lines and ``cfg.max_tokens``
+    tokens (bounded memory); empty text is an error, not a no-op."""
+    lines: list[list[str]] = []
+    tokens = 0
+    for line in tokenizer.iter_lines(texts):
+        if len(lines) >= cfg.max_lines or tokens + len(line) > cfg.max_tokens:
+            break
+        lines.append(line)
+        tokens += len(line)
     if not lines:
         raise NotEnoughTextError("no text to personalize on (the text is empty)")
     return lines
@@ -169,7 +175,7 @@ class Learner:
 
     def _assign_personal_words(self, lines: list[list[str]], min_count: int) -> set[str]:
         counts = Counter(t for ln in lines for t in ln if self.vocab.id_of(t) == self.vocab.unk
-                         and t not in SPECIAL_TOKENS and not t.isdigit())
+                         and t not in SPECIAL_TOKENS and not t.isdigit() and len(t) <= MAX_PERSONAL_WORD_CHARS)
         frequent = [w for w, c in counts.most_common() if c >= min_count]
         before = set(self.vocab.personal_words)
         return set(self.vocab.assign_personal(frequent)) - before

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 ORDER = 3  # trigram: two words of context
+MAX_COUNT = 1 << 40  # times one phrase was seen: far beyond any user, small enough that sums stay exact
 
 
 class PhraseMemory:
@@ -166,6 +167,8 @@ class PhraseMemory:
 
     @classmethod
     def from_arrays(cls, vocab_size: int, skip_ids: Iterable[int], arrays: dict) -> PhraseMemory:
+        """The memory ``to_arrays`` saved; ``ValueError`` if an id or count is out of range (a damaged file)."""
+        _check_arrays(vocab_size, arrays["phrases_unigram"], arrays["phrases_ngrams"])
         mem = cls(vocab_size, skip_ids)
         for w, c in arrays["phrases_unigram"]:
             mem._count(int(w), times=int(c))
@@ -178,3 +181,16 @@ class PhraseMemory:
             raise ValueError("phrase memory refers to ids outside the vocabulary")
         return mem
 
+
+def _check_arrays(vocab_size: int, unigram: np.ndarray, ngrams: np.ndarray) -> None:
+    """Ids inside the vocabulary (context ids may be -1, left padding), counts from 1 to ``MAX_COUNT``."""
+    if unigram.ndim != 2 or unigram.shape[1] != 2 or ngrams.ndim != 2 or ngrams.shape[1] != ORDER + 1:
+        raise ValueError("phrase memory arrays have the wrong shape")
+    contexts, words = ngrams[:, : ORDER - 1], np.concatenate([unigram[:, 0], ngrams[:, -2]])
+    counts = np.concatenate([unigram[:, 1], ngrams[:, -1]])
+    if len(words) and (words.min() < 0 or words.max() >= vocab_size):
+        raise ValueError("phrase memory refers to ids outside the vocabulary")
+    if contexts.size and (contexts.min() < -1 or contexts.max() >= vocab_size):
+        raise ValueError("phrase memory refers to context ids outside the vocabulary")
+    if len(counts) and (counts.min() < 1 or counts.max() > MAX_COUNT):
+        raise ValueError(f"phrase memory has a count outside 1..{MAX_COUNT}")

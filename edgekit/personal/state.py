@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -17,12 +17,21 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..atomic import atomic_write_bytes
+from ..bounded import ArraySpec, Unreadable, read_npz
 from ..errors import StateError
-from .phrases import PhraseMemory
+from .phrases import ORDER, PhraseMemory
 
 STATE_FORMAT = "edgekit-state"
 STATE_VERSION = 1
 SUFFIX = ".edgekit-state"
+REQUIRED = {"meta", "delta_w", "delta_b", "phrases_unigram", "phrases_ngrams"}
+MAX_PHRASE_WEIGHT = 2.0  # a scale of the fitted phrase gate (learner.PHRASE_WEIGHTS tops out at 1.25)
+MAX_ABS_DELTA = 1e3  # a personal change to one head weight; training moves them by well under 1
+MAX_PERSONAL_WORD_CHARS = 32  # the bundled vocabulary's longest word has 22
+MAX_NGRAM_ROWS = 4_000_000  # phrase memory entries (32 bytes each on disk)
+MAX_HELDOUT_BYTES = 4 << 20  # 10,000 kept tokens of at most 64 characters, with room
+MAX_NAME_CHARS = 100
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass
@@ -76,7 +85,15 @@ class PersonalState:
 
 
 def state_path(state_dir: str | Path, model_name: str) -> Path:
-    return Path(state_dir) / f"{model_name}{SUFFIX}"
+    """``<state_dir>/<name>.edgekit-state``, the name reduced to a fixed character set: always inside ``state_dir``.
+
+    The name comes from the model file, which anyone can write: an absolute
+    or ``../`` name must not place (or let ``reset`` delete) a file elsewhere.
+    Letters, digits, ``.``, ``_`` and ``-`` are kept, anything else becomes
+    ``_``; a name made only of dots becomes ``model``.
+    """
+    safe = _UNSAFE.sub("_", model_name)[:MAX_NAME_CHARS].lstrip(".") or "model"
+    return Path(state_dir) / f"{safe}{SUFFIX}"
 
 
 def save_state(path: str | Path, state: PersonalState) -> None:
@@ -93,45 +110,40 @@ def save_state(path: str | Path, state: PersonalState) -> None:
     atomic_write_bytes(path, buf.getvalue(), mode=0o600)
 
 
-def load_state(path: str | Path, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids: Iterable[int]) -> PersonalState:
-    """Load and check the state at ``path``; raises ``StateError`` naming the problem."""
+def load_state(path: str | Path, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids: Iterable[int],
+               first_slot: int | None = None) -> PersonalState:
+    """Load and check the state at ``path``; any problem is a ``StateError`` that says to reset.
+
+    Arrays are checked by their headers before they are read (types,
+    shapes, bounded sizes: ``edgekit.bounded``), then by value: finite, head
+    changes within ``MAX_ABS_DELTA``, ids in the vocabulary, personal words
+    in the reserved slots (from ``first_slot``) and no longer than
+    ``MAX_PERSONAL_WORD_CHARS``.
+    """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(z["meta"].tobytes())
-            arrays = {k: z[k] for k in z.files if k != "meta"}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise StateError(f"{path}: personal state is corrupt ({e}); move it away or run `edgekit reset`") from None
-    if meta.get("format") != STATE_FORMAT or meta.get("format_version") != STATE_VERSION:
-        raise StateError(f"{path}: state format {meta.get('format')!r} v{meta.get('format_version')!r} "
-                         f"is not {STATE_FORMAT} v{STATE_VERSION}")
-    if meta.get("fingerprint") != fingerprint:
-        raise StateError(f"{path}: this personal state belongs to another model version "
-                         f"(fingerprint {meta.get('fingerprint')}, this model is {fingerprint}); "
-                         "use the model it was made with, or run `edgekit reset` to start over")
-    dw, db = arrays["delta_w"], arrays["delta_b"]
-    if dw.shape != (feature_dim, vocab_size) or db.shape != (vocab_size,):
-        raise StateError(f"{path}: head delta has shape {dw.shape}, expected {(feature_dim, vocab_size)}")
-    if not (np.isfinite(dw).all() and np.isfinite(db).all()):
-        raise StateError(f"{path}: personal state holds non-finite values; run `edgekit reset`")
-    try:
+        with open(path, "rb") as f:
+            arrays = read_npz(f, _specs(feature_dim, vocab_size), REQUIRED)
+        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+        _check_meta(meta, fingerprint, vocab_size if first_slot is None else first_slot, vocab_size)
+        delta_w, delta_b = arrays["delta_w"], arrays["delta_b"]
+        for key in ("delta_w", "delta_b", "contrib_w", "contrib_b"):
+            _want(key not in arrays or _bounded(arrays[key]), f"{key} holds non-finite values or values over "
+                  f"{MAX_ABS_DELTA:g}")
         phrases = PhraseMemory.from_arrays(vocab_size, skip_ids, arrays)
-    except (KeyError, ValueError, IndexError) as e:
-        raise StateError(f"{path}: phrase memory is corrupt ({e})") from None
-    try:
         heldout = [line.split(" ") for line in arrays["heldout"].tobytes().decode("utf-8").split("\n")] \
             if "heldout" in arrays else []
-    except UnicodeDecodeError as e:
-        raise StateError(f"{path}: held-out text is corrupt ({e}); run `edgekit reset`") from None
+    except StateError as e:
+        raise StateError(f"{path}: {e}") from None
+    except (Unreadable, OSError, ValueError, RecursionError, TypeError) as e:  # UnicodeDecodeError is a ValueError
+        raise StateError(f"{path}: personal state is corrupt ({e}); move it away or run `edgekit reset`") from None
     new = [bool(f) for f in arrays.get("heldout_new", np.zeros(len(heldout), np.uint8))]
     if len(new) != len(heldout):
         raise StateError(f"{path}: held-out text has {len(heldout)} lines but {len(new)} flags; run `edgekit reset`")
-    return PersonalState(meta["fingerprint"], dw.astype(np.float32), db.astype(np.float32), phrases,
-                         {str(k): int(v) for k, v in meta.get("personal_words", {}).items()},
+    return PersonalState(meta["fingerprint"], delta_w, delta_b, phrases, dict(meta.get("personal_words", {})),
                          float(meta.get("phrase_weight", 0.0)), _gate(meta.get("phrase_gate")),
-                         int(meta.get("n_examples", 0)),
-                         list(meta.get("history", [])), arrays.get("contrib_w"), arrays.get("contrib_b"), heldout,
-                         new)
+                         int(meta.get("n_examples", 0)), list(meta.get("history", [])), arrays.get("contrib_w"),
+                         arrays.get("contrib_b"), heldout, new)
 
 
 def _gate(values: object) -> np.ndarray | None:
@@ -141,6 +153,52 @@ def _gate(values: object) -> np.ndarray | None:
     if gate.shape != (4,) or not np.isfinite(gate).all():
         raise StateError(f"personal state has a bad phrase gate {values!r}; run `edgekit reset`")
     return gate
+
+
+def _specs(f: int, v: int) -> dict[str, ArraySpec]:
+    head, bias = ArraySpec("<f4", (f, v)), ArraySpec("<f4", (v,))
+    return {"meta": ArraySpec("|u1", (None,), 1 << 20), "delta_w": head, "delta_b": bias, "contrib_w": head,
+            "contrib_b": bias, "phrases_unigram": ArraySpec("<i8", (None, 2), 16 * v),
+            "phrases_ngrams": ArraySpec("<i8", (None, ORDER + 1), 8 * (ORDER + 1) * MAX_NGRAM_ROWS),
+            "heldout": ArraySpec("|u1", (None,), MAX_HELDOUT_BYTES),
+            "heldout_new": ArraySpec("|u1", (None,), MAX_HELDOUT_BYTES)}
+
+
+def _check_meta(meta: Any, fingerprint: str, first_slot: int, vocab_size: int) -> None:
+    """Types and ranges of the JSON record; another model version is refused with its own message."""
+    _want(isinstance(meta, dict), "meta is not a JSON object")
+    if meta.get("format") != STATE_FORMAT or meta.get("format_version") != STATE_VERSION:
+        raise StateError(f"state format {meta.get('format')!r} v{meta.get('format_version')!r} "
+                         f"is not {STATE_FORMAT} v{STATE_VERSION}; run `edgekit reset` to start over")
+    if meta.get("fingerprint") != fingerprint:
+        raise StateError(f"this personal state belongs to another model version "
+                         f"(fingerprint {meta.get('fingerprint')}, this model is {fingerprint}); "
+                         "use the model it was made with, or run `edgekit reset` to start over")
+    words = meta.get("personal_words", {})
+    _want(isinstance(words, dict) and len(words) <= vocab_size - first_slot, "personal_words is not a word -> slot map")
+    _want(all(isinstance(w, str) and 0 < len(w) <= MAX_PERSONAL_WORD_CHARS and not any(c.isspace() for c in w)
+              and _is_int(s) and first_slot <= s < vocab_size for w, s in words.items())
+          and len(set(words.values())) == len(words), "personal_words has a bad word or slot")
+    weight = meta.get("phrase_weight", 0.0)
+    _want(isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0.0 <= weight <= MAX_PHRASE_WEIGHT,
+          f"phrase_weight = {weight!r}, expected a number in 0..{MAX_PHRASE_WEIGHT:g}")
+    n = meta.get("n_examples", 0)
+    _want(_is_int(n) and 0 <= n <= 1 << 53, f"n_examples = {n!r}, expected a whole number")
+    history = meta.get("history", [])
+    _want(isinstance(history, list) and all(isinstance(h, dict) for h in history), "history is not a list")
+
+
+def _bounded(a: np.ndarray) -> bool:
+    return bool(np.isfinite(a).all()) and float(np.abs(a).max(initial=0.0)) <= MAX_ABS_DELTA
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _want(ok: object, problem: str) -> None:
+    if not ok:
+        raise StateError(f"personal state is corrupt ({problem}); move it away or run `edgekit reset`")
 
 
 def _heldout(state: PersonalState) -> dict[str, np.ndarray]:

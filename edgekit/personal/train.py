@@ -36,7 +36,8 @@ class TrainConfig:
     weight_decay: float = 1e-4  # pulls the head back toward where it started
     holdout_every: int = 5  # every 5th line is held out to decide adoption
     min_word_count: int = 2  # an unknown word seen this often gets a personal slot
-    max_lines: int = 50_000  # bounded memory on huge personal text
+    max_lines: int = 50_000  # bounded memory on huge personal text: lines read, and tokens kept,
+    max_tokens: int = 1_000_000  # at most (a line over 8,192 characters counts as one line per piece)
     seed: int = 0
     # The most expected top-3 an option may lose, against the model version, on
     # text the version writes itself (``personal.anchor``): what keeps learning

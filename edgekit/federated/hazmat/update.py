@@ -35,8 +35,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ..keys import SUITE, SUITE_NAME, key_id, load_public_key
-from .delta import (DEFAULT_CLIP_NORM, DEFAULT_ENCODING, ENCODINGS, Delta, UpdateError, decode_delta,
-                    encode_delta, encoded_size, norm_bound, privatize, validate_delta)
+from .delta import (
+    DEFAULT_CLIP_NORM,
+    DEFAULT_ENCODING,
+    ENCODINGS,
+    Delta,
+    UpdateError,
+    decode_delta,
+    encode_delta,
+    encoded_size,
+    norm_bound,
+    privatize,
+    validate_delta,
+)
 
 MAGIC = b"EKUPDATE"
 UPDATE_SUFFIX = ".edgekit-update"  # file name ending of update files: what `aggregate FOLDER` reads

@@ -1,0 +1,43 @@
+"""Where a model file's trust comes from, checked on the bytes ``read_model_file`` parses.
+
+A model file's own hashes sit in its unauthenticated zip part: anyone who can
+write the file can rewrite them. So trust must come from outside the file:
+
+- the files edgekit ships (``edgekit/assets``) are pinned here by SHA-256:
+  the installed package is the trust anchor, and a bundled file that does
+  not match (an edited head bias, a flipped byte) is refused;
+- any other file is ``"local"``: it passes the structural checks (it cannot
+  crash or exhaust the device) but nothing vouches for what it predicts.
+  A model version signed by a server's key will be checked here too
+  (``origin`` gains ``"signed"``), and a caller can then refuse ``"local"``
+  files unless asked to load them.
+
+Re-pin after re-converting a bundled model: ``sha256sum edgekit/assets/*.tflite``
+(``tests/test_hostile_models.py`` fails and prints the new values until then).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .errors import ModelFileError
+
+ASSETS = Path(__file__).parent / "assets"
+BUNDLED_SHA256 = {
+    "edgekit-en-dynamic.tflite": "5dcdef0215f9617da80a98151d15194c76dfe9bcd9c11f28e1aa7805b666ea27",
+    "edgekit-en-int8.tflite": "46841bf1bd7197755a04bd44b6a63f5523910ee1ee69f55050fa5b0b76402d41",
+}
+
+
+def origin(path: Path, data: bytes) -> str:
+    """``"bundled"`` for a file edgekit ships whose bytes match its pin, else ``"local"``; a mismatch is refused."""
+    try:
+        bundled = path.resolve().parent == ASSETS.resolve() and path.name in BUNDLED_SHA256
+    except OSError:
+        bundled = False
+    if not bundled:
+        return "local"
+    if hashlib.sha256(data).hexdigest() != BUNDLED_SHA256[path.name]:
+        raise ModelFileError(f"{path}: this bundled model does not match the SHA-256 edgekit ships with "
+                             "(edited or damaged); reinstall edgekit")
+    return "bundled"

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgekit import EdgeModel, TrainConfig
-from edgekit.personal.learner import take_lines
+from edgekit.personal.learner import read_lines
 from edgekit.tokenizer import (
     MAX_LINE_CHARS,
     MAX_WORD_CHARS,
@@ -73,10 +73,10 @@ def test_suggest_takes_any_text(model, text, k):
     assert len(out) <= k and all(0.0 <= s.probability <= 1.0 for s in out)
 
 
-def test_take_lines_bounds_lines_and_tokens():
-    lines = [["<s>", "w", "</s>"]] * 100
-    assert len(take_lines(lines, TrainConfig(max_lines=10))) == 10
-    assert len(take_lines(lines, TrainConfig(max_tokens=31))) == 10
+def test_read_lines_bounds_lines_and_tokens():
+    texts = ["w"] * 100  # three tokens a line: <s> w </s>
+    assert len(read_lines(TOK, texts, TrainConfig(max_lines=10))) == 10
+    assert len(read_lines(TOK, texts, TrainConfig(max_tokens=31))) == 10
 
 
 def test_one_long_line_is_learned_from(model):

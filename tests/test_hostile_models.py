@@ -130,12 +130,12 @@ def test_an_edited_head_override_changes_nothing_silently(tmp_path, bundled):
     np.savez(hb, weight=w, bias=np.where(np.arange(10069) == 7, 50.0, b).astype(np.float32))
     entries["head.npz"] = hb.getvalue()
     with pytest.raises(ModelFileError, match="head override does not match its head_sha256"):
-        read_model_file(write(tmp_path / "edited.tflite", bundled.flatbuffer, entries))
+        read_model_file(write(tmp_path / "edited.tflite", good.flatbuffer, entries))
     hb = io.BytesIO()
     np.savez(hb, weight=np.full((64, 10069), np.nan, np.float32), bias=b)
     entries["head.npz"] = hb.getvalue()
     with pytest.raises(ModelFileError, match="non-finite"):
-        read_model_file(write(tmp_path / "nan.tflite", bundled.flatbuffer, entries))
+        read_model_file(write(tmp_path / "nan.tflite", good.flatbuffer, entries))
 
 
 def test_a_changed_fingerprint_or_vocabulary_is_refused(tmp_path, bundled):

@@ -28,7 +28,7 @@ def good_state() -> PersonalState:
     st_.phrases.add([2, 7, 8, 9, 3])
     st_.personal_words = {"zorblax": 16}
     st_.phrase_weight, st_.n_examples = 0.35, 12
-    st_.heldout = [["<s>", "w1", "</s>"]]
+    st_.heldout, st_.heldout_new = [["<s>", "w1", "</s>"]], [True]  # one kept line, written before or not
     return st_
 
 

@@ -23,6 +23,8 @@ class Head:
     def __init__(self, runtime: Runtime):
         self._runtime = runtime
         self._base: Weights | None = None
+        self._flat_head: Weights | None = None  # the flatbuffer's own head, when a head.npz overrides it
+        self._base_change: Weights | None = None  # base minus that head
         self.set_delta(None, None)
 
     def set_delta(self, delta_w: np.ndarray | None, delta_b: np.ndarray | None) -> None:
@@ -71,8 +73,16 @@ class Head:
         """The model version's logits (no personal delta) from the interpreter's features and logits."""
         if self._runtime.file.head is None:
             return logits
-        (w, b), (w0, b0) = self.base, self._flat()
-        return logits + features @ (w - w0) + (b - b0)
+        if self._base_change is None:  # learning calls this once per chunk: the difference is made once
+            (w, b), (w0, b0) = self.base, self._flat()
+            self._base_change = (w - w0, b - b0)
+        dw, db = self._base_change
+        return logits + features @ dw + db
 
     def _flat(self) -> Weights:
-        return self._runtime.flat_head() if self._runtime.file.head is not None else self.base
+        """The head inside the flatbuffer: the base itself, unless a head.npz overrides it (then read once)."""
+        if self._runtime.file.head is None:
+            return self.base
+        if self._flat_head is None:
+            self._flat_head = self._runtime.flat_head()
+        return self._flat_head

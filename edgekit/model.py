@@ -182,7 +182,7 @@ class EdgeModel:
     # -- what was learned -------------------------------------------------------
     def learned_words(self) -> list[LearnedWord]:
         """The personal words learned, most often seen first (``edgekit words``)."""
-        return learned_words(self.state, self.vocab)
+        return learned_words(self.state)
 
     def forget_word(self, word: str) -> None:
         """Remove ``word`` from everything personal, saved atomically; ``KeyError`` if never learned."""

@@ -32,7 +32,7 @@ class LearnedWord:
         return {"word": self.word, "slot": self.slot, "count": self.count, "phrases": self.phrases}
 
 
-def learned_words(state: PersonalState, vocab: Vocabulary) -> list[LearnedWord]:
+def learned_words(state: PersonalState) -> list[LearnedWord]:
     """The personal words (unknown to the model, given a slot), most often seen first."""
     memory = state.phrases
     out = [LearnedWord(w, s, memory.unigram.get(s, 0), memory.phrases_with(s)) for w, s in state.personal_words.items()]
@@ -48,14 +48,14 @@ def forget_word(state: PersonalState, vocab: Vocabulary, word: str) -> PersonalS
     """
     slot = state.personal_words.get(word)
     wid = slot if slot is not None else vocab.ids.get(word)
-    held = [i for i, line in enumerate(state.heldout) if word in line]
+    held = {i for i, line in enumerate(state.heldout) if word in line}
     in_memory = wid is not None and (wid in state.phrases.unigram or state.phrases.phrases_with(wid) > 0)
     if slot is None and not in_memory and not held:
         raise KeyError(word)
     new = copy.copy(state)
     new.personal_words = {w: s for w, s in state.personal_words.items() if w != word}
-    new.heldout = [line for i, line in enumerate(state.heldout) if i not in set(held)]
-    new.heldout_new = [f for i, f in enumerate(state.heldout_new) if i not in set(held)]
+    new.heldout = [line for i, line in enumerate(state.heldout) if i not in held]
+    new.heldout_new = [f for i, f in enumerate(state.heldout_new) if i not in held]
     if wid is not None:
         new.phrases = state.phrases.without(wid)
         new.delta_w, new.delta_b = state.delta_w.copy(), state.delta_b.copy()

@@ -30,6 +30,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..atomic import atomic_write_bytes
+from ..head import Weights
 from ..installed import lineage
 from ..metrics import evaluate
 from ..modelfile import ModelFile, hash_arrays, make_fingerprint, read_model_file, write_model_file
@@ -41,14 +42,13 @@ from ..vocab import Vocabulary
 from .flathead import FlatHeadError, default_int8_scale, per_tensor_int8, write_head
 from .hazmat.delta import Delta
 
-Head = tuple[np.ndarray, np.ndarray]
 LINEAGE_MAX = 64  # ancestors a version names: a device that missed more rounds installs from a fresh download
 INT8_TOLERANCE = 0.002  # the int8 head may lose at most 0.2 points of top-3 against its float head
 SCALE_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6)  # int8 scales tried, as fractions of max|W| / 127
 CHECK_TARGETS = 20_000
 
 
-def apply_delta(head: Head, delta: Delta) -> Head:
+def apply_delta(head: Weights, delta: Delta) -> Weights:
     """``(W + dW, b + db)`` on the first ``dW.shape[1]`` (shared) vocabulary rows only."""
     W, b = (np.array(a, dtype=np.float32) for a in head)
     dW, db = delta
@@ -60,7 +60,7 @@ def apply_delta(head: Head, delta: Delta) -> Head:
     return W, b
 
 
-def install_delta(model_path: str | Path, delta: Delta, out_path: str | Path, *, base_head: Head | None = None,
+def install_delta(model_path: str | Path, delta: Delta, out_path: str | Path, *, base_head: Weights | None = None,
                   signing_key: Ed25519PrivateKey | None = None, heldout: Iterable[str] | None = None) -> ModelFile:
     """Write ``out_path``: the model at ``model_path`` with ``delta`` added to its head.
 
@@ -88,7 +88,7 @@ def float_head_path(model_path: str | Path) -> Path:
     return p.with_name(f"{p.stem}.float-head.npz")
 
 
-def float_head(model_path: str | Path, model: ModelFile | None = None) -> Head:
+def float_head(model_path: str | Path, model: ModelFile | None = None) -> Weights:
     """A version's float head: the server's copy when it matches the version, else the file's own head."""
     model = model or read_model_file(model_path)
     path = float_head_path(model_path)
@@ -100,7 +100,7 @@ def float_head(model_path: str | Path, model: ModelFile | None = None) -> Head:
     return read_head(model)
 
 
-def with_head(file: ModelFile, head: Head, heldout: Iterable[str] | None = None) -> ModelFile:
+def with_head(file: ModelFile, head: Weights, heldout: Iterable[str] | None = None) -> ModelFile:
     """``file`` with another float head: a new version whose parent is ``file``, its head in the flatbuffer."""
     W, b = (np.asarray(a, dtype=np.float32) for a in head)
     head_sha = hash_arrays([W, b])
@@ -120,7 +120,7 @@ def with_head(file: ModelFile, head: Head, heldout: Iterable[str] | None = None)
     return ModelFile(flatbuffer=file.flatbuffer, metadata=meta, vocab=file.vocab, head=(W, b), extras=file.extras)
 
 
-def _flat_head(file: ModelFile, head: Head, heldout: Iterable[str] | None) -> tuple[bytes, dict]:
+def _flat_head(file: ModelFile, head: Weights, heldout: Iterable[str] | None) -> tuple[bytes, dict]:
     """The flatbuffer with ``head`` written in; for a per-tensor int8 head, its scale checked on ``heldout``."""
     if not per_tensor_int8(file):
         return write_head(file, head), {"where": "flatbuffer"}

@@ -9,15 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..blas import blas_threads
+from ..head import Weights
 from ..metrics import evaluate as evaluate_scorer
 from ..metrics import iter_windows
 from ..model import EdgeModel
 from ..personal.train import TrainConfig, softmax, train_head
 
-Head = tuple[np.ndarray, np.ndarray]
 
-
-def train_head_locally(model: EdgeModel, lines: list[str], config: TrainConfig) -> tuple[Head, int]:
+def train_head_locally(model: EdgeModel, lines: list[str], config: TrainConfig) -> tuple[Weights, int]:
     """FedAvg's client step: train the global head on this device's text; ``(new head, examples)``.
 
     The same numpy training as ``EdgeModel.personalize``, without its
@@ -34,7 +33,7 @@ def train_head_locally(model: EdgeModel, lines: list[str], config: TrainConfig) 
         return train_head(features, targets, *model.base_head, config), len(targets)
 
 
-def head_scores(model: EdgeModel, head: Head, lines: list[str], max_targets: int | None = None) -> dict:
+def head_scores(model: EdgeModel, head: Weights, lines: list[str], max_targets: int | None = None) -> dict:
     """top-1/top-3/perplexity of the model's body with ``head`` computed on the host, on ``lines``.
 
     Server and devices score every head this way, the starting one included:

@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import NotEnoughTextError
+from ..head import Weights
 from ..metrics import iter_windows
 from ..tokenizer import SPECIAL_TOKENS, Tokenizer
 from ..vocab import Vocabulary
@@ -48,7 +49,6 @@ from .train import (
     train_head,
 )
 
-Weights = tuple[np.ndarray, np.ndarray]
 PHRASE_WEIGHTS = (0.0, 0.5, 0.75, 1.0, 1.25)  # scales of the fitted phrase gate (``gate``)
 TOP3_SLACK = 0.003
 COMMON_WORDS = 512  # the words with the highest bias, trained with the user's own

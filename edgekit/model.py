@@ -115,6 +115,15 @@ class EdgeModel:
         """The ``k`` likeliest next words, or completions of the partly typed last word."""
         return self._suggester.suggest(text, k)
 
+    @property
+    def blocked_words(self) -> frozenset[str]:
+        """Words never suggested: edgekit's profanity list by default; ``m.blocked_words = ()`` allows all."""
+        return self._suggester.blocked_words
+
+    @blocked_words.setter
+    def blocked_words(self, words: Iterable[str]) -> None:
+        self._suggester.blocked_words = words
+
     def features_logits(self, ids: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The body on context ids ``[N, T]``: ``(features [N, F], logits of the file's head [N, V])``."""
         return self._runtime.features_logits(ids, progress)

@@ -6,14 +6,19 @@ scores (a small cache). With nothing personal in play the scores are the
 interpreter's logits and word ranking as they come: the next words and their
 probabilities are read off in plain Python, with no softmax over the
 vocabulary here.
+
+Words on the blocked list (by default ``blocklist.PROFANITY``) are never
+offered, as next words or as completions; their probability mass stays in
+the model's distribution, so the other words' probabilities do not change.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
+from .blocklist import PROFANITY
 from .metrics import top_k
 from .runtime import Scores
 from .tokenizer import Tokenizer
@@ -35,10 +40,29 @@ class Suggester:
                  score: Callable[[np.ndarray], Scores]):
         self._tokenizer, self._vocab, self._context_length, self._score = tokenizer, vocab, context_length, score
         self._cache: dict[bytes, Scores] = {}
+        self.blocked_words = PROFANITY
+
+    @property
+    def blocked_words(self) -> frozenset[str]:
+        """Words never suggested (lower case); empty turns the filter off."""
+        return self._blocked_words
+
+    @blocked_words.setter
+    def blocked_words(self, words: Iterable[str]) -> None:
+        if isinstance(words, str):
+            raise TypeError("blocked_words takes a collection of words, not one str")
+        self._blocked_words = frozenset(w.lower() for w in words)
+        self._block_ids()
 
     def clear(self) -> None:
-        """Forget cached scores: the model or the personal state changed."""
+        """Forget cached scores: the model or the personal state changed (and so may the personal words)."""
         self._cache = {}
+        self._block_ids()
+
+    def _block_ids(self) -> None:
+        """The blocked words' ids in the vocabulary, personal words included (as a set and an array)."""
+        self._blocked = frozenset(self._vocab.encode(self._blocked_words)) - {self._vocab.unk}
+        self._blocked_ids = np.array(sorted(self._blocked), dtype=np.int64)
 
     def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
         """The ``k`` likeliest next words, or completions of a partly typed word.
@@ -79,13 +103,16 @@ class Suggester:
         Probabilities are a softmax over the words only.
         """
         total = scores.sum_exp
-        if scores.top_ids is not None and scores.top_values is not None and k <= len(scores.top_ids) \
-                and 0.0 < total < math.inf:
-            return scores.top_ids[:k].tolist(), [math.exp(v) / total for v in scores.top_values[:k].tolist()]
+        if scores.top_ids is not None and scores.top_values is not None and 0.0 < total < math.inf:
+            blocked, top_values = self._blocked, scores.top_values.tolist()
+            ranked = [(i, v) for i, v in zip(scores.top_ids.tolist(), top_values, strict=True) if i not in blocked]
+            if k <= len(ranked):
+                return [i for i, _ in ranked[:k]], [math.exp(v) / total for _, v in ranked[:k]]
         values, banned = scores.values, self._vocab.unsuggestable_ids()
-        pool = np.argpartition(values, len(values) - (k + len(banned)))[-(k + len(banned)):]
+        skip = np.union1d(banned, self._blocked_ids) if len(self._blocked_ids) else banned
+        pool = np.argpartition(values, len(values) - (k + len(skip)))[-(k + len(skip)):]
         pool = pool[np.lexsort((pool, -values[pool]))]  # ties: the lower id first, as the interpreter's top-k does
-        best = pool[self._vocab.suggestable_mask()[pool]][:k]
+        best = pool[self._vocab.suggestable_mask()[pool] & ~np.isin(pool, self._blocked_ids)][:k]
         if not len(best):
             return [], []
         weights = np.exp(values - values[best[0]])
@@ -94,6 +121,8 @@ class Suggester:
     def _rank_completions(self, scores: np.ndarray, prefix: str, k: int) -> tuple[list[int], list[float]]:
         """Top ``k`` words starting with ``prefix``; probabilities sum to 1 over all completions."""
         candidates = self._vocab.prefix_ids(prefix)
+        if len(self._blocked_ids):
+            candidates = candidates[~np.isin(candidates, self._blocked_ids)]
         if not len(candidates):
             return [], []
         sub = scores[candidates]

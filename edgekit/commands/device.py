@@ -36,10 +36,12 @@ def info(model_path, state_dir, as_json):
               help="Read the text from this UTF-8 file instead ('-': standard input).")
 @click.option("-k", "k", type=click.IntRange(min=1), default=3, show_default=True,
               help="How many suggestions: at most the model's top-k width (32 for `edgekit convert` files).")
+@click.option("--allow-profanity", is_flag=True,
+              help="Also suggest the words of edgekit's profanity list (left out by default).")
 @model_options
 @json_option
 @user_errors
-def suggest(text, text_file, k, model_path, state_dir, as_json):
+def suggest(text, text_file, k, allow_profanity, model_path, state_dir, as_json):
     """Suggest the next word (or complete the word being typed) after TEXT.
 
     End TEXT with a space to get the next word; end it mid-word to complete
@@ -50,6 +52,8 @@ def suggest(text, text_file, k, model_path, state_dir, as_json):
     """
     typed = _typed_text(text, text_file)
     m = load_model(model_path, state_dir)
+    if allow_profanity:
+        m.blocked_words = ()
     limit = m.max_k
     if k > limit:
         raise click.BadParameter(f"{k} is more suggestions than {m.path.name} ranks: choose 1..{limit} "

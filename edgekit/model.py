@@ -224,4 +224,4 @@ class EdgeModel:
     def _set_state(self, state: PersonalState) -> None:
         self.vocab.set_personal(state.personal_words)
         self._p.use(state)
-        self._suggester.clear()
+        self._suggester.vocabulary_changed()

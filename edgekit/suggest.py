@@ -55,8 +55,12 @@ class Suggester:
         self._block_ids()
 
     def clear(self) -> None:
-        """Forget cached scores: the model or the personal state changed (and so may the personal words)."""
+        """Forget cached scores: the model or the personal state changed."""
         self._cache = {}
+
+    def vocabulary_changed(self) -> None:
+        """The personal words changed (a new state): forget cached scores and find the blocked words again."""
+        self.clear()
         self._block_ids()
 
     def _block_ids(self) -> None:

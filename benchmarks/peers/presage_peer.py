@@ -445,8 +445,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     help="also learn into a copy of the base database (slow: tens of minutes)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the sets already in --out (same settings) and score only the missing ones")
-    ap.add_argument("--sets", default="email,persuasion,learn:sms,learn:persuasion",
-                    help="comma-separated subset of the default to score")
+    ap.add_argument("--sets", default="all",
+                    help="comma-separated: held-out sets by name (email, persuasion, each source's test split), "
+                         "learn:sms, learn:persuasion; 'all' (default) scores every one")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--markdown", action="store_true", help="only print --out's results as a Markdown table")
     args = ap.parse_args(argv)
@@ -455,6 +456,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         return {}
     max_targets = args.max_targets or None
     wanted = set(args.sets.split(","))
+    if "all" in wanted:
+        wanted |= set(corpus.heldout_files(args.data_dir)) | {"learn:sms", "learn:persuasion"}
     progress = not args.quiet
     started = time.perf_counter()
     tokenizer = Tokenizer()

@@ -12,7 +12,7 @@ what ``Tokenizer.iter_lines`` turns into one ``<s> ... </s>`` stream. The
 version 2 sources (``SOURCES``: the email plus chat, comments and everyday
 sentences) are split once, by a hash of each conversation or line
 (``split_of``), into ``data/train``, ``data/valid`` and ``data/heldout``, and
-shipped ``.xz``-compressed; ``read_lines`` reads them directly.
+shipped ``.xz``-compressed; ``edgekit.tokenizer.read_text_lines`` reads them directly.
 """
 from __future__ import annotations
 
@@ -314,28 +314,10 @@ def split_source(source: Source, corpora: Path) -> dict[str, list[str]]:
 
 
 # -- token lines -> (context, target) windows -----------------------------------
-def read_lines(path: Path | str) -> Iterator[str]:
-    """Lines of a UTF-8 text file, or of an ``.xz``-compressed one (decompressed while streaming).
-
-    The shipped corpora are ``.xz`` (a quarter of the size); errors name the file.
-    """
-    path = Path(path)
-    if path.suffix != ".xz":
-        yield from read_text_lines(path)
-        return
-    try:
-        with lzma.open(path, "rt", encoding="utf-8", errors="strict") as f:
-            yield from f
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text inside the .xz ({e.reason})") from None
-    except (lzma.LZMAError, EOFError) as e:
-        raise ValueError(f"{path}: not a complete .xz file ({e})") from None
-
-
 def content_sha256(path: Path | str) -> str:
     """sha256 of the text itself (decompressed for ``.xz``), so a different xz build hashes the same."""
     digest = hashlib.sha256()
-    for line in read_lines(path):
+    for line in read_text_lines(path):
         digest.update(line.encode("utf-8"))
     return digest.hexdigest()
 
@@ -344,7 +326,7 @@ def token_lines(paths: Iterable[Path | str], tokenizer: Tokenizer | None = None)
     """``<s> ... </s>`` token lists of every line of the files (plain or ``.xz``), streamed."""
     tokenizer = tokenizer or Tokenizer()
     for path in paths:
-        yield from tokenizer.iter_lines(read_lines(path))
+        yield from tokenizer.iter_lines(read_text_lines(path))
 
 
 def windows(lines: Iterable[list[str]], vocab: Vocabulary, context_length: int) -> Iterator[tuple[np.ndarray, int]]:

@@ -108,7 +108,7 @@ def calibration_lines(path: Path | None, modes: tuple[str, ...]) -> list[str] | 
                 raise CheckoutFolderMissing(missing_from_checkout(corpus.DATA_DIR, "--calibration-text"))
         except CheckoutFolderMissing as e:
             raise click.UsageError(f"int8 needs calibration text: {e}") from None
-        lines = [line for p in files for line in itertools.islice(corpus.read_lines(p), CALIBRATION_LINES_PER_FILE)]
+        lines = [line for p in files for line in itertools.islice(read_text_lines(p), CALIBRATION_LINES_PER_FILE)]
     # Checked before any conversion runs, so a bad text fails in seconds, not after three variants.
     if not any(Tokenizer().tokenize(line) for line in lines):
         raise click.ClickException(f"{path or 'shipped training text'}: calibration text is empty: "

@@ -23,12 +23,13 @@ word is found by one backward scan.
 from __future__ import annotations
 
 import codecs
+import lzma
 import os
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 PAD, UNK, BOS, EOS, NUM = "<pad>", "<unk>", "<s>", "</s>", "<num>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS, NUM)
@@ -244,33 +245,47 @@ def text_lines(text: str | Path | Iterable[str]) -> Iterator[str]:
 
 
 def read_text_lines(path: str | Path, max_line_chars: int = 100_000) -> Iterator[str]:
-    """Lines of a UTF-8 text file, streamed, with clear errors for bad input.
+    """Lines of a UTF-8 text file, or of an ``.xz``-compressed one, streamed, with clear errors for bad input.
 
-    Raises ``ValueError`` naming the file for binary or non-UTF-8 content.
-    A line longer than ``max_line_chars`` arrives in pieces, so a huge file
-    with no line breaks still takes bounded memory.
+    Raises ``ValueError`` naming the file for binary or non-UTF-8 content or a
+    broken ``.xz``. A line longer than ``max_line_chars`` arrives in pieces, so
+    a huge file with no line breaks still takes bounded memory.
     """
-    with open(path, encoding="utf-8", errors="strict") as f:
-        lineno = 1
-        while True:
-            try:
-                line = f.readline(max_line_chars)
-            except UnicodeDecodeError:  # decoded ahead in blocks: find the line the bad byte is on
-                bad_line, byte = _first_bad_byte(path)
-                raise ValueError(f"{path}: not UTF-8 text (bad byte {byte:#04x} on line {bad_line})") from None
-            if not line:
-                return
-            if "\x00" in line:
-                raise ValueError(f"{path}: looks like a binary file (NUL byte near line {lineno}), expected UTF-8 text")
-            lineno += line.endswith("\n")
-            yield line
+    try:
+        with _open(path) as f:
+            lineno = 1
+            while True:
+                try:
+                    line = f.readline(max_line_chars)
+                except UnicodeDecodeError:  # decoded ahead in blocks: find the line the bad byte is on
+                    bad_line, byte = _first_bad_byte(path)
+                    raise ValueError(f"{path}: not UTF-8 text (bad byte {byte:#04x} on line {bad_line})") from None
+                if not line:
+                    return
+                if "\x00" in line:
+                    raise ValueError(f"{path}: looks like a binary file (NUL byte near line {lineno}), "
+                                     "expected UTF-8 text")
+                lineno += line.endswith("\n")
+                yield line
+    except (lzma.LZMAError, EOFError) as e:
+        raise ValueError(f"{path}: not a complete .xz file ({e})") from None
+
+
+def _open(path: str | Path, binary: bool = False) -> IO:
+    """A plain file, or an ``.xz`` one decompressed while it is read; strict UTF-8 unless ``binary``."""
+    xz = str(path).endswith(".xz")
+    if binary:
+        return lzma.open(path, "rb") if xz else open(path, "rb")
+    if xz:
+        return lzma.open(path, "rt", encoding="utf-8", errors="strict")
+    return open(path, encoding="utf-8", errors="strict")
 
 
 def _first_bad_byte(path: str | Path) -> tuple[int, int]:
     """The line number and value of the first byte that is not UTF-8 (streamed, bounded memory)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     lineno = 1
-    with open(path, "rb") as f:
+    with _open(path, binary=True) as f:
         while chunk := f.read(1 << 16):
             try:
                 decoder.decode(chunk)

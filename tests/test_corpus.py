@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgekit.converters import corpus
-from edgekit.tokenizer import Tokenizer
+from edgekit.tokenizer import Tokenizer, read_text_lines
 from edgekit.vocab import Vocabulary
 
 HEADERS = b"From: a@b.c\nTo: list@x.org\nSubject: Re: hello there friends\nContent-Type: text/plain\n\n"
@@ -96,7 +96,7 @@ def test_share_alike_licenses_sit_beside_their_data():
 
 
 def _lines(path):
-    return [line.rstrip("\n") for line in corpus.read_lines(path)]
+    return [line.rstrip("\n") for line in read_text_lines(path)]
 
 
 @pytest.mark.parametrize("name", ["irc_ubuntu_linux", "goemotions_reddit", "tatoeba"])
@@ -150,14 +150,14 @@ def test_read_lines_reads_xz_like_plain_text_and_names_a_broken_file(tmp_path):
     text = "first line\nsecond, with é\n"
     (tmp_path / "a.txt").write_text(text, encoding="utf-8")
     (tmp_path / "a.txt.xz").write_bytes(lzma.compress(text.encode()))
-    assert list(corpus.read_lines(tmp_path / "a.txt.xz")) == list(corpus.read_lines(tmp_path / "a.txt"))
+    assert list(read_text_lines(tmp_path / "a.txt.xz")) == list(read_text_lines(tmp_path / "a.txt"))
     assert corpus.content_sha256(tmp_path / "a.txt.xz") == corpus.content_sha256(tmp_path / "a.txt")
     (tmp_path / "cut.txt.xz").write_bytes(lzma.compress(text.encode())[:-9])
     with pytest.raises(ValueError, match="cut.txt.xz"):
-        list(corpus.read_lines(tmp_path / "cut.txt.xz"))
+        list(read_text_lines(tmp_path / "cut.txt.xz"))
     (tmp_path / "latin.txt.xz").write_bytes(lzma.compress("caf\xe9\n".encode("latin-1")))
-    with pytest.raises(ValueError, match="latin.txt.xz.*UTF-8"):
-        list(corpus.read_lines(tmp_path / "latin.txt.xz"))
+    with pytest.raises(ValueError, match="latin.txt.xz: not UTF-8 text"):
+        list(read_text_lines(tmp_path / "latin.txt.xz"))
 
 
 def test_unknown_source_is_named():

@@ -1,13 +1,14 @@
 """The one tokenizer: the converter and the device must cut text identically."""
 from __future__ import annotations
 
+import lzma
 import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgekit.tokenizer import _LETTER, BOS, EOS, NUM, Tokenizer, TokenizerConfig, _word
+from edgekit.tokenizer import _LETTER, BOS, EOS, NUM, Tokenizer, TokenizerConfig, _word, read_text_lines
 
 tok = Tokenizer()
 # The partial word's definition as a search (quadratic on long runs; split_partial finds it in one backward match).
@@ -94,3 +95,15 @@ def test_a_long_message_is_tokenized_from_its_end():
     emoji = "one two three " * 100 + "\U0001f642 " * 40 + "four five six seven"
     assert tok.split_partial(emoji, keep=4) == (["three", "four", "five", "six"], "seven")  # reads further back
     assert tok.split_partial("one two " * 5, keep=4)[0][0] == BOS  # short text: whole, start marked
+
+
+def test_read_text_lines_reads_xz_and_names_the_line_of_a_bad_byte_inside(tmp_path):
+    good, bad, cut = tmp_path / "t.txt.xz", tmp_path / "b.txt.xz", tmp_path / "c.txt.xz"
+    good.write_bytes(lzma.compress("one\ntwo\n".encode()))
+    bad.write_bytes(lzma.compress(b"ok\nbad \xff\n"))
+    cut.write_bytes(lzma.compress(b"ok\n" * 100)[:-9])
+    assert list(read_text_lines(good)) == ["one\n", "two\n"]
+    with pytest.raises(ValueError, match=r"b\.txt\.xz: not UTF-8 text \(bad byte 0xff on line 2\)"):
+        list(read_text_lines(bad))
+    with pytest.raises(ValueError, match=r"c\.txt\.xz: not a complete \.xz file"):
+        list(read_text_lines(cut))

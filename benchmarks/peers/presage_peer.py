@@ -312,10 +312,8 @@ def score(engine: PresageEngine, token_lines: Iterable[list[str]], vocab: Vocabu
 
 # -- data, vocabulary, experiments ------------------------------------------------------
 def token_lines(paths: Sequence[Path], tokenizer: Tokenizer) -> Iterator[list[str]]:
-    from edgekit.converters.corpus import read_lines  # plain or .xz
-
-    for p in paths:
-        yield from tokenizer.iter_lines(read_lines(p))
+    for p in paths:  # plain or .xz
+        yield from tokenizer.iter_lines(read_text_lines(p))
 
 
 def split_lines(path: Path, train_fraction: float = 0.8) -> tuple[list[str], list[str]]:

@@ -31,7 +31,8 @@ PEERS = ROOT / "benchmarks" / "results" / "peers.json"
 PREVIOUS_FILE = "2cf6cf3:edgekit/assets/edgekit-en-int8.tflite"  # version 1's int8 file, the last commit with it
 CHAT = ("self_dialogue", "irc_ubuntu_linux", "topical_chat", "goemotions_reddit", "sgd_user_turns", "taskmaster4",
         "tatoeba", "common_voice")  # the chat, comment and everyday-sentence test splits
-PEER_FACTOR, CHAT_TOP3, EMAIL_TOP3, MAX_MB, MAX_SLOWDOWN, INT8_POINTS = 1.3, 0.27, 0.241, 2.0, 1.5, 0.01
+PEER_FACTOR, CHAT_TOP3, MAX_MB, MAX_SLOWDOWN, INT8_POINTS = 1.3, 0.27, 2.0, 1.5, 0.01
+EMAIL_TOP3 = 0.2408  # version 1's int8 file on the same 5,000 words: the new one may not do worse
 
 
 def quality(max_targets: int) -> dict[str, dict]:
@@ -103,7 +104,7 @@ def verdicts(sets: dict, peers: dict, size_mb: float, timing: dict) -> list[str]
         (f"top-3 >= {PEER_FACTOR}x presage on every set", all(v >= PEER_FACTOR for v in ratios.values()),
          f"lowest {min(ratios.values()):.2f}x" if ratios else "no presage figures"),
         (f"chat/comment top-3 average >= {CHAT_TOP3:.0%}", chat >= CHAT_TOP3, f"{chat:.2%} (top-1 {chat_top1:.2%})"),
-        (f"email top-3 >= {EMAIL_TOP3:.1%}", sets["email"]["top3"] >= EMAIL_TOP3, f"{sets['email']['top3']:.2%}"),
+        (f"email top-3 >= {EMAIL_TOP3:.2%} (version 1)", sets["email"]["top3"] >= EMAIL_TOP3, f"{sets['email']['top3']:.2%}"),
         (f"int8 file <= {MAX_MB} MB", size_mb <= MAX_MB, f"{size_mb:.2f} MB"),
         (f"suggest() p50 <= {MAX_SLOWDOWN}x the previous bare invoke", slowdown <= MAX_SLOWDOWN,
          f"{timing['suggest_us']:.0f} / {timing['previous_bare_us']:.0f} us = {slowdown:.2f}x"),

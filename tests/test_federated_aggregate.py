@@ -40,11 +40,14 @@ def test_fedavg_weights_by_examples(model):
     assert delta_norm(result.delta[0] - want[0], result.delta[1] - want[1]) < 1e-3
 
 
-def test_weight_is_capped_at_twice_the_round_median_so_one_device_cannot_claim_the_round(model):
-    """Three devices claim 10 examples, one the maximum (10,000): it weighs 20, twice the median claim."""
+def test_weight_is_capped_at_twice_the_round_median_so_one_device_cannot_claim_the_round(model, tmp_path):
+    """Three devices claim 10 examples, one the maximum (10,000): it weighs 20, twice the median claim
+    (read from the files' headers before any is decrypted)."""
     deltas = [random_delta(np.random.default_rng(i), 0.01) for i in range(4)]
-    result = aggregate_updates([_update(model, d, n) for d, n in zip(deltas, [10, 10, 10, 10_000])], PRIVATE,
-                               policy_for(model, PRIVATE), mode="fedavg")
+    paths = [tmp_path / f"{i}.edgekit-update" for i in range(4)]
+    for path, d, n in zip(paths, deltas, [10, 10, 10, 10_000]):
+        path.write_bytes(_update(model, d, n))
+    result = aggregate_updates(paths, PRIVATE, policy_for(model, PRIVATE), mode="fedavg")
     want = [(10 * (deltas[0][i] + deltas[1][i] + deltas[2][i]) + 20 * deltas[3][i]) / 50 for i in (0, 1)]
     assert delta_norm(result.delta[0] - want[0], result.delta[1] - want[1]) < 1e-3
     assert result.total_examples == 10_030

@@ -43,6 +43,7 @@ from edgekit.blas import blas_threads
 from edgekit.federated import (
     DEFAULT_CLIP_NORM,
     DEFAULT_MAX_EXAMPLES,
+    DEFAULT_MODE,
     MODES,
     UpdatePolicy,
     aggregate_updates,
@@ -163,7 +164,8 @@ def run(args) -> dict:
                         "rank": rank, "p": round(p, 4), "top3": round(scorer.top3(head), 4),
                         "accepted": result.accepted, "updates": len(updates)}
             print(f"{mode}: done, {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    return {"model": Path(args.model).name, "honest_examples": [min(examples), max(examples)],
+    return {"model": Path(args.model).name, "default_mode": DEFAULT_MODE,
+            "honest_examples": [min(examples), max(examples)],
             "honest_top_row_share": [round(min(top_rows), 4), round(max(top_rows), 4)],
             "base_rank": base_rank, "base_top3": round(scorer.top3(model.base_head), 4), "cells": cells}
 
@@ -173,6 +175,8 @@ def print_table(new: dict, previous: dict[str, dict]) -> None:
           f'{100 * new["base_top3"]:.1f}%')
     print('rank = the target\'s rank (1 = first suggestion), top-3 = held-out top-3 %, kept = updates accepted')
     names = [*previous, "new"]
+    runs = [*previous.items(), ("new", new)]
+    print("default mode: " + ", ".join(f"{n} {r.get('default_mode', '?')}" for n, r in runs))
     head = ["mode", "hostile", "attack"] + [f"{n}: rank / p / top-3 / kept" for n in names]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.blas import blas_threads
+from benchmarks.bench_dp_scale import CachedScorer
 from edgekit.federated import (
     DEFAULT_CLIP_NORM,
     DEFAULT_MAX_EXAMPLES,
@@ -56,7 +56,6 @@ from edgekit.federated.hazmat import make_update
 from edgekit.federated.install import apply_delta
 from edgekit.flower import partitions as parts
 from edgekit.flower.simulate import pooled_heldout
-from edgekit.metrics import evaluate
 from edgekit.model import EdgeModel, default_model_path
 from edgekit.personal.train import softmax
 
@@ -87,26 +86,14 @@ def attack_delta(model: EdgeModel, shape: tuple[int, int], kind: str, clip: floa
     return m[:-1], m[-1]
 
 
-class Scorer:
-    """Top-3 of many heads on one text, and the target's rank: the body runs once, then only ``f @ W + b``."""
+class Scorer(CachedScorer):
+    """``CachedScorer``'s held-out top-3 of many heads, and the target's rank after the context."""
 
     def __init__(self, model: EdgeModel, lines: list[str], targets: int) -> None:
-        self.model, self.lines, self.targets, self.cache = model, lines, targets, {}
+        super().__init__(model, lines, targets)
         context, _ = model.tokenizer.split_partial(CONTEXT, keep=model.context_length)
         self.context = model.features_logits(model.vocab.context_ids(context, model.context_length)[None])[0]
         self.mask = model.vocab.suggestable_mask()
-
-    def top3(self, head: tuple[np.ndarray, np.ndarray]) -> float:
-        def scorer(ids: np.ndarray) -> np.ndarray:
-            key = ids.tobytes()
-            if key not in self.cache:
-                self.cache[key] = self.model.features_logits(ids)[0]
-            with blas_threads(1):
-                return softmax(self.cache[key] @ head[0] + head[1])
-
-        m = self.model
-        return evaluate(scorer, m.vocab, m.tokenizer.iter_lines(self.lines), m.context_length,
-                        max_targets=self.targets).top3
 
     def target(self, head: tuple[np.ndarray, np.ndarray]) -> tuple[int, float]:
         logits = np.where(self.mask, (self.context @ head[0] + head[1])[0], -np.inf)

@@ -97,3 +97,38 @@ def test_keygen_refuses_an_empty_passphrase_file(tmp_path):
     (tmp_path / "pass").write_text("\n")
     out = _run("keygen", "-o", tmp_path / "k", "--passphrase-file", tmp_path / "pass")
     assert out.exit_code != 0 and "empty" in out.output and not (tmp_path / "k").exists()
+
+
+def test_aggregate_keeps_a_replay_ledger_by_default_and_skips_what_is_not_an_update_file(tmp_path):
+    """No --seen-ids: the ledger beside the key still refuses a replayed file in the next round. A FIFO, a
+    folder and a link out of the updates folder are skipped with a reason; the round goes on without them."""
+    assert _run("keygen", "-o", tmp_path / "server.key").exit_code == 0
+    model = write_tiny_model(tmp_path / "m.tflite")
+    updates = tmp_path / "updates"
+    updates.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        (updates / f"{i}.edgekit-update").write_bytes(make_update(
+            *random_delta(rng, 0.01), public_key=tmp_path / "server.key.pub", model_fingerprint=model.fingerprint,
+            n_examples=5))
+    os.mkfifo(updates / "fifo.edgekit-update")
+    (updates / "dir.edgekit-update").mkdir()
+    (tmp_path / "elsewhere.edgekit-update").write_bytes((updates / "0.edgekit-update").read_bytes())
+    (updates / "link.edgekit-update").symlink_to(tmp_path / "elsewhere.edgekit-update")
+    args = ["aggregate", "--key", tmp_path / "server.key", "--model", tmp_path / "m.tflite", updates, "--json"]
+    out = _run(*args, "-o", tmp_path / "next.tflite")
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["mode"] == "trimmed-mean" and report["accepted"] == 3 and report["files"] == 6
+    skipped = {os.path.basename(r["source"]): r for r in report["rejected"]}
+    assert set(skipped) == {"fifo.edgekit-update", "dir.edgekit-update", "link.edgekit-update"}
+    assert all(r["reason"] == "not-a-file" for r in skipped.values())
+    assert "outside" in skipped["link.edgekit-update"]["message"]
+    assert len((tmp_path / "server.key.seen-ids").read_text().split()) == 3
+
+    (updates / "3.edgekit-update").write_bytes(make_update(
+        *random_delta(rng, 0.01), public_key=tmp_path / "server.key.pub", model_fingerprint=model.fingerprint,
+        n_examples=5))
+    again = json.loads(_run(*args, "-o", tmp_path / "next2.tflite").output)  # next round, same folder
+    assert again["accepted"] == 1
+    assert sorted(r["reason"] for r in again["rejected"]).count("replay") == 3

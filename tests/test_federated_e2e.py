@@ -109,8 +109,8 @@ def test_robust_aggregation_resists_poisoned_devices(world, tmp_path):
         poisoned.append(sealed(dw * scale, db * scale, 10_000))
     key = world["private"]
     scores = {
-        "clean": global_top3(world, aggregate_updates(clean, key, policy).delta, "clean.tflite"),
-        "fedavg": global_top3(world, aggregate_updates(poisoned, key, policy).delta, "fedavg.tflite"),
+        "clean": global_top3(world, aggregate_updates(clean, key, policy, mode="fedavg").delta, "clean.tflite"),
+        "fedavg": global_top3(world, aggregate_updates(poisoned, key, policy, mode="fedavg").delta, "fedavg.tflite"),
         "median": global_top3(world, aggregate_updates(poisoned, key, policy, mode="median").delta, "median.tflite"),
         "trimmed": global_top3(world, aggregate_updates(poisoned, key, policy, mode="trimmed-mean").delta,
                                "trimmed.tflite"),

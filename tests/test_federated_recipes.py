@@ -82,3 +82,12 @@ def test_export_clips_keeps_personal_slots_home_and_consumes(model, tmp_path):
 def test_shared_delta_refuses_a_delta_of_another_width():
     with pytest.raises(ValueError, match="match neither"):
         hazmat.shared_delta(np.zeros((F, V - 1)), np.zeros(V - 1), V, PERSONAL)
+
+
+def test_export_claims_at_most_the_examples_a_server_accepts(model):
+    """A device that learned from more than DEFAULT_MAX_EXAMPLES claims the maximum: its update is not refused."""
+    rng = np.random.default_rng(1)
+    device = Device(model, rng.normal(0, 0.01, (F, V)).astype(np.float32),
+                    rng.normal(0, 0.01, V).astype(np.float32), n_examples=50_000)
+    header, _ = open_update(export_update(device, PRIVATE.public_key()), PRIVATE, policy_for(model, PRIVATE))
+    assert header.n_examples == federated.DEFAULT_MAX_EXAMPLES

@@ -2,11 +2,24 @@
 from __future__ import annotations
 
 import os
+import signal
+import stat
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from ..federated import DEFAULT_CLIP_NORM, DEFAULT_TRIM, ENCODINGS, MODES, UPDATE_SUFFIX, AggregateResult, UpdatePolicy
+from ..federated import (
+    DEFAULT_CLIP_NORM,
+    DEFAULT_MODE,
+    DEFAULT_TRIM,
+    ENCODINGS,
+    MODES,
+    UPDATE_SUFFIX,
+    AggregateResult,
+    Rejection,
+    UpdatePolicy,
+)
 from ..federated.hazmat.delta import DEFAULT_ENCODING
 from .common import (
     CENTRAL_NOISE_HELP,
@@ -130,10 +143,11 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
 @model_option("The model version the updates were made against.", required=True, exists=True)
 @click.argument("updates", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @out_option("New model file (new head, new fingerprint).", required=True)
-@click.option("--mode", type=click.Choice(MODES), default=MODES[0], show_default=True,
-              help="fedavg weights by examples; median / trimmed-mean resist poisoned updates.")
+@click.option("--mode", type=click.Choice(MODES),
+              help=f"{DEFAULT_MODE} and median resist a hostile minority; fedavg weights by examples and resists "
+                   f"none [default: {DEFAULT_MODE}; fedavg with --central-noise-multiplier].")
 @click.option("--trim", type=click.FloatRange(0, 0.5, max_open=True), default=DEFAULT_TRIM, show_default=True,
-              help="Fraction cut at each end (trimmed-mean).")
+              help="Fraction cut at each end (trimmed-mean): the share of hostile updates it survives.")
 @click.option("--clip-norm", type=POSITIVE, default=DEFAULT_CLIP_NORM, show_default=True,
               help=f"{_CLIP_HELP}; devices must export with the same value.")
 @click.option("--noise-multiplier", type=NON_NEGATIVE, default=0.0, show_default=True,
@@ -141,9 +155,10 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
 @click.option("--central-noise-multiplier", type=NON_NEGATIVE, default=0.0, show_default=True,
               help=CENTRAL_NOISE_HELP)
 @click.option("--max-examples", type=click.IntRange(min=1), default=None,
-              help="Cap on one update's FedAvg weight [default: 10000].")
+              help="Most examples one update may claim; more is refused [default: 10000].")
 @click.option("--seen-ids", type=click.Path(dir_okay=False, path_type=Path),
-              help="Ledger of update ids already aggregated; accepted ids are appended.")
+              help="Ledger of update ids already aggregated, refused as replays; accepted ids are appended "
+                   "[default: <key>.seen-ids beside the key].")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Where robust modes keep their temporary disk-backed matrix.")
 @click.option("--signing-key", type=click.Path(dir_okay=False, path_type=Path),
@@ -175,7 +190,9 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
     from ..signing import verify_key_id
     from ..tokenizer import read_text_lines
 
-    paths = _expand(updates)
+    paths, skipped = _expand(updates)
+    mode = mode or ("fedavg" if central_noise_multiplier > 0 else DEFAULT_MODE)
+    seen_ids = seen_ids or key_path.with_name(key_path.name + ".seen-ids")
     try:
         _refuse_wrong_key(key_path, PUBLIC_PEM, "a public key (the .pub file devices get); --key needs the "
                           "server's private key, the file `edgekit keygen -o` wrote")
@@ -195,17 +212,21 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
                           noise_multiplier=noise_multiplier, max_examples=max_examples or DEFAULT_MAX_EXAMPLES)
     ledger = _read_ledger(seen_ids)
     on_reject = None if as_json else (lambda r: click.echo(f"rejected {r.source}: {r.reason}: {r.message}", err=True))
+    if on_reject is not None:
+        for r in skipped:
+            on_reject(r)
     try:
-        result = agg.aggregate_updates(paths, private, policy, mode=mode, trim=trim, seen_ids=ledger,
-                                       workdir=workdir, central_noise_multiplier=central_noise_multiplier,
-                                       on_reject=on_reject)
+        with _exit_on_sigterm():  # so that the robust modes' decrypted rows are removed
+            result = agg.aggregate_updates(paths, private, policy, mode=mode, trim=trim, seen_ids=ledger,
+                                           workdir=workdir, central_noise_multiplier=central_noise_multiplier,
+                                           on_reject=on_reject)
         new = install_delta(model_path, result.delta, out, signing_key=signer,
                             heldout=None if heldout is None else read_text_lines(heldout))
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
-    if seen_ids is not None:
-        _write_ledger(seen_ids, ledger, result.update_ids)
-    report = _summary(result, policy, new.metadata, out, mode, len(paths))
+    _write_ledger(seen_ids, ledger, result.update_ids)
+    result.rejections[:0] = skipped
+    report = _summary(result, policy, new.metadata, out, mode, len(paths) + len(skipped))
     report["signed_by"] = verify_key_id(signer.public_key())
     if noise_multiplier > 0 or central_noise_multiplier > 0:
         from ..federated.privacy import dp_epsilon
@@ -250,24 +271,61 @@ def _storage_text(storage: dict) -> str:
     return "the flatbuffer"
 
 
-def _expand(paths: tuple[Path, ...]) -> list[Path]:
+def _expand(paths: tuple[Path, ...]) -> tuple[list[Path], list[Rejection]]:
     """Folders stand for the update files inside them (sorted, for reproducible results).
 
+    A folder's entry that is not a regular file (a FIFO would block the
+    round, a device never end) or is a link leading out of the folder is
+    skipped, with a reason for the report; a file named on the command line
+    is read as given (``aggregate_updates`` refuses one that is not regular).
     A folder with none is named on stderr, and an error when nothing is
     left: aggregating zero files is a wrong path or a missed delivery.
     """
     out: list[Path] = []
-    empty = []
+    skipped, empty = [], []
     for p in paths:
         found = sorted(p.glob(f"*{UPDATE_SUFFIX}")) if p.is_dir() else [p]
         if not found:
             empty.append(str(p))
-        out.extend(found)
+        for f in found:
+            why = _not_an_update_file(f, p) if p.is_dir() else None
+            if why:
+                skipped.append(Rejection(str(f), "not-a-file", why))
+            else:
+                out.append(f)
     if not out:
-        raise click.ClickException(f"no update files (*{UPDATE_SUFFIX}) in {', '.join(empty)}")
+        where = ", ".join(empty + [s.source for s in skipped])
+        raise click.ClickException(f"no update files (*{UPDATE_SUFFIX}) in {where}")
     for folder in empty:
         click.echo(f"note: {folder}: no update files (*{UPDATE_SUFFIX}) in this folder", err=True)
-    return out
+    return out, skipped
+
+
+def _not_an_update_file(path: Path, folder: Path) -> str | None:
+    if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
+        return f"a link to {path.resolve()}, outside {folder}; skipped"
+    try:
+        kind = path.stat().st_mode
+    except OSError as e:
+        return f"cannot read ({e.strerror}); skipped"
+    return None if stat.S_ISREG(kind) else "not a regular file (a FIFO, a device or a folder); skipped"
+
+
+@contextmanager
+def _exit_on_sigterm():
+    """SIGTERM raises ``SystemExit`` in here, so ``with`` blocks (the decrypted rows' folder) clean up.
+
+    SIGINT already raises ``KeyboardInterrupt``; ``kill -9`` cannot be caught
+    (the next aggregation removes what it left).
+    """
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _refuse_wrong_key(path: Path, marker: bytes, what: str) -> None:

@@ -11,7 +11,7 @@ Device::
 Server::
 
     policy = UpdatePolicy(model_fingerprint=fp, shape=(F, V_shared), key_id=key_id(public_key))
-    result = aggregate_updates(paths, load_private_key("server.key"), policy, mode="trimmed-mean")
+    result = aggregate_updates(paths, load_private_key("server.key"), policy)  # trimmed-mean
     install_delta("model.tflite", result.delta, "model-next.tflite", signing_key=load_signing_key("server.signing.key"))
 
 The primitives they are built from (delta codec, sealing, noise, the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from .aggregate import AggregateResult, Rejection, aggregate_updates
 from .export import Contributor, export_update
-from .hazmat.aggregator import DEFAULT_TRIM, MODES
+from .hazmat.aggregator import DEFAULT_MODE, DEFAULT_TRIM, MODES, TOLERATED_FRACTION
 from .hazmat.delta import DEFAULT_CLIP_NORM, ENCODINGS, UpdateError
 from .hazmat.update import DEFAULT_MAX_EXAMPLES, UPDATE_SUFFIX, UpdatePolicy
 from .install import install_delta
@@ -38,7 +38,8 @@ from .keys import (
 from .privacy import PrivacyReport, dp_epsilon
 
 __all__ = [
-    "DEFAULT_CLIP_NORM", "DEFAULT_MAX_EXAMPLES", "DEFAULT_TRIM", "ENCODINGS", "MODES", "UPDATE_SUFFIX",
+    "DEFAULT_CLIP_NORM", "DEFAULT_MAX_EXAMPLES", "DEFAULT_MODE", "DEFAULT_TRIM", "ENCODINGS", "MODES",
+    "TOLERATED_FRACTION", "UPDATE_SUFFIX",
     "AggregateResult", "Contributor", "KeyFileError", "PrivacyReport", "Rejection", "UpdateError", "UpdatePolicy",
     "aggregate_updates", "dp_epsilon", "export_update", "generate_keypair", "generate_signing_key", "install_delta",
     "key_id", "load_private_key", "load_public_key", "load_signing_key",

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from ..atomic import atomic_write_bytes
 from .hazmat.delta import DEFAULT_CLIP_NORM, DEFAULT_ENCODING, shared_delta
-from .hazmat.update import make_update
+from .hazmat.update import DEFAULT_MAX_EXAMPLES, make_update
 
 
 class Contributor(Protocol):
@@ -48,6 +48,9 @@ def export_update(model: Contributor, server_public_key: X25519PublicKey | bytes
     ``float16`` or ``int8`` (``ENCODINGS``). The round's server must require
     the same ``clip_norm`` and ``noise_multiplier``, or it refuses the update.
 
+    The update claims at most ``DEFAULT_MAX_EXAMPLES`` examples: a server
+    refuses a larger claim (one device must not outweigh a round).
+
     Then ``model.consume_contribution()``: an update carries what was learned
     since the previous export (or the model install), so the server, which
     cannot link two updates, never counts the same text twice. An update that
@@ -61,8 +64,8 @@ def export_update(model: Contributor, server_public_key: X25519PublicKey | bytes
     meta = model.metadata
     dW, db = shared_delta(*model.head_delta(), meta["vocab_size"], meta.get("personal_slots", 0))
     data = make_update(dW, db, public_key=server_public_key, model_fingerprint=model.fingerprint,
-                       n_examples=model.n_examples, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
-                       encoding=encoding)
+                       n_examples=min(model.n_examples, DEFAULT_MAX_EXAMPLES), clip_norm=clip_norm,
+                       noise_multiplier=noise_multiplier, encoding=encoding)
     if path is not None:
         atomic_write_bytes(path, data, mode=0o600)  # the header names the model version; only its owner reads it
     model.consume_contribution()

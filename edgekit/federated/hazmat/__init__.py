@@ -12,8 +12,9 @@ one; each does one step and trusts its caller for every other:
   (``privatize`` clips, then adds noise);
 - ``parse_update`` reads a header that is not authenticated yet;
   ``open_update`` checks one update but keeps no replay ledger unless given one;
-- ``Aggregator`` checks shapes only: run ``validate_delta`` on each delta
-  first, and cap the weights yourself.
+- ``Aggregator`` checks shapes only: run ``validate_delta`` and
+  ``validate_rows`` (the per-word bound) on each delta first, and cap the
+  weights yourself; ``parse_header`` reads what a file's first bytes claim.
 
 For a model's update use ``edgekit.federated.export_update``; on the server,
 ``aggregate_updates`` and ``install_delta``.
@@ -31,8 +32,10 @@ from .delta import (
                     encoded_size,
                     norm_bound,
                     privatize,
+                    row_norm_bound,
                     shared_delta,
                     validate_delta,
+                    validate_rows,
 )
 from .update import (
                     MAGIC,
@@ -42,6 +45,7 @@ from .update import (
                     new_update_id,
                     open_update,
                     pack_payload,
+                    parse_header,
                     parse_update,
                     seal,
 )
@@ -49,6 +53,6 @@ from .update import (
 __all__ = [
     "MAGIC", "Aggregator", "Delta", "UpdateHeader", "add_central_noise", "add_gaussian_noise", "check_header",
     "clip_delta", "decode_delta", "delta_norm", "encode_delta", "encoded_size", "make_update", "new_update_id",
-    "norm_bound", "open_update", "pack_payload", "parse_update", "privatize", "seal", "shared_delta",
-    "validate_delta",
+    "norm_bound", "open_update", "pack_payload", "parse_header", "parse_update", "privatize", "row_norm_bound", "seal",
+    "shared_delta", "validate_delta", "validate_rows",
 ]

@@ -16,10 +16,18 @@ Memory, honestly:
   head, 5 GB for 1,000 updates), then reduced in column blocks of at most
   ``BLOCK_BYTES``, read with seek + read (a memory map would pile the file's
   pages up in the process's RSS). RAM stays O(D + block); disk grows with n.
+
+The temporary rows are decrypted device deltas: the folder is 0700 (its name
+carries the process id), the file 0600, both removed by ``close()``; a
+folder left by a killed process (``kill -9``) is removed by the next
+``Aggregator`` that uses the same parent folder. Removal on SIGTERM needs the
+program to turn the signal into an exception (``edgekit aggregate`` does).
 """
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,7 +36,14 @@ import numpy as np
 from .delta import Delta, add_gaussian_noise
 
 MODES = ("fedavg", "median", "trimmed-mean")
-DEFAULT_TRIM = 0.1
+# The share of hostile updates a round is built to survive: trimmed-mean's default trim
+# cuts floor(TOLERATED_FRACTION * n) values at each end of every coordinate, so up to that
+# many hostile updates are all cut, wherever they push (median survives just under half).
+# FedAvg tolerates none: one update moves the mean by up to clip_norm / n.
+TOLERATED_FRACTION = 0.3
+DEFAULT_TRIM = TOLERATED_FRACTION
+DEFAULT_MODE = "trimmed-mean"
+TEMP_PREFIX = "edgekit-aggregate-"
 BLOCK_BYTES = 64 << 20  # RAM for one column block of the robust reduction
 
 
@@ -52,9 +67,10 @@ class Aggregator:
         if mode == "fedavg":
             self._sum = np.zeros(self.dim, dtype=np.float64)
         else:
-            self._tmp = tempfile.TemporaryDirectory(prefix="edgekit-aggregate-", dir=workdir)
+            remove_stale_folders(workdir)
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=workdir)  # 0700
             self._path = Path(self._tmp.name) / "deltas.f32"
-            self._file = open(self._path, "wb")
+            self._file = os.fdopen(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
     def add(self, dW: np.ndarray, db: np.ndarray, weight: float = 1.0) -> None:
         """Add one (already validated) delta; ``weight`` counts only for ``fedavg``."""
@@ -118,6 +134,36 @@ class Aggregator:
             if f.readinto(memoryview(block[i]).cast("B")) != 4 * width:
                 raise OSError(f"{self._path}: short read (temporary file damaged?)")
         return block
+
+
+def remove_stale_folders(workdir: str | Path | None = None) -> list[Path]:
+    """Remove this user's ``Aggregator`` folders whose process is gone (killed mid-round); return them.
+
+    Only folders named by a process id that no longer runs: a live
+    aggregation's folder, or another user's, is never touched.
+    """
+    parent = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
+    removed = []
+    for folder in parent.glob(f"{TEMP_PREFIX}*-*"):
+        pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or folder.is_symlink() or folder.stat().st_uid != os.getuid() or _alive(int(pid)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def add_central_noise(mean: Delta, clip_norm: float, central_noise_multiplier: float, n: int,

@@ -32,6 +32,16 @@ NORM_RTOL = 1e-3
 # ||N(0, I_D)|| <= sqrt(D) + t with probability >= 1 - exp(-t^2/2) (Laurent-Massart);
 # t = 8 means an honest noisy update is wrongly refused about once in 10^14.
 NOISE_TAIL = 8.0
+# One word's row (its dW column and bias, F+1 values) may carry at most this share of the
+# clip norm. Honest personalizations spread their change: on 20 SMS devices the largest
+# row held 3.5-4.9% of the clip norm (benchmarks/bench_poisoning.py). A hostile update
+# that puts its whole norm on one word (the cheapest way to make it a first suggestion)
+# is refused; one that keeps every row under the bound must spread its norm over at least
+# 1/share^2 = 100 words, and is left to the robust modes.
+DEFAULT_MAX_ROW_SHARE = 0.1
+# In a small vocabulary an even spread alone puts C/sqrt(V) on every row: the bound is never
+# below ROW_SPREAD_FLOOR times that (it governs below 1,600 shared words; the bundled model has 10,005).
+ROW_SPREAD_FLOOR = 4.0
 
 Delta = tuple[np.ndarray, np.ndarray]
 
@@ -119,6 +129,36 @@ def validate_delta(dW: np.ndarray, db: np.ndarray, *, clip_norm: float, noise_mu
         raise UpdateError("over-norm", f"delta norm {norm:.6g} exceeds the bound {limit:.6g} "
                           f"(clip norm {clip_norm:g}, noise multiplier {noise_multiplier:g})")
     return norm
+
+
+def row_norm_bound(clip_norm: float, noise_multiplier: float, shape: tuple[int, int],
+                   max_row_share: float = DEFAULT_MAX_ROW_SHARE) -> float:
+    """Largest norm an honest update's single word row can have, for a shared head of ``shape = (F, V)``.
+
+    ``max(max_row_share, ROW_SPREAD_FLOOR / sqrt(V)) * C``, plus, with local
+    noise, the noise's high-probability bound on a row's ``F + 1``
+    coordinates (as ``norm_bound`` for the whole delta).
+    """
+    share = max(max_row_share, ROW_SPREAD_FLOOR / math.sqrt(shape[1]))
+    return share * clip_norm + noise_multiplier * clip_norm * (math.sqrt(shape[0] + 1) + NOISE_TAIL)
+
+
+def validate_rows(dW: np.ndarray, db: np.ndarray, *, clip_norm: float, noise_multiplier: float = 0.0,
+                  max_row_share: float = DEFAULT_MAX_ROW_SHARE) -> float:
+    """Refuse a delta one of whose word rows is over ``row_norm_bound`` (``UpdateError``); return the largest.
+
+    A per-word bound, beside the whole delta's: without it one update may
+    spend its entire clip norm on one word and, averaged with honest ones,
+    still move that word further than all of them together.
+    """
+    rows = np.einsum("ij,ij->j", dW, dW, dtype=np.float64) + db.astype(np.float64) ** 2
+    worst = int(np.argmax(rows))
+    largest = math.sqrt(float(rows[worst]))
+    limit = row_norm_bound(clip_norm, noise_multiplier, dW.shape, max_row_share)
+    if largest > limit * (1 + NORM_RTOL):
+        raise UpdateError("row-norm", f"the row of word {worst} has norm {largest:.6g}, over the per-word bound "
+                          f"{limit:.6g} (clip norm {clip_norm:g}): one update may not spend its norm on a few words")
+    return largest
 
 
 def encode_delta(dW: np.ndarray, db: np.ndarray, encoding: str = DEFAULT_ENCODING,

@@ -38,6 +38,7 @@ from ..keys import SUITE, SUITE_NAME, key_id, load_public_key
 from .delta import (
     DEFAULT_CLIP_NORM,
     DEFAULT_ENCODING,
+    DEFAULT_MAX_ROW_SHARE,
     ENCODINGS,
     Delta,
     UpdateError,
@@ -47,6 +48,7 @@ from .delta import (
     norm_bound,
     privatize,
     validate_delta,
+    validate_rows,
 )
 
 MAGIC = b"EKUPDATE"
@@ -55,8 +57,12 @@ FORMAT_VERSION = 1
 COMPRESSION = "zlib"
 MAX_HEADER_BYTES = 4096
 MAX_ELEMENTS = 1 << 28  # 256M head entries: far above any keyboard model, bounds allocations
+# The most examples one update may claim: a header over it is refused (a claim of 2^53-1
+# would otherwise count, and make a round's total absurd). FedAvg weights are further
+# capped relative to the round's median claim (``aggregate_updates``).
 DEFAULT_MAX_EXAMPLES = 10_000
 _PREFIX = struct.Struct(">8sHI")
+HEADER_PREFIX_BYTES = _PREFIX.size + MAX_HEADER_BYTES  # a file's first bytes that always hold its header
 _HPKE_OVERHEAD = 32 + 16  # X25519 encapsulated key + Poly1305 tag
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -94,10 +100,8 @@ class UpdatePolicy:
     key_id: str
     clip_norm: float = DEFAULT_CLIP_NORM
     noise_multiplier: float = 0.0
-    max_examples: int = DEFAULT_MAX_EXAMPLES  # caps one device's FedAvg weight
-
-    def weight(self, header: UpdateHeader) -> int:
-        return min(header.n_examples, self.max_examples)
+    max_examples: int = DEFAULT_MAX_EXAMPLES  # a header claiming more examples is refused
+    max_row_share: float = DEFAULT_MAX_ROW_SHARE  # of clip_norm, for one word's row (``validate_rows``)
 
     def max_file_bytes(self) -> int:
         raw = max(encoded_size(self.shape, e) for e in ENCODINGS)
@@ -152,6 +156,18 @@ def parse_update(data: bytes) -> tuple[UpdateHeader, bytes, bytes]:
     Nothing is authenticated yet: the header is trustworthy only once
     ``open_update`` has decrypted the payload under it.
     """
+    header = parse_header(data, _HPKE_OVERHEAD)
+    end = _PREFIX.size + _PREFIX.unpack_from(data)[2]
+    return header, data[:end], data[end:]
+
+
+def parse_header(data: bytes, trailing: int = 0) -> UpdateHeader:
+    """The header of update bytes that hold at least the prefix, the header and ``trailing`` more bytes.
+
+    With ``trailing=0``, enough to see what an update claims (for the
+    round's median of example counts) from a file's first
+    ``HEADER_PREFIX_BYTES``; nothing is authenticated.
+    """
     if len(data) < _PREFIX.size:
         raise UpdateError("format", f"truncated: {len(data)} bytes, not even a header")
     magic, version, hlen = _PREFIX.unpack_from(data)
@@ -162,10 +178,9 @@ def parse_update(data: bytes) -> tuple[UpdateHeader, bytes, bytes]:
     if hlen > MAX_HEADER_BYTES:
         raise UpdateError("format", f"header length {hlen} exceeds {MAX_HEADER_BYTES} bytes")
     end = _PREFIX.size + hlen
-    if len(data) < end + _HPKE_OVERHEAD:
-        raise UpdateError("format", f"truncated: {len(data)} bytes, header alone needs {end + _HPKE_OVERHEAD}")
-    header = _parse_header(data[_PREFIX.size:end])
-    return header, data[:end], data[end:]
+    if len(data) < end + trailing:
+        raise UpdateError("format", f"truncated: {len(data)} bytes, header alone needs {end + trailing}")
+    return _parse_header(data[_PREFIX.size:_PREFIX.size + hlen])
 
 
 def check_header(header: UpdateHeader, policy: UpdatePolicy) -> None:
@@ -182,6 +197,9 @@ def check_header(header: UpdateHeader, policy: UpdatePolicy) -> None:
         got, want = getattr(header, name), getattr(policy, name)
         if not math.isclose(got, want, rel_tol=1e-9, abs_tol=0.0):
             raise UpdateError("policy", f"update uses {name.replace('_', ' ')} {got:g}, this round requires {want:g}")
+    if header.n_examples > policy.max_examples:
+        raise UpdateError("too-many-examples", f"update claims {header.n_examples:,} examples, more than the "
+                          f"{policy.max_examples:,} one update may carry this round")
 
 
 def open_update(data: bytes, private_key: X25519PrivateKey, policy: UpdatePolicy,
@@ -204,6 +222,8 @@ def open_update(data: bytes, private_key: X25519PrivateKey, policy: UpdatePolicy
     raw = _decompress(payload, encoded_size(header.shape, header.encoding))
     dW, db = decode_delta(raw, header.shape, header.encoding)
     validate_delta(dW, db, clip_norm=header.clip_norm, noise_multiplier=header.noise_multiplier)
+    validate_rows(dW, db, clip_norm=header.clip_norm, noise_multiplier=header.noise_multiplier,
+                  max_row_share=policy.max_row_share)
     return header, (dW, db)
 
 

@@ -1,13 +1,13 @@
 """``edgekit keygen``, ``export-update``, ``aggregate``: the federated round from a shell."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from ..federated import DEFAULT_CLIP_NORM, DEFAULT_TRIM, ENCODINGS, MODES, UPDATE_SUFFIX, AggregateResult, UpdatePolicy
 from ..federated.hazmat.delta import DEFAULT_ENCODING
+from ..federated.keys import PASSPHRASE_ENV
 from .common import (
     CENTRAL_NOISE_HELP,
     LOCAL_NOISE_HELP,
@@ -20,7 +20,6 @@ from .common import (
     state_dir_option,
 )
 
-PASSPHRASE_ENV = "EDGEKIT_KEY_PASSPHRASE"
 PUBLIC_PEM = b"-----BEGIN PUBLIC KEY-----"
 PRIVATE_PEM = b"PRIVATE KEY-----"  # PKCS#8, encrypted or not
 
@@ -293,18 +292,15 @@ def _write_ledger(path: Path, old: set[str], new_ids: list[str]) -> None:
 
 
 def _passphrase(path: Path | None, ask: bool, confirm: bool) -> bytes | None:
-    """From a file, a prompt, or the environment; an empty one is an error, never "no passphrase"."""
-    if path is not None:
-        try:
-            secret = path.read_bytes().rstrip(b"\r\n")
-        except OSError as e:
-            raise click.ClickException(f"{path}: cannot read passphrase ({e.strerror})") from None
-    elif ask:
+    """From a file, a prompt, or the environment (``keys.read_passphrase``); an empty one is an error."""
+    from ..federated.keys import KeyFileError, read_passphrase
+
+    if ask and path is None:
         secret = click.prompt("Key passphrase", hide_input=True, confirmation_prompt=confirm).encode()
-    elif PASSPHRASE_ENV in os.environ:
-        secret = os.environ[PASSPHRASE_ENV].encode()
-    else:
-        return None
-    if not secret:
-        raise click.ClickException("the key passphrase is empty")
-    return secret
+        if not secret:
+            raise click.ClickException("the key passphrase is empty")
+        return secret
+    try:
+        return read_passphrase(path)
+    except KeyFileError as e:
+        raise click.ClickException(str(e)) from None

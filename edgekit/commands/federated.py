@@ -151,11 +151,11 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
               help="Held-out UTF-8 text: an int8 model's new head scale is chosen so its top-3 there stays within "
                    "0.2 points of the float head (without it: the converter's max-abs scale, unchecked).")
 @click.option("--sampling-rate", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
-              help="Per-round participation probability (privacy report only).")
+              help="Per-round participation probability (privacy report and ledger).")
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Rounds a device joins (privacy report only).")
 @click.option("--delta", "dp_delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-6,
-              show_default=True, help="DP delta for the report.")
+              show_default=True, help="DP delta for the report and the ledger.")
 @json_option
 def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, out, mode, trim, clip_norm,
               noise_multiplier, central_noise_multiplier, max_examples, seen_ids, workdir, signing_key, heldout,
@@ -200,6 +200,8 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
                                        on_reject=on_reject)
         new = install_delta(model_path, result.delta, out, signing_key=signer,
                             heldout=None if heldout is None else read_text_lines(heldout))
+        privacy_ledger = _privacy_ledger(model_path, out, meta["fingerprint"], new.fingerprint, result.accepted,
+                                         central_noise_multiplier, sampling_rate, clip_norm, dp_delta)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
     if seen_ids is not None:
@@ -213,7 +215,26 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
         report["privacy"] = {"kind": kind, **dp_epsilon(noise_multiplier or central_noise_multiplier,
                                                         sampling_rate=sampling_rate, rounds=rounds,
                                                         delta=dp_delta).to_dict()}
+    if privacy_ledger is not None:
+        report["ledger"] = str(privacy_ledger)
     emit(report, as_json, _summary_text)
+
+
+def _privacy_ledger(parent: Path, out: Path, parent_fingerprint: str, fingerprint: str, cohort: int, z: float,
+                    sampling_rate: float, clip_norm: float, delta: float) -> Path | None:
+    """With central noise, OUT's epsilon ledger (carried on from the parent's, as a Flower server writes one).
+
+    Without, none, and none left beside OUT by an earlier file of that name:
+    it would claim a privacy this version does not have.
+    """
+    from ..federated.privacy import ledger_path, next_ledger, write_ledger
+
+    if z <= 0:
+        ledger_path(out).unlink(missing_ok=True)
+        return None
+    return write_ledger(out, next_ledger(parent, fingerprint=fingerprint, parent_fingerprint=parent_fingerprint,
+                                         noise_multiplier=z, sampling_rate=sampling_rate, cohort=cohort,
+                                         clip_norm=clip_norm, delta=delta))
 
 
 def _summary(result: AggregateResult, policy: UpdatePolicy, meta: dict, out: Path, mode: str,
@@ -235,6 +256,8 @@ def _summary_text(report: dict) -> str:
         lines.append(f"privacy per device ({p['kind']} noise): epsilon {p['epsilon']:.3g} at delta {p['delta']:g} "
                      f"(noise x{p['noise_multiplier']:g}, sampling {p['sampling_rate']:g}, "
                      f"{p['rounds']} rounds, {p['accountant']} accountant)")
+    if "ledger" in report:
+        lines.append(f"privacy ledger: {report['ledger']} (`edgekit info -m {report['out']}` prints it)")
     return "\n".join(lines)
 
 

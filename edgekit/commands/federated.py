@@ -149,7 +149,7 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
               help="The server's signing key, same passphrase as --key [default: <key stem>.signing.key beside it].")
 @click.option("--heldout", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Held-out UTF-8 text: an int8 model's new head scale is chosen so its top-3 there stays within "
-                   "0.2 points of the float head (without it: the converter's max-abs scale, unchecked).")
+                   "0.2 points of the float head (without it: max-abs, checked against the float weights only).")
 @click.option("--sampling-rate", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Per-round participation probability (privacy report and ledger).")
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
@@ -256,6 +256,8 @@ def _summary_text(report: dict) -> str:
         lines.append(f"privacy per device ({p['kind']} noise): epsilon {p['epsilon']:.3g} at delta {p['delta']:g} "
                      f"(noise x{p['noise_multiplier']:g}, sampling {p['sampling_rate']:g}, "
                      f"{p['rounds']} rounds, {p['accountant']} accountant)")
+    if "warning" in report["head_storage"]:
+        lines.append(f"warning: {report['head_storage']['warning']}")
     if "ledger" in report:
         lines.append(f"privacy ledger: {report['ledger']} (`edgekit info -m {report['out']}` prints it)")
     return "\n".join(lines)
@@ -268,7 +270,8 @@ def _storage_text(storage: dict) -> str:
         return (f"the flatbuffer (int8 scale {storage['int8_scale']:.3g}: held-out top-3 {storage['int8_top3']:.1%} "
                 f"vs float head {storage['float_top3']:.1%})")
     if "int8_scale" in storage:
-        return f"the flatbuffer (int8 scale {storage['int8_scale']:.3g}, unchecked: pass --heldout to check it)"
+        return (f"the flatbuffer (int8 scale {storage['int8_scale']:.3g}, weights within half a step, "
+                f"{storage['int8_error']:.1%} error; top-3 unchecked: pass --heldout to check it)")
     return "the flatbuffer"
 
 

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +212,8 @@ class RoundServer:
         path = self.out_dir / f"round-{server_round:03d}.tflite"
         new = install_delta(self.model_path, delta, path, base_head=self.head, signing_key=self.signer)
         self.model_path, self.head, self.fingerprint = path, float_head(path, new), new.fingerprint
+        if "warning" in new.metadata["head_storage"]:  # the int8 check's: the version is written all the same
+            log(WARNING, "round %s: %s", server_round, new.metadata["head_storage"]["warning"])
 
     def _epsilon(self, server_round: int) -> tuple[float | None, float | None]:
         """(this round, all rounds so far): central noise against released models, local against the server.

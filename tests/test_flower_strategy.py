@@ -352,3 +352,20 @@ def test_ledger_json_is_plain(fl_model, tmp_path):
     assert srv.aggregate(1, [reply(n, good_delta(srv, 1e-4), 5, srv.fingerprint) for n in range(10)])
     ledger = json.loads((tmp_path / "round-001.privacy.json").read_text())
     assert ledger["mechanism"] == "central DP, Gaussian, fixed clipping" and ledger["round"]["clip_norm"] == 1.0
+
+
+def test_simulate_checks_its_signing_key_before_flower_starts(tmp_path, monkeypatch):
+    """A key the run could not sign with is named at once, not from inside Flower's log minutes later."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    key = signing_key(tmp_path, passphrase=b"secret")
+    for passphrase, message in ((None, "passphrase-protected"), ("wrong", "the passphrase is wrong")):
+        if passphrase is None:
+            monkeypatch.delenv("EDGEKIT_KEY_PASSPHRASE", raising=False)
+        else:
+            monkeypatch.setenv("EDGEKIT_KEY_PASSPHRASE", passphrase)
+        result = CliRunner().invoke(main, ["simulate", "--signing-key", str(key), "-o", str(tmp_path / "sim")])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not (tmp_path / "sim").exists()

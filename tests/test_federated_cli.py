@@ -128,7 +128,7 @@ def test_central_noise_writes_the_ledger_that_info_prints_and_the_next_version_c
     report = aggregate(base, _updates(tmp_path / "u1", base, tmp_path / "k.pub", 3, 0), v2,
                        "--central-noise-multiplier", "1.1", "--sampling-rate", "0.01", "--delta", "1e-8")
     first = read_ledger(v2)
-    assert report["ledger"] == str(ledger_path(v2))
+    assert report["privacy_ledger"] == str(ledger_path(v2))
     assert first["fingerprint"] == report["fingerprint"]
     assert first["cumulative"]["since"] == report["parent_fingerprint"]
     assert first["round"]["cohort"] == 3 and first["delta"] == 1e-8 and first["cumulative"]["rounds"] == 1

@@ -216,7 +216,7 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
                                                         sampling_rate=sampling_rate, rounds=rounds,
                                                         delta=dp_delta).to_dict()}
     if privacy_ledger is not None:
-        report["ledger"] = str(privacy_ledger)
+        report["privacy_ledger"] = str(privacy_ledger)
     emit(report, as_json, _summary_text)
 
 
@@ -258,8 +258,8 @@ def _summary_text(report: dict) -> str:
                      f"{p['rounds']} rounds, {p['accountant']} accountant)")
     if "warning" in report["head_storage"]:
         lines.append(f"warning: {report['head_storage']['warning']}")
-    if "ledger" in report:
-        lines.append(f"privacy ledger: {report['ledger']} (`edgekit info -m {report['out']}` prints it)")
+    if "privacy_ledger" in report:
+        lines.append(f"privacy ledger: {report['privacy_ledger']} (`edgekit info -m {report['out']}` prints it)")
     return "\n".join(lines)
 
 

@@ -132,3 +132,59 @@ def test_aggregate_keeps_a_replay_ledger_by_default_and_skips_what_is_not_an_upd
     again = json.loads(_run(*args, "-o", tmp_path / "next2.tflite").output)  # next round, same folder
     assert again["accepted"] == 1
     assert sorted(r["reason"] for r in again["rejected"]).count("replay") == 3
+
+
+def _updates(folder, model_path, public, n, seed):
+    """``n`` update files (no local noise) for the model at ``model_path``, in ``folder``."""
+    meta = read_model_file(model_path).metadata
+    shape = (meta["feature_dim"], meta["vocab_size"] - meta["personal_slots"])
+    folder.mkdir()
+    for i in range(n):
+        data = make_update(*random_delta(np.random.default_rng(seed + i), 0.01, shape), public_key=public,
+                           model_fingerprint=meta["fingerprint"], n_examples=1)
+        (folder / f"{i}.edgekit-update").write_bytes(data)
+    return folder
+
+
+@pytest.mark.dp
+def test_central_noise_writes_the_ledger_that_info_prints_and_the_next_version_carries_on(trained_files, tmp_path):
+    """The update-file path keeps the same epsilon ledger as a Flower server, chained over versions."""
+    from edgekit.federated.privacy import composed_epsilon, describe_ledger, dp_epsilon, ledger_path, read_ledger
+
+    _run("keygen", "-o", tmp_path / "k")
+    base = trained_files["dynamic"]
+
+    def aggregate(model, updates, out, *noise):
+        result = _run("aggregate", "--key", tmp_path / "k", "--model", model, updates, "-o", out, "--json", *noise)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    v2 = tmp_path / "v2.tflite"
+    report = aggregate(base, _updates(tmp_path / "u1", base, tmp_path / "k.pub", 3, 0), v2,
+                       "--central-noise-multiplier", "1.1", "--sampling-rate", "0.01", "--delta", "1e-8")
+    first = read_ledger(v2)
+    assert report["privacy_ledger"] == str(ledger_path(v2))
+    assert first["fingerprint"] == report["fingerprint"]
+    assert first["cumulative"]["since"] == report["parent_fingerprint"]
+    assert first["round"]["cohort"] == 3 and first["delta"] == 1e-8 and first["cumulative"]["rounds"] == 1
+    assert first["round"]["epsilon"] == pytest.approx(dp_epsilon(1.1, sampling_rate=0.01, delta=1e-8).epsilon)
+    info = _run("info", "-m", v2, "--state-dir", tmp_path / "device", "--json")
+    assert json.loads(info.output)["privacy"] == describe_ledger(first)
+
+    # The next version, other noise and sampling: its cumulative epsilon composes both rounds.
+    v3 = tmp_path / "v3.tflite"
+    aggregate(v2, _updates(tmp_path / "u2", v2, tmp_path / "k.pub", 3, 10), v3,
+              "--central-noise-multiplier", "2.0", "--sampling-rate", "0.02", "--delta", "1e-8")
+    second = read_ledger(v3)
+    events = [{"noise_multiplier": 1.1, "sampling_rate": 0.01, "rounds": 1},
+              {"noise_multiplier": 2.0, "sampling_rate": 0.02, "rounds": 1}]
+    assert second["cumulative"]["events"] == events and second["round"]["round"] == 2
+    assert second["cumulative"]["epsilon"] == pytest.approx(composed_epsilon(events, 1e-8))
+    assert second["cumulative"]["epsilon"] > max(first["cumulative"]["epsilon"], second["round"]["epsilon"])
+    assert second["cumulative"]["since"] == first["cumulative"]["since"]
+    assert second["parent_fingerprint"] == first["fingerprint"]
+
+    # Without central noise: no ledger, and not the stale one of an earlier v3.
+    aggregate(v2, _updates(tmp_path / "u3", v2, tmp_path / "k.pub", 3, 20), v3)
+    assert not ledger_path(v3).exists()
+    assert "privacy" not in json.loads(_run("info", "-m", v3, "--state-dir", tmp_path / "device", "--json").output)

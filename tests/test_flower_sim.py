@@ -82,6 +82,19 @@ def test_rounds_improve_the_global_model(fl_model, tmp_path):
     assert rows[1].personal_top3 > rows[0].global_top3  # a device beats the global model on its own text
     assert len({r.fingerprint for r in rows}) == 3  # every round is a new model version
     assert final_model(tmp_path, 2).metadata["parent_fingerprint"] == rows[1].fingerprint
+    # Signed by the key the ServerApp got in its run config (made in the workdir: none was given), so a
+    # device on the starting model installs the last round's version without --unsigned-local.
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+    from edgekit.signing import load_verify_keys, verify_model
+
+    for version in (1, 2):
+        verify_model(final_model(tmp_path, version), load_verify_keys(tmp_path / "server.signing.pub"))
+    installed = CliRunner().invoke(main, ["install", str(tmp_path / "models" / "round-002.tflite"), "-m", str(fl_model),
+                                          "--verify-key", str(tmp_path / "server.signing.pub"),
+                                          "--state-dir", str(tmp_path / "device")])
+    assert installed.exit_code == 0 and "signed by" in installed.output, installed.output
 
 
 def test_secagg_matches_plain_fedavg_within_quantization(fl_model, tmp_path):

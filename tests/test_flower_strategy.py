@@ -64,7 +64,19 @@ def test_flower_is_within_the_tested_range():
 def config(fl_model, tmp_path, **settings):
     from edgekit.flower.settings import FederationConfig
 
-    return FederationConfig(model=str(fl_model), out_dir=str(tmp_path), **{"clip_norm": 1.0, **settings})
+    return FederationConfig(model=str(fl_model), out_dir=str(tmp_path),
+                            **{"clip_norm": 1.0, "signing_key": str(signing_key(tmp_path)), **settings})
+
+
+def signing_key(folder, passphrase=None):
+    """A signing pair as `edgekit keygen` makes it: ``server.signing.key`` and ``server.signing.pub`` in ``folder``."""
+    from edgekit.federated.keys import generate_signing_key, signing_key_paths
+
+    private, public = signing_key_paths(folder / "keys" / "server.key")
+    if not private.exists():
+        private.parent.mkdir(parents=True, exist_ok=True)
+        generate_signing_key(private, public, passphrase=passphrase)
+    return private
 
 
 def server(fl_model, tmp_path, **settings):
@@ -143,6 +155,51 @@ def test_bad_deltas_and_second_updates_are_refused(fl_model, tmp_path):
     new_head = float_head(tmp_path / "round-001.tflite")  # the server's float copy of the version's head
     np.testing.assert_allclose(new_head[0][:, :V] - base_head(fl_model)[0][:, :V], 0.00175, atol=1e-6)
     assert not (tmp_path / "round-001.privacy.json").exists()  # no noise, no ledger
+
+
+def test_every_version_is_signed_and_a_device_installs_it(fl_model, tmp_path, monkeypatch):
+    """The server signs each version with its run config's key, so `edgekit install` takes it without
+    --unsigned-local; changed after signing, it is refused. No key, no server."""
+    from dataclasses import replace
+
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+    from edgekit.errors import KeyFileError
+    from edgekit.modelfile import read_model_file, write_model_file
+    from edgekit.signing import load_verify_keys, verify_key_id, verify_model
+
+    key = signing_key(tmp_path, passphrase=b"round secret")  # encrypted, as `keygen --passphrase-file` makes it
+    (tmp_path / "passphrase").write_text("round secret\n")
+    srv = server(fl_model, tmp_path, secure=False, central_noise_multiplier=0,
+                 passphrase_file=str(tmp_path / "passphrase"))
+    srv.start_round(1, sampled=2, available=2)
+    assert srv.aggregate(1, [reply(n, good_delta(srv), 10, srv.fingerprint) for n in (1, 2)])
+    version, verify = tmp_path / "round-001.tflite", key.with_suffix(".pub")
+    trusted = load_verify_keys(verify)
+    assert verify_model(read_model_file(version), trusted) == verify_key_id(trusted[0])
+
+    new = read_model_file(version)
+    flat = bytearray(new.flatbuffer)
+    flat[len(flat) // 2] ^= 0x01
+    write_model_file(tmp_path / "tampered.tflite", replace(new, flatbuffer=bytes(flat)))
+
+    def install(path):
+        return CliRunner().invoke(main, ["install", str(path), "-m", str(fl_model), "--verify-key", str(verify),
+                                         "--state-dir", str(tmp_path / "device"), "--json"])
+
+    refused = install(tmp_path / "tampered.tflite")
+    assert refused.exit_code != 0 and "changed after it was signed" in refused.output
+    done = install(version)
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output)
+    assert report["installed"] == srv.fingerprint and report["trust"] == f"signed by {verify_key_id(trusted[0])}"
+
+    with pytest.raises(ValueError, match="set signing-key"):
+        server(fl_model, tmp_path, signing_key="")
+    monkeypatch.delenv("EDGEKIT_KEY_PASSPHRASE", raising=False)
+    with pytest.raises(KeyFileError, match="passphrase-protected"):
+        server(fl_model, tmp_path, passphrase_file="")
 
 
 def base_head(model):
@@ -261,7 +318,8 @@ def test_the_simulation_app_carries_every_setting(tmp_path):
     from edgekit.flower.settings import FederationConfig
     from edgekit.flower.simulate import write_app
 
-    config = FederationConfig(model="/m.tflite", rounds=5, clip_norm=7.5, secure=False, aggregation="median")
+    config = FederationConfig(model="/m.tflite", rounds=5, clip_norm=7.5, secure=False, aggregation="median",
+                              signing_key="/keys/server.signing.key", passphrase_file="/keys/passphrase")
     folder = write_app(tmp_path / "app", config, {"partitions-dir": "/p"})
     toml = tomllib.loads((folder / "pyproject.toml").read_text())
     run_config = toml["tool"]["flwr"]["app"]["config"]
@@ -294,3 +352,20 @@ def test_ledger_json_is_plain(fl_model, tmp_path):
     assert srv.aggregate(1, [reply(n, good_delta(srv, 1e-4), 5, srv.fingerprint) for n in range(10)])
     ledger = json.loads((tmp_path / "round-001.privacy.json").read_text())
     assert ledger["mechanism"] == "central DP, Gaussian, fixed clipping" and ledger["round"]["clip_norm"] == 1.0
+
+
+def test_simulate_checks_its_signing_key_before_flower_starts(tmp_path, monkeypatch):
+    """A key the run could not sign with is named at once, not from inside Flower's log minutes later."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    key = signing_key(tmp_path, passphrase=b"secret")
+    for passphrase, message in ((None, "passphrase-protected"), ("wrong", "the passphrase is wrong")):
+        if passphrase is None:
+            monkeypatch.delenv("EDGEKIT_KEY_PASSPHRASE", raising=False)
+        else:
+            monkeypatch.setenv("EDGEKIT_KEY_PASSPHRASE", passphrase)
+        result = CliRunner().invoke(main, ["simulate", "--signing-key", str(key), "-o", str(tmp_path / "sim")])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not (tmp_path / "sim").exists()

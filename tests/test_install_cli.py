@@ -1,8 +1,8 @@
-"""Two federated rounds from the command line only, on the committed tiny int8 model:
-personalize on devices -> export -> aggregate (signed, head in the flatbuffer) -> install on each
-device -> suggest -> personalize -> export -> aggregate -> install; and every version a device must
-not install (tampered, unsigned, older, from a foreign key, a sibling, another model) is refused
-with its reason."""
+"""Two federated rounds from the command line only, on the committed tiny int8 model (and, with
+TensorFlow, on one `edgekit convert` makes here from a freshly trained Keras model): personalize on
+devices -> export -> aggregate (signed, head in the flatbuffer) -> install on each device -> suggest
+-> personalize -> export -> aggregate -> install; and every version a device must not install
+(tampered, unsigned, older, from a foreign key, a sibling, another model) is refused with its reason."""
 from __future__ import annotations
 
 import json
@@ -65,7 +65,28 @@ def install_everywhere(tmp_path, version, *extra):
 
 
 def test_two_rounds_from_the_cli(trained_files, tmp_path):
-    base = shutil.copy(trained_files["int8"], tmp_path / "base.tflite")
+    two_rounds(tmp_path, shutil.copy(trained_files["int8"], tmp_path / "base.tflite"))
+
+
+@pytest.mark.convert
+def test_two_rounds_from_a_model_converted_on_the_cli(tmp_path):
+    """The loop from its very start: `edgekit convert` of a Keras model trained here (as the committed tiny
+    model was made), then both rounds and every refusal, all from the command line."""
+    from tests.fixtures.make_tiny_model import train_tiny
+    from tests.fixtures.texts import device_vocab
+
+    vocab = device_vocab()
+    (tmp_path / "keras").mkdir()
+    train_tiny(vocab).save(tmp_path / "keras" / "model.keras")
+    write_lines(tmp_path / "keras" / "vocab.txt", vocab.tokens)
+    run("convert", "-m", tmp_path / "keras" / "model.keras", "-o", tmp_path / "base.tflite", "--quantize", "int8",
+        "--calibration-text", write_lines(tmp_path / "calibration.txt", base_lines(100)), "--eval-max", "0")
+    assert read_model_file(tmp_path / "base.tflite").metadata["quantization"] == "int8"
+    two_rounds(tmp_path, tmp_path / "base.tflite")
+
+
+def two_rounds(tmp_path, base):
+    """Keys, two rounds of personalize -> export -> aggregate (signed) -> install -> suggest, and the refusals."""
     write_lines(tmp_path / "heldout.txt", base_lines(200, seed=7) + user_lines(100, seed=8))
     keys = run("keygen", "-o", tmp_path / "server.key", "--json")
     assert (tmp_path / "server.signing.key").stat().st_mode & 0o777 == 0o600

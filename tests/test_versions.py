@@ -73,6 +73,26 @@ def test_install_delta_ships_the_head_in_the_flatbuffer_and_keeps_the_float_head
     assert EdgeModel.load(tmp_path / "v3.tflite", stateless=True).suggest("w3 w4 ", k=3)
 
 
+def test_an_int8_head_is_always_checked_against_the_float_head(trained_files):
+    """Without held-out text: read back as a device reads it, every weight within half a step of the float
+    head; an outlier weight that coarsens all the others is named; a flatbuffer not holding the head is refused."""
+    from edgekit.federated.install import _int8_check
+
+    file = read_model_file(trained_files["int8"])
+    W, b = nudged_head(file)
+    storage = with_head(file, (W, b)).metadata["head_storage"]
+    assert storage["where"] == "flatbuffer" and 0 < storage["int8_error"] < 0.02 and "warning" not in storage
+    # The converter's scale is max|W| / 127, so the step grows as max|W| does.
+    assert storage["int8_step_growth"] == pytest.approx(np.abs(W).max() / np.abs(read_head(file)[0]).max(), rel=1e-3)
+    outlier = W.copy()
+    outlier[0, 7] = 10 * np.abs(W).max()
+    coarse = with_head(file, (outlier, b)).metadata["head_storage"]
+    assert coarse["where"] == "flatbuffer" and coarse["int8_step_growth"] > 9 and "outlier" in coarse["warning"]
+    assert coarse["int8_error"] > 5 * storage["int8_error"]
+    with pytest.raises(FlatHeadError, match="steps from the float head"):  # the parent's head, not this one
+        _int8_check(file, file.flatbuffer, (W, b), storage["int8_scale"])
+
+
 def test_the_signature_covers_every_part(trained_files):
     key = Ed25519PrivateKey.generate()
     file = sign_model(read_model_file(trained_files["int8"]), key)

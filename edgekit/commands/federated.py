@@ -1,7 +1,6 @@
 """``edgekit keygen``, ``export-update``, ``aggregate``: the federated round from a shell."""
 from __future__ import annotations
 
-import os
 import signal
 import stat
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from ..federated import (
     UpdatePolicy,
 )
 from ..federated.hazmat.delta import DEFAULT_ENCODING
+from ..federated.keys import PASSPHRASE_ENV
 from .common import (
     CENTRAL_NOISE_HELP,
     LOCAL_NOISE_HELP,
@@ -33,7 +33,6 @@ from .common import (
     state_dir_option,
 )
 
-PASSPHRASE_ENV = "EDGEKIT_KEY_PASSPHRASE"
 PUBLIC_PEM = b"-----BEGIN PUBLIC KEY-----"
 PRIVATE_PEM = b"PRIVATE KEY-----"  # PKCS#8, encrypted or not
 
@@ -165,13 +164,13 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
               help="The server's signing key, same passphrase as --key [default: <key stem>.signing.key beside it].")
 @click.option("--heldout", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Held-out UTF-8 text: an int8 model's new head scale is chosen so its top-3 there stays within "
-                   "0.2 points of the float head (without it: the converter's max-abs scale, unchecked).")
+                   "0.2 points of the float head (without it: max-abs, checked against the float weights only).")
 @click.option("--sampling-rate", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
-              help="Per-round participation probability (privacy report only).")
+              help="Per-round participation probability (privacy report and ledger).")
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Rounds a device joins (privacy report only).")
 @click.option("--delta", "dp_delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-6,
-              show_default=True, help="DP delta for the report.")
+              show_default=True, help="DP delta for the report and the ledger.")
 @json_option
 def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, out, mode, trim, clip_norm,
               noise_multiplier, central_noise_multiplier, max_examples, seen_ids, workdir, signing_key, heldout,
@@ -222,6 +221,8 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
                                            on_reject=on_reject)
         new = install_delta(model_path, result.delta, out, signing_key=signer,
                             heldout=None if heldout is None else read_text_lines(heldout))
+        privacy_ledger = _privacy_ledger(model_path, out, meta["fingerprint"], new.fingerprint, result.accepted,
+                                         central_noise_multiplier, sampling_rate, clip_norm, dp_delta)
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
     _write_ledger(seen_ids, ledger, result.update_ids)
@@ -235,7 +236,26 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
         report["privacy"] = {"kind": kind, **dp_epsilon(noise_multiplier or central_noise_multiplier,
                                                         sampling_rate=sampling_rate, rounds=rounds,
                                                         delta=dp_delta).to_dict()}
+    if privacy_ledger is not None:
+        report["privacy_ledger"] = str(privacy_ledger)
     emit(report, as_json, _summary_text)
+
+
+def _privacy_ledger(parent: Path, out: Path, parent_fingerprint: str, fingerprint: str, cohort: int, z: float,
+                    sampling_rate: float, clip_norm: float, delta: float) -> Path | None:
+    """With central noise, OUT's epsilon ledger (carried on from the parent's, as a Flower server writes one).
+
+    Without, none, and none left beside OUT by an earlier file of that name:
+    it would claim a privacy this version does not have.
+    """
+    from ..federated.privacy import ledger_path, next_ledger, write_ledger
+
+    if z <= 0:
+        ledger_path(out).unlink(missing_ok=True)
+        return None
+    return write_ledger(out, next_ledger(parent, fingerprint=fingerprint, parent_fingerprint=parent_fingerprint,
+                                         noise_multiplier=z, sampling_rate=sampling_rate, cohort=cohort,
+                                         clip_norm=clip_norm, delta=delta))
 
 
 def _summary(result: AggregateResult, policy: UpdatePolicy, meta: dict, out: Path, mode: str,
@@ -257,6 +277,10 @@ def _summary_text(report: dict) -> str:
         lines.append(f"privacy per device ({p['kind']} noise): epsilon {p['epsilon']:.3g} at delta {p['delta']:g} "
                      f"(noise x{p['noise_multiplier']:g}, sampling {p['sampling_rate']:g}, "
                      f"{p['rounds']} rounds, {p['accountant']} accountant)")
+    if "warning" in report["head_storage"]:
+        lines.append(f"warning: {report['head_storage']['warning']}")
+    if "privacy_ledger" in report:
+        lines.append(f"privacy ledger: {report['privacy_ledger']} (`edgekit info -m {report['out']}` prints it)")
     return "\n".join(lines)
 
 
@@ -267,7 +291,8 @@ def _storage_text(storage: dict) -> str:
         return (f"the flatbuffer (int8 scale {storage['int8_scale']:.3g}: held-out top-3 {storage['int8_top3']:.1%} "
                 f"vs float head {storage['float_top3']:.1%})")
     if "int8_scale" in storage:
-        return f"the flatbuffer (int8 scale {storage['int8_scale']:.3g}, unchecked: pass --heldout to check it)"
+        return (f"the flatbuffer (int8 scale {storage['int8_scale']:.3g}, weights within half a step, "
+                f"{storage['int8_error']:.1%} error; top-3 unchecked: pass --heldout to check it)")
     return "the flatbuffer"
 
 
@@ -351,18 +376,15 @@ def _write_ledger(path: Path, old: set[str], new_ids: list[str]) -> None:
 
 
 def _passphrase(path: Path | None, ask: bool, confirm: bool) -> bytes | None:
-    """From a file, a prompt, or the environment; an empty one is an error, never "no passphrase"."""
-    if path is not None:
-        try:
-            secret = path.read_bytes().rstrip(b"\r\n")
-        except OSError as e:
-            raise click.ClickException(f"{path}: cannot read passphrase ({e.strerror})") from None
-    elif ask:
+    """From a file, a prompt, or the environment (``keys.read_passphrase``); an empty one is an error."""
+    from ..federated.keys import KeyFileError, read_passphrase
+
+    if ask and path is None:
         secret = click.prompt("Key passphrase", hide_input=True, confirmation_prompt=confirm).encode()
-    elif PASSPHRASE_ENV in os.environ:
-        secret = os.environ[PASSPHRASE_ENV].encode()
-    else:
-        return None
-    if not secret:
-        raise click.ClickException("the key passphrase is empty")
-    return secret
+        if not secret:
+            raise click.ClickException("the key passphrase is empty")
+        return secret
+    try:
+        return read_passphrase(path)
+    except KeyFileError as e:
+        raise click.ClickException(str(e)) from None

@@ -61,12 +61,19 @@ SMALL_DP_COHORT = 1000
 @click.option("--cpus", type=click.IntRange(1), default=2, show_default=True, help="CPUs for the simulation.")
 @out_option("Keep client folders and one model file per round in this folder [default: a temporary folder].",
             type=OUT_FOLDER)
+@click.option("--signing-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The server's signing key (`edgekit keygen`'s .signing.key; passphrase from "
+                   "$EDGEKIT_KEY_PASSPHRASE) [default: a new pair in the output folder, server.signing.key/.pub].")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write top-3 per round as a PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rounds as JSON instead of a table.")
 def simulate(clients, rounds, model_path, data_dir, words, fraction, aggregation, secure, clip_norm, noise_multiplier,
-             central_noise_multiplier, adaptive_clipping, dp_delta, epochs, cpus, out, plot_path, as_json):
-    """Run federated rounds with one simulated device per writer of the corpora."""
+             central_noise_multiplier, adaptive_clipping, dp_delta, epochs, cpus, out, signing_key, plot_path, as_json):
+    """Run federated rounds with one simulated device per writer of the corpora.
+
+    Every round's version is signed, so `edgekit install` takes it: verify
+    with the public half of --signing-key (or OUT/server.signing.pub).
+    """
     from ..model import default_model_path
 
     model_path = model_path or default_model_path()
@@ -86,8 +93,13 @@ def simulate(clients, rounds, model_path, data_dir, words, fraction, aggregation
                                   fraction=fraction or min(1.0, DEFAULT_COHORT / clients), aggregation=aggregation,
                                   secure=secure, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
                                   central_noise_multiplier=central_noise_multiplier,
-                                  adaptive_clipping=adaptive_clipping, dp_delta=dp_delta, epochs=epochs, min_clients=2)
+                                  adaptive_clipping=adaptive_clipping, dp_delta=dp_delta, epochs=epochs, min_clients=2,
+                                  signing_key=str(signing_key.resolve()) if signing_key else "")
         sources = parts.text_sources(data_dir)
+        if signing_key:  # a wrong key or passphrase, said now rather than from inside Flower's log
+            from ..federated.keys import load_signing_key, read_passphrase
+
+            load_signing_key(signing_key, read_passphrase())
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     partitions = parts.make_partitions(sources, clients, train_words=words, heldout_words=max(words // 5, 10))
@@ -118,3 +130,5 @@ def simulate(clients, rounds, model_path, data_dir, words, fraction, aggregation
         click.echo(json.dumps([asdict(r) for r in rows], indent=1))
     if plot_path:
         click.echo(f"plot: {plot_path}", err=True)
+    if out and not signing_key:
+        click.echo(f"versions signed with a new key: devices verify them with {out / 'server.signing.pub'}", err=True)

@@ -96,8 +96,13 @@ def default_int8_scale(W: np.ndarray) -> float:
 
 def per_tensor_int8(file: ModelFile) -> bool:
     """Whether the file's head weight is int8 with one scale: the case where the scale is a choice."""
+    return per_tensor_int8_scale(file) is not None
+
+
+def per_tensor_int8_scale(file: ModelFile) -> float | None:
+    """The scale of the file's head weight when it is int8 with one scale, else ``None``."""
     weight = _slot(_model(file.flatbuffer), int(file.metadata["head"]["weight_tensor"]))
-    return weight.dtype == np.dtype("i1") and len(weight.scales) == 1
+    return float(weight.scales[0]) if weight.dtype == np.dtype("i1") and len(weight.scales) == 1 else None
 
 
 def _write_weight(out: bytearray, slot: _Slot, Wt: np.ndarray, weight_scale: float | None) -> np.ndarray:

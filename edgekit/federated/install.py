@@ -39,13 +39,14 @@ from ..runtime import Runtime, read_head
 from ..signing import sign_model
 from ..tokenizer import Tokenizer, TokenizerConfig
 from ..vocab import Vocabulary
-from .flathead import FlatHeadError, default_int8_scale, per_tensor_int8, write_head
+from .flathead import INT8_MAX, FlatHeadError, default_int8_scale, per_tensor_int8, per_tensor_int8_scale, write_head
 from .hazmat.delta import Delta
 
 LINEAGE_MAX = 64  # ancestors a version names: a device that missed more rounds installs from a fresh download
 INT8_TOLERANCE = 0.002  # the int8 head may lose at most 0.2 points of top-3 against its float head
 SCALE_FACTORS = (1.0, 0.9, 0.8, 0.7, 0.6)  # int8 scales tried, as fractions of max|W| / 127
 CHECK_TARGETS = 20_000
+INT8_STEP_GROWTH = 2.0  # an int8 step more than twice the parent's is worth a warning (``_int8_check``)
 
 
 def apply_delta(head: Weights, delta: Delta) -> Weights:
@@ -121,11 +122,13 @@ def with_head(file: ModelFile, head: Weights, heldout: Iterable[str] | None = No
 
 
 def _flat_head(file: ModelFile, head: Weights, heldout: Iterable[str] | None) -> tuple[bytes, dict]:
-    """The flatbuffer with ``head`` written in; for a per-tensor int8 head, its scale checked on ``heldout``."""
+    """The flatbuffer with ``head`` written in; for a per-tensor int8 head, its scale checked (``_int8_check``)
+    always, and chosen on ``heldout`` text when there is some."""
     if not per_tensor_int8(file):
         return write_head(file, head), {"where": "flatbuffer"}
-    if heldout is None:  # the converter's choice, unchecked
-        return write_head(file, head), {"where": "flatbuffer", "int8_scale": default_int8_scale(head[0])}
+    if heldout is None:  # the converter's choice, max-abs
+        flat = write_head(file, head)
+        return flat, {"where": "flatbuffer", **_int8_check(file, flat, head, default_int8_scale(head[0]))}
     vocab = Vocabulary(file.vocab, file.metadata.get("personal_slots", 0))
     lines = list(Tokenizer(TokenizerConfig.from_dict(file.metadata["tokenizer"])).iter_lines(heldout))
     T = int(file.metadata["context_length"])
@@ -143,8 +146,37 @@ def _flat_head(file: ModelFile, head: Weights, heldout: Iterable[str] | None) ->
         if reference - top3 <= INT8_TOLERANCE:
             break
     top3, factor, flat = max(tried, key=lambda t: t[0])
-    return flat, {"where": "flatbuffer", "int8_scale": base * factor, "float_top3": round(reference or 0.0, 4),
-                  "int8_top3": round(top3, 4), "scales_tried": len(tried)}
+    return flat, {"where": "flatbuffer", **_int8_check(file, flat, head, base * factor),
+                  "float_top3": round(reference or 0.0, 4), "int8_top3": round(top3, 4), "scales_tried": len(tried)}
+
+
+def _int8_check(file: ModelFile, flat: bytes, head: Weights, scale: float) -> dict:
+    """The int8 head as a device will read it (LiteRT, from ``flat``), against the float head; no text needed.
+
+    Every weight must be within half a step of its float value (clipped to
+    the int8 range at ``scale``): anything else is a wrong write, and raises
+    ``FlatHeadError`` (the head then ships as ``head.npz``). Returned for
+    ``head_storage``: the scale, the relative error ``|Wq - W| / |W|`` (about
+    1% for the bundled head), and the step against the parent's. A step more
+    than ``INT8_STEP_GROWTH`` times the parent's means one weight grew far
+    beyond the rest (an outlier in an update) and every other weight lost that
+    much resolution: a ``warning`` says so, which ``--heldout`` settles.
+    """
+    W = np.asarray(head[0], np.float32)
+    Wq = read_head(ModelFile(flatbuffer=flat, metadata=file.metadata, vocab=file.vocab))[0]
+    worst = float(np.abs(Wq - np.clip(W, -INT8_MAX * scale, INT8_MAX * scale)).max()) / scale
+    if worst > 0.5 + 1e-3:
+        raise FlatHeadError(f"the int8 head read back from the new flatbuffer is {worst:.2f} steps from the float "
+                            "head (at most half a step when written right)")
+    growth = scale / (per_tensor_int8_scale(file) or scale)
+    error = float(np.linalg.norm(Wq - W) / (np.linalg.norm(W) or 1.0))
+    check: dict[str, float | str] = {"int8_scale": scale, "int8_error": round(error, 5),
+                                     "int8_step_growth": round(growth, 3)}
+    if growth > INT8_STEP_GROWTH:
+        check["warning"] = (f"the int8 step is {growth:.1f}x the parent's (max |W| {INT8_MAX * scale:.3g}): every head "
+                            "weight lost that much resolution; look for an outlier update, and check the scale with "
+                            "--heldout")
+    return check
 
 
 def _float_scorer(runtime: Runtime, W: np.ndarray, b: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

@@ -31,6 +31,7 @@ SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.CHACHA20_POLY1305)
 SUITE_NAME = "X25519-HKDF-SHA256-ChaCha20Poly1305"
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
+PASSPHRASE_ENV = "EDGEKIT_KEY_PASSPHRASE"
 
 
 def generate_keypair(private_path: str | Path, public_path: str | Path | None = None, *,
@@ -126,6 +127,26 @@ def load_signing_key(path: str | Path, passphrase: bytes | None = None) -> Ed255
         raise KeyFileError(f"{path}: a {type(key).__name__}, expected the Ed25519 signing key "
                            "(the .signing.key file from `edgekit keygen`)")
     return key
+
+
+def read_passphrase(path: str | Path | None = None) -> bytes | None:
+    """The private keys' passphrase: from ``path`` (one line), else ``$EDGEKIT_KEY_PASSPHRASE``, else ``None``.
+
+    A server that runs unattended (the Flower ServerApp) has no prompt; an
+    empty passphrase is an error, never "no passphrase".
+    """
+    if path:
+        try:
+            secret = Path(path).read_bytes().rstrip(b"\r\n")
+        except OSError as e:
+            raise KeyFileError(f"{path}: cannot read passphrase ({e.strerror})") from None
+    elif PASSPHRASE_ENV in os.environ:
+        secret = os.environ[PASSPHRASE_ENV].encode()
+    else:
+        return None
+    if not secret:
+        raise KeyFileError("the key passphrase is empty")
+    return secret
 
 
 def _load_private(path: Path, passphrase: bytes | None) -> object:

@@ -13,16 +13,18 @@ guarantee *against the server* is ``sampling_rate=1`` and ``rounds`` = the
 rounds a device took part in. Against anyone who only sees the released
 models, sampling amplification applies (use the real per-round sampling rate).
 
-A Flower server with central DP keeps a *ledger* beside each model version
-it writes (``round-003.privacy.json`` next to ``round-003.tflite``): epsilon
-at the run's delta for that round and over all rounds so far.
-``read_ledger`` / ``describe_ledger`` give it back (``edgekit info``).
+A server with central DP (a Flower run, or ``edgekit aggregate
+--central-noise-multiplier``) keeps a *ledger* beside each model version it
+writes (``round-003.privacy.json`` next to ``round-003.tflite``): epsilon at
+the run's delta for that round and over all rounds so far.
+``read_ledger`` / ``describe_ledger`` give it back (``edgekit info``);
+``next_ledger`` carries the parent version's ledger one round on.
 """
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,23 +51,36 @@ class PrivacyReport:
 def dp_epsilon(noise_multiplier: float, *, sampling_rate: float = 1.0, rounds: int = 1,
                delta: float = DEFAULT_DELTA, accountant: str = "rdp") -> PrivacyReport:
     """Epsilon at ``delta`` for ``rounds`` Poisson-sampled Gaussian rounds; ``inf`` without noise."""
-    import dp_accounting  # optional dependency: only the server that reports privacy needs it
-    from dp_accounting import pld, rdp
-
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"unknown accountant {accountant!r}; choose one of {', '.join(ACCOUNTANTS)}")
     if not (0 < sampling_rate <= 1 and rounds >= 1 and 0 < delta < 1 and noise_multiplier >= 0):
         raise ValueError("need 0 < sampling_rate <= 1, rounds >= 1, 0 < delta < 1, noise_multiplier >= 0")
     report = PrivacyReport(epsilon=math.inf, delta=delta, noise_multiplier=noise_multiplier,
                            sampling_rate=sampling_rate, rounds=rounds, accountant=accountant)
-    if noise_multiplier == 0:
-        return report
-    event = dp_accounting.GaussianDpEvent(noise_multiplier)
-    if sampling_rate < 1:
-        event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
+    step = {"noise_multiplier": noise_multiplier, "sampling_rate": sampling_rate, "rounds": rounds}
+    return replace(report, epsilon=composed_epsilon([step], delta, accountant))
+
+
+def composed_epsilon(steps: Sequence[Mapping[str, Any]], delta: float, accountant: str = "rdp") -> float:
+    """Epsilon at ``delta`` of rounds run at different settings, one after the other.
+
+    Each step is ``{"noise_multiplier", "sampling_rate", "rounds"}`` (a
+    ledger's ``cumulative.events``); ``inf`` when any step had no noise.
+    """
+    if any(float(s["noise_multiplier"]) == 0 for s in steps):
+        return math.inf
+    import dp_accounting  # optional dependency: only the server that reports privacy needs it
+    from dp_accounting import pld, rdp
+
+    events = []
+    for s in steps:
+        event = dp_accounting.GaussianDpEvent(float(s["noise_multiplier"]))
+        if float(s["sampling_rate"]) < 1:
+            event = dp_accounting.PoissonSampledDpEvent(float(s["sampling_rate"]), event)
+        events.append(dp_accounting.SelfComposedDpEvent(event, int(s["rounds"])))
     acc = rdp.RdpAccountant() if accountant == "rdp" else pld.PLDAccountant()
-    acc.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
-    return replace(report, epsilon=float(acc.get_epsilon(delta)))
+    acc.compose(dp_accounting.ComposedDpEvent(events))
+    return float(acc.get_epsilon(delta))
 
 
 def split_noise(noise_multiplier: float, cohort: int) -> tuple[float, float]:
@@ -103,9 +118,9 @@ def write_ledger(model_path: str | Path, ledger: Mapping[str, Any]) -> Path:
 
 
 def read_ledger(model_path: str | Path) -> dict | None:
-    """The ledger written beside ``model_path`` by a Flower server, or ``None`` when there is none.
+    """The ledger written beside ``model_path`` by a server, or ``None`` when there is none.
 
-    A model made without central DP (or by ``edgekit aggregate``) has none;
+    A model made without central DP has none;
     an unreadable one is an error, not silently "no privacy spent".
     """
     path = ledger_path(model_path)
@@ -118,6 +133,37 @@ def read_ledger(model_path: str | Path) -> dict | None:
     if not isinstance(ledger, dict) or not {"delta", "round", "cumulative"} <= ledger.keys():
         raise ValueError(f"{path}: not a privacy ledger (needs delta, round and cumulative)")
     return ledger
+
+
+def next_ledger(parent_model: str | Path, *, fingerprint: str, parent_fingerprint: str, noise_multiplier: float,
+                sampling_rate: float, cohort: int, clip_norm: float, delta: float) -> dict[str, Any]:
+    """The ledger of a version made from ``parent_model`` by one more round of central noise (``edgekit aggregate``).
+
+    The cumulative epsilon composes this round with every round the parent's
+    ledger accounts for (``cumulative.events``: noise multiplier, sampling
+    rate and rounds of each stretch; a Flower run's ledger is one stretch at
+    its largest sampling rate), so a chain of versions aggregated one at a
+    time reports what the whole chain cost. ``since`` names the version the
+    accounted rounds start from: a parent without a ledger was made without
+    central noise, and no epsilon covers the rounds before it.
+    """
+    parent = read_ledger(parent_model)
+    earlier: list[dict[str, Any]] = []
+    since = parent_fingerprint
+    if parent is not None:
+        c = parent["cumulative"]
+        earlier = list(c.get("events") or [{"noise_multiplier": parent["round"]["noise_multiplier"],
+                                            "sampling_rate": c["sampling_rate"], "rounds": c["rounds"]}])
+        since = c.get("since")
+    this = {"noise_multiplier": noise_multiplier, "sampling_rate": sampling_rate, "rounds": 1}
+    events = [*earlier, this]
+    rounds = sum(int(e["rounds"]) for e in events)
+    return {"delta": delta, "accountant": "rdp", "mechanism": "central DP, Gaussian, fixed clipping",
+            "secure_aggregation": False, "fingerprint": fingerprint, "parent_fingerprint": parent_fingerprint,
+            "round": {"round": rounds, "epsilon": composed_epsilon([this], delta), "noise_multiplier": noise_multiplier,
+                      "sampling_rate": sampling_rate, "cohort": cohort, "clip_norm": clip_norm},
+            "cumulative": {"rounds": rounds, "epsilon": composed_epsilon(events, delta), "since": since,
+                           "sampling_rate": max(float(e["sampling_rate"]) for e in events), "events": events}}
 
 
 def describe_ledger(ledger: Mapping[str, Any]) -> str:

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from flwr.common import (
 from ..federated import UpdateError, dp_epsilon, install_delta
 from ..federated.hazmat import Aggregator, Delta, add_central_noise, validate_delta
 from ..federated.install import float_head
+from ..federated.keys import load_signing_key, read_passphrase
 from ..federated.privacy import split_noise, write_ledger
 from ..model import EdgeModel
 from .local import head_scores
@@ -75,6 +76,11 @@ class RoundServer:
                  on_round: Callable[[RoundStats], None] | None = None) -> None:
         if not config.model or not config.out_dir:
             raise ValueError("the server needs a model file and an output folder for the new versions")
+        if not config.signing_key:
+            raise ValueError("the server signs every version it writes and devices install only signed ones: "
+                             "set signing-key to the .signing.key file from `edgekit keygen`")
+        # Loaded before the first round: a wrong key or passphrase stops the run, not its first version.
+        self.signer = load_signing_key(config.signing_key, read_passphrase(config.passphrase_file))
         self.config = config
         self.eval_lines = eval_lines
         self.on_round = on_round
@@ -201,11 +207,13 @@ class RoundServer:
         return True
 
     def _install(self, server_round: int, delta: Delta) -> None:
-        """Write the next version exactly as ``edgekit aggregate`` does."""
+        """Write the next version exactly as ``edgekit aggregate`` does: head in the flatbuffer, signed."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"round-{server_round:03d}.tflite"
-        new = install_delta(self.model_path, delta, path, base_head=self.head)
+        new = install_delta(self.model_path, delta, path, base_head=self.head, signing_key=self.signer)
         self.model_path, self.head, self.fingerprint = path, float_head(path, new), new.fingerprint
+        if "warning" in new.metadata["head_storage"]:  # the int8 check's: the version is written all the same
+            log(WARNING, "round %s: %s", server_round, new.metadata["head_storage"]["warning"])
 
     def _epsilon(self, server_round: int) -> tuple[float | None, float | None]:
         """(this round, all rounds so far): central noise against released models, local against the server.

@@ -62,6 +62,12 @@ class FederationConfig:
       devices must finish in seconds. On the bundled model and 1,500-word
       clients, 2 epochs at 3e-3 raise top-3 on a device's own later text
       (28.3% -> 28.5%, 11 writers); at 1e-2 they lower it (28.2%).
+    - ``signing_key``: the server's Ed25519 signing key file (``edgekit
+      keygen``'s ``<stem>.signing.key``). Required: the server signs every
+      version it writes, as ``edgekit aggregate`` does, and devices install
+      only signed versions. Its passphrase, if it has one, is read from
+      ``passphrase_file``, else ``$EDGEKIT_KEY_PASSPHRASE`` (no prompt: the
+      ServerApp runs unattended).
     - ``secure``: SecAgg+; the server only learns the sum, so it needs
       ``fedavg`` and cannot check individual norms (devices clip; the server
       refuses a sum whose mean is over the clip bound). ``None`` (the default):
@@ -90,6 +96,8 @@ class FederationConfig:
     min_steps: int = 0
     learning_rate: float = 3e-3
     out_dir: str = ""
+    signing_key: str = ""
+    passphrase_file: str = ""
     eval_text: str = ""
     eval_targets: int = 4000
     timeout: float = 600.0

@@ -44,6 +44,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TextIO
 
+from ..federated.keys import generate_signing_key, signing_key_paths
 from .partitions import Partition, take_words, write_partitions
 from .rounds import RoundStats, read_rounds
 from .settings import FederationConfig
@@ -68,9 +69,13 @@ def run(config: FederationConfig, partitions: list[Partition], workdir: str | Pa
 
     ``workdir`` receives the client folders (``clients/``), the Flower app
     and its log (``flower.log``), and one model file per round (``models/``)
-    unless ``config.out_dir`` says otherwise.
+    unless ``config.out_dir`` says otherwise. Every version is signed: with
+    ``config.signing_key``, else with a new pair made in ``workdir``
+    (``server.signing.key``; devices verify with ``server.signing.pub``).
     """
     workdir = Path(workdir).resolve()
+    if not config.signing_key:
+        config = replace(config, signing_key=str(simulation_signing_key(workdir)))
     clients_dir = workdir / "clients"
     write_partitions(partitions, clients_dir)
     out_dir = Path(config.out_dir or workdir / "models").resolve()
@@ -101,6 +106,15 @@ def run(config: FederationConfig, partitions: list[Partition], workdir: str | Pa
         raise RuntimeError(f"the simulation stopped after {max(len(rows) - 1, 0)} of {config.rounds} rounds; "
                            f"Flower's log ({log_path}) ends:\n" + "\n".join(tail))
     return rows
+
+
+def simulation_signing_key(workdir: Path) -> Path:
+    """The simulation's own signing pair in ``workdir`` (made once, kept), as ``edgekit keygen`` makes it."""
+    private, public = signing_key_paths(workdir / "server.key")
+    if not private.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        generate_signing_key(private, public)
+    return private
 
 
 def write_app(folder: Path, config: FederationConfig, extra: dict[str, str]) -> Path:

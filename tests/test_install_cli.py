@@ -122,7 +122,8 @@ def refusals(tmp_path, base):
                      replace(v3, extras={k: v for k, v in v3.extras.items() if k != SIGNATURE_NAME}))
     run("keygen", "-o", tmp_path / "other.key")  # a foreign server signs the same round with its own key
     run("aggregate", "--key", tmp_path / "server.key", "--signing-key", tmp_path / "other.signing.key",
-        "-m", tmp_path / "round1.tflite", tmp_path / "round2", "-o", tmp_path / "foreign.tflite", "--clip-norm", CLIP)
+        "-m", tmp_path / "round1.tflite", tmp_path / "round2", "-o", tmp_path / "foreign.tflite", "--clip-norm", CLIP,
+        "--seen-ids", tmp_path / "other.seen-ids")  # the other server's own replay ledger
     cases = {"tampered.tflite": "changed after it was signed", "unsigned.tflite": "not signed",
              "round1.tflite": "older than the installed", "round2.tflite": "is the one installed",
              "foreign.tflite": "does not trust", "base.tflite": "not signed"}
@@ -131,7 +132,8 @@ def refusals(tmp_path, base):
         assert reason in run("install", tmp_path / name, "--state-dir", device, ok=False), name
     # A version from another branch: made from round 1 by other updates, signed by this server.
     run("aggregate", "--key", tmp_path / "server.key", "-m", tmp_path / "round1.tflite", tmp_path / "round2",
-        "-o", tmp_path / "branch.tflite", "--clip-norm", CLIP, "--mode", "median")
+        "-o", tmp_path / "branch.tflite", "--clip-norm", CLIP, "--mode", "median",
+        "--seen-ids", tmp_path / "branch.seen-ids")  # the same updates again: not a replay for this test
     assert "does not descend" in run("install", tmp_path / "branch.tflite", "--state-dir", device, ok=False)
     # Another model altogether, though signed by this server and told it is local.
     other = read_model_file(base)

@@ -54,7 +54,7 @@ for d in out/devices/client-*; do
     -o "out/updates/$name.edgekit-update" || echo "$name: nothing to export (personalization kept nothing)"
 done
 # FedAvg: ten honest phones (the default, a trimmed mean, is built for a round with hostile updates).
-edgekit aggregate --key out/server.key -m "$MODEL" out/updates -o out/edgekit-en-v2.tflite --mode fedavg
-edgekit evaluate -m "$MODEL" --text out/devices-heldout.txt | sed 's/^/global v1: /'
-edgekit evaluate -m out/edgekit-en-v2.tflite --text out/devices-heldout.txt | sed 's/^/global v2: /'
+edgekit aggregate --key out/server.key -m "$MODEL" out/updates -o out/edgekit-en-round1.tflite --mode fedavg
+edgekit evaluate -m "$MODEL" --text out/devices-heldout.txt | sed 's/^/global, bundled:     /'
+edgekit evaluate -m out/edgekit-en-round1.tflite --text out/devices-heldout.txt | sed 's/^/global, after round: /'
 step "done: files in out/"

@@ -1,12 +1,13 @@
 """What personalization buys on real personal text, next to presage's learning.
 
     python -m benchmarks.bench_personalization [--model edgekit/assets/edgekit-en-int8.tflite] [--max-targets 5000]
-        [--dialogue /work/shared/data/corpora/chat/taskmaster4.txt]
+        [--dialogue data/heldout/taskmaster4.txt.xz]
 
 For each personal corpus (SMS messages; *Persuasion*, a book the base model
 never saw; with ``--dialogue``, a repetitive user: the customer's turns of
-Taskmaster-4, where a third of the later lines repeat earlier ones word for
-word), the fixed split ``edgekit.converters.corpus.personal_split``: the first
+a dialogue corpus, e.g. Taskmaster-4's test split, which no version of the
+base model trained on; customers there repeat their orders word for word),
+the fixed split ``edgekit.converters.corpus.personal_split``: the first
 80% of lines are the user's past text (personalize on it), the last 20% what
 they type next (scored, first ``--max-targets`` words). Prints top-1, top-3,
 keystroke savings and microseconds per prediction before and after, beside
@@ -48,7 +49,7 @@ def us_per_suggest(model: EdgeModel, lines: list[str], n: int = 300) -> float:
 
 def dialogue_user(path: Path, n: int = 3000) -> list[str]:
     """The customer's turns (the first of each pair) of a dialogue file, dialogues split by blank lines."""
-    dialogues = [d.splitlines() for d in path.read_text(encoding="utf-8").split("\n\n") if d.strip()]
+    dialogues = [d.splitlines() for d in "".join(read_text_lines(path)).split("\n\n") if d.strip()]
     return [ln.strip() for d in dialogues for i, ln in enumerate(d) if i % 2 == 0 and ln.strip()][:n]
 
 

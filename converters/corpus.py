@@ -1,10 +1,8 @@
-"""Training and evaluation text for the default English model.
+"""Training and evaluation text for the default English model: the files of ``data/``, their splits, windows.
 
-The raw corpora (mailing-list email, novels, chat logs) are full of things a
-keyboard never sees: mail headers, quoted replies, signatures, list footers,
-URLs, chapter headings, hard-wrapped lines. Cleaning them once, here, and
-shipping the result in ``data/`` makes the bundled model rebuildable without
-the raw corpora: ``python -m edgekit.converters.corpus --shared /path/to/shared/data``
+The raw corpora are cleaned once (``cleaning``) and the result ships in
+``data/``, so the bundled model is rebuildable without them;
+``python -m edgekit.converters.rebuild_data --shared /path/to/shared/data``
 regenerates ``data/`` byte for byte.
 
 Every output file holds one paragraph (or message part) per line, which is
@@ -16,13 +14,7 @@ shipped ``.xz``-compressed; ``edgekit.tokenizer.read_text_lines`` reads them dir
 """
 from __future__ import annotations
 
-import argparse
-import email
-import email.policy
 import hashlib
-import lzma
-import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
@@ -33,6 +25,7 @@ from edgekit.tokenizer import Tokenizer, read_text_lines
 from edgekit.vocab import Vocabulary
 
 from . import checkout_folder, require_checkout
+from .cleaning import irc_lines, plain, user_turns, without_name_placeholder
 
 DATA_DIR: Path | None = checkout_folder("data")  # None outside a source checkout
 
@@ -98,110 +91,6 @@ def personal_split(lines: Sequence[T], train_fraction: float = PERSONAL_TRAIN_FR
     return list(lines[:cut]), list(lines[cut:])
 
 
-# -- email ---------------------------------------------------------------
-_QUOTED = re.compile(r"^\s*(>|\|)")
-_ATTRIBUTION = re.compile(r"(wrote|writes|said)\s*:\s*$", re.IGNORECASE)
-_FORWARDED_HEADER = re.compile(r"^\s*(from|to|cc|date|subject|sent|message-id|reply-to|hash)\s*:", re.IGNORECASE)
-# Lines after which nothing is the author's own prose: signature, list footer,
-# forwarded/quoted original, PGP signature.
-_STOP = re.compile(
-    r"^(-- ?$|_{10,}|-{10,}|-+ ?Original Message|-+ ?Forwarded message|-+BEGIN PGP SIGNATURE"
-    r"|-{3,} ?In \S+ wrote|To unsubscribe|Do You Yahoo!?)",
-    re.IGNORECASE,
-)
-_URL_OR_ADDRESS = re.compile(r"(\S+://\S+|www\.\S+|\S+@\S+|<\S+>)")
-_MIN_EMAIL_WORDS = 3
-
-
-def email_paragraphs(raw: bytes) -> list[str]:
-    """The author's own paragraphs of one RFC 822 message, one per string."""
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    return [p for body in _plain_bodies(message) for p in _body_paragraphs(body)]
-
-
-def _plain_bodies(message: email.message.Message) -> Iterator[str]:
-    """Decoded text/plain parts; HTML and attachments carry no typing to learn from."""
-    for part in message.walk():
-        if part.get_content_type() != "text/plain" or part.get_filename():
-            continue
-        payload = part.get_payload(decode=True) or b""
-        yield payload.decode(part.get_content_charset() or "latin-1", errors="replace")
-
-
-def _body_paragraphs(body: str) -> Iterator[str]:
-    lines: list[str] = []
-    for line in body.splitlines():
-        if _STOP.match(line):
-            break
-        lines.append(_clean_email_line(line))
-    for paragraph in _paragraphs(lines):
-        if len(paragraph.split()) >= _MIN_EMAIL_WORDS:
-            yield paragraph
-
-
-def _clean_email_line(line: str) -> str:
-    """The line's prose, or "" for quotes, headers, code, logs and encoded junk."""
-    if _QUOTED.match(line) or _ATTRIBUTION.search(line) or _FORWARDED_HEADER.match(line):
-        return ""
-    line = " ".join(_URL_OR_ADDRESS.sub(" ", line).split())
-    return line if _looks_like_prose(line) else ""
-
-
-def _looks_like_prose(line: str) -> bool:
-    """Mostly letters and spaces, no giant tokens (base64, paths, hashes)."""
-    chars = line.replace(" ", "")
-    if not chars or max(len(w) for w in line.split()) > 25:
-        return False
-    letters = sum(c.isalpha() for c in chars)
-    return letters / len(chars) >= 0.75 and "\ufffd" not in line
-
-
-def _paragraphs(lines: Iterable[str]) -> Iterator[str]:
-    """Join hard-wrapped lines; a blank line ends a paragraph."""
-    current: list[str] = []
-    for line in lines:
-        if line.strip():
-            current.append(line.strip())
-        elif current:
-            yield " ".join(current)
-            current = []
-    if current:
-        yield " ".join(current)
-
-
-# -- books, plays, wikipedia -----------------------------------------------
-_MIN_BOOK_WORDS = 4
-
-
-def book_paragraphs(text: str) -> list[str]:
-    """Paragraphs of a hard-wrapped novel; short ones (titles, chapter headings) dropped."""
-    return [p for p in _paragraphs(text.splitlines()) if len(p.split()) >= _MIN_BOOK_WORDS]
-
-
-_WIKI_GLUE = re.compile(r" @(.)@ ")
-_WIKI_SPACE_BEFORE = re.compile(r" ([.,;:!?)'\"]|'s\b|n't\b)")
-_WIKI_SPACE_AFTER = re.compile(r"([(]) ")
-_SENTENCE = re.compile(r"(?<=[.!?]) +")
-
-
-def wikitext_paragraphs(text: str) -> list[str]:
-    """WikiText-2 de-tokenized; headings and sentences with ``<unk>`` dropped.
-
-    Dropping only the sentence (not the paragraph) keeps most text while never
-    teaching the model a bigram that spans a removed word.
-    """
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("="):
-            continue
-        line = _WIKI_SPACE_AFTER.sub(r"\1", _WIKI_SPACE_BEFORE.sub(r"\1", _WIKI_GLUE.sub(r"\1", line)))
-        kept = [s for s in _SENTENCE.split(line) if "<unk>" not in s]
-        if kept:
-            out.append(" ".join(kept))
-    return out
-
-
 # -- version 2: keyboard-like sources, each with a fixed train/valid/test split ----
 SPLITS = ("train", "valid", "heldout")
 TEST_PERCENT, VALID_PERCENT = 3, 2
@@ -224,29 +113,6 @@ def split_of(unit: str, has_test: bool = True) -> str:
     return "valid" if bucket < TEST_PERCENT + VALID_PERCENT else "train"
 
 
-def _plain(lines: list[str]) -> list[str]:
-    """Whitespace collapsed, empty lines dropped; the text is otherwise as people typed it."""
-    return [" ".join(line.split()) for line in lines if line.strip()]
-
-
-def _irc(lines: list[str]) -> list[str]:
-    """IRC without URLs/addresses, bot and client commands (``!ask``, ``/join``), control
-    characters, and lines that are mostly paths, code or logs."""
-    cleaned = _plain(["".join(c for c in _URL_OR_ADDRESS.sub(" ", line) if c.isprintable()) for line in lines])
-    return [line for line in cleaned if line[0] not in "!/" and _looks_like_prose(line)]
-
-
-def _without_name_placeholder(lines: list[str]) -> list[str]:
-    """GoEmotions replaced names by ``[NAME]``: drop those sentences (as WikiText's ``<unk>`` ones),
-    so the model never learns to suggest "name" where a person's name was."""
-    return _plain([" ".join(s for s in _SENTENCE.split(line) if "[NAME]" not in s) for line in lines])
-
-
-def _user_turns(lines: list[str]) -> list[str]:
-    """Schema-Guided Dialogue: the user's turns (every other, from the first); the system's are templates."""
-    return _plain(lines[0::2])
-
-
 @dataclass(frozen=True)
 class Source:
     """One corpus of the version 2 training mixture and how it is cut into split units."""
@@ -265,52 +131,23 @@ class Source:
 
 
 SOURCES: dict[str, Source] = {s.name: s for s in (
-    Source("email_easy_ham_1", "spamassassin/easy-ham-1", "email", _plain, "PDDL-1.0 / CC0", has_test=False),
-    Source("self_dialogue", "chat/self_dialogue.txt", "conversation", _plain, "BSD-3-Clause",
+    Source("email_easy_ham_1", "spamassassin/easy-ham-1", "email", plain, "PDDL-1.0 / CC0", has_test=False),
+    Source("self_dialogue", "chat/self_dialogue.txt", "conversation", plain, "BSD-3-Clause",
            "self-dialogue-LICENSE.txt"),
-    Source("irc_ubuntu_linux", "chat/irc_ubuntu_linux.txt", "line", _irc, "CC BY 4.0",
+    Source("irc_ubuntu_linux", "chat/irc_ubuntu_linux.txt", "line", irc_lines, "CC BY 4.0",
            "irc-disentanglement-LICENSE-data.txt"),
-    Source("topical_chat", "chat/topical_chat_valid_test.txt", "conversation", _plain, "CDLA-Sharing-1.0",
+    Source("topical_chat", "chat/topical_chat_valid_test.txt", "conversation", plain, "CDLA-Sharing-1.0",
            "topical-chat-DATALICENSE.txt", share_alike=True),
-    Source("goemotions_reddit", "chat/goemotions_reddit_comments.txt", "line", _without_name_placeholder,
+    Source("goemotions_reddit", "chat/goemotions_reddit_comments.txt", "line", without_name_placeholder,
            "Apache-2.0", "goemotions-LICENSE.txt"),
-    Source("sgd_user_turns", "chat/schema_guided_dialogue.txt", "conversation", _user_turns, "CC BY-SA 4.0",
+    Source("sgd_user_turns", "chat/schema_guided_dialogue.txt", "conversation", user_turns, "CC BY-SA 4.0",
            "schema-guided-dialogue-LICENSE.txt", share_alike=True),
-    Source("taskmaster4", "chat/taskmaster4.txt", "conversation", _plain, "CC BY 4.0", "taskmaster4-license.md"),
-    Source("tatoeba", "sentences/tatoeba_en.txt", "line", _plain, "CC BY 2.0 FR", "tatoeba-laser-README.md"),
-    Source("common_voice", "sentences/common_voice_en_2020.txt", "line", _plain, "CC0 1.0",
+    Source("taskmaster4", "chat/taskmaster4.txt", "conversation", plain, "CC BY 4.0", "taskmaster4-license.md"),
+    Source("tatoeba", "sentences/tatoeba_en.txt", "line", plain, "CC BY 2.0 FR", "tatoeba-laser-README.md"),
+    Source("common_voice", "sentences/common_voice_en_2020.txt", "line", plain, "CC0 1.0",
            "common-voice-sentences-LICENSE.txt"),
 )}
 TRAIN_SOURCES: tuple[str, ...] = tuple(SOURCES)  # the version 2 mixture, each source once per epoch
-
-
-def source_units(source: Source, corpora: Path) -> Iterator[list[str]]:
-    """The cleaned lines of each unit (line, conversation or message) of a source."""
-    path = corpora / source.raw
-    if source.unit == "email":
-        for f in sorted(path.glob("*.txt")):
-            yield source.clean(email_paragraphs(f.read_bytes()))
-        return
-    text = _read(path)
-    if source.unit == "line":
-        for line in text.splitlines():
-            yield source.clean([line])
-        return
-    for block in re.split(r"\n\s*\n", text):
-        yield source.clean(block.splitlines())
-
-
-def split_source(source: Source, corpora: Path) -> dict[str, list[str]]:
-    """Split name -> output lines; conversations stay whole and end with a blank line.
-
-    The split is decided on the cleaned unit, so two raw lines that clean to
-    the same text (differing only in a removed URL) share one split.
-    """
-    out: dict[str, list[str]] = {split: [] for split in SPLITS}
-    for lines in source_units(source, corpora):
-        if lines:
-            out[split_of("\n".join(lines), source.has_test)].extend(lines + [""] * (source.unit == "conversation"))
-    return out
 
 
 # -- token lines -> (context, target) windows -----------------------------------
@@ -408,75 +245,3 @@ class Windows:
         inside = cols >= self.line_starts[index][:, None]
         contexts = np.where(inside, self.ids[np.maximum(cols, 0)], self.pad).astype(np.int32)
         return contexts, self.ids[pos]
-
-
-# -- rebuild data/ from the raw corpora -----------------------------------------
-def _email_dir_paragraphs(directory: Path) -> list[str]:
-    return [p for f in sorted(directory.glob("*.txt")) for p in email_paragraphs(f.read_bytes())]
-
-
-def _read(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace")
-
-
-def build_sources(shared: Path) -> dict[str, list[str]]:
-    """Output file name (relative to ``data/``) -> its cleaned lines."""
-    c = shared / "corpora"
-    out = {"train/email_easy_ham_1.txt": _email_dir_paragraphs(c / "spamassassin" / "easy-ham-1")}
-    for split in ("valid", "test"):
-        out[f"train/wikitext2_{split}.txt"] = wikitext_paragraphs(_read(c / "wikitext2" / f"{split}.txt"))
-    out["heldout/email_easy_ham_2.txt"] = _email_dir_paragraphs(c / "spamassassin" / "easy-ham-2")
-    out["heldout/austen_persuasion.txt"] = book_paragraphs(_read(c / "austen" / "persuasion.txt"))
-    out[PERSONAL_FILE] = [line.strip() for line in _read(c / "sms_ham.txt").splitlines() if line.strip()]
-    return out
-
-
-def rebuild(shared: Path | str, out_dir: Path | str | None = None) -> dict[str, int]:
-    """Write every cleaned file under ``out_dir``; returns lines per file.
-
-    The version 2 sources go out as ``.xz`` (preset 9; the text inside is
-    what ``training.json`` hashes) with their license files.
-    """
-    shared = Path(shared)
-    out_dir = Path(out_dir) if out_dir else require_checkout(DATA_DIR, "out_dir", exists=False)
-    counts = {}
-    for name, lines in build_sources(shared).items():
-        target = out_dir / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        counts[name] = len(lines)
-    for source in SOURCES.values():
-        for split, lines in split_source(source, shared / "corpora").items():
-            if split == "heldout" and not source.has_test:
-                continue
-            target = out_dir / source.file(split)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(lzma.compress("".join(line + "\n" for line in lines).encode("utf-8"), preset=9))
-            counts[source.file(split)] = len(lines)
-        _copy_license(source, shared / "corpora" / "licenses", out_dir)
-    return counts
-
-
-def _copy_license(source: Source, licenses: Path, out_dir: Path) -> None:
-    """``data/licenses/<file>``; a share-alike license also beside each split file of its source."""
-    if source.license_file is None:
-        return
-    targets = [out_dir / "licenses" / source.license_file]
-    if source.share_alike:
-        targets += [out_dir / split / f"{source.name}.LICENSE{Path(source.license_file).suffix}" for split in SPLITS]
-    for target in targets:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(licenses / source.license_file, target)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Rebuild data/ from the raw corpora.")
-    parser.add_argument("--shared", required=True, help="directory holding corpora/ (see data/README.md)")
-    parser.add_argument("--out", default=None, help="output directory (default: the source checkout's data/)")
-    args = parser.parse_args(argv)
-    for name, n in rebuild(args.shared, args.out).items():
-        print(f"{n:8d} lines  {name}")
-
-
-if __name__ == "__main__":
-    main()

@@ -15,11 +15,8 @@ come from ``seed`` and each epoch's order from ``(seed, epoch)``.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,16 +26,22 @@ import numpy as np
 from edgekit.vocab import Vocabulary
 
 from . import corpus, keras_model, require_checkout
+from .checkpoint import (
+    CHECKPOINT_DIR_NAME,
+    CHECKPOINT_FILE,
+    CHECKPOINT_FORMAT,
+    Progress,
+    StopSignals,
+    duration,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .keras_model import (
     MODEL_FILE,
     TRAINING_FILE,
     VOCAB_FILE,
     build_model,
 )
-
-CHECKPOINT_DIR_NAME = "train-base-checkpoint"  # under --out unless --checkpoint-dir; ignored by git
-CHECKPOINT_FILE = "checkpoint.npz"
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -143,48 +146,6 @@ class FitResult:
     checkpoint: Path | None = None
 
 
-@dataclass
-class _Progress:
-    """Where a run stands; saved in the checkpoint as JSON (floats kept exact by repr)."""
-
-    epoch: int = 0
-    step: int = 0  # next step within the epoch
-    global_step: int = 0
-    loss_sum: float = 0.0  # this epoch's batch losses so far (weighted by batch size)
-    loss_count: int = 0
-    seconds: float = 0.0
-    history: dict[str, list[float]] = field(default_factory=lambda: {"loss": [], "val_loss": []})
-
-
-class _StopSignals:
-    """Turns the first Ctrl-C / SIGTERM into "stop after this step" (a second Ctrl-C aborts at once).
-
-    Stopping between steps keeps weights, optimizer state and position
-    consistent, so the checkpoint written on the way out resumes exactly.
-    """
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-        click.echo(f"\n{self.received}: saving a checkpoint after this step (Ctrl-C again to abort without one)",
-                   err=True)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
 def _epoch_size(config: TrainConfig, n: int) -> int:
     return min(n, config.max_examples) if config.max_examples else n
 
@@ -195,42 +156,6 @@ def _epoch_order(config: TrainConfig, n: int, epoch: int) -> np.ndarray:
     size = len(subset) if subset is not None else n
     order = np.random.default_rng([config.seed, epoch]).permutation(size)
     return subset[order] if subset is not None else order
-
-
-def _duration(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min {int(seconds % 60):02d} s"
-
-
-def _save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
-    """Weights, Adam's variables (its step count included) and the JSON state, in one file written atomically."""
-    arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
-    arrays |= {f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
-    arrays["state"] = np.array(json.dumps(state))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path: Path, model, optimizer, expect: dict) -> _Progress:
-    """Restore a checkpoint made by the same configuration and data, or say why it cannot be used."""
-    with np.load(path) as saved:
-        state = json.loads(str(saved["state"]))
-        for key in ("config", "data"):
-            if state.get(key) != expect[key]:
-                differs = sorted(k for k in set(state.get(key) or {}) | set(expect[key])
-                                 if (state.get(key) or {}).get(k) != expect[key].get(k))
-                raise click.UsageError(
-                    f"{path} was made with a different {key} ({', '.join(map(str, differs[:6]))} differ); "
-                    "rerun with --fresh to start over, or pass another --checkpoint-dir")
-        model.set_weights([saved[f"w{i}"] for i in range(len(model.get_weights()))])
-        for i, v in enumerate(optimizer.variables):
-            v.assign(saved[f"o{i}"])
-    return _Progress(**state["progress"])
 
 
 def fit(
@@ -268,10 +193,10 @@ def fit(
     optimizer.build(model.trainable_variables)
     expect = {"config": _config_dict(config), "data": data or {}}
     if checkpoint is not None and checkpoint.exists() and not fresh:
-        progress = _load_checkpoint(checkpoint, model, optimizer, expect)
+        progress = load_checkpoint(checkpoint, model, optimizer, expect)
         echo(f"resuming {checkpoint}: epoch {progress.epoch + 1}, step {progress.step:,} of {steps_per_epoch:,}")
     else:
-        progress = _Progress()
+        progress = Progress()
         init_head_bias(model, train_windows.targets)
 
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
@@ -298,12 +223,12 @@ def fit(
         progress.seconds = seconds_before + time.monotonic() - run_start
         if checkpoint is not None:
             record = {"format": CHECKPOINT_FORMAT, "saved_because": reason, "progress": asdict(progress)}
-            _save_checkpoint(checkpoint, model, optimizer, expect | record)
+            save_checkpoint(checkpoint, model, optimizer, expect | record)
 
     run_start = last_save = last_print = time.monotonic()
     seconds_before = progress.seconds
     run_steps, stop_reason = 0, None
-    with _StopSignals() as signals:
+    with StopSignals() as signals:
         while progress.epoch < config.epochs and stop_reason is None:
             order = _epoch_order(config, len(train_windows), progress.epoch)
             while progress.step < steps_per_epoch:
@@ -321,7 +246,7 @@ def fit(
                     echo(f"epoch {progress.epoch + 1}/{config.epochs}  step {progress.step:,}/{steps_per_epoch:,}"
                          f"  loss {progress.loss_sum / progress.loss_count:.4f}"
                          f"  {run_steps * config.batch_size / (now - run_start):,.0f} examples/s"
-                         f"  elapsed {_duration(seconds_before + now - run_start)}  ETA {_duration(left)}")
+                         f"  elapsed {duration(seconds_before + now - run_start)}  ETA {duration(left)}")
                 stop_reason = (signals.received
                                or ("--max-steps" if max_steps and run_steps >= max_steps else None)
                                or ("--max-minutes" if max_minutes and now - run_start >= max_minutes * 60 else None))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgekit.converters import corpus
+from edgekit.converters import cleaning, corpus, rebuild_data
 from edgekit.tokenizer import Tokenizer, read_text_lines
 from edgekit.vocab import Vocabulary
 
@@ -17,7 +17,7 @@ HEADERS = b"From: a@b.c\nTo: list@x.org\nSubject: Re: hello there friends\nConte
 
 
 def _mail(body: str, headers: bytes = HEADERS) -> list[str]:
-    return corpus.email_paragraphs(headers + body.encode())
+    return cleaning.email_paragraphs(headers + body.encode())
 
 
 def test_email_drops_headers_and_joins_wrapped_lines():
@@ -46,14 +46,14 @@ def test_email_uses_plain_text_parts_only():
     raw = (b"From: a@b.c\nMIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=XX\n\n"
            b"--XX\nContent-Type: text/plain\n\nPlain words are the ones we keep.\n"
            b"--XX\nContent-Type: text/html\n\n<p>Html words are dropped here</p>\n--XX--\n")
-    assert corpus.email_paragraphs(raw) == ["Plain words are the ones we keep."]
+    assert cleaning.email_paragraphs(raw) == ["Plain words are the ones we keep."]
     html_only = b"From: a@b.c\nContent-Type: text/html\n\n<p>only html in this message</p>\n"
-    assert corpus.email_paragraphs(html_only) == []
+    assert cleaning.email_paragraphs(html_only) == []
 
 
 def test_email_decodes_base64_text_part():
     raw = HEADERS.replace(b"Content-Type: text/plain\n", b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n")
-    assert corpus.email_paragraphs(raw + b"VGhpcyBpcyBhIGRlY29kZWQgbWVzc2FnZS4=\n") == ["This is a decoded message."]
+    assert cleaning.email_paragraphs(raw + b"VGhpcyBpcyBhIGRlY29kZWQgbWVzc2FnZS4=\n") == ["This is a decoded message."]
 
 
 def test_email_drops_short_paragraphs():
@@ -62,12 +62,12 @@ def test_email_drops_short_paragraphs():
 
 def test_book_paragraphs_join_lines_and_drop_headings():
     text = "EMMA\n\nCHAPTER I\n\n\nEmma Woodhouse, handsome, clever,\nand rich.\n\nFinis\n"
-    assert corpus.book_paragraphs(text) == ["Emma Woodhouse, handsome, clever, and rich."]
+    assert cleaning.book_paragraphs(text) == ["Emma Woodhouse, handsome, clever, and rich."]
 
 
 def test_wikitext_detokenizes_and_drops_unk_sentences():
     text = " = Title = \n \n A well @-@ known lobster , 0 @.@ 7 kg ( big ) . It is <unk> here . It lives at sea . \n"
-    assert corpus.wikitext_paragraphs(text) == ["A well-known lobster, 0.7 kg (big). It lives at sea."]
+    assert cleaning.wikitext_paragraphs(text) == ["A well-known lobster, 0.7 kg (big). It lives at sea."]
 
 
 @given(st.lists(st.integers(), max_size=60), st.floats(0.0, 1.0))
@@ -128,21 +128,21 @@ def test_split_of_is_fixed_and_roughly_3_2_95():
 
 def test_split_source_ignores_order_and_keeps_conversations_whole(tmp_path):
     convs = [[f"hello {i}, how are you?", f"fine {i}, and you?", "me too."] for i in range(300)]
-    source = corpus.Source("chat", "chat.txt", "conversation", corpus._plain, "CC0")
+    source = corpus.Source("chat", "chat.txt", "conversation", cleaning.plain, "CC0")
     outs = []
     for order in (convs, random.Random(0).sample(convs, len(convs))):
         (tmp_path / "chat.txt").write_text("\n\n".join("\n".join(c) for c in order) + "\n")
         outs.append({split: {tuple(c.strip().split("\n")) for c in "\n".join(lines).split("\n\n") if c.strip()}
-                     for split, lines in corpus.split_source(source, tmp_path).items()})
+                     for split, lines in rebuild_data.split_source(source, tmp_path).items()})
     assert outs[0] == outs[1]
     assert sum(len(v) for v in outs[0].values()) == 300 and all(outs[0].values())
 
 
 def test_user_turns_and_name_placeholder_cleaning():
-    assert corpus._user_turns(["book a table", "Which city?", "San Jose  please", "Done."]) == [
+    assert cleaning.user_turns(["book a table", "Which city?", "San Jose  please", "Done."]) == [
         "book a table", "San Jose please"]
-    assert corpus._without_name_placeholder(["Go [NAME]! You rock. Love it"]) == ["You rock. Love it"]
-    assert corpus._irc(["see http://x.org/a for it", "/usr/lib/x86_64-linux-gnu/libfoo.so.1.2.3.4.5.6.7"]) == [
+    assert cleaning.without_name_placeholder(["Go [NAME]! You rock. Love it"]) == ["You rock. Love it"]
+    assert cleaning.irc_lines(["see http://x.org/a for it", "/usr/lib/x86_64-linux-gnu/libfoo.so.1.2.3.4.5.6.7"]) == [
         "see for it"]
 
 

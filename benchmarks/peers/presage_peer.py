@@ -462,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     train_paths = corpus.train_files(args.data_dir)
     missing = [p for p in train_paths if not p.is_file()]
     if missing:
-        raise SystemExit(f"missing training text {missing[0]}; rebuild it: python -m edgekit.converters.corpus --shared DIR")
+        raise SystemExit(f"missing training text {missing[0]}; rebuild it: python -m edgekit.converters.rebuild_data --shared DIR")
 
     if args.vocab.is_file():
         vocab, vocab_source = Vocabulary.load(args.vocab), str(args.vocab.relative_to(REPO) if args.vocab.is_relative_to(REPO) else args.vocab)

@@ -29,8 +29,10 @@ KERAS = ROOT / "models" / "edgekit-en.keras"
 RESULTS = ROOT / "benchmarks" / "results" / "base_model.json"
 PEERS = ROOT / "benchmarks" / "results" / "peers.json"
 PREVIOUS_FILE = "2cf6cf3:edgekit/assets/edgekit-en-int8.tflite"  # version 1's int8 file, the last commit with it
-CHAT = ("self_dialogue", "irc_ubuntu_linux", "topical_chat", "goemotions_reddit", "sgd_user_turns", "taskmaster4",
-        "tatoeba", "common_voice")  # the chat, comment and everyday-sentence test splits
+# The chat and comment test splits (dialogues, IRC, Reddit comments); Tatoeba and Common Voice are
+# everyday sentences, not chat, and are averaged apart.
+CHAT = ("self_dialogue", "irc_ubuntu_linux", "topical_chat", "goemotions_reddit", "sgd_user_turns", "taskmaster4")
+SENTENCES = ("tatoeba", "common_voice")
 PEER_FACTOR, CHAT_TOP3, MAX_MB, MAX_SLOWDOWN, INT8_POINTS = 1.3, 0.27, 2.0, 1.5, 0.01
 EMAIL_TOP3 = 0.2408  # version 1's int8 file on the same 5,000 words: the new one may not do worse
 
@@ -95,15 +97,16 @@ def table(sets: dict, previous: dict, peers: dict) -> list[str]:
 
 
 def verdicts(sets: dict, peers: dict, size_mb: float, timing: dict) -> list[str]:
-    chat = sum(sets[n]["top3"] for n in CHAT) / len(CHAT)
-    chat_top1 = sum(sets[n]["top1"] for n in CHAT) / len(CHAT)
+    chat, chat_top1 = (sum(sets[n][k] for n in CHAT) / len(CHAT) for k in ("top3", "top1"))
+    sentences = sum(sets[n]["top3"] for n in SENTENCES) / len(SENTENCES)
     ratios = {n: sets[n]["top3"] / peers[n]["top3"] for n in sets if n in peers}
     int8_gap = max(abs(r["top3"] - r["float_top3"]) for r in sets.values())
     slowdown = timing["suggest_us"] / timing["previous_bare_us"]
     checks = [
         (f"top-3 >= {PEER_FACTOR}x presage on every set", all(v >= PEER_FACTOR for v in ratios.values()),
          f"lowest {min(ratios.values()):.2f}x" if ratios else "no presage figures"),
-        (f"chat/comment top-3 average >= {CHAT_TOP3:.0%}", chat >= CHAT_TOP3, f"{chat:.2%} (top-1 {chat_top1:.2%})"),
+        (f"chat/comment top-3 average >= {CHAT_TOP3:.0%}", chat >= CHAT_TOP3,
+         f"{chat:.2%} (top-1 {chat_top1:.2%}; everyday sentences: top-3 {sentences:.2%})"),
         (f"email top-3 >= {EMAIL_TOP3:.2%} (version 1)", sets["email"]["top3"] >= EMAIL_TOP3,
          f"{sets['email']['top3']:.2%}"),
         (f"int8 file <= {MAX_MB} MB", size_mb <= MAX_MB, f"{size_mb:.2f} MB"),

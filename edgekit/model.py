@@ -137,8 +137,11 @@ class EdgeModel:
         lines = read_lines(self.tokenizer, text_lines(texts), cfg)
         learner = Learner(self.vocab, self.context_length, self._p.features_scores, self.head, self.base_head,
                           self.state)
-        with blas_threads(cfg.threads):
-            result = learner.learn(lines, cfg, progress)
+        try:
+            with blas_threads(cfg.threads):
+                result = learner.learn(lines, cfg, progress)
+        finally:
+            self._runtime.release_batch()  # learning is occasional: its interpreter is not kept between times
         self._set_state(self.state)
         if save:
             self.save()

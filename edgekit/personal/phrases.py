@@ -88,14 +88,18 @@ class PhraseMemory:
         out += np.float32(left) * self.unigram_probs()
 
     def probs_columns(self, contexts: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """``probs`` of each row of ``contexts [N, T]`` at ``columns`` only: ``[N, len(columns)]``."""
+        """``probs`` of each row of ``contexts [N, T]`` at ``columns`` only: ``[N, len(columns)]``.
+
+        They depend on the last ``ORDER - 1`` words only: each distinct ending is computed once.
+        """
         where = np.full(self.vocab_size, -1, np.int64)
         where[columns] = np.arange(len(columns))
         unigram = self.unigram_probs()[columns]
-        out = np.empty((len(contexts), len(columns)), np.float32)
-        for i, c in enumerate(contexts):
+        endings, row_of = np.unique(np.asarray(contexts)[:, -(ORDER - 1):], axis=0, return_inverse=True)
+        out = np.empty((len(endings), len(columns)), np.float32)
+        for i, c in enumerate(endings):
             out[i] = self.probs_at(c, where, unigram)
-        return out
+        return out[row_of.reshape(-1)]
 
     def probs_at(self, context: Context, where: np.ndarray, unigram: np.ndarray) -> np.ndarray:
         """``probs(context)`` at some columns ``[C]``: ``where [V]`` is each id's column (-1: none),

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..progress import progress_bar
+from ..runtime import LEARN_BATCH
 
 CHUNK = 256  # rows per step of feature extraction and scoring: memory O(CHUNK x V)
 SLICE = 64  # rows per step of the work over the whole vocabulary inside a chunk: its temporaries are O(SLICE x V)
@@ -47,9 +48,9 @@ def candidate_rows(score: Scorer, contexts: np.ndarray, targets: np.ndarray, col
     """
     reader = RowReader(columns, words, top)
     with progress_bar(len(contexts), "running model", progress) as bar:
-        for start in range(0, len(contexts), CHUNK):
-            reader.add(*score(contexts[start : start + CHUNK]))
-            bar.update(min(CHUNK, len(contexts) - start))
+        for start in range(0, len(contexts), LEARN_BATCH):  # one invoke per step: no [N, V] concatenation
+            reader.add(*score(contexts[start : start + LEARN_BATCH]))
+            bar.update(min(LEARN_BATCH, len(contexts) - start))
     return reader.rows(contexts, targets)
 
 
@@ -69,8 +70,9 @@ class RowReader:
 
     def _add(self, features: np.ndarray, logits: np.ndarray, base_logits: np.ndarray) -> None:
         z = np.where(self.other, logits, -np.inf)
-        top_ids = np.argpartition(z, z.shape[1] - 3, axis=1)[:, -3:] if self.top or self.teacher else None
-        best = None if top_ids is None else np.take_along_axis(z, top_ids, axis=1)
+        top_ids = np.argpartition(z, z.shape[1] - 3, axis=1)[:, -3:] if self.teacher else None
+        best = np.take_along_axis(z, top_ids, axis=1) if top_ids is not None \
+            else np.partition(z, z.shape[1] - 3, axis=1)[:, -3:] if self.top else None  # values: no ids needed
         peak = np.max(z, axis=1, keepdims=True) if best is None else best.max(axis=1, keepdims=True)
         peak = np.maximum(peak, np.finfo(np.float32).min)  # every word a candidate: no others
         with np.errstate(divide="ignore"):

@@ -57,12 +57,20 @@ BEFORE_SPEED_WORK = {"int8": {"personalized / bare invoke": "2.5x (144/57 us)", 
                               "peak MB (load with that state, suggest, learn 2 lines)": 237}}
 
 
+def pick(rng: np.random.Generator, items: list, size: int | None = None):
+    """``rng.choice(items, size)`` (the same draws) without turning ``items`` into a numpy array: the
+    email lines as one fixed-width unicode array take 52 MB, which the peak RSS figures would count."""
+    if size is None:
+        return items[int(rng.integers(0, len(items)))]
+    return [items[i] for i in rng.integers(0, len(items), size)]
+
+
 def contexts(n: int = N_CONTEXTS) -> list[str]:
     """Prefixes of held-out lines, cut after a space: what a user has typed so far."""
     rng = np.random.default_rng(0)
     lines = [ln.strip() for ln in CONTEXT_TEXT.read_text(encoding="utf-8").splitlines() if len(ln.split()) > 4]
     out = []
-    for ln in rng.choice(lines, n):
+    for ln in pick(rng, lines, n):
         words = ln.split()
         out.append(" ".join(words[: rng.integers(1, len(words))]) + " ")
     return out
@@ -74,7 +82,7 @@ def keystrokes(texts: list[str]) -> list[str]:
     rng = np.random.default_rng(1)
     out = []
     for c in texts:
-        word = rng.choice(rng.choice(lines).split() or ["the"])
+        word = pick(rng, pick(rng, lines).split() or ["the"])
         out += [c + word[:i] for i in range(len(word) + 1)]
     return out
 
@@ -191,6 +199,7 @@ def keyboard_quit(path: Path, state: Path, lines: list[str]) -> dict:
         child.send(line + "\r")
         child.expect("sent: ")
     child.expect(r"\] > \x1b\[K")
+    peak_mb = vm_hwm_mb(child.pid)  # its own peak: the keyboard's address space since exec, all typing done
     t = time.perf_counter()
     child.send("\x04")
     child.expect(pexpect.EOF)
@@ -200,19 +209,28 @@ def keyboard_quit(path: Path, state: Path, lines: list[str]) -> dict:
         time.sleep(0.01)
     learned_s = time.perf_counter() - t
     return {"keyboard_quit_s": quit_s, "keyboard_learned_s": learned_s,
-            "keyboard_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "keyboard_peak_mb": peak_mb,
             "keyboard_report": report.read_text(encoding="utf-8")}
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """A running process's peak RSS (Linux ``VmHWM``; not ``RUSAGE_CHILDREN``, which would count the
+    pages a forked child shares with this process before it runs the keyboard)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"no VmHWM for process {pid}")
 
 
 def learn_few_peak(path: Path, state: Path, lines: list[str]) -> float:
     """Peak RSS of a fresh process that loads ``path`` with ``state``, suggests, and learns ``lines``."""
-    code = ("import json, resource, sys\n"
-            "from benchmarks.bench_runtime import contexts\n"
+    code = ("import json, os, sys\n"  # VmHWM: since exec (ru_maxrss would count the pages of the fork)
+            "from benchmarks.bench_runtime import contexts, vm_hwm_mb\n"
             "from edgekit.model import EdgeModel\n"
             "m = EdgeModel.load(sys.argv[1], state_dir=sys.argv[2])\n"
             "[m.suggest(c) for c in contexts()]\n"
             "m.personalize(json.loads(sys.argv[3]), save=False)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+            "print(vm_hwm_mb(os.getpid()))\n")
     out = subprocess.check_output([sys.executable, "-c", code, str(path), str(state), json.dumps(lines)], cwd=ROOT,
                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
     return float(out.splitlines()[-1])

@@ -71,8 +71,9 @@ class RowReader:
     def _add(self, features: np.ndarray, logits: np.ndarray, base_logits: np.ndarray) -> None:
         z = np.where(self.other, logits, -np.inf)
         top_ids = np.argpartition(z, z.shape[1] - 3, axis=1)[:, -3:] if self.teacher else None
+        # By value where no ids are needed; a copy, not a view that would keep the partitioned [N, V] alive.
         best = np.take_along_axis(z, top_ids, axis=1) if top_ids is not None \
-            else np.partition(z, z.shape[1] - 3, axis=1)[:, -3:] if self.top else None  # values: no ids needed
+            else np.partition(z, z.shape[1] - 3, axis=1)[:, -3:].copy() if self.top else None
         peak = np.max(z, axis=1, keepdims=True) if best is None else best.max(axis=1, keepdims=True)
         peak = np.maximum(peak, np.finfo(np.float32).min)  # every word a candidate: no others
         with np.errstate(divide="ignore"):

@@ -68,13 +68,13 @@ class PhraseMemory:
         """How often ``context`` (one or two word ids) was seen followed by anything."""
         return self._followed.get(tuple(int(t) for t in context), 0)
 
-    def probs(self, context: Sequence[int]) -> np.ndarray:
+    def probs(self, context: Context) -> np.ndarray:
         """p(next | context) over the whole vocabulary ([V] float32, sums to 1 when any text was learned)."""
         p = np.zeros(self.vocab_size, dtype=np.float32)
         self.add_probs(context, 1.0, p)
         return p
 
-    def add_probs(self, context: Sequence[int], scale: float, out: np.ndarray) -> None:
+    def add_probs(self, context: Context, scale: float, out: np.ndarray) -> None:
         """``out += scale * probs(context)``, touching the whole vocabulary once.
 
         Interpolation nests, ``p_n = f_n * p_(n-1) + seen_n``, so it unrolls

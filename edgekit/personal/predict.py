@@ -22,8 +22,11 @@ from ..head import Head
 from ..runtime import Runtime, Scores
 from ..vocab import Vocabulary
 from .gate import context_share, mix
+from .phrases import ORDER
 from .state import PersonalState
 from .train import softmax
+
+ENDINGS = 16  # context endings whose phrase-memory view is kept (a keyboard's recent contexts; 40 KB each)
 
 
 class _Sparse(NamedTuple):
@@ -43,9 +46,17 @@ class _Sparse(NamedTuple):
     flag: np.ndarray  # [V] bool, all False: marks a few ids for one call
     frequent: np.ndarray  # the phrase memory's likeliest words by unigram probability, best first
     rest_unigram: float  # the unigram probability of the likeliest word after them (0: none)
-    unigram: np.ndarray  # [V] the phrase memory's unigram probabilities
     memory_ok: bool  # every word the memory knows can be suggested (so its mass there is 1)
-    scratch: np.ndarray  # [V] float32 zeros, for one context's n-gram probabilities
+    endings: dict[tuple[int, ...], _Ending]  # the phrase memory's view of the contexts met lately, by ending
+
+
+class _Ending(NamedTuple):
+    """What the phrase memory says after one context ending (its last ``ORDER - 1`` words: all it reads)."""
+
+    probs: np.ndarray  # [V] float32: ``PhraseMemory.probs``, the same numbers the full softmax mixes in
+    named: np.ndarray  # the words its n-grams name there and its likeliest words, less those always candidates
+    share: float  # its share of the mixture (``gate.context_share``)
+    left: float  # the scale left for the unigram: what a word it does not name gets, times its unigram
 
 
 class Predictor:
@@ -137,22 +148,18 @@ class Predictor:
         if phrases:
             if not sp.memory_ok:
                 return None
-            st = self.state
-            memory, lam, left, named = self._memory_at(ids, st)
-            more = np.unique(np.concatenate([named, sp.frequent]))
-            more = more[~sp.fixed[more]]
+            end = sp.endings.get(tuple(ids[-(ORDER - 1):].tolist())) or self._ending(ids)
+            lam = end.share
             sp.flag[top_ids] = True  # the interpreter's words are candidates already
-            more = more[~sp.flag[more]]
+            more = end.named[~sp.flag[end.named]]
             sp.flag[top_ids] = False
             parts_ids.append(more)
             parts.append(np.exp(logits[more], dtype=f64))
             cand_ids = np.concatenate([ranked_ids, *parts_ids])
             cand = np.concatenate([ranked, *parts])
             cand *= (1 - lam) / everything
-            cand += (lam * left) * sp.unigram[cand_ids]
-            cand += lam * memory[cand_ids]
-            memory[named] = 0.0
-            floor = (1 - lam) * floor + lam * left * sp.rest_unigram
+            cand += lam * end.probs[cand_ids]
+            floor = (1 - lam) * floor + lam * end.left * sp.rest_unigram
             norm = (1 - lam) * norm + lam
         else:
             cand_ids = np.concatenate([ranked_ids, *parts_ids])
@@ -169,22 +176,20 @@ class Predictor:
             return None
         return cand_ids[:settled], np.log(cand[:settled]), norm
 
-    def _memory_at(self, ids: np.ndarray, st: PersonalState) -> tuple[np.ndarray, float, float, np.ndarray]:
-        """The phrase memory for one context: its n-grams' probabilities in the scratch array (the
-        caller zeroes them again at the ids returned), its share, the scale left for the unigram."""
-        sp = self._sparse
+    def _ending(self, ids: np.ndarray) -> _Ending:
+        """The phrase memory's view of a context, kept for its ending (a few dozen endings)."""
+        sp, st = self._sparse, self.state
         assert sp is not None
-        scratch, named, left = sp.scratch, [], 1.0
-        for word_ids, weights, rest in st.phrases.orders(ids):
-            scratch[word_ids] += weights
-            named.append(word_ids)
-            left = rest
-        at = np.concatenate(named) if named else np.zeros(0, np.int64)
-        # The memory's best probability: a named word's, or the likeliest word's by the unigram alone.
-        best = max(float((scratch[at] + left * sp.unigram[at]).max(initial=0.0)),
-                   left * float(sp.unigram[sp.frequent[:1]].max(initial=0.0)))
-        lam = context_share(st.phrases, ids, best, st.phrase_weight, st.phrase_gate)
-        return scratch, lam, left, at
+        probs = st.phrases.probs(ids)
+        orders = list(st.phrases.orders(ids))
+        named = np.unique(np.concatenate([*(o[0] for o in orders), sp.frequent]))
+        end = _Ending(probs, named[~sp.fixed[named]],
+                      context_share(st.phrases, ids, float(probs.max()), st.phrase_weight, st.phrase_gate),
+                      orders[-1][2] if orders else 1.0)
+        if len(sp.endings) >= ENDINGS:
+            sp.endings.pop(next(iter(sp.endings)))
+        sp.endings[tuple(ids[-(ORDER - 1):].tolist())] = end
+        return end
 
     def _make_sparse(self) -> _Sparse:
         vocab, memory = self._vocab, self.state.phrases
@@ -208,6 +213,6 @@ class Predictor:
             cols, dw, db, own.astype(np.float64), (mask[cols] & ~own).astype(np.float64),
             (~mask[cols]).astype(np.float64), mask[cols], slot_ids[~moved[slot_ids]],
             np.setdiff1d(vocab.unsuggestable_ids(), cols), moved, fixed, np.zeros(len(mask), bool),
-            by_count[:width], float(unigram[by_count[width]]) if len(by_count) > width else 0.0, unigram,
-            bool(mask[support].all()), np.zeros(len(mask), np.float32))
+            by_count[:width], float(unigram[by_count[width]]) if len(by_count) > width else 0.0,
+            bool(mask[support].all()), {})
         return self._sparse

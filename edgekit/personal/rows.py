@@ -13,9 +13,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..progress import progress_bar
-from ..runtime import LEARN_BATCH
 
-CHUNK = 256  # rows per step of feature extraction and scoring: memory O(CHUNK x V)
+CHUNK = 256  # rows per step of feature extraction and scoring (one invoke, BATCH): memory O(CHUNK x V)
 SLICE = 64  # rows per step of the work over the whole vocabulary inside a chunk: its temporaries are O(SLICE x V)
 Scorer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -48,9 +47,9 @@ def candidate_rows(score: Scorer, contexts: np.ndarray, targets: np.ndarray, col
     """
     reader = RowReader(columns, words, top)
     with progress_bar(len(contexts), "running model", progress) as bar:
-        for start in range(0, len(contexts), LEARN_BATCH):  # one invoke per step: no [N, V] concatenation
-            reader.add(*score(contexts[start : start + LEARN_BATCH]))
-            bar.update(min(LEARN_BATCH, len(contexts) - start))
+        for start in range(0, len(contexts), CHUNK):
+            reader.add(*score(contexts[start : start + CHUNK]))
+            bar.update(min(CHUNK, len(contexts) - start))
     return reader.rows(contexts, targets)
 
 

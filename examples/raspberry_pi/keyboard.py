@@ -50,6 +50,7 @@ JOURNAL_NAME = "typed.txt"
 KEYS_HELP = "Tab: accept 1st | Alt-1/2/3 or Esc 1/2/3: accept | Enter: send | Ctrl-D: quit and learn | Ctrl-C: quit"
 REPORT_SUFFIX = ".report"  # beside the journal: what the last learning after a quit did
 LOCK_SUFFIX = ".lock"  # beside the journal: held while one learns
+LEARNER_NICENESS = 10  # the learning after a quit runs behind anything the user is doing
 ERASE_REST = "\x1b[K"  # erase what an older, longer line left right of the cursor
 
 
@@ -148,8 +149,10 @@ def start_learning(journal: Journal, args: argparse.Namespace) -> None:
     for flag, value in (("--model", args.model), ("--state-dir", args.state_dir)):
         if value is not None:
             cmd += [flag, str(value)]
+    # Its own session: it outlives the terminal and prints nothing into the shell. Niced from the start
+    # (before its imports): it must not slow this process's exit, nor the next session's typing.
     subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True)  # outlives the terminal's session; prints nothing into the shell
+                     start_new_session=True, preexec_fn=lambda: os.nice(LEARNER_NICENESS))
     print(f"learning from {journal.path} ({new} new) after quitting; the next start shows the result")
 
 

@@ -173,19 +173,27 @@ def score_options(rows: Rows, options: list[Option], groups: np.ndarray, columns
     the three best of them does.
     """
     out = np.zeros((len(options), len(groups), 3))
+    seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
     for i, sl, r, p, rest in _mixed(rows, options, columns):
-        p_t = p[np.arange(len(r)), r.targets]
-        better = (p > p_t[:, None]).sum(axis=1) + (rest > p_t[:, None]).sum(axis=1)
-        hits = np.stack([better < 1, better < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
-        out[i] += groups[:, sl].astype(np.float64) @ hits
+        key = (sl.start, id(p))
+        if key not in seen:
+            p_t = p[np.arange(len(r)), r.targets]
+            better = (p > p_t[:, None]).sum(axis=1) + (rest > p_t[:, None]).sum(axis=1)
+            hits = np.stack([better < 1, better < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
+            seen[key] = groups[:, sl].astype(np.float64) @ hits
+        out[i] += seen[key]
     return out / np.maximum(groups.sum(axis=1), 1)[None, :, None]
 
 
 def anchor_scores(rows: Rows, teacher: Teacher, options: list[Option], columns: np.ndarray) -> np.ndarray:
     """Each option's expected top-1 and top-3 on anchor rows under the version's distribution ``[O, 2]``."""
     out = np.zeros((len(options), 2))
+    seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
     for i, sl, _, p, rest in _mixed(rows, options, columns):
-        out[i] += expected_top(p, rest, teacher.take(sl)).sum(axis=0)
+        key = (sl.start, id(p))
+        if key not in seen:
+            seen[key] = expected_top(p, rest, teacher.take(sl)).sum(axis=0)
+        out[i] += seen[key]
     return out / max(len(rows), 1)
 
 
@@ -208,7 +216,8 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
 
 def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[tuple]:
     """Per chunk of rows and option: (option index, row slice, rows, candidate probabilities,
-    the others' best three)."""
+    the others' best three). Options that mix nothing into a chunk get the head's own arrays
+    (the same objects), so callers can score them once."""
     for start in range(0, len(rows), CHUNK):
         sl = slice(start, start + CHUNK)
         r = rows.take(sl)
@@ -221,7 +230,7 @@ def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[t
                 lse = np.logaddexp(peak[:, 0] + np.log(np.exp(z - peak).sum(axis=1)), r.rest_lse)[:, None]
                 neural[id(head)] = (np.exp(z - lse), np.exp(r.rest_top - lse))
             p, rest = neural[id(head)]
-            if share is not None and memory is not None:
+            if share is not None and memory is not None and share[sl].any():  # a zero share leaves p as it is
                 if id(memory) not in phrases:
                     phrases[id(memory)] = memory.probs_columns(r.contexts, columns)
                 lam = share[sl][:, None]

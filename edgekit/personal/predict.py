@@ -26,7 +26,7 @@ from .phrases import ORDER
 from .state import PersonalState
 from .train import softmax
 
-ENDINGS = 16  # context endings whose phrase-memory view is kept (a keyboard's recent contexts; 40 KB each)
+ENDINGS = 64  # context endings whose phrase-memory view is kept (a keyboard's recent contexts)
 
 
 class _Sparse(NamedTuple):
@@ -39,24 +39,29 @@ class _Sparse(NamedTuple):
     col_slot: np.ndarray  # [C] 1.0 at an assigned personal word
     col_banned: np.ndarray  # [C] 1.0 at an id never suggested
     col_ok: np.ndarray  # [C] bool: suggestable
-    slots: np.ndarray  # assigned personal words outside cols (the interpreter ranks no personal word)
-    banned: np.ndarray  # ids never suggested outside cols: in a softmax's total only
+    extra: np.ndarray  # outside cols: assigned personal words (the interpreter ranks none), then ids never
+    # suggested (in a softmax's total only)
+    slots: np.ndarray  # the personal words: the start of ``extra``
+    extra_sums: np.ndarray  # [E, 2] 1.0 where ``extra`` is a personal word (column 0) or never suggested (1)
     moved: np.ndarray  # [V] bool: in cols
     fixed: np.ndarray  # [V] bool: in cols, a personal word, or never suggested (candidates, or never ones)
     flag: np.ndarray  # [V] bool, all False: marks a few ids for one call
     frequent: np.ndarray  # the phrase memory's likeliest words by unigram probability, best first
     rest_unigram: float  # the unigram probability of the likeliest word after them (0: none)
     memory_ok: bool  # every word the memory knows can be suggested (so its mass there is 1)
+    unigram: np.ndarray  # [V] float32: the memory's unigram probabilities
+    scratch: np.ndarray  # [V] float32 zeros: one ending's n-gram weights while they are read
     endings: dict[tuple[int, ...], _Ending]  # the phrase memory's view of the contexts met lately, by ending
 
 
 class _Ending(NamedTuple):
     """What the phrase memory says after one context ending (its last ``ORDER - 1`` words: all it reads)."""
 
-    probs: np.ndarray  # [V] float32: ``PhraseMemory.probs``, the same numbers the full softmax mixes in
-    named: np.ndarray  # the words its n-grams name there and its likeliest words, less those always candidates
+    named: np.ndarray  # the words its n-grams name there (sorted)
+    weights: np.ndarray  # float32: what its n-grams give them (``PhraseMemory.probs`` adds the unigram's share)
+    more: np.ndarray  # those and its likeliest words overall, less the ids that are candidates anyway
     share: float  # its share of the mixture (``gate.context_share``)
-    left: float  # the scale left for the unigram: what a word it does not name gets, times its unigram
+    left: np.float32  # the scale left for the unigram: a word gets ``left * unigram`` on top of its weight
 
 
 class Predictor:
@@ -127,9 +132,10 @@ class Predictor:
         sp = self._sparse or self._make_sparse()
         logits, f64 = base.values, np.float64
         ranked_ids, ranked = top_ids, np.exp(top_values, dtype=f64)
-        parts_ids, parts = [sp.slots], [np.exp(logits[sp.slots], dtype=f64)]
-        suggestable = total + float(parts[0].sum())
-        banned = float(np.exp(logits[sp.banned], dtype=f64).sum())
+        extra = np.exp(logits[sp.extra], dtype=f64)
+        slot_sum, banned_sum = extra @ sp.extra_sums
+        parts_ids, parts = [sp.slots], [extra[: len(sp.slots)]]
+        suggestable, banned = total + float(slot_sum), float(banned_sum)
         if len(sp.cols):
             before = logits[sp.cols]
             e_cols = np.exp(before + feats @ sp.dw + sp.db, dtype=f64)
@@ -151,41 +157,56 @@ class Predictor:
             end = sp.endings.get(tuple(ids[-(ORDER - 1):].tolist())) or self._ending(ids)
             lam = end.share
             sp.flag[top_ids] = True  # the interpreter's words are candidates already
-            more = end.named[~sp.flag[end.named]]
+            more = end.more[~sp.flag[end.more]]
             sp.flag[top_ids] = False
             parts_ids.append(more)
             parts.append(np.exp(logits[more], dtype=f64))
             cand_ids = np.concatenate([ranked_ids, *parts_ids])
             cand = np.concatenate([ranked, *parts])
+            memory = end.left * sp.unigram[cand_ids]  # PhraseMemory.probs at the candidates, in its float32
+            sp.scratch[end.named] = end.weights
+            memory += sp.scratch[cand_ids]
+            sp.scratch[end.named] = 0.0
             cand *= (1 - lam) / everything
-            cand += lam * end.probs[cand_ids]
-            floor = (1 - lam) * floor + lam * end.left * sp.rest_unigram
+            cand += lam * memory
+            floor = (1 - lam) * floor + lam * float(end.left) * sp.rest_unigram
             norm = (1 - lam) * norm + lam
         else:
             cand_ids = np.concatenate([ranked_ids, *parts_ids])
             cand = np.concatenate([ranked, *parts])
             cand /= everything
-        width = len(top_ids)
-        if len(cand) > width:
-            part = np.argpartition(-cand, width - 1)[:width]
-            cand, cand_ids = cand[part], cand_ids[part]
-        order = np.lexsort((cand_ids, -cand))  # ties: the lower id first, as the interpreter's top-k does
-        cand_ids, cand = cand_ids[order], cand[order]
-        settled = int(np.searchsorted(-cand, -floor, side="right"))
+        width, neg = len(top_ids), -cand
+        if len(neg) > width:
+            part = np.argpartition(neg, width - 1)[:width]
+            neg, cand_ids = neg[part], cand_ids[part]
+        order = np.lexsort((cand_ids, neg))  # ties: the lower id first, as the interpreter's top-k does
+        cand_ids, neg = cand_ids[order], neg[order]
+        settled = int(np.searchsorted(neg, -floor, side="right"))
         if not settled:
             return None
-        return cand_ids[:settled], np.log(cand[:settled]), norm
+        return cand_ids[:settled], np.log(-neg[:settled]), norm
 
     def _ending(self, ids: np.ndarray) -> _Ending:
-        """The phrase memory's view of a context, kept for its ending (a few dozen endings)."""
+        """The phrase memory's view of a context, kept for its ending (the last ``ENDINGS``).
+
+        The same float32 numbers as ``PhraseMemory.probs``: each order's weights added, longest first,
+        then ``left * unigram``; its best probability is a named word's or, when that is lower, the
+        likeliest word's by the unigram alone (if that word is named, its own is higher).
+        """
         sp, st = self._sparse, self.state
         assert sp is not None
-        probs = st.phrases.probs(ids)
         orders = list(st.phrases.orders(ids))
-        named = np.unique(np.concatenate([*(o[0] for o in orders), sp.frequent]))
-        end = _Ending(probs, named[~sp.fixed[named]],
-                      context_share(st.phrases, ids, float(probs.max()), st.phrase_weight, st.phrase_gate),
-                      orders[-1][2] if orders else 1.0)
+        for word_ids, weights, _ in orders:
+            sp.scratch[word_ids] += weights
+        named = np.unique(np.concatenate([o[0] for o in orders])) if orders else np.zeros(0, np.int64)
+        weights = sp.scratch[named]  # a copy (fancy indexing)
+        sp.scratch[named] = 0.0
+        left = np.float32(orders[-1][2] if orders else 1.0)
+        best = max(float((weights + left * sp.unigram[named]).max(initial=0.0)),
+                   float(left * sp.unigram[sp.frequent[:1]].max(initial=0.0)))
+        more = np.unique(np.concatenate([named, sp.frequent]))
+        end = _Ending(named, weights, more[~sp.fixed[more]],
+                      context_share(st.phrases, ids, best, st.phrase_weight, st.phrase_gate), left)
         if len(sp.endings) >= ENDINGS:
             sp.endings.pop(next(iter(sp.endings)))
         sp.endings[tuple(ids[-(ORDER - 1):].tolist())] = end
@@ -209,10 +230,14 @@ class Predictor:
         support = np.fromiter(memory.unigram, np.int64, len(memory.unigram))
         by_count = support[np.argsort(-unigram[support], kind="stable")]
         width = self.runtime.max_k
+        slots, banned = slot_ids[~moved[slot_ids]], np.setdiff1d(vocab.unsuggestable_ids(), cols)
+        extra = np.concatenate([slots, banned]).astype(np.int64)
+        sums = np.zeros((len(extra), 2))
+        sums[: len(slots), 0], sums[len(slots) :, 1] = 1.0, 1.0
         self._sparse = _Sparse(
             cols, dw, db, own.astype(np.float64), (mask[cols] & ~own).astype(np.float64),
-            (~mask[cols]).astype(np.float64), mask[cols], slot_ids[~moved[slot_ids]],
-            np.setdiff1d(vocab.unsuggestable_ids(), cols), moved, fixed, np.zeros(len(mask), bool),
+            (~mask[cols]).astype(np.float64), mask[cols], extra, extra[: len(slots)], sums, moved, fixed,
+            np.zeros(len(mask), bool),
             by_count[:width], float(unigram[by_count[width]]) if len(by_count) > width else 0.0,
-            bool(mask[support].all()), {})
+            bool(mask[support].all()), unigram, np.zeros(len(mask), np.float32), {})
         return self._sparse

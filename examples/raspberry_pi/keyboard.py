@@ -142,7 +142,11 @@ def draw(screen: TextIO, words: list[str], text: str) -> None:
 
 def start_learning(journal: Journal, args: argparse.Namespace) -> None:
     """Learn the journal's new lines in a process of its own, so that quitting takes no time."""
-    new = journal.pending()
+    try:
+        new = journal.pending()
+    except ValueError as e:  # a journal or mark that is not what this keyboard writes: say so, lose nothing
+        print(f"not learning: {e}")
+        return
     if not new:
         return
     cmd = [sys.executable, str(Path(__file__).resolve()), "--learn-pending", "--journal", str(journal.path)]

@@ -5,9 +5,16 @@
 For every ``.tflite`` in the folder, in fresh processes: suggest() latency
 p50/p95 next to a bare interpreter invoke on the same contexts, per-keystroke
 latency and load time; in the first process also personalization
-throughput, suggest() after personalization and peak RSS. Then the float
-Keras model on the same contexts (``model(x)`` and ``model.predict``) when
-TensorFlow is installed, and the time to ``import edgekit``.
+throughput, suggest() after personalization (and its ratio to the bare
+invoke, timed alternately in that process) and peak RSS. For the bundled
+(int8) model, three more processes: the terminal keyboard
+(``examples/raspberry_pi/keyboard.py``, through a pseudo-terminal, with the
+state learned above): two lines typed, then the time from Ctrl-D to its exit
+and its peak RSS, and the learning its quit starts in the background until
+it reports; and a process that loads the model with that state, suggests
+and learns two lines (its peak RSS). Then the float Keras model on the same
+contexts (``model(x)`` and ``model.predict``) when TensorFlow is installed,
+and the time to ``import edgekit``.
 
 Latency is measured in ``--repeats`` processes per file, in turn with the
 other files, and the table shows the quietest (the lowest bare p50) with the
@@ -21,9 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,12 +42,27 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 CONTEXT_TEXT = ROOT / "data" / "heldout" / "email_easy_ham_2.txt"
 PERSONAL_TEXT = ROOT / "data" / "personal" / "sms_ham.txt"
+KEYBOARD = ROOT / "examples" / "raspberry_pi" / "keyboard.py"
 N_CONTEXTS = 300
 # The figures before issue 14's work (README), shown beside the new ones.
 PREVIOUS = {
     "int8": {"personalized p50/p95 us": "542/688", "train words/s": 1901, "peak MB": 163, "keyboard quit s": 21},
     "dynamic": {"personalized p50/p95 us": "535/670", "train words/s": 2115, "peak MB": 174},
 }
+# ... and at the start of the speed work (this machine, the same commands): personalized suggest() against
+# the bare invoke in the same process, learning two more lines (then the keyboard's quit), peak RSS.
+BEFORE_SPEED_WORK = {"int8": {"personalized / bare invoke": "2.5x (144/57 us)", "train words/s": 3250,
+                              "two more lines s": 1.9, "keyboard quit s": "1.9 + exit",
+                              "peak MB (load, suggest, learn 1,000 + 2 lines)": 234,
+                              "peak MB (load with that state, suggest, learn 2 lines)": 237}}
+
+
+def pick(rng: np.random.Generator, items: list, size: int | None = None):
+    """``rng.choice(items, size)`` (the same draws) without turning ``items`` into a numpy array: the
+    email lines as one fixed-width unicode array take 52 MB, which the peak RSS figures would count."""
+    if size is None:
+        return items[int(rng.integers(0, len(items)))]
+    return [items[i] for i in rng.integers(0, len(items), size)]
 
 
 def contexts(n: int = N_CONTEXTS) -> list[str]:
@@ -45,7 +70,7 @@ def contexts(n: int = N_CONTEXTS) -> list[str]:
     rng = np.random.default_rng(0)
     lines = [ln.strip() for ln in CONTEXT_TEXT.read_text(encoding="utf-8").splitlines() if len(ln.split()) > 4]
     out = []
-    for ln in rng.choice(lines, n):
+    for ln in pick(rng, lines, n):
         words = ln.split()
         out.append(" ".join(words[: rng.integers(1, len(words))]) + " ")
     return out
@@ -57,7 +82,7 @@ def keystrokes(texts: list[str]) -> list[str]:
     rng = np.random.default_rng(1)
     out = []
     for c in texts:
-        word = rng.choice(rng.choice(lines).split() or ["the"])
+        word = pick(rng, pick(rng, lines).split() or ["the"])
         out += [c + word[:i] for i in range(len(word) + 1)]
     return out
 
@@ -120,26 +145,101 @@ def latency(path: Path) -> dict:
 
 
 def personalized(path: Path) -> dict:
-    """Personalization throughput, suggest() with a personal state, and the process's peak memory."""
-    import tempfile
-
+    """Personalization throughput, suggest() with a personal state, and the process's peak memory;
+    for the bundled model also the keyboard's quit and a fresh process that learns a few lines."""
     from edgekit.model import EdgeModel
     from edgekit.personal.train import TrainConfig
 
-    with tempfile.TemporaryDirectory() as state:
+    state = Path(tempfile.mkdtemp())
+    try:
         pm = EdgeModel.load(path, state_dir=state)
         lines = PERSONAL_TEXT.read_text(encoding="utf-8").splitlines()
         t = time.perf_counter()
         report = pm.personalize(lines[:1000], TrainConfig(epochs=2))
         train_s = time.perf_counter() - t
         personal = timed(pm.suggest, contexts())
-        t = time.perf_counter()  # the keyboard's quit: two new lines on top of what was learned
+        texts = contexts()
+        ids = [pm.vocab.context_ids(pm.tokenizer.split_partial(c)[0], pm.context_length)[None] for c in texts]
+        runtime, suggester = pm._runtime, pm._suggester
+
+        def personal_call(c):
+            suggester.clear()
+            pm.suggest(c)
+
+        bare, mine = paired(lambda x: runtime._run(runtime._interp, x), personal_call, list(zip(ids, texts, strict=True)))
+        t = time.perf_counter()  # two new lines on top of what was learned (what the keyboard's quit learns)
         quick = pm.personalize(lines[1000:1002], save=True)
         quit_s = time.perf_counter() - t
-    return {"personal_suggest_us": percentiles(personal),
-            "train_tokens_per_s": (report.train_examples + report.heldout_examples) / train_s,
-            "phases_s": report.phases, "two_lines_s": quit_s, "two_lines_phases_s": quick.phases,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        out = {"personal_suggest_us": percentiles(personal),
+               "personal_over_bare": float(np.median(mine) / np.median(bare)),
+               "train_tokens_per_s": (report.train_examples + report.heldout_examples) / train_s,
+               "phases_s": report.phases, "two_lines_s": quit_s, "two_lines_phases_s": quick.phases,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if path.name == "edgekit-en-int8.tflite":
+            out.update(keyboard_quit(path, state, lines[1002:1008]))
+            out["learn_few_peak_mb"] = learn_few_peak(path, state, lines[1008:1010])
+        return out
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def keyboard_quit(path: Path, state: Path, lines: list[str], sessions: int = 3) -> dict:
+    """The terminal keyboard on ``state``, ``sessions`` times: type two of ``lines``, then Ctrl-D. The
+    median and the longest time from Ctrl-D to its exit (one process exit on a busy machine varies
+    more than the quit's own work), its peak RSS, and seconds until the learning the quit started has
+    reported, each session after the previous one's report (``{}`` without pexpect)."""
+    try:
+        import pexpect
+    except ImportError:
+        return {}
+    report = state / "typed.txt.report"
+    quits, learned, peaks, text = [], [], [], ""
+    for i in range(sessions):
+        child = pexpect.spawn(sys.executable, [str(KEYBOARD), "--model", str(path), "--state-dir", str(state)],
+                              encoding="utf-8", dimensions=(24, 200), timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's edgekit
+        child.expect(r"\] > \x1b\[K")  # the first draw: the terminal is in cbreak mode (the last report shown)
+        for line in lines[2 * i : 2 * i + 2]:
+            child.send(line + "\r")
+            child.expect("sent: ")
+        child.expect(r"\] > \x1b\[K")
+        peaks.append(vm_hwm_mb(child.pid))  # its own peak: its address space since exec, all typing done
+        t = time.perf_counter()
+        child.send("\x04")
+        child.expect(pexpect.EOF)
+        quits.append(time.perf_counter() - t)
+        child.close()
+        while not report.exists():
+            time.sleep(0.01)
+        learned.append(time.perf_counter() - t)
+        text = report.read_text(encoding="utf-8")
+        if i + 1 < sessions:
+            report.unlink()  # as the next start would, once shown
+    return {"keyboard_quit_s": float(np.median(quits)), "keyboard_quit_max_s": max(quits),
+            "keyboard_learned_s": float(np.median(learned)), "keyboard_peak_mb": max(peaks), "keyboard_report": text}
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """A running process's peak RSS (Linux ``VmHWM``; not ``RUSAGE_CHILDREN``, which would count the
+    pages a forked child shares with this process before it runs the keyboard)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"no VmHWM for process {pid}")
+
+
+def learn_few_peak(path: Path, state: Path, lines: list[str]) -> float:
+    """Peak RSS of a fresh process that loads ``path`` with ``state``, suggests, and learns ``lines``."""
+    code = ("import json, os, sys\n"  # VmHWM: since exec (ru_maxrss would count the pages of the fork)
+            "from benchmarks.bench_runtime import contexts, vm_hwm_mb\n"
+            "from edgekit.model import EdgeModel\n"
+            "m = EdgeModel.load(sys.argv[1], state_dir=sys.argv[2])\n"
+            "[m.suggest(c) for c in contexts()]\n"
+            "m.personalize(json.loads(sys.argv[3]), save=False)\n"
+            "print(vm_hwm_mb(os.getpid()))\n")
+    out = subprocess.check_output([sys.executable, "-c", code, str(path), str(state), json.dumps(lines)], cwd=ROOT,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return float(out.splitlines()[-1])
 
 
 def keras_latency(keras_path: Path) -> dict:
@@ -201,12 +301,22 @@ def table(rows: list[dict], keras: dict | None, import_s: float) -> str:
         lines.append(f"{'keras float predict()':28} {'':5} {'':8} {keras['predict_us'][0]:7.0f}/{keras['predict_us'][1]:<8.0f}")
     lines.append(f"import edgekit.model: {import_s * 1e3:.0f} ms")
     for r in rows:
+        lines.append(f"{r['file']}: personalized suggest() / bare invoke, timed alternately in one process: "
+                     f"{r['personal_over_bare']:.2f}x")
         lines.append(f"{r['file']}: personalize phases (s) {r['phases_s']}; learning two more lines "
                      f"{r['two_lines_s']:.2f} s {r['two_lines_phases_s']}")
-        previous = PREVIOUS.get(r["quantization"])
-        if previous:
-            lines.append(f"{r['file']}: previous (README before issue 14): " + ", ".join(
-                f"{k} {v}" for k, v in previous.items()))
+        if "keyboard_quit_s" in r:
+            lines.append(f"{r['file']}: keyboard (3 sessions of two lines): Ctrl-D to exit {r['keyboard_quit_s']:.2f} s "
+                         f"(longest {r['keyboard_quit_max_s']:.2f} s; peak RSS {r['keyboard_peak_mb']:.0f} MB); the "
+                         f"learning it starts reported after {r['keyboard_learned_s']:.2f} s; the last: "
+                         f"{r['keyboard_report']}")
+        if "learn_few_peak_mb" in r:
+            lines.append(f"{r['file']}: a process that loads it with that state, suggests and learns two lines: "
+                         f"peak RSS {r['learn_few_peak_mb']:.0f} MB")
+        for name, previous in (("README before issue 14", PREVIOUS.get(r["quantization"])),
+                               ("at the start of the speed work", BEFORE_SPEED_WORK.get(r["quantization"]))):
+            if previous:
+                lines.append(f"{r['file']}: previous ({name}): " + ", ".join(f"{k} {v}" for k, v in previous.items()))
     lines.append("bare: set_tensor + invoke + get_tensor on the same contexts, timed alternately with suggest "
                  "(3 x 300 pairs); suggest: a new context each call; each file's quietest of its runs "
                  "(lowest bare p50); "

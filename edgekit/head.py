@@ -55,16 +55,24 @@ class Head:
         """Whether logits need the host: the head differs from the one inside the flatbuffer."""
         return self._runtime.file.head is not None or self._delta is not None
 
+    def change(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where this head differs from the flatbuffer's: ``(columns, dW [F, C], db [C])``.
+
+        Personalization trains a few thousand columns; every other word's
+        logit is the interpreter's as it comes.
+        """
+        if self._change is None:
+            (w, b), (w0, b0) = self.weights, self._flat()
+            dw, db = w - w0, b - b0
+            cols = np.flatnonzero(dw.any(axis=0) | (db != 0))
+            self._change = (cols, np.ascontiguousarray(dw[:, cols]), db[cols])
+        return self._change
+
     def logits(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """This head's logits from the interpreter's features and logits (the flatbuffer's head)."""
         if not self.on_host:
             return logits
-        if self._change is None:
-            (w, b), (w0, b0) = self.weights, self._flat()
-            dw, db = w - w0, b - b0
-            cols = np.flatnonzero(dw.any(axis=0) | (db != 0))  # personalization trains a few thousand columns
-            self._change = (cols, np.ascontiguousarray(dw[:, cols]), db[cols])
-        cols, dw, db = self._change
+        cols, dw, db = self.change()
         out = logits.copy()
         out[:, cols] += features @ dw + db
         return out

@@ -23,13 +23,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from .atomic import atomic_write_bytes
 from .errors import ModelFileError
 from .modelfile import ModelFile, require_version_of, write_model_file
-from .signing import SignatureError, load_verify_keys, public_pem, verify_key_id, verify_model
+
+# ``edgekit.model`` imports this module to find the installed version at every load; the
+# signature checks (``cryptography``, about 8 MB resident) load only when a version is installed.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 CURRENT_NAME = "current-model.json"
 MODELS_DIR = "models"
@@ -69,12 +72,16 @@ def lineage(file: ModelFile) -> list[str]:
 
 
 def trusted_keys(state_dir: Path) -> list[Ed25519PublicKey]:
+    from .signing import load_verify_keys
+
     path = state_dir / TRUSTED_KEYS
     return load_verify_keys(path) if path.is_file() else []
 
 
 def trust_key(state_dir: Path, key_file: str | Path) -> None:
     """Add the keys in ``key_file`` to the device's trusted keys (each kept once)."""
+    from .signing import load_verify_keys, public_pem, verify_key_id
+
     keys = trusted_keys(state_dir)
     known = {verify_key_id(k) for k in keys}
     keys += [k for k in load_verify_keys(key_file) if verify_key_id(k) not in known]
@@ -88,6 +95,8 @@ def check_trust(new: ModelFile, where: str | Path, state_dir: Path | None, verif
     The keys: the device's trusted keys plus ``verify_key`` (which
     ``record_install`` adds to them once the version is installed).
     """
+    from .signing import SignatureError, load_verify_keys, verify_model
+
     if unsigned_local:
         return LOCAL
     keys = (trusted_keys(state_dir) if state_dir is not None else []) + \

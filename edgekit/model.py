@@ -63,7 +63,7 @@ class EdgeModel:
         self._runtime = Runtime(file, self.vocab, runtime, num_threads)
         self._suggester = Suggester(self.tokenizer, self.vocab, self.context_length, lambda ids: self._p.scores(ids))
         self._blas = num_threads or 1  # host matrix products: see edgekit/blas.py
-        self._p = Predictor(self._runtime, Head(self._runtime), self._empty_state(), self._blas)
+        self._p = Predictor(self._runtime, Head(self._runtime), self._empty_state(), self.vocab, self._blas)
         if self.state_file is not None and self.state_file.exists():
             self._set_state(load_state(self.state_file, self.fingerprint, self.feature_dim, len(self.vocab),
                                        self.vocab.special_ids, self.vocab.first_slot))
@@ -146,8 +146,11 @@ class EdgeModel:
         lines = read_lines(self.tokenizer, text_lines(texts), cfg)
         learner = Learner(self.vocab, self.context_length, self._p.features_scores, self.head, self.base_head,
                           self.state)
-        with blas_threads(cfg.threads):
-            result = learner.learn(lines, cfg, progress)
+        try:
+            with blas_threads(cfg.threads):
+                result = learner.learn(lines, cfg, progress)
+        finally:
+            self._runtime.release_batch()  # learning is occasional: its interpreter is not kept between times
         self._set_state(self.state)
         if save:
             self.save()
@@ -181,7 +184,7 @@ class EdgeModel:
         self.file, self.path, state = new, Path(path), self.state
         state.fingerprint = new.fingerprint  # the server folded contributions into the new head
         state.clear_contribution()
-        self._p = Predictor(self._runtime, Head(self._runtime), state, self._blas)
+        self._p = Predictor(self._runtime, Head(self._runtime), state, self.vocab, self._blas)
         self._set_state(state)
         self.save()
         if self.state_dir is not None:

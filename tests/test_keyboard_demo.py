@@ -41,6 +41,7 @@ class Keyboard:
                                    dimensions=(24, 200), timeout=60)
         # Wait for the first draw: keys typed earlier reach a terminal not yet in cbreak mode.
         self.at_start = self.suggestions("")
+        self.banner = self.child.before  # what it printed before the first draw
 
     def type(self, keys: str) -> None:
         self.child.send(keys)
@@ -70,6 +71,16 @@ class Keyboard:
 
 def journal(state_dir: Path) -> list[str]:
     return (state_dir / "typed.txt").read_text(encoding="utf-8").splitlines()
+
+
+def learned_after_quit(state_dir: Path, lines: int) -> str:
+    """The report of the learning a quit started, once the journal's mark reaches ``lines``."""
+    mark, report = state_dir / "typed.txt.learned", state_dir / "typed.txt.report"
+    deadline = time.monotonic() + 120
+    while not (mark.exists() and mark.read_text() == str(lines) and report.exists()):
+        assert time.monotonic() < deadline, "the learning that quitting started did not finish"
+        time.sleep(0.1)
+    return report.read_text(encoding="utf-8")
 
 
 def test_suggests_accepts_edits_and_sends(tmp_path):
@@ -103,12 +114,14 @@ def test_learns_the_session_and_suggests_its_words_next_time(tmp_path):
     kb.suggestions("")
     for line in SESSION:
         kb.send_line(line)
-    report = kb.quit()  # Ctrl-D: quit and learn
+    assert "(15 new) after quitting" in kb.quit()  # Ctrl-D: quit at once, learn in a process of its own
     assert kb.child.exitstatus == 0
-    assert "adopted" in report and "zorbly" in report, report
     assert journal(tmp_path) == SESSION
+    report = learned_after_quit(tmp_path, len(SESSION))
+    assert "adopted" in report and "zorbly" in report, report
 
     again = Keyboard(tmp_path)
+    assert "after your last session: learned from" in again.banner and "zorbly" in again.banner  # shown once
     again.type("meet at the ")
     assert "zorbly" in again.suggestions("meet at the ")
     again.type("zor")
@@ -122,12 +135,17 @@ def test_learns_the_session_and_suggests_its_words_next_time(tmp_path):
     again.type("\x7f" * len(accepted))
     again.suggestions("")
     again.send_line("ok")
-    report = again.quit()  # learns only what is new, judged on all held-out text so far
+    assert "(1 new)" in again.quit()
     assert again.child.exitstatus == 0
+    report = learned_after_quit(tmp_path, len(SESSION) + 1)  # only what is new, judged on all held-out text so far
     assert "(1 new)" in report and "held-out top-3" in report, report
 
     idle = Keyboard(tmp_path)
+    assert "after your last session" in idle.banner
     assert "new)" not in idle.quit("\x04")  # learned lines never come back
+    last = Keyboard(tmp_path)
+    assert "after your last session" not in last.banner  # a report is shown once
+    last.quit("\x03")
     assert (tmp_path / "typed.txt.learned").read_text() == str(len(SESSION) + 1)
 
 

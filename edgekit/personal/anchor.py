@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..vocab import Vocabulary
-from .rows import CHUNK, RowReader, Rows, Scorer, Teacher
+from .rows import CHUNK, SLICE, RowReader, Rows, Scorer, Teacher
 
 ANCHOR_ROWS = 3072  # 256 sentences x 12 words (rounded up to whole steps of 256)
 ANCHOR_WEIGHT = 1.0  # distillation's weight in each training step, against the user's cross-entropy
@@ -43,10 +43,16 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
         features, logits, base = score(ctx)
         reader.add(features, logits, base)
         seen.append(ctx.copy())
-        z = np.where(allowed, base, -np.inf)
-        cum = np.cumsum(np.exp(z - z.max(axis=1, keepdims=True)), axis=1)
-        nxt = (cum < rng.random((len(cum), 1)) * cum[:, -1:]).sum(axis=1)
+        nxt = np.concatenate([_draw(rng, allowed, base[s : s + SLICE]) for s in range(0, len(base), SLICE)])
         ctx = np.concatenate([ctx[:, 1:], nxt[:, None].astype(np.int32)], axis=1)
         ctx[nxt == vocab.eos] = start
     contexts = np.concatenate(seen)
     return reader.rows(contexts, np.zeros(len(contexts), np.int64)), reader.teacher_rows()
+
+
+def _draw(rng: np.random.Generator, allowed: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """One next word per row from ``softmax(logits)`` over the ``allowed`` ids (rows in order, so
+    slices of a chunk draw what the whole chunk would)."""
+    z = np.where(allowed, logits, -np.inf)
+    cum = np.cumsum(np.exp(z - z.max(axis=1, keepdims=True)), axis=1)
+    return (cum < rng.random((len(cum), 1)) * cum[:, -1:]).sum(axis=1)

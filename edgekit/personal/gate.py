@@ -13,11 +13,10 @@ stay quiet, being another kind of text). Four numbers, kept in the state.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
-from .phrases import PhraseMemory
+from .phrases import Context, PhraseMemory
 
 STEPS = 300
 MAX_SHARE = 0.95
@@ -32,7 +31,7 @@ def gate_inputs(memory: PhraseMemory, contexts: np.ndarray, memory_best: np.ndar
     return np.column_stack([np.ones(len(contexts)), np.log1p(counts), memory_best]).astype(np.float32)
 
 
-def _counts(memory: PhraseMemory, context: Sequence[int]) -> tuple[int, int]:
+def _counts(memory: PhraseMemory, context: Context) -> tuple[int, int]:
     two = memory.followed(context[-2:]) if len(context) >= 2 else 0
     return two, memory.evidence(context) if len(context) else 0
 
@@ -84,14 +83,24 @@ def mix(neural: np.ndarray, memory: PhraseMemory, contexts: np.ndarray, weight: 
     """
     if weight <= 0 or not len(memory):
         return neural
-    theta = [float(t) for t in (DEFAULT_GATE if gate is None else gate)]
     for row, context in enumerate(contexts):
         if not memory.evidence(context):
             continue
         m = memory.probs(context)
-        two, one = _counts(memory, context)  # one context: plain floats beat numpy's per-call cost
-        x = theta[0] + theta[1] * math.log1p(two) + theta[2] * math.log1p(one) + theta[3] * float(m.max())
-        lam = min(weight / (1.0 + math.exp(-x)), MAX_SHARE)
+        lam = context_share(memory, context, float(m.max()), weight, gate)
         neural[row] *= 1 - lam
         neural[row] += lam * m
     return neural
+
+
+def context_share(memory: PhraseMemory, context: Context, best: float, weight: float,
+                  gate: np.ndarray | None) -> float:
+    """``share`` for one context the memory has evidence for, whose best probability there is ``best``.
+
+    One context at a time (a keyboard's): plain floats beat numpy's per-call cost.
+    """
+    theta = DEFAULT_GATE if gate is None else gate
+    two, one = _counts(memory, context)
+    x = float(theta[0]) + float(theta[1]) * math.log1p(two) + float(theta[2]) * math.log1p(one) \
+        + float(theta[3]) * best
+    return min(weight / (1.0 + math.exp(-x)), MAX_SHARE)

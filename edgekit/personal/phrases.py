@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 ORDER = 3  # trigram: two words of context
+Context = Sequence[int] | np.ndarray  # token ids, oldest first
 MAX_COUNT = 1 << 40  # times one phrase was seen: far beyond any user, small enough that sums stay exact
 
 
@@ -59,21 +60,21 @@ class PhraseMemory:
             self.unigram[word] += times
             self._tokens += times
 
-    def evidence(self, context: Sequence[int]) -> int:
+    def evidence(self, context: Context) -> int:
         """How often the last word of ``context`` was seen followed by anything."""
         return self._followed[(int(context[-1]),)]
 
-    def followed(self, context: Sequence[int]) -> int:
+    def followed(self, context: Context) -> int:
         """How often ``context`` (one or two word ids) was seen followed by anything."""
         return self._followed.get(tuple(int(t) for t in context), 0)
 
-    def probs(self, context: Sequence[int]) -> np.ndarray:
+    def probs(self, context: Context) -> np.ndarray:
         """p(next | context) over the whole vocabulary ([V] float32, sums to 1 when any text was learned)."""
         p = np.zeros(self.vocab_size, dtype=np.float32)
         self.add_probs(context, 1.0, p)
         return p
 
-    def add_probs(self, context: Sequence[int], scale: float, out: np.ndarray) -> None:
+    def add_probs(self, context: Context, scale: float, out: np.ndarray) -> None:
         """``out += scale * probs(context)``, touching the whole vocabulary once.
 
         Interpolation nests, ``p_n = f_n * p_(n-1) + seen_n``, so it unrolls
@@ -81,27 +82,37 @@ class PhraseMemory:
         product of the back-off factors above them, and the unigram gets all.
         """
         left = scale  # the unigram gets what the shortest seen order leaves
-        for ids, weights, rest in self._orders(context, scale):
+        for ids, weights, rest in self.orders(context, scale):
             out[ids] += weights
             left = rest
-        out += np.float32(left) * self._unigram()
+        out += np.float32(left) * self.unigram_probs()
 
     def probs_columns(self, contexts: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """``probs`` of each row of ``contexts [N, T]`` at ``columns`` only: ``[N, len(columns)]``."""
+        """``probs`` of each row of ``contexts [N, T]`` at ``columns`` only: ``[N, len(columns)]``.
+
+        They depend on the last ``ORDER - 1`` words only: each distinct ending is computed once.
+        """
         where = np.full(self.vocab_size, -1, np.int64)
         where[columns] = np.arange(len(columns))
-        unigram = self._unigram()[columns]
-        out = np.empty((len(contexts), len(columns)), np.float32)
-        for i, c in enumerate(contexts):
-            parts = list(self._orders(c, 1.0))
-            out[i] = unigram * (parts[-1][2] if parts else 1.0)
-            for ids, weights, _ in parts:
-                at = where[ids]
-                keep = at >= 0
-                out[i, at[keep]] += weights[keep]
+        unigram = self.unigram_probs()[columns]
+        endings, row_of = np.unique(np.asarray(contexts)[:, -(ORDER - 1):], axis=0, return_inverse=True)
+        out = np.empty((len(endings), len(columns)), np.float32)
+        for i, c in enumerate(endings):
+            out[i] = self.probs_at(c, where, unigram)
+        return out[row_of.reshape(-1)]
+
+    def probs_at(self, context: Context, where: np.ndarray, unigram: np.ndarray) -> np.ndarray:
+        """``probs(context)`` at some columns ``[C]``: ``where [V]`` is each id's column (-1: none),
+        ``unigram [C]`` the unigram probabilities there (both made once for many contexts)."""
+        parts = list(self.orders(context, 1.0))
+        out = unigram * np.float32(parts[-1][2] if parts else 1.0)
+        for ids, weights, _ in parts:
+            at = where[ids]
+            keep = at >= 0
+            out[at[keep]] += weights[keep]
         return out
 
-    def _orders(self, context: Sequence[int], scale: float) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
+    def orders(self, context: Context, scale: float = 1.0) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
         """Per seen context order, longest first: (next-word ids, their weights, the scale left for the rest)."""
         seen: list[tuple[int, ...]] = []
         for n in range(1, min(ORDER, len(context) + 1)):
@@ -126,7 +137,8 @@ class PhraseMemory:
             self._cache[key] = got
         return got
 
-    def _unigram(self) -> np.ndarray:
+    def unigram_probs(self) -> np.ndarray:
+        """p(word) over the whole vocabulary ``[V]`` (cached until the memory learns more)."""
         if self._unigram_probs is None:
             p = np.zeros(self.vocab_size, dtype=np.float32)
             if self._tokens:

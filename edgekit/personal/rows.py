@@ -14,7 +14,8 @@ import numpy as np
 
 from ..progress import progress_bar
 
-CHUNK = 256  # rows per step of feature extraction and scoring: memory O(CHUNK x V)
+CHUNK = 256  # rows per step of feature extraction and scoring (one invoke, BATCH): memory O(CHUNK x V)
+SLICE = 64  # rows per step of the work over the whole vocabulary inside a chunk: its temporaries are O(SLICE x V)
 Scorer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -62,9 +63,16 @@ class RowReader:
         self.parts: list[tuple] = []
 
     def add(self, features: np.ndarray, logits: np.ndarray, base_logits: np.ndarray) -> None:
+        for start in range(0, len(logits), SLICE):
+            sl = slice(start, start + SLICE)
+            self._add(features[sl], logits[sl], base_logits[sl])
+
+    def _add(self, features: np.ndarray, logits: np.ndarray, base_logits: np.ndarray) -> None:
         z = np.where(self.other, logits, -np.inf)
-        top_ids = np.argpartition(z, z.shape[1] - 3, axis=1)[:, -3:] if self.top or self.teacher else None
-        best = None if top_ids is None else np.take_along_axis(z, top_ids, axis=1)
+        top_ids = np.argpartition(z, z.shape[1] - 3, axis=1)[:, -3:] if self.teacher else None
+        # By value where no ids are needed; a copy, not a view that would keep the partitioned [N, V] alive.
+        best = np.take_along_axis(z, top_ids, axis=1) if top_ids is not None \
+            else np.partition(z, z.shape[1] - 3, axis=1)[:, -3:].copy() if self.top else None
         peak = np.max(z, axis=1, keepdims=True) if best is None else best.max(axis=1, keepdims=True)
         peak = np.maximum(peak, np.finfo(np.float32).min)  # every word a candidate: no others
         with np.errstate(divide="ignore"):

@@ -91,6 +91,7 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
     epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
     min_epochs = -(-config.min_steps // steps_per_epoch)
     beta1, beta2, eps, t = 0.9, 0.999, 1e-8, 0
+    scratch_w, scratch_b = (np.empty_like(w), np.empty(w.shape)), (np.empty_like(b), np.empty(b.shape))
     best_loss, best = np.inf, (w.copy(), b.copy())
     with progress_bar(epochs * steps_per_epoch, "personalizing", progress) as bar:
         for epoch in range(epochs):
@@ -114,12 +115,8 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
                     gb += ga.sum(axis=0)
                 t += 1
                 lr = config.learning_rate * np.sqrt(1 - beta2**t) / (1 - beta1**t)
-                for p, m, v, grad in ((w, mw, vw, gw), (b, mb, vb, gb)):
-                    m *= beta1
-                    m += (1 - beta1) * grad
-                    v *= beta2
-                    v += (1 - beta2) * grad * grad
-                    p -= lr * m / (np.sqrt(v) + eps)
+                _adam(w, mw, vw, gw, lr, beta1, beta2, eps, scratch_w)
+                _adam(b, mb, vb, gb, lr, beta1, beta2, eps, scratch_b)
                 bar.update(1)
             if heldout is not None and epoch + 1 >= min_epochs:
                 loss = heldout_loss(heldout, w, b)
@@ -127,6 +124,26 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
                     return best
                 best_loss, best = loss, (w.copy(), b.copy())
     return w, b
+
+
+def _adam(p: np.ndarray, m: np.ndarray, v: np.ndarray, grad: np.ndarray, lr: float, beta1: float, beta2: float,
+          eps: float, scratch: tuple[np.ndarray, np.ndarray]) -> None:
+    """One Adam step on ``p`` in place: ``p -= lr * m / (sqrt(v) + eps)`` after the moment updates, in
+    two scratch arrays (``p``'s type, and float64 for the step, as numpy computes ``lr * m`` with a
+    float64 ``lr``) instead of a new array for every operation: the same numbers, fewer passes."""
+    low, high = scratch
+    m *= beta1
+    np.multiply(grad, 1 - beta1, out=low)
+    m += low
+    v *= beta2
+    np.multiply(grad, 1 - beta2, out=low)
+    low *= grad
+    v += low
+    np.sqrt(v, out=low)
+    low += eps
+    np.multiply(m, lr, out=high)
+    high /= low
+    p -= high
 
 
 def heldout_loss(rows: Rows, w: np.ndarray, b: np.ndarray) -> float:
@@ -156,19 +173,27 @@ def score_options(rows: Rows, options: list[Option], groups: np.ndarray, columns
     the three best of them does.
     """
     out = np.zeros((len(options), len(groups), 3))
+    seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
     for i, sl, r, p, rest in _mixed(rows, options, columns):
-        p_t = p[np.arange(len(r)), r.targets]
-        better = (p > p_t[:, None]).sum(axis=1) + (rest > p_t[:, None]).sum(axis=1)
-        hits = np.stack([better < 1, better < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
-        out[i] += groups[:, sl].astype(np.float64) @ hits
+        key = (sl.start, id(p))
+        if key not in seen:
+            p_t = p[np.arange(len(r)), r.targets]
+            better = (p > p_t[:, None]).sum(axis=1) + (rest > p_t[:, None]).sum(axis=1)
+            hits = np.stack([better < 1, better < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
+            seen[key] = groups[:, sl].astype(np.float64) @ hits
+        out[i] += seen[key]
     return out / np.maximum(groups.sum(axis=1), 1)[None, :, None]
 
 
 def anchor_scores(rows: Rows, teacher: Teacher, options: list[Option], columns: np.ndarray) -> np.ndarray:
     """Each option's expected top-1 and top-3 on anchor rows under the version's distribution ``[O, 2]``."""
     out = np.zeros((len(options), 2))
+    seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
     for i, sl, _, p, rest in _mixed(rows, options, columns):
-        out[i] += expected_top(p, rest, teacher.take(sl)).sum(axis=0)
+        key = (sl.start, id(p))
+        if key not in seen:
+            seen[key] = expected_top(p, rest, teacher.take(sl)).sum(axis=0)
+        out[i] += seen[key]
     return out / max(len(rows), 1)
 
 
@@ -191,7 +216,8 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
 
 def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[tuple]:
     """Per chunk of rows and option: (option index, row slice, rows, candidate probabilities,
-    the others' best three)."""
+    the others' best three). Options that mix nothing into a chunk get the head's own arrays
+    (the same objects), so callers can score them once."""
     for start in range(0, len(rows), CHUNK):
         sl = slice(start, start + CHUNK)
         r = rows.take(sl)
@@ -204,7 +230,7 @@ def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[t
                 lse = np.logaddexp(peak[:, 0] + np.log(np.exp(z - peak).sum(axis=1)), r.rest_lse)[:, None]
                 neural[id(head)] = (np.exp(z - lse), np.exp(r.rest_top - lse))
             p, rest = neural[id(head)]
-            if share is not None and memory is not None:
+            if share is not None and memory is not None and share[sl].any():  # a zero share leaves p as it is
                 if id(memory) not in phrases:
                     phrases[id(memory)] = memory.probs_columns(r.contexts, columns)
                 lam = share[sl][:, None]

@@ -1,4 +1,4 @@
-"""A predictive keyboard in a terminal (a Raspberry Pi's, or any): live suggestions, learns when you quit.
+"""A predictive keyboard in a terminal (a Raspberry Pi's, or any): live suggestions, learns after you quit.
 
     python keyboard.py [--model FILE] [--state-dir DIR] [--journal FILE] [--no-learn]
 
@@ -11,32 +11,53 @@ shown after every keystroke. Keys:
     Backspace      delete the last character
     Enter          send the line: it is appended to the journal, a local file
                    that never leaves the device
-    Ctrl-D         quit, then learn from the lines not learned yet: the result
-                   is kept only if it suggests better on held-out lines (never worse)
+    Ctrl-D         quit at once; a process of its own then learns from the lines
+                   not learned yet (the result is kept only if it suggests better
+                   on held-out lines: never worse), and the next start shows what
+                   it did
     Ctrl-C         quit without learning
 
 The journal defaults to ``typed.txt`` in the personal state folder.
+
+Why learning runs after the keyboard is gone: every line is on disk (the
+journal, fsynced) when it is sent, but learning checks each candidate
+against all kept held-out text and text the model writes itself, which
+takes seconds, not the half second a quit may take. So quitting starts
+``keyboard.py --learn-pending`` in a session of its own and returns; it
+learns under a lock (one learner at a time), writes its report beside the
+journal, and the next start prints it. Until it finishes, a new start
+suggests from the state before; no line is lost or learned twice (the
+journal's mark moves only after the state is saved).
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from common import add_model_arguments, describe, load_model
 from edgekit import EdgeModel
-from edgekit.journal import Journal
+from edgekit.atomic import atomic_write_bytes
+from edgekit.journal import PRIVATE_MODE, Journal
+from edgekit.paths import default_state_dir
 from terminal import ACCEPT, BACKSPACE, ENTER, QUIT, cbreak, cells, read_keys, tail
 
 JOURNAL_NAME = "typed.txt"
 KEYS_HELP = "Tab: accept 1st | Alt-1/2/3 or Esc 1/2/3: accept | Enter: send | Ctrl-D: quit and learn | Ctrl-C: quit"
+REPORT_SUFFIX = ".report"  # beside the journal: what the last learning after a quit did
+LOCK_SUFFIX = ".lock"  # beside the journal: held while one learns
+LEARNER_NICENESS = 10  # the learning after a quit runs behind anything the user is doing
 ERASE_REST = "\x1b[K"  # erase what an older, longer line left right of the cursor
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.learn_pending:
+        return learn_pending(args)
     if not sys.stdin.isatty():
         raise SystemExit("keyboard.py reads keys from a terminal, and stdin is not one. "
                          "To learn from a text file instead: edgekit personalize --text FILE")
@@ -44,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     journal = Journal(args.journal or model.state_dir / JOURNAL_NAME)
     sys.stdout.reconfigure(errors="replace")  # a terminal that cannot show a character gets "?"
     print(f"edgekit keyboard: {model.metadata['name']} ({model.quantization}, {model.runtime}); journal {journal.path}")
+    show_last_report(journal)
     print(KEYS_HELP)
     try:
         with cbreak(sys.stdin.fileno()):
@@ -53,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"\n{sent} sent this session")
     if not args.no_learn:
-        learn(model, journal)
+        start_learning(journal, args)
     return 0
 
 
@@ -118,18 +140,61 @@ def draw(screen: TextIO, words: list[str], text: str) -> None:
     screen.flush()
 
 
-def learn(model: EdgeModel, journal: Journal) -> None:
-    """Personalize on the lines sent since the last learning; the model keeps the result only if it helps."""
+def start_learning(journal: Journal, args: argparse.Namespace) -> None:
+    """Learn the journal's new lines in a process of its own, so that quitting takes no time."""
     try:
         new = journal.pending()
-        if not new:
-            return
-        print(f"learning from {journal.path} ({new} new) ...", flush=True)
-        report = journal.learn(model)
-    except ValueError as e:  # too little text so far (the lines wait for the next session), or a bad journal
-        print(f"not learning yet: {e}")
+    except ValueError as e:  # a journal or mark that is not what this keyboard writes: say so, lose nothing
+        print(f"not learning: {e}")
         return
-    print(describe(report))
+    if not new:
+        return
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--learn-pending", "--journal", str(journal.path)]
+    for flag, value in (("--model", args.model), ("--state-dir", args.state_dir)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    # Its own session: it outlives the terminal and prints nothing into the shell. Niced from the start
+    # (before its imports): it must not slow this process's exit, nor the next session's typing.
+    subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, preexec_fn=lambda: os.nice(LEARNER_NICENESS))
+    print(f"learning from {journal.path} ({new} new) after quitting; the next start shows the result")
+
+
+def learn_pending(args: argparse.Namespace) -> int:
+    """``--learn-pending``: personalize on the journal's new lines, one learner at a time; the report
+    (or why nothing was learned) goes to ``<journal>.report`` for the next start to show."""
+    journal = Journal(args.journal or (args.state_dir or default_state_dir()) / JOURNAL_NAME)
+    with open(journal.path.with_name(journal.path.name + LOCK_SUFFIX), "a", opener=_private) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a learner started by an earlier quit finishes first
+        new = journal.pending()
+        if not new:
+            return 0
+        model = load_model(args)  # after the lock: the state as an earlier learner left it
+        try:
+            text = f"learned from {journal.path} ({new} new): {describe(journal.learn(model))}"
+        except ValueError as e:  # too little text so far (the lines wait for the next time), or a bad journal
+            text = f"not learning yet: {e}"
+        atomic_write_bytes(_report_path(journal), text.encode("utf-8"), mode=PRIVATE_MODE)
+    return 0
+
+
+def show_last_report(journal: Journal) -> None:
+    """Print what the learning after the previous quit did, once."""
+    path = _report_path(journal)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    print(f"after your last session: {text}")
+    path.unlink(missing_ok=True)
+
+
+def _report_path(journal: Journal) -> Path:
+    return journal.path.with_name(journal.path.name + REPORT_SUFFIX)
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, PRIVATE_MODE)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -139,6 +204,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                     help=f"where sent lines go [default: STATE_DIR/{JOURNAL_NAME}]")
     ap.add_argument("--no-learn", action="store_true",
                     help="quit without learning (the lines wait for the next run that learns)")
+    ap.add_argument("--learn-pending", action="store_true",
+                    help="learn the journal's new lines and exit (what quitting starts in the background)")
     return ap.parse_args(argv)
 
 

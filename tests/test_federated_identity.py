@@ -156,8 +156,10 @@ def test_enroll_is_idempotent_and_refuses_what_is_not_a_device_key(tmp_path):
     state = tmp_path / "phone"
     shown = json.loads(runner.invoke(main, ["device-key", "--state-dir", str(state), "--json"]).output)
     assert shown["created"] and shown["public_key"] == str(state / "device.pub")
-    again = json.loads(runner.invoke(main, ["device-key", "--state-dir", str(state), "--json"]).output)
+    again = json.loads(runner.invoke(main, ["device-key", "--state-dir", str(state), "-o", str(tmp_path / "my.pub"),
+                                            "--json"]).output)
     assert not again["created"] and again["key_id"] == shown["key_id"]
+    assert (tmp_path / "my.pub").read_bytes() == (state / "device.pub").read_bytes()
 
     registry = tmp_path / "devices.pem"
     first = json.loads(runner.invoke(main, ["enroll", str(state / "device.pub"), "--registry", str(registry),

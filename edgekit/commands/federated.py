@@ -144,13 +144,15 @@ def _export_text(r: dict) -> str:
 
 @click.command("device-key")
 @state_dir_option
+@out_option("Also copy the public half here, to give to the server operator (`edgekit enroll`).")
 @json_option
-def device_key(state_dir, as_json):
+def device_key(state_dir, out, as_json):
     """Show this device's identity key (made now if there is none); the server operator enrolls its public half.
 
     The private half (device.key, 0600) never leaves the state folder; it
     signs every update this device exports.
     """
+    from ..atomic import atomic_write_bytes
     from ..federated.keys import KeyFileError
 
     try:
@@ -158,7 +160,15 @@ def device_key(state_dir, as_json):
     except KeyFileError as e:
         raise click.ClickException(str(e)) from None
     del identity["key"]
-    emit(identity, as_json, lambda r: "\n".join([f"device key {r['key_id']}: {r['public_key']}"] + _new_key_text(r)))
+    if out is not None:
+        atomic_write_bytes(out, Path(identity["public_key"]).read_bytes())
+        identity["copied_to"] = str(out)
+    emit(identity, as_json, _device_key_text)
+
+
+def _device_key_text(r: dict) -> str:
+    copied = f" (copied to {r['copied_to']})" if "copied_to" in r else ""
+    return "\n".join([f"device key {r['key_id']}: {r['public_key']}{copied}"] + _new_key_text(r))
 
 
 def _device_identity(state_dir: Path | None) -> dict:

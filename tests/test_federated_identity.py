@@ -199,7 +199,8 @@ def test_cli_round_with_a_registry(trained_files, tmp_path):
     out = cli("aggregate", "--key", tmp_path / "server.key", "-m", base, updates, "-o", tmp_path / "next.tflite",
               "--clip-norm", "20", "--devices", tmp_path / "devices.pem", "--json")
     report = json.loads(out)
-    assert report["accepted"] == 2 and report["devices"] == {"registry": str(tmp_path / "devices.pem"), "enrolled": 2}
+    assert report["accepted"] == 2 and report["devices"] == {"checked": True, "registry": str(tmp_path / "devices.pem"),
+                                                    "enrolled": 2}
     assert {os.path.basename(r["source"]): r["reason"] for r in report["rejected"]} == {
         "a2.edgekit-update": "duplicate-device", "c1.edgekit-update": "unenrolled"}
 

@@ -322,7 +322,8 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
     result.rejections[:0] = skipped
     report = _summary(result, policy, new.metadata, out, mode, len(paths) + len(skipped))
     report["signed_by"] = verify_key_id(signer.public_key())
-    report["devices"] = None if devices is None else {"registry": str(registry), "enrolled": len(devices)}
+    report["devices"] = {"checked": False} if devices is None else \
+        {"checked": True, "registry": str(registry), "enrolled": len(devices)}
     if noise_multiplier > 0 or central_noise_multiplier > 0:
         from ..federated.privacy import dp_epsilon
 
@@ -379,8 +380,8 @@ def _summary_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _devices_text(devices: dict | None) -> str:
-    if devices is None:
+def _devices_text(devices: dict) -> str:
+    if not devices["checked"]:
         return ("device identities not checked (no --devices registry): one party sending many updates counts as "
                 "many devices")
     return (f"one update per device: every accepted update is signed by a distinct device of the "

@@ -24,8 +24,8 @@ or a replayed id, before spending any work on it.
 
 The device's signature sits inside the ciphertext on purpose: the server
 learns which enrolled device sent an update (and counts one per device per
-round), an eavesdropper learns nothing, not even that two files came from
-one device. HPKE's base mode alone authenticates no sender.
+round), an eavesdropper learns no identity, not even that two files came
+from one device (only, from the size, whether a file is signed). HPKE's base mode alone authenticates no sender.
 
 Anyone holding the server's public key can make a well-formed update, so
 every field is checked again after decryption (shape, finiteness, norm) and

@@ -83,6 +83,8 @@ def test_device_key_is_written_0600_atomically_and_reused(tmp_path):
     assert stat.S_IMODE(os.stat(public).st_mode) == 0o644
     again, created_again = device_key(state)
     assert not created_again and verify_key_id(again.public_key()) == verify_key_id(key.public_key())
+    public.unlink()  # the public half is derived again from the private one
+    assert device_key(state)[0] and public.read_bytes() == public_pem(key.public_key())
     os.chmod(private, 0o644)
     with pytest.raises(KeyFileError, match="readable by others"):
         device_key(state)

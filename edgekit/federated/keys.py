@@ -110,6 +110,8 @@ def device_key(state_dir: str | Path, *, create: bool = True) -> tuple[Ed25519Pr
     if not isinstance(loaded, Ed25519PrivateKey):
         raise KeyFileError(f"{private}: a {type(loaded).__name__}, expected the device's Ed25519 identity key; "
                            "move it away and run `edgekit device-key` (then enroll the new device.pub)")
+    if not public.exists():  # deleted by hand: the public half is derived from the private one
+        atomic_write_bytes(public, signing.public_pem(loaded.public_key()), mode=PUBLIC_MODE)
     return loaded, False
 
 

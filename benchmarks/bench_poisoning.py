@@ -19,7 +19,11 @@ path (``aggregate_updates`` on HPKE-sealed update files, every check on):
   the base model's most likely words there down, each row at 90% of
   ``SPREAD_ROW`` x clip norm;
 - ``10%`` / ``30%``: that share of the round's updates is hostile (2 of 22,
-  8 of 28); ``sybil``: 50 updates from one party beside the honest ones.
+  8 of 28); ``sybil``: 50 updates from one party beside the honest ones;
+  ``sybil-enrolled``: the same 50, aggregated with a registry of enrolled
+  devices (``devices=``): every device signs with its own key
+  (``export_update(device_key=...)``), the attacker's party is one enrolled
+  device, so its 50 updates count as one.
 
 For each mode and scenario: the target's rank after "see you " (1 = first
 suggestion), its probability, top-3 on an equal share of every honest
@@ -38,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from benchmarks.bench_dp_scale import CachedScorer
 from edgekit.federated import (
@@ -47,10 +52,12 @@ from edgekit.federated import (
     MODES,
     UpdatePolicy,
     aggregate_updates,
+    enroll_device,
     export_update,
     generate_keypair,
     key_id,
     load_private_key,
+    load_registry,
 )
 from edgekit.federated.hazmat import make_update
 from edgekit.federated.install import apply_delta
@@ -58,12 +65,14 @@ from edgekit.flower import partitions as parts
 from edgekit.flower.simulate import pooled_heldout
 from edgekit.model import EdgeModel, default_model_path
 from edgekit.personal.train import softmax
+from edgekit.signing import public_pem
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "poisoning.json"
 CONTEXT, TARGET = "see you ", "prize"
 SPREAD_ROW = 0.1  # the spread attacker's row norm, as a share of the clip norm (x 0.9: just inside the bound)
-SCENARIOS = {"honest": 0, "10%": 2, "30%": 8, "sybil": 50}
+SCENARIOS = {"honest": 0, "10%": 2, "30%": 8, "sybil": 50, "sybil-enrolled": 50}
+WITH_REGISTRY = {"sybil-enrolled"}  # scenarios aggregated with a registry of the enrolled devices
 
 
 def attack_delta(model: EdgeModel, shape: tuple[int, int], kind: str, clip: float) -> tuple[np.ndarray, np.ndarray]:
@@ -102,9 +111,11 @@ class Scorer(CachedScorer):
         return int((logits > logits[t]).sum()) + 1, float(p[t])
 
 
-def honest_updates(model_path: Path, partitions, public) -> tuple[list[bytes], list[int], list[float]]:
+def honest_updates(model_path: Path, partitions, public,
+                   keys: list[Ed25519PrivateKey]) -> tuple[list[bytes], list[int], list[float]]:
+    """One update per partition, each signed by its device's key in ``keys``."""
     updates, examples, top_rows = [], [], []
-    for part in partitions:
+    for part, key in zip(partitions, keys, strict=True):
         device = EdgeModel.load(model_path, stateless=True)
         device.personalize(list(part.train), save=False)
         dW, db = device.head_delta()
@@ -113,7 +124,7 @@ def honest_updates(model_path: Path, partitions, public) -> tuple[list[bytes], l
         scale = min(1.0, DEFAULT_CLIP_NORM / float(np.sqrt((rows ** 2).sum())))
         top_rows.append(scale * float(rows.max()) / DEFAULT_CLIP_NORM)
         examples.append(device.n_examples)
-        updates.append(export_update(device, public))
+        updates.append(export_update(device, public, device_key=key))
     return updates, examples, top_rows
 
 
@@ -127,12 +138,20 @@ def run(args) -> dict:
         key = Path(tmp) / "server.key"
         public = generate_keypair(key, Path(tmp) / "server.key.pub")
         private = load_private_key(key)
-        honest, examples, top_rows = honest_updates(args.model, partitions, public)
+        keys = [Ed25519PrivateKey.generate() for _ in partitions]
+        sybil = Ed25519PrivateKey.generate()  # the hostile party: one device, as enrolled as any other
+        registry = Path(tmp) / "devices.pem"
+        for i, key in enumerate([*keys, sybil]):
+            (Path(tmp) / f"device{i}.pub").write_bytes(public_pem(key.public_key()))
+            enroll_device(Path(tmp) / f"device{i}.pub", registry)
+        devices = load_registry(registry)
+        honest, examples, top_rows = honest_updates(args.model, partitions, public, keys)
         print(f"{len(honest)} honest devices: {min(examples):,}-{max(examples):,} examples; largest head row "
               f"{100 * min(top_rows):.1f}-{100 * max(top_rows):.1f}% of the clip norm; "
               f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
         hostile = {kind: [make_update(*attack_delta(model, shape, kind, DEFAULT_CLIP_NORM), public_key=public,
-                                      model_fingerprint=model.fingerprint, n_examples=DEFAULT_MAX_EXAMPLES)
+                                      model_fingerprint=model.fingerprint, n_examples=DEFAULT_MAX_EXAMPLES,
+                                      device_key=sybil)
                           for _ in range(max(SCENARIOS.values()))]
                    for kind in ("one-row", "spread")}
         policy = UpdatePolicy(model.fingerprint, shape, key_id(public))
@@ -144,7 +163,8 @@ def run(args) -> dict:
                 for kind in (["one-row", "spread"] if n_bad else ["-"]):
                     updates = honest + (hostile[kind][:n_bad] if n_bad else [])
                     with tempfile.TemporaryDirectory(dir=tmp) as work:
-                        result = aggregate_updates(updates, private, policy, mode=mode, workdir=work)
+                        result = aggregate_updates(updates, private, policy, mode=mode, workdir=work,
+                                                   devices=devices if scenario in WITH_REGISTRY else None)
                     head = apply_delta(model.base_head, result.delta)
                     rank, p = scorer.target(head)
                     cells[f"{mode} {scenario} {kind}"] = {

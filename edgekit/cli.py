@@ -21,7 +21,9 @@ COMMANDS = {
     "words": "edgekit.commands.words:words",
     "install": "edgekit.commands.install:install",
     "keygen": "edgekit.commands.federated:keygen",
+    "device-key": "edgekit.commands.federated:device_key",
     "export-update": "edgekit.commands.federated:export_update",
+    "enroll": "edgekit.commands.federated:enroll",
     "aggregate": "edgekit.commands.federated:aggregate",
     "simulate": "edgekit.commands.simulate:simulate",
 }

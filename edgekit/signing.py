@@ -116,8 +116,15 @@ def verify_model(file: ModelFile, trusted: list[Ed25519PublicKey], where: str | 
     return key
 
 
-def load_verify_keys(source: str | Path | bytes) -> list[Ed25519PublicKey]:
-    """The Ed25519 public keys in a PEM file (or PEM bytes); a trusted-keys file may hold several."""
+SERVER_KEY_HINT = "the server's Ed25519 verification key (the .signing.pub file from `edgekit keygen`)"
+
+
+def load_verify_keys(source: str | Path | bytes, what: str = SERVER_KEY_HINT) -> list[Ed25519PublicKey]:
+    """The Ed25519 public keys in a PEM file (or PEM bytes); a trusted-keys file may hold several.
+
+    ``what`` names the expected key in error messages (the server's
+    verification key, a device's identity key, a registry of them).
+    """
     if isinstance(source, bytes):
         data, where = source, "key"
     else:
@@ -132,11 +139,10 @@ def load_verify_keys(source: str | Path | bytes) -> list[Ed25519PublicKey]:
         except ValueError:
             raise KeyFileError(f"{where}: not a PEM public key") from None
         if not isinstance(key, Ed25519PublicKey):
-            raise KeyFileError(f"{where}: a {type(key).__name__}, expected the server's Ed25519 verification key "
-                               "(the .signing.pub file from `edgekit keygen`)")
+            raise KeyFileError(f"{where}: a {type(key).__name__}, expected {what}")
         keys.append(key)
     if not keys:
-        raise KeyFileError(f"{where}: no PEM public key in it (expected the .signing.pub file from `edgekit keygen`)")
+        raise KeyFileError(f"{where}: no PEM public key in it (expected {what})")
     return keys
 
 

@@ -53,8 +53,13 @@ for d in out/devices/client-*; do
   edgekit export-update -m "$MODEL" --state-dir "$d/state" --server-key out/server.key.pub \
     -o "out/updates/$name.edgekit-update" || echo "$name: nothing to export (personalization kept nothing)"
 done
+# Each phone's identity key (made by its first export) is enrolled once: one update per phone per round.
+for d in out/devices/client-*; do
+  edgekit enroll "$d/state/device.pub" --registry out/devices.pem
+done
 # FedAvg: ten honest phones (the default, a trimmed mean, is built for a round with hostile updates).
-edgekit aggregate --key out/server.key -m "$MODEL" out/updates -o out/edgekit-en-round1.tflite --mode fedavg
+edgekit aggregate --key out/server.key -m "$MODEL" out/updates -o out/edgekit-en-round1.tflite --mode fedavg \
+  --devices out/devices.pem
 edgekit evaluate -m "$MODEL" --text out/devices-heldout.txt | sed 's/^/global, bundled:     /'
 edgekit evaluate -m out/edgekit-en-round1.tflite --text out/devices-heldout.txt | sed 's/^/global, after round: /'
 step "done: files in out/"

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from edgekit.cli import COMMANDS, main
 
-WRITERS = {"convert", "train-base", "keygen", "export-update", "aggregate", "simulate"}
+WRITERS = {"convert", "train-base", "keygen", "device-key", "export-update", "aggregate", "simulate"}
 MODEL_READERS = {"convert", "evaluate", "info", "suggest", "personalize", "reset", "install", "export-update",
                  "aggregate", "simulate", "words"}
 NOISE_OPTIONS = {"--noise-multiplier", "--central-noise-multiplier"}

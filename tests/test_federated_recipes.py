@@ -45,7 +45,8 @@ def model(tmp_path_factory):
 
 def test_the_top_level_has_no_primitive_that_seals_or_noises_unclipped():
     sharp = {"seal", "pack_payload", "encode_delta", "decode_delta", "add_gaussian_noise", "add_central_noise",
-             "make_update", "privatize", "clip_delta", "Aggregator", "parse_update", "open_update"}
+             "make_update", "privatize", "clip_delta", "Aggregator", "parse_update", "open_update",
+             "open_signed_update"}
     assert not sharp & set(federated.__all__)
     assert not [name for name in sharp if hasattr(federated, name)]
     assert sharp <= set(hazmat.__all__)
@@ -56,7 +57,7 @@ def test_the_top_level_has_no_primitive_that_seals_or_noises_unclipped():
 def test_export_update_options_are_explicit_keywords():
     params = inspect.signature(export_update).parameters
     assert [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY] == [
-        "clip_norm", "noise_multiplier", "encoding"]
+        "clip_norm", "noise_multiplier", "encoding", "device_key"]
     assert not any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values())
 
 

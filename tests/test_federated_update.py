@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from edgekit.federated import DEFAULT_CLIP_NORM, UpdateError
 from edgekit.federated.hazmat import (MAGIC, UpdateHeader, delta_norm, make_update, open_update, pack_payload,
                                      parse_update, seal)
+from edgekit.federated.hazmat.update import READ_VERSIONS
 from tests.fixtures.federated import SHARED, policy_for, random_delta, write_tiny_model
 
 PRIVATE = X25519PrivateKey.generate()
@@ -152,7 +153,7 @@ def test_payload_of_wrong_size_or_bomb_is_refused(model, policy):
 
 def test_oversized_file_and_other_versions_are_refused(update, policy):
     assert _reason(update + bytes(policy.max_file_bytes()), policy) == "too-large"
-    newer = update[:8] + struct.pack(">H", 2) + update[10:]
+    newer = update[:8] + struct.pack(">H", READ_VERSIONS[-1] + 1) + update[10:]
     assert _reason(newer, policy) == "version"
     assert _reason(b"PK\3\4" + update[4:], policy) == "format"
 

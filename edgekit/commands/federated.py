@@ -1,4 +1,4 @@
-"""``edgekit keygen``, ``export-update``, ``aggregate``: the federated round from a shell."""
+"""``edgekit keygen``, ``device-key``, ``export-update``, ``enroll``, ``aggregate``: the federated round."""
 from __future__ import annotations
 
 import signal
@@ -107,7 +107,9 @@ def _keygen_text(r: dict) -> str:
 def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multiplier, encoding, as_json):
     """Seal this device's personal head delta for the server (personal words stay here).
 
-    An update carries what was learned since the previous export (or since
+    The update is signed, inside the sealed payload, by this device's
+    identity key (<state-dir>/device.key, made on first use; see
+    `edgekit device-key`). An update carries what was learned since the previous export (or since
     the model version was installed); exporting consumes it. Deliver every
     update: one that never reaches the server is lost to the federation
     (the device keeps its personalization).
@@ -122,16 +124,95 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
                           f"({server_key.name}.pub beside it)")
         public = load_public_key(server_key)
         model = EdgeModel.load(model_path, state_dir=state_dir)
-        data = export(model, public, out, clip_norm=clip_norm,
-                      noise_multiplier=noise_multiplier, encoding=encoding)
+        identity = _device_identity(state_dir)
+        data = export(model, public, out, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
+                      encoding=encoding, device_key=identity.pop("key"))
     except (KeyFileError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     header = parse_update(data)[0]
     report = {"path": str(out), "bytes": len(data), "update_id": header.update_id,
               "model_fingerprint": header.model_fingerprint, "n_examples": header.n_examples,
-              "clip_norm": header.clip_norm, "noise_multiplier": header.noise_multiplier, "encoding": header.encoding}
-    emit(report, as_json, lambda r: f"wrote {r['path']} ({r['bytes']:,} bytes, {r['n_examples']} examples, "
-                                    f"update id {r['update_id']})")
+              "clip_norm": header.clip_norm, "noise_multiplier": header.noise_multiplier, "encoding": header.encoding,
+              "device": identity}
+    emit(report, as_json, _export_text)
+
+
+def _export_text(r: dict) -> str:
+    return "\n".join([f"wrote {r['path']} ({r['bytes']:,} bytes, {r['n_examples']} examples, update id "
+                      f"{r['update_id']}), signed by device key {r['device']['key_id']}"] + _new_key_text(r["device"]))
+
+
+@click.command("device-key")
+@state_dir_option
+@out_option("Also copy the public half here, to give to the server operator (`edgekit enroll`).")
+@json_option
+def device_key(state_dir, out, as_json):
+    """Show this device's identity key (made now if there is none); the server operator enrolls its public half.
+
+    The private half (device.key, 0600) never leaves the state folder; it
+    signs every update this device exports.
+    """
+    from ..atomic import atomic_write_bytes
+    from ..federated.keys import KeyFileError
+
+    try:
+        identity = _device_identity(state_dir)
+    except KeyFileError as e:
+        raise click.ClickException(str(e)) from None
+    del identity["key"]
+    if out is not None:
+        atomic_write_bytes(out, Path(identity["public_key"]).read_bytes())
+        identity["copied_to"] = str(out)
+    emit(identity, as_json, _device_key_text)
+
+
+def _device_key_text(r: dict) -> str:
+    copied = f" (copied to {r['copied_to']})" if "copied_to" in r else ""
+    return "\n".join([f"device key {r['key_id']}: {r['public_key']}{copied}"] + _new_key_text(r))
+
+
+def _device_identity(state_dir: Path | None) -> dict:
+    """The device key of ``state_dir`` (the default state folder if None), made on first use, and what to report."""
+    from ..federated.keys import device_key, device_key_paths
+    from ..paths import default_state_dir
+    from ..signing import verify_key_id
+
+    folder = state_dir or default_state_dir()
+    key, created = device_key(folder)
+    return {"key": key, "key_id": verify_key_id(key.public_key()), "public_key": str(device_key_paths(folder)[1]),
+            "created": created}
+
+
+def _new_key_text(identity: dict) -> list[str]:
+    if not identity["created"]:
+        return []
+    return [f"made this device's identity key; give {identity['public_key']} to the server operator, who enrolls it "
+            "with `edgekit enroll DEVICE.pub --registry FILE`"]
+
+
+@click.command()
+@click.argument("device_pub", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--registry", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The registry of enrolled device keys (made if missing); pass it to `edgekit aggregate --devices`.")
+@json_option
+def enroll(device_pub, registry, as_json):
+    """Enroll a device: add its public key (the device.pub of `edgekit device-key`) to the registry.
+
+    A round aggregated with `--devices REGISTRY` counts one update per
+    enrolled device and refuses the rest. Enroll each device once, against
+    something costly to multiply (an account, a device attestation): the
+    registry is what stops one party from counting as many. To revoke a
+    device, delete its PEM block from the registry.
+    """
+    from ..federated.keys import KeyFileError, enroll_device
+
+    try:
+        kid, added = enroll_device(device_pub, registry)
+    except KeyFileError as e:
+        raise click.ClickException(str(e)) from None
+    report = {"key_id": kid, "registry": str(registry), "added": added}
+    emit(report, as_json, lambda r: f"{'enrolled' if r['added'] else 'already enrolled:'} device key {r['key_id']} "
+                                    f"in {r['registry']}")
 
 
 @click.command()
@@ -155,6 +236,9 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
               help=CENTRAL_NOISE_HELP)
 @click.option("--max-examples", type=click.IntRange(min=1), default=None,
               help="Most examples one update may claim; more is refused [default: 10000].")
+@click.option("--devices", "registry", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Registry of enrolled device keys (`edgekit enroll`): only updates signed by an enrolled device "
+                   "count, one per device (the first by file name); without it identities are not checked.")
 @click.option("--seen-ids", type=click.Path(dir_okay=False, path_type=Path),
               help="Ledger of update ids already aggregated, refused as replays; accepted ids are appended "
                    "[default: <key>.seen-ids beside the key].")
@@ -173,7 +257,8 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
               show_default=True, help="DP delta for the report and the ledger.")
 @json_option
 def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, out, mode, trim, clip_norm,
-              noise_multiplier, central_noise_multiplier, max_examples, seen_ids, workdir, signing_key, heldout,
+              noise_multiplier, central_noise_multiplier, max_examples, registry, seen_ids, workdir, signing_key,
+              heldout,
               sampling_rate, rounds, dp_delta, as_json):
     """Verify, decrypt and aggregate UPDATES (files or folders) into a new, signed model version.
 
@@ -184,7 +269,14 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
     from ..federated import DEFAULT_MAX_EXAMPLES, UpdatePolicy
     from ..federated import aggregate as agg
     from ..federated.install import install_delta
-    from ..federated.keys import KeyFileError, key_id, load_private_key, load_signing_key, signing_key_paths
+    from ..federated.keys import (
+        KeyFileError,
+        key_id,
+        load_private_key,
+        load_registry,
+        load_signing_key,
+        signing_key_paths,
+    )
     from ..modelfile import ModelFileError, read_model_file
     from ..signing import verify_key_id
     from ..tokenizer import read_text_lines
@@ -202,6 +294,7 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
             raise KeyFileError(f"{signing_path}: no signing key; every version is signed: make one with "
                                f"`edgekit keygen -o {key_path} --signing-only`, or pass --signing-key")
         signer = load_signing_key(signing_path, passphrase)
+        devices = None if registry is None else load_registry(registry)
         meta = read_model_file(model_path).metadata
     except (KeyFileError, ModelFileError) as e:
         raise click.ClickException(str(e)) from None
@@ -218,7 +311,7 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
         with _exit_on_sigterm():  # so that the robust modes' decrypted rows are removed
             result = agg.aggregate_updates(paths, private, policy, mode=mode, trim=trim, seen_ids=ledger,
                                            workdir=workdir, central_noise_multiplier=central_noise_multiplier,
-                                           on_reject=on_reject)
+                                           on_reject=on_reject, devices=devices)
         new = install_delta(model_path, result.delta, out, signing_key=signer,
                             heldout=None if heldout is None else read_text_lines(heldout))
         privacy_ledger = _privacy_ledger(model_path, out, meta["fingerprint"], new.fingerprint, result.accepted,
@@ -229,6 +322,8 @@ def aggregate(key_path, passphrase_file, ask_passphrase, model_path, updates, ou
     result.rejections[:0] = skipped
     report = _summary(result, policy, new.metadata, out, mode, len(paths) + len(skipped))
     report["signed_by"] = verify_key_id(signer.public_key())
+    report["devices"] = {"checked": False} if devices is None else \
+        {"checked": True, "registry": str(registry), "enrolled": len(devices)}
     if noise_multiplier > 0 or central_noise_multiplier > 0:
         from ..federated.privacy import dp_epsilon
 
@@ -270,6 +365,7 @@ def _summary(result: AggregateResult, policy: UpdatePolicy, meta: dict, out: Pat
 def _summary_text(report: dict) -> str:
     lines = [(f"accepted {report['accepted']} of {report['files']} updates ({report['total_examples']} examples), "
               f"{len(report['rejected'])} rejected; mode {report['mode']}"),
+             _devices_text(report["devices"]),
              f"wrote {report['out']}: model {report['fingerprint']} (from {report['parent_fingerprint']}), "
              f"signed by {report['signed_by']}, head in {_storage_text(report['head_storage'])}"]
     if "privacy" in report:
@@ -282,6 +378,14 @@ def _summary_text(report: dict) -> str:
     if "privacy_ledger" in report:
         lines.append(f"privacy ledger: {report['privacy_ledger']} (`edgekit info -m {report['out']}` prints it)")
     return "\n".join(lines)
+
+
+def _devices_text(devices: dict) -> str:
+    if not devices["checked"]:
+        return ("device identities not checked (no --devices registry): one party sending many updates counts as "
+                "many devices")
+    return (f"one update per device: every accepted update is signed by a distinct device of the "
+            f"{devices['enrolled']} enrolled in {devices['registry']}")
 
 
 def _storage_text(storage: dict) -> str:

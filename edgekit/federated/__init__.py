@@ -6,12 +6,15 @@ slots on the device, check every update and refuse what a round cannot use.
 Device::
 
     from edgekit.federated import export_update
-    export_update(model, Path("server.key.pub").read_bytes(), "outbox/u1.edgekit-update")
+    key, _ = device_key(state_dir)  # made on first use; the operator enrolls state_dir/device.pub
+    export_update(model, Path("server.key.pub").read_bytes(), "outbox/u1.edgekit-update", device_key=key)
 
 Server::
 
     policy = UpdatePolicy(model_fingerprint=fp, shape=(F, V_shared), key_id=key_id(public_key))
-    result = aggregate_updates(paths, load_private_key("server.key"), policy)  # trimmed-mean
+    enroll_device("device.pub", "devices.pem")  # once per device
+    result = aggregate_updates(paths, load_private_key("server.key"), policy,  # trimmed-mean
+                               devices=load_registry("devices.pem"))  # one update per enrolled device
     install_delta("model.tflite", result.delta, "model-next.tflite", signing_key=load_signing_key("server.signing.key"))
 
 The primitives they are built from (delta codec, sealing, noise, the
@@ -28,11 +31,14 @@ from .hazmat.update import DEFAULT_MAX_EXAMPLES, UPDATE_SUFFIX, UpdatePolicy
 from .install import install_delta
 from .keys import (
     KeyFileError,
+    device_key,
+    enroll_device,
     generate_keypair,
     generate_signing_key,
     key_id,
     load_private_key,
     load_public_key,
+    load_registry,
     load_signing_key,
 )
 from .privacy import PrivacyReport, dp_epsilon
@@ -41,6 +47,7 @@ __all__ = [
     "DEFAULT_CLIP_NORM", "DEFAULT_MAX_EXAMPLES", "DEFAULT_MODE", "DEFAULT_TRIM", "ENCODINGS", "MODES",
     "TOLERATED_FRACTION", "UPDATE_SUFFIX",
     "AggregateResult", "Contributor", "KeyFileError", "PrivacyReport", "Rejection", "UpdateError", "UpdatePolicy",
-    "aggregate_updates", "dp_epsilon", "export_update", "generate_keypair", "generate_signing_key", "install_delta",
-    "key_id", "load_private_key", "load_public_key", "load_signing_key",
+    "aggregate_updates", "device_key", "dp_epsilon", "enroll_device", "export_update", "generate_keypair",
+    "generate_signing_key", "install_delta", "key_id", "load_private_key", "load_public_key", "load_registry",
+    "load_signing_key",
 ]

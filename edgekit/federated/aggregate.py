@@ -14,25 +14,39 @@ What a round survives (``benchmarks/bench_poisoning.py``): trimmed-mean, the
 default, cuts ``floor(trim * n)`` values at each end of every coordinate
 (``TOLERATED_FRACTION``, 30%); median just under half; fedavg none. Every
 mode refuses an update over the clip norm, or with one word's row over
-``policy.max_row_share`` of it. Nothing here tells two updates of one sender
-apart (update files carry no device identity): many updates from one party
-(a Sybil) count as many devices.
+``policy.max_row_share`` of it.
+
+Given a registry of enrolled device keys (``devices``), a round keeps one
+update per device: each update must be signed inside its sealed payload by
+an enrolled key, and the first one of a device that passes every check (in
+the order given: ``edgekit aggregate`` sorts a folder by file name) counts,
+later ones are refused as ``duplicate-device``. Without a registry no
+identity is checked, and many updates from one party (a Sybil) count as
+many devices.
 """
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .hazmat.aggregator import DEFAULT_MODE, DEFAULT_TRIM, Aggregator, add_central_noise
 from .hazmat.delta import Delta, UpdateError
-from .hazmat.update import HEADER_PREFIX_BYTES, UpdateHeader, UpdatePolicy, check_header, open_update, parse_header
+from .hazmat.update import (
+    HEADER_PREFIX_BYTES,
+    UpdateHeader,
+    UpdatePolicy,
+    check_header,
+    open_signed_update,
+    parse_header,
+)
 
 # A FedAvg weight is at most this many times the round's median claimed example count.
 WEIGHT_CAP_X_MEDIAN = 2.0
@@ -56,13 +70,15 @@ class AggregateResult:
     total_examples: int
     update_ids: list[str]  # accepted ids, to add to the replay ledger
     rejections: list[Rejection] = field(default_factory=list)
+    devices_checked: bool = False  # True: every accepted update is from a distinct enrolled device
 
 
 def aggregate_updates(sources: Iterable[str | Path | bytes], private_key: X25519PrivateKey, policy: UpdatePolicy,
                       *, mode: str | None = None, trim: float = DEFAULT_TRIM, seen_ids: Iterable[str] = (),
                       workdir: str | Path | None = None, central_noise_multiplier: float = 0.0,
                       rng: np.random.Generator | None = None,
-                      on_reject: Callable[[Rejection], None] | None = None) -> AggregateResult:
+                      on_reject: Callable[[Rejection], None] | None = None,
+                      devices: Mapping[str, Ed25519PublicKey] | None = None) -> AggregateResult:
     """Verify each update (files or bytes), aggregate the accepted ones, report the rest.
 
     An update is refused (never fatal for the batch) when it is for another
@@ -71,6 +87,11 @@ def aggregate_updates(sources: Iterable[str | Path | bytes], private_key: X25519
     a regular file, fails decryption/authentication, or decodes to
     non-finite, over-norm values or a word row over the per-row bound.
     Raises ``ValueError`` only if nothing is accepted.
+
+    ``devices`` (enrolled Ed25519 keys by ``signing.verify_key_id``, as
+    ``keys.load_registry`` reads them): refuse what no enrolled device signed
+    and keep one update per device (module docstring). ``None``: identities
+    are not checked (``AggregateResult.devices_checked`` is False).
 
     ``mode`` defaults to ``DEFAULT_MODE`` (trimmed-mean), or fedavg with central noise.
 
@@ -84,6 +105,7 @@ def aggregate_updates(sources: Iterable[str | Path | bytes], private_key: X25519
         raise ValueError("central noise needs mode fedavg and updates without local noise "
                          "(a median's sensitivity is not C; local noise would count twice)")
     seen, ids, rejections = set(seen_ids), [], []
+    seen_devices: set[str] = set()
     examples = 0
     cap = float(policy.max_examples)
     if mode == "fedavg" and central_noise_multiplier == 0:
@@ -93,13 +115,15 @@ def aggregate_updates(sources: Iterable[str | Path | bytes], private_key: X25519
         for i, source in enumerate(sources):
             name = str(source) if not isinstance(source, bytes) else f"update #{i}"
             try:
-                header, (dW, db) = _open(source, private_key, policy, seen)
+                header, (dW, db), device = _open(source, private_key, policy, seen, devices, seen_devices)
             except UpdateError as e:
                 rejections.append(Rejection(name, e.reason, str(e)))
                 if on_reject is not None:
                     on_reject(rejections[-1])
                 continue
             seen.add(header.update_id)
+            if device is not None:
+                seen_devices.add(device)
             ids.append(header.update_id)
             examples += header.n_examples
             agg.add(dW, db, 1.0 if central_noise_multiplier > 0 else min(float(header.n_examples), cap))
@@ -108,13 +132,14 @@ def aggregate_updates(sources: Iterable[str | Path | bytes], private_key: X25519
         delta = agg.result()
     if central_noise_multiplier > 0:
         delta = add_central_noise(delta, policy.clip_norm, central_noise_multiplier, agg.count, rng)
-    return AggregateResult(delta, agg.count, examples, ids, rejections)
+    return AggregateResult(delta, agg.count, examples, ids, rejections, devices_checked=devices is not None)
 
 
-def _open(source: str | Path | bytes, private_key: X25519PrivateKey, policy: UpdatePolicy,
-          seen: set[str]) -> tuple[UpdateHeader, Delta]:
+def _open(source: str | Path | bytes, private_key: X25519PrivateKey, policy: UpdatePolicy, seen: set[str],
+          devices: Mapping[str, Ed25519PublicKey] | None,
+          seen_devices: set[str]) -> tuple[UpdateHeader, Delta, str | None]:
     data = source if isinstance(source, bytes) else _read_bounded(Path(source), policy.max_file_bytes())
-    return open_update(data, private_key, policy, seen)
+    return open_signed_update(data, private_key, policy, seen, devices, seen_devices)
 
 
 def _median_claim(sources: list[str | Path | bytes], policy: UpdatePolicy) -> float:

@@ -1,11 +1,19 @@
 """The server's keys: the HPKE pair (RFC 9180: X25519, HKDF-SHA256, ChaCha20-Poly1305) and the
-Ed25519 model-signing pair (``edgekit.signing``).
+Ed25519 model-signing pair (``edgekit.signing``); a device's Ed25519 identity key and the
+server's registry of enrolled device keys.
 
 Devices only ever hold the public keys: one lets them seal an update that only
 the server can open, the other verifies the model versions the server signs.
 The private keys never leave the server; they are written with 0600
 permissions and, when a passphrase is given, encrypted at rest (PKCS#8 with
 the best encryption ``cryptography`` offers).
+
+A device's identity key is made on the device, in its state folder, the
+first time it is needed; it signs each update inside the sealed payload
+(``hazmat.update``), so only the server learns which device sent it. The
+server keeps the public halves it has enrolled in a registry, a plain PEM
+file of Ed25519 public keys (``enroll_device`` appends one; deleting a
+block revokes it), and counts one update per enrolled key per round.
 
 The suite is fixed rather than configurable: one well-reviewed choice leaves
 nothing to negotiate and nothing to downgrade. ChaCha20-Poly1305 is fast in
@@ -70,10 +78,72 @@ def generate_signing_key(private_path: str | Path, public_path: str | Path, *, p
     return key.public_key()
 
 
+DEVICE_KEY_NAME, DEVICE_PUBLIC_NAME = "device.key", "device.pub"
+DEVICE_KEY_HINT = "a device's Ed25519 identity key (the device.pub of `edgekit device-key`)"
+REGISTRY_HINT = "a registry of enrolled device keys (PEM blocks written by `edgekit enroll`)"
+
+
+def device_key_paths(state_dir: str | Path) -> tuple[Path, Path]:
+    """Where a device keeps its identity key: ``device.key`` (0600) and ``device.pub`` in its state folder."""
+    return Path(state_dir) / DEVICE_KEY_NAME, Path(state_dir) / DEVICE_PUBLIC_NAME
+
+
+def device_key(state_dir: str | Path, *, create: bool = True) -> tuple[Ed25519PrivateKey, bool]:
+    """The device's identity key from its state folder, made there on first use; ``(key, made_now)``.
+
+    Written like the server's keys (0600, atomically, the public half 0644
+    beside it) and without a passphrase: a keyboard exports unattended. The
+    key stays on the device; the operator enrolls ``device.pub``. Losing it
+    means enrolling the device again. ``create=False`` raises ``KeyFileError``
+    when there is none.
+    """
+    private, public = device_key_paths(state_dir)
+    if not private.exists():
+        if not create:
+            raise KeyFileError(f"{private}: no device key yet; make one with `edgekit device-key`")
+        private.parent.mkdir(parents=True, exist_ok=True)
+        key = Ed25519PrivateKey.generate()
+        _write_pair(key, private, signing.public_pem(key.public_key()), public, None, False,
+                    "the server knows this device by it")
+        return key, True
+    loaded = _load_private(private, None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise KeyFileError(f"{private}: a {type(loaded).__name__}, expected the device's Ed25519 identity key; "
+                           "move it away and run `edgekit device-key` (then enroll the new device.pub)")
+    if not public.exists():  # deleted by hand: the public half is derived from the private one
+        atomic_write_bytes(public, signing.public_pem(loaded.public_key()), mode=PUBLIC_MODE)
+    return loaded, False
+
+
+def load_registry(path: str | Path) -> dict[str, Ed25519PublicKey]:
+    """The enrolled device keys of a registry file, by key id (``signing.verify_key_id``)."""
+    return {signing.verify_key_id(k): k for k in signing.load_verify_keys(Path(path), REGISTRY_HINT)}
+
+
+def enroll_device(public_key: str | Path | bytes, registry: str | Path) -> tuple[str, bool]:
+    """Add one device's public key to the registry file (made if missing); return ``(key id, added)``.
+
+    A key already enrolled is left as it is (``added`` False). The registry
+    is rewritten atomically, so a reader never sees half a key.
+    """
+    keys = signing.load_verify_keys(public_key, DEVICE_KEY_HINT)
+    where = "key" if isinstance(public_key, bytes) else str(public_key)
+    if len(keys) != 1:
+        raise KeyFileError(f"{where}: holds {len(keys)} keys; enroll one device (one device.pub) at a time")
+    kid = signing.verify_key_id(keys[0])
+    registry = Path(registry)
+    existing = registry.read_bytes() if registry.exists() else b""
+    if existing.strip() and kid in load_registry(registry):
+        return kid, False
+    separator = b"" if not existing or existing.endswith(b"\n") else b"\n"
+    atomic_write_bytes(registry, existing + separator + signing.public_pem(keys[0]), mode=PUBLIC_MODE)
+    return kid, True
+
+
 def _write_pair(key: X25519PrivateKey | Ed25519PrivateKey, private_path: Path, public: bytes, public_path: Path,
                 passphrase: bytes | None, overwrite: bool, loss: str) -> None:
     if not overwrite and private_path.exists():
-        raise KeyFileError(f"{private_path}: already exists; refusing to replace a server key ({loss})")
+        raise KeyFileError(f"{private_path}: already exists; refusing to replace a key ({loss})")
     if passphrase is not None and not passphrase:
         raise KeyFileError("empty passphrase: give a real one, or none for an unencrypted key")
     encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase is not None

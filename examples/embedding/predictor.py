@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from edgekit import EdgeModel, Journal, PersonalizeResult
-from edgekit.federated import export_update
+from edgekit.federated import device_key, export_update
 
 
 class KeyboardPredictor:
@@ -60,7 +60,7 @@ class KeyboardPredictor:
         nothing new was learned.
         """
         with self._state_lock, self._lock:
-            return export_update(self._model, server_public_key)
+            return export_update(self._model, server_public_key, device_key=device_key(self.app_dir / "state")[0])
 
     def install_global(self, new_model: Path) -> None:
         """A new global version arrived: keep personalization, switch the model."""

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from common import add_model_arguments, describe, load_model
 from edgekit import EdgeModel
 from edgekit.atomic import atomic_write_bytes
-from edgekit.federated import DEFAULT_CLIP_NORM, UPDATE_SUFFIX, export_update, load_public_key
+from edgekit.federated import DEFAULT_CLIP_NORM, UPDATE_SUFFIX, device_key, export_update, load_public_key
 from edgekit.tokenizer import read_text_lines
 
 LEDGER_NAME = "nightly-learned.txt"
@@ -85,7 +85,8 @@ def export(model: EdgeModel, key: X25519PublicKey, args: argparse.Namespace) -> 
     """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = args.outbox / f"{model.fingerprint[:16]}-{stamp}-{secrets.token_hex(16)}{UPDATE_SUFFIX}"
-    export_update(model, key, path, clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier)
+    export_update(model, key, path, clip_norm=args.clip_norm, noise_multiplier=args.noise_multiplier,
+                  device_key=device_key(model.state_dir)[0])  # the server counts one update per enrolled device
     return path
 
 

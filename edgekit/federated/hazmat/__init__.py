@@ -11,7 +11,8 @@ one; each does one step and trusts its caller for every other:
   protects nothing unless the delta was clipped to the same ``clip_norm``
   (``privatize`` clips, then adds noise);
 - ``parse_update`` reads a header that is not authenticated yet;
-  ``open_update`` checks one update but keeps no replay ledger unless given one;
+  ``open_update`` checks one update but keeps no replay ledger unless given one,
+  and ``open_signed_update`` counts a device once only in the ``seen_devices`` it is given;
 - ``Aggregator`` checks shapes only: run ``validate_delta`` and
   ``validate_rows`` (the per-word bound) on each delta first, and cap the
   weights yourself; ``parse_header`` reads what a file's first bytes claim.
@@ -43,6 +44,7 @@ from .update import (
                     check_header,
                     make_update,
                     new_update_id,
+                    open_signed_update,
                     open_update,
                     pack_payload,
                     parse_header,
@@ -53,6 +55,7 @@ from .update import (
 __all__ = [
     "MAGIC", "Aggregator", "Delta", "UpdateHeader", "add_central_noise", "add_gaussian_noise", "check_header",
     "clip_delta", "decode_delta", "delta_norm", "encode_delta", "encoded_size", "make_update", "new_update_id",
-    "norm_bound", "open_update", "pack_payload", "parse_header", "parse_update", "privatize", "row_norm_bound", "seal",
+    "norm_bound", "open_signed_update", "open_update", "pack_payload", "parse_header", "parse_update", "privatize",
+    "row_norm_bound", "seal",
     "shared_delta", "validate_delta", "validate_rows",
 ]

@@ -24,8 +24,8 @@ from .errors import ModelFileError
 
 ASSETS = Path(__file__).parent / "assets"
 BUNDLED_SHA256 = {
-    "edgekit-en-dynamic.tflite": "5dcdef0215f9617da80a98151d15194c76dfe9bcd9c11f28e1aa7805b666ea27",
-    "edgekit-en-int8.tflite": "46841bf1bd7197755a04bd44b6a63f5523910ee1ee69f55050fa5b0b76402d41",
+    "edgekit-en-dynamic.tflite": "c9635e42923380d214c4a07017551083d9e6a4b8d2b919a423cd61273ca22ba3",
+    "edgekit-en-int8.tflite": "24b6d9b89985101e713e14750be763677d0a4e636bac49c842945b0948f57308",
 }
 
 

@@ -20,7 +20,7 @@ def test_profanity_is_blocked_by_default_and_matches_the_bundled_vocabulary():
     assert m.blocked_words == PROFANITY
     assert all(w == w.lower() and " " not in w for w in PROFANITY)
     in_vocab = [w for w in PROFANITY if w in m.vocab.ids]
-    assert len(in_vocab) >= 5, in_vocab  # the list is spelled the way the tokenizer writes words
+    assert len(in_vocab) >= 10, in_vocab  # the list is spelled the way the tokenizer writes words
 
 
 def test_blocked_words_leave_next_words_and_keep_the_others_probabilities(model):
@@ -65,3 +65,24 @@ def test_a_blocked_personal_word_is_not_suggested(trained_files, tmp_path):
     assert "zorblax" not in [s.word for s in m.suggest("hi zo", k=3) + m.suggest("hi ", k=m.max_k)]
     m.blocked_words = ()
     assert m.suggest("hi zo", k=1)[0].word == "zorblax"
+
+
+def test_the_cli_leaves_profanity_out_unless_allowed(tmp_path):
+    """On the bundled model, "holy " is followed by words of the list; `suggest` offers them only when allowed."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    def cli(*flags: str) -> list[str]:
+        args = ["suggest", "holy ", "-k", "5", "--json", "--state-dir", str(tmp_path), *flags]
+        out = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+        return [s["word"] for s in json.loads(out.output)]
+
+    allowed = cli("--allow-profanity")
+    assert set(allowed) & PROFANITY  # the bundled model learned them from unfiltered chat text
+    filtered = cli()
+    assert not set(filtered) & PROFANITY and len(filtered) == 5
+    assert [w for w in allowed if w not in PROFANITY] == filtered[:len(allowed) - len(set(allowed) & PROFANITY)]

@@ -108,10 +108,15 @@ class Suggester:
         """
         total = scores.sum_exp
         if scores.top_ids is not None and scores.top_values is not None and 0.0 < total < math.inf:
-            blocked, top_values = self._blocked, scores.top_values.tolist()
-            ranked = [(i, v) for i, v in zip(scores.top_ids.tolist(), top_values, strict=True) if i not in blocked]
-            if k <= len(ranked):
-                return [i for i, _ in ranked[:k]], [math.exp(v) / total for _, v in ranked[:k]]
+            ids, values = scores.top_ids[:k].tolist(), scores.top_values[:k].tolist()
+            if self._blocked.isdisjoint(ids):  # the usual case: nothing to leave out
+                if len(ids) == k:
+                    return ids, [math.exp(v) / total for v in values]
+            else:
+                ranked = [(i, v) for i, v in zip(scores.top_ids.tolist(), scores.top_values.tolist(), strict=True)
+                          if i not in self._blocked][:k]
+                if len(ranked) == k:
+                    return [i for i, _ in ranked], [math.exp(v) / total for _, v in ranked]
         values, banned = scores.values, self._vocab.unsuggestable_ids()
         skip = np.union1d(banned, self._blocked_ids) if len(self._blocked_ids) else banned
         pool = np.argpartition(values, len(values) - (k + len(skip)))[-(k + len(skip)):]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"edgekit keyboard: {model.metadata['name']} ({model.quantization}, {model.runtime}); journal {journal.path}")
     show_last_report(journal)
     print(KEYS_HELP)
+    # Started from a background job or nohup, the process inherits an ignored SIGINT: Ctrl-C must still quit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with cbreak(sys.stdin.fileno()):
             sent = type_lines(model, journal, sys.stdin.fileno(), sys.stdout)

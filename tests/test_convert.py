@@ -123,7 +123,7 @@ def test_edge_model_reads_converted_files(converted, tiny_model, tiny_vocab):
 
     weight, bias = tiny_model.get_layer("head").get_weights()
     for mode in MODES:
-        model = EdgeModel.load(converted[mode][0], stateless=True)
+        model = EdgeModel.load(converted[mode][0], stateless=True, unsigned_local=True)
         w, b = model.base_head
         assert np.abs(w - weight).max() <= 0.01 * np.abs(weight).max(), mode
         assert np.abs(b - bias).max() <= 0.01 * np.abs(bias).max(), mode
@@ -246,7 +246,7 @@ from edgekit.model import EdgeModel
 folder = pathlib.Path(sys.argv[1])
 ids = np.load(folder / "ids.npy")
 for path in sorted(folder.glob("*.tflite")):
-    model = EdgeModel.load(path, stateless=True, runtime="tflite-runtime")
+    model = EdgeModel.load(path, stateless=True, runtime="tflite-runtime", unsigned_local=True)
     assert model.runtime == "tflite-runtime", model.runtime
     np.save(folder / (path.stem + ".logits.npy"), model.features_logits(ids)[1])
     np.save(folder / (path.stem + ".head.npy"), model.base_head[0])

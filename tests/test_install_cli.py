@@ -169,8 +169,8 @@ def test_an_install_killed_before_it_recorded_the_version_is_finished_by_running
     # As if killed after the state was re-bound to v2 and before v2 was recorded as the device's model:
     (state / "current-model.json").unlink()
     shutil.rmtree(state / "models")
-    assert "another model version" in run("suggest", "-m", trained_files["int8"], "--unsigned-local", "--state-dir", state, "hi ",
-                                          ok=False)
+    assert "another model version" in run("suggest", "-m", trained_files["int8"], "--unsigned-local",
+                                          "--state-dir", state, "hi ", ok=False)
     run(*install)  # run again: it finishes
     info = run("info", "--state-dir", state, "--json")
     assert info["fingerprint"] == read_model_file(tmp_path / "v2.tflite").fingerprint and info["personal_words"] > 0

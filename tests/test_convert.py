@@ -205,7 +205,7 @@ def test_cli_evaluate_tflite_and_keras_agree(converted, tiny_keras_dir, tiny_tex
     runner = CliRunner()
     scores = []
     for model in (converted["none"][0], tiny_keras_dir / "model.keras"):
-        result = runner.invoke(main, ["evaluate", str(model), "--text", str(tiny_text), "--json"])
+        result = runner.invoke(main, ["evaluate", str(model), "--unsigned-local", "--text", str(tiny_text), "--json"])
         assert result.exit_code == 0, result.output
         scores.append(json.loads(result.stdout))
     assert scores[0]["targets"] == scores[1]["targets"] > 0

@@ -100,10 +100,11 @@ class EdgeModel:
         (``info().origin == "local"``), never silently: nothing vouches for what it predicts."""
         folder = Path(state_dir) if state_dir is not None else default_state_dir()
         directory = None if stateless else folder
-        # A named file is checked against the device's trusted keys, in its state folder even for a stateless load.
-        file = read_trusted(path, directory if path is None else folder, verify_key=verify_key,
-                            unsigned_local=unsigned_local)
-        return cls(file, file.path or resolve_model_path(path, directory), directory, runtime, num_threads)
+        # No path: the state folder's installed version (none for a stateless load). A path: checked against
+        # the keys the device's state folder trusts, even for a stateless load.
+        trust_dir = directory if path is None else folder
+        file = read_trusted(path, trust_dir, verify_key=verify_key, unsigned_local=unsigned_local)
+        return cls(file, resolve_model_path(path, trust_dir), directory, runtime, num_threads)
 
     # -- facts ------------------------------------------------------------
     metadata = property(lambda self: self.file.metadata)

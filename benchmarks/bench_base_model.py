@@ -60,7 +60,7 @@ def speed(previous: Path) -> dict:
     """suggest() p50 of the bundled int8 file and a bare invoke of ``previous``, alternately."""
     from edgekit.model import EdgeModel
 
-    new, old = EdgeModel.load(INT8, stateless=True), EdgeModel.load(previous, stateless=True)
+    new, old = EdgeModel.load(INT8, stateless=True), EdgeModel.load(previous, stateless=True, unsigned_local=True)
     texts = contexts()
     ids = [old.vocab.context_ids(old.tokenizer.split_partial(c)[0], old.context_length)[None] for c in texts]
     runtime, suggester = old._runtime, new._suggester

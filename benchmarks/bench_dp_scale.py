@@ -100,7 +100,7 @@ def main() -> None:
     args = ap.parse_args()
 
     start = time.perf_counter()
-    model = EdgeModel.load(args.model, stateless=True)
+    model = EdgeModel.load(args.model, stateless=True, unsigned_local=True)
     partitions = parts.make_partitions(parts.text_sources(args.data), args.writers, train_words=args.words,
                                        heldout_words=args.words // 5)
     defaults = FederationConfig()

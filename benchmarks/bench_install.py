@@ -40,7 +40,7 @@ def make_versions(folder: Path) -> tuple[Path, Path, dict]:
     lines = PERSONAL_TEXT.read_text(encoding="utf-8").splitlines()
     deltas = []
     for i, half in enumerate((lines[: len(lines) // 2], lines[len(lines) // 2 :])):
-        device = EdgeModel.load(BASE, state_dir=folder / f"device{i}")
+        device = EdgeModel.load(BASE, state_dir=folder / f"device{i}", unsigned_local=True)
         device.personalize(half)
         deltas.append(clip_delta(*device.head_delta(), DEFAULT_CLIP_NORM))
     delta = (np.mean([d[0] for d in deltas], axis=0), np.mean([d[1] for d in deltas], axis=0))

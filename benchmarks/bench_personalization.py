@@ -60,7 +60,7 @@ def run_one(model_path: Path, name: str, lines: list[str], max_targets: int, oth
     seen = set(train)
     new = [ln for ln in test if ln not in seen]
     with tempfile.TemporaryDirectory() as state:
-        m = EdgeModel.load(model_path, state_dir=state)
+        m = EdgeModel.load(model_path, state_dir=state, unsigned_local=True)
         def measure() -> dict:
             out = m.evaluate(test, max_targets=max_targets, progress=True).to_dict()
             out["us_per_prediction"] = us_per_suggest(m, test)

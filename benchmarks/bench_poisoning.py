@@ -116,7 +116,7 @@ def honest_updates(model_path: Path, partitions, public,
     """One update per partition, each signed by its device's key in ``keys``."""
     updates, examples, top_rows = [], [], []
     for part, key in zip(partitions, keys, strict=True):
-        device = EdgeModel.load(model_path, stateless=True)
+        device = EdgeModel.load(model_path, stateless=True, unsigned_local=True)
         device.personalize(list(part.train), save=False)
         dW, db = device.head_delta()
         shared = len(device.vocab) - device.vocab.personal_slots
@@ -130,7 +130,7 @@ def honest_updates(model_path: Path, partitions, public,
 
 def run(args) -> dict:
     start = time.perf_counter()
-    model = EdgeModel.load(args.model, stateless=True)
+    model = EdgeModel.load(args.model, stateless=True, unsigned_local=True)
     shape = (model.metadata["feature_dim"], len(model.vocab) - model.vocab.personal_slots)
     partitions = parts.make_partitions(parts.text_sources(args.data), args.honest, train_words=args.words,
                                        heldout_words=args.words // 5)

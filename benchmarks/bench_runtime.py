@@ -123,7 +123,7 @@ def latency(path: Path) -> dict:
     from edgekit.model import EdgeModel
 
     t = time.perf_counter()
-    m = EdgeModel.load(path, stateless=True)
+    m = EdgeModel.load(path, stateless=True, unsigned_local=True)
     load_s = time.perf_counter() - t
     texts = contexts()
     ids = [m.vocab.context_ids(m.tokenizer.split_partial(c)[0], m.context_length)[None] for c in texts]
@@ -152,7 +152,7 @@ def personalized(path: Path) -> dict:
 
     state = Path(tempfile.mkdtemp())
     try:
-        pm = EdgeModel.load(path, state_dir=state)
+        pm = EdgeModel.load(path, state_dir=state, unsigned_local=True)
         lines = PERSONAL_TEXT.read_text(encoding="utf-8").splitlines()
         t = time.perf_counter()
         report = pm.personalize(lines[:1000], TrainConfig(epochs=2))
@@ -195,7 +195,8 @@ def keyboard_quit(path: Path, state: Path, lines: list[str], sessions: int = 3) 
     report = state / "typed.txt.report"
     quits, learned, peaks, text = [], [], [], ""
     for i in range(sessions):
-        child = pexpect.spawn(sys.executable, [str(KEYBOARD), "--model", str(path), "--state-dir", str(state)],
+        child = pexpect.spawn(sys.executable, [str(KEYBOARD), "--model", str(path), "--unsigned-local",
+                                               "--state-dir", str(state)],
                               encoding="utf-8", dimensions=(24, 200), timeout=120,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's edgekit
         child.expect(r"\] > \x1b\[K")  # the first draw: the terminal is in cbreak mode (the last report shown)
@@ -233,7 +234,7 @@ def learn_few_peak(path: Path, state: Path, lines: list[str]) -> float:
     code = ("import json, os, sys\n"  # VmHWM: since exec (ru_maxrss would count the pages of the fork)
             "from benchmarks.bench_runtime import contexts, vm_hwm_mb\n"
             "from edgekit.model import EdgeModel\n"
-            "m = EdgeModel.load(sys.argv[1], state_dir=sys.argv[2])\n"
+            "m = EdgeModel.load(sys.argv[1], state_dir=sys.argv[2], unsigned_local=True)\n"
             "[m.suggest(c) for c in contexts()]\n"
             "m.personalize(json.loads(sys.argv[3]), save=False)\n"
             "print(vm_hwm_mb(os.getpid()))\n")

@@ -167,7 +167,7 @@ def _evaluate_all(report: dict, keras_model, vocab, text: Path, eval_max: int) -
 
     report["keras"] = evaluate_keras(keras_model, vocab, text, max_targets=eval_max, progress=True).to_dict()
     for row in report["variants"]:
-        model = EdgeModel.load(row["path"], stateless=True)
+        model = EdgeModel.load(row["path"], stateless=True, unsigned_local=True)  # the file it just wrote
         lines = model.tokenizer.iter_lines(read_text_lines(text))
         row.update(evaluate(model.probabilities, model.vocab, lines, model.context_length, max_targets=eval_max,
                             progress=True, label=row["quantization"]).to_dict())

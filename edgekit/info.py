@@ -11,6 +11,7 @@ class ModelInfo:
     path: str
     name: str
     fingerprint: str  # the model version
+    origin: str  # what vouches for the file: "bundled", "installed", "signed", or nothing ("local")
     quantization: str
     compat: str
     runtime: str

@@ -38,6 +38,8 @@ CURRENT_NAME = "current-model.json"
 MODELS_DIR = "models"
 TRUSTED_KEYS = "trusted-keys.pem"
 LOCAL = "unsigned, local"
+UNSIGNED_LOCAL_FIX = ("load it with unsigned_local=True (CLI: --unsigned-local) if you made it yourself, "
+                      "or install a signed version")
 
 
 class VersionError(ModelFileError):
@@ -105,6 +107,40 @@ def check_trust(new: ModelFile, where: str | Path, state_dir: Path | None, verif
         raise SignatureError("untrusted-key", f"{where}: this device trusts no server key yet: pass the server's "
                                               "verification key (--verify-key server.signing.pub)")
     return f"signed by {verify_model(new, keys, where)}"
+
+
+def load_origin(file: ModelFile, where: str | Path, state_dir: Path | None, verify_key: str | Path | None,
+                unsigned_local: bool) -> str:
+    """The origin of a file named explicitly for loading: ``"bundled"``, ``"signed"`` or ``"local"``; else refused.
+
+    A file's own hashes prove nothing (``edgekit.trust``), so a device runs
+    only what something vouches for: the pins of the files edgekit ships, or
+    a signature by a key it trusts (``state_dir``'s trusted keys, or
+    ``verify_key``). Anything else loads as ``"local"`` only when the caller
+    says so (``unsigned_local``): never silently. A signed file whose
+    signature fails (tampered, or a foreign key) is refused unless
+    ``unsigned_local`` accepts it as unvouched.
+    """
+    if file.origin == "bundled":
+        return "bundled"
+    from .signing import SignatureError, is_signed, load_verify_keys, verify_model
+
+    keys = (trusted_keys(state_dir) if state_dir is not None else []) + \
+        (load_verify_keys(verify_key) if verify_key is not None else [])
+    if is_signed(file) and keys:
+        try:
+            verify_model(file, keys, where)
+            return "signed"
+        except SignatureError:
+            if not unsigned_local:  # a tampered or foreign version gets no hint to load it anyway
+                raise
+    if unsigned_local:
+        return "local"
+    if is_signed(file):
+        raise SignatureError("untrusted-key", f"{where}: signed by a server, but this device trusts no server key yet: "
+                                              "pass the server's verification key (verify_key=, CLI: `edgekit "
+                                              f"install --verify-key`); or {UNSIGNED_LOCAL_FIX}")
+    raise SignatureError("unsigned", f"{where}: is an unsigned local model file: {UNSIGNED_LOCAL_FIX}")
 
 
 def record_install(state_dir: Path, new: ModelFile, trust: str,

@@ -12,6 +12,7 @@ state and what it holds (``personal.state``, ``personal.phrases``,
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
@@ -20,7 +21,7 @@ import numpy as np
 from .blas import blas_threads
 from .head import Head
 from .info import ModelInfo
-from .installed import check_descends, check_trust, current_model, record_install
+from .installed import LOCAL, check_descends, check_trust, current_model, load_origin, record_install
 from .metrics import Evaluation, evaluate
 from .modelfile import ModelFile, read_model_file, require_runnable
 from .paths import default_state_dir
@@ -51,6 +52,24 @@ def resolve_model_path(path: str | Path | None, state_dir: Path | None) -> Path:
     return (current_model(state_dir) if state_dir is not None else None) or default_model_path()
 
 
+def read_trusted(path: str | Path | None, state_dir: Path | None, *, verify_key: str | Path | None = None,
+                 unsigned_local: bool = False) -> ModelFile:
+    """The model file a device may run, with its ``origin`` (``edgekit.installed.load_origin`` for the rules).
+
+    No ``path``, or the installed copy's path: the version installed in
+    ``state_dir`` (checked when it was installed: ``"installed"``), else the
+    bundled model (pinned: ``"bundled"``). Another ``path``: bundled, signed
+    by a key ``state_dir`` trusts or ``verify_key``, or refused unless
+    ``unsigned_local`` (``"local"``).
+    """
+    resolved = resolve_model_path(path, state_dir)
+    installed = current_model(state_dir) if state_dir is not None else None
+    file = read_model_file(resolved)
+    if file.origin != "bundled" and installed is not None and resolved.resolve() == installed.resolve():
+        return replace(file, origin="installed")
+    return replace(file, origin=load_origin(file, resolved, state_dir, verify_key, unsigned_local))
+
+
 class EdgeModel:
     """A loaded ``.tflite`` with its vocabulary, tokenizer and personal state."""
 
@@ -70,13 +89,22 @@ class EdgeModel:
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, state_dir: str | Path | None = None,
-             stateless: bool = False, runtime: str | None = None, num_threads: int | None = None) -> EdgeModel:
+             stateless: bool = False, runtime: str | None = None, num_threads: int | None = None,
+             verify_key: str | Path | None = None, unsigned_local: bool = False) -> EdgeModel:
         """Load a model file (default: the version installed in the state folder, else the bundled
         English model) and the user's state (``state_dir``: default ``$EDGEKIT_STATE_DIR`` or the
-        per-user data folder; ``stateless``: none). ``num_threads`` is for learning; suggestions use one."""
-        directory = None if stateless else Path(state_dir) if state_dir is not None else default_state_dir()
-        path = resolve_model_path(path, directory)
-        return cls(read_model_file(path), path, directory, runtime, num_threads)
+        per-user data folder; ``stateless``: none). ``num_threads`` is for learning; suggestions use one.
+
+        A ``path`` must be a bundled file or a version signed by a key the state folder trusts (or
+        ``verify_key``); a file you converted yourself loads only with ``unsigned_local=True``
+        (``info().origin == "local"``), never silently: nothing vouches for what it predicts."""
+        folder = Path(state_dir) if state_dir is not None else default_state_dir()
+        directory = None if stateless else folder
+        # No path: the state folder's installed version (none for a stateless load). A path: checked against
+        # the keys the device's state folder trusts, even for a stateless load.
+        trust_dir = directory if path is None else folder
+        file = read_trusted(path, trust_dir, verify_key=verify_key, unsigned_local=unsigned_local)
+        return cls(file, resolve_model_path(path, trust_dir), directory, runtime, num_threads)
 
     # -- facts ------------------------------------------------------------
     metadata = property(lambda self: self.file.metadata)
@@ -84,6 +112,8 @@ class EdgeModel:
     context_length = property(lambda self: int(self.metadata["context_length"]))
     feature_dim = property(lambda self: int(self.metadata["feature_dim"]))
     quantization = property(lambda self: self.metadata["quantization"])
+    origin = property(lambda self: self.file.origin,
+                      doc='What vouches for the file: "bundled", "installed", "signed", or nothing ("local").')
     runtime = property(lambda self: self._runtime.name, doc="The interpreter package in use.")
     max_k = property(lambda self: self._runtime.max_k, doc="The most suggestions one call can rank.")
     n_examples = property(lambda self: self.state.n_examples, doc="Examples learned since the last export.")
@@ -104,7 +134,7 @@ class EdgeModel:
         return None if self.state_dir is None else state_path(self.state_dir, self.metadata["name"])
 
     def info(self) -> ModelInfo:
-        return ModelInfo(str(self.path), self.metadata["name"], self.fingerprint, self.quantization,
+        return ModelInfo(str(self.path), self.metadata["name"], self.fingerprint, self.origin, self.quantization,
                          self.metadata.get("compat", "litert"), self.runtime, len(self.vocab), self.context_length,
                          self.feature_dim, self.vocab.personal_slots, len(self.state.personal_words),
                          self.state.n_examples, str(self.state_file) if self.state_file else None,
@@ -181,6 +211,7 @@ class EdgeModel:
         trust = check_trust(new, path, self.state_dir, verify_key, unsigned_local)
         check_descends(self.file, new, path)
         self._runtime = self._runtime.with_file(new)  # first: a file the runtime refuses changes nothing
+        new.origin = "installed" if self.state_dir is not None else "local" if trust == LOCAL else "signed"
         self.file, self.path, state = new, Path(path), self.state
         state.fingerprint = new.fingerprint  # the server folded contributions into the new head
         state.clear_contribution()

@@ -66,7 +66,9 @@ class ModelFile:
     vocab: list[str]
     head: tuple[np.ndarray, np.ndarray] | None = None  # (weight [F, V], bias [V]) override
     extras: dict[str, bytes] = field(default_factory=dict)
-    origin: str = "local"  # what vouches for it: "bundled" (pinned in edgekit.trust) or nothing ("local")
+    # What vouches for it: "bundled" (pinned in edgekit.trust) or nothing ("local"); a device's loader
+    # (``edgekit.model.read_trusted``) adds "installed" and "signed" (``edgekit.installed``).
+    origin: str = "local"
     path: Path | None = field(default=None, compare=False)  # where it was read from
     runnable: bool = field(default=False, repr=False, compare=False)  # passed ``require_runnable``
 

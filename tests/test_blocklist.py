@@ -10,7 +10,7 @@ from edgekit.model import default_model_path
 
 @pytest.fixture()
 def model(trained_files) -> EdgeModel:
-    m = EdgeModel.load(trained_files["int8"], stateless=True)
+    m = EdgeModel.load(trained_files["int8"], stateless=True, unsigned_local=True)
     m.blocked_words = ()
     return m
 
@@ -59,7 +59,7 @@ def test_one_string_is_refused(model):
 def test_a_blocked_personal_word_is_not_suggested(trained_files, tmp_path):
     from tests.fixtures.texts import user_lines
 
-    m = EdgeModel.load(trained_files["int8"], state_dir=tmp_path)
+    m = EdgeModel.load(trained_files["int8"], state_dir=tmp_path, unsigned_local=True)
     m.blocked_words = {"zorblax"}  # before it has a slot: blocked once it gets one
     assert m.personalize(user_lines(300)).adopted and "zorblax" in m.state.personal_words
     assert "zorblax" not in [s.word for s in m.suggest("hi zo", k=3) + m.suggest("hi ", k=m.max_k)]

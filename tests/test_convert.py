@@ -123,7 +123,7 @@ def test_edge_model_reads_converted_files(converted, tiny_model, tiny_vocab):
 
     weight, bias = tiny_model.get_layer("head").get_weights()
     for mode in MODES:
-        model = EdgeModel.load(converted[mode][0], stateless=True)
+        model = EdgeModel.load(converted[mode][0], stateless=True, unsigned_local=True)
         w, b = model.base_head
         assert np.abs(w - weight).max() <= 0.01 * np.abs(weight).max(), mode
         assert np.abs(b - bias).max() <= 0.01 * np.abs(bias).max(), mode
@@ -205,7 +205,7 @@ def test_cli_evaluate_tflite_and_keras_agree(converted, tiny_keras_dir, tiny_tex
     runner = CliRunner()
     scores = []
     for model in (converted["none"][0], tiny_keras_dir / "model.keras"):
-        result = runner.invoke(main, ["evaluate", str(model), "--text", str(tiny_text), "--json"])
+        result = runner.invoke(main, ["evaluate", str(model), "--unsigned-local", "--text", str(tiny_text), "--json"])
         assert result.exit_code == 0, result.output
         scores.append(json.loads(result.stdout))
     assert scores[0]["targets"] == scores[1]["targets"] > 0
@@ -246,7 +246,7 @@ from edgekit.model import EdgeModel
 folder = pathlib.Path(sys.argv[1])
 ids = np.load(folder / "ids.npy")
 for path in sorted(folder.glob("*.tflite")):
-    model = EdgeModel.load(path, stateless=True, runtime="tflite-runtime")
+    model = EdgeModel.load(path, stateless=True, runtime="tflite-runtime", unsigned_local=True)
     assert model.runtime == "tflite-runtime", model.runtime
     np.save(folder / (path.stem + ".logits.npy"), model.features_logits(ids)[1])
     np.save(folder / (path.stem + ".head.npy"), model.base_head[0])

@@ -17,7 +17,7 @@ from tests.fixtures.texts import base_lines, user_lines
 
 @pytest.fixture(params=["none", "int8"])
 def model(request, trained_files, tmp_path):
-    return EdgeModel.load(trained_files[request.param], state_dir=tmp_path / "state")
+    return EdgeModel.load(trained_files[request.param], state_dir=tmp_path / "state", unsigned_local=True)
 
 
 def top3(m: EdgeModel, lines: list[str]) -> float:
@@ -42,7 +42,8 @@ def test_ranking_inside_the_file_matches_ranking_on_the_host(trained_files, tmp_
     new = read_model_file(trained_files[mode])
     old = {k: v for k, v in new.metadata.items() if k != "ranked_ids"}
     write_model_file(tmp_path / "old.tflite", replace(new, metadata=old))
-    old_m, new_m = (EdgeModel.load(p, stateless=True) for p in (tmp_path / "old.tflite", trained_files[mode]))
+    old_m, new_m = (EdgeModel.load(p, stateless=True, unsigned_local=True)
+                    for p in (tmp_path / "old.tflite", trained_files[mode]))
     for text in ["", "w3 w4 w5 ", "w10 w11 ", "hi "]:
         for k in (1, 3, 8):
             got, want = new_m.suggest(text, k=k), old_m.suggest(text, k=k)
@@ -72,10 +73,10 @@ def test_installing_a_version_reads_its_outputs_from_its_own_metadata(trained_fi
     ranked = nudged(full, 0.01)  # a child of the unranked file's version (the ranking is not part of it)
     write_model_file(tmp_path / "ranked.tflite", ranked)
     write_model_file(tmp_path / "unranked.tflite", unranked(nudged(ranked, 0.01)))
-    m = EdgeModel.load(tmp_path / "old.tflite", state_dir=tmp_path / "state")
+    m = EdgeModel.load(tmp_path / "old.tflite", state_dir=tmp_path / "state", unsigned_local=True)
     for version in (tmp_path / "ranked.tflite", tmp_path / "unranked.tflite"):
         m.install_global(version, unsigned_local=True)
-        fresh = EdgeModel.load(version, stateless=True)
+        fresh = EdgeModel.load(version, stateless=True, unsigned_local=True)
         for text in ["", "w3 w4 w5 ", "hi "]:
             assert m.suggest(text, k=8) == fresh.suggest(text, k=8)
             assert "</s>" not in [s.word for s in m.suggest(text, k=8)]
@@ -145,7 +146,7 @@ def test_personalization_is_never_worse_on_held_out_text(model):
     report = model.personalize(noise)
     assert report.after.top3 >= report.before.top3
     if not report.adopted:  # what the user sees is untouched; only the federated contribution grew
-        reloaded = EdgeModel.load(model.path, state_dir=model.state_dir)
+        reloaded = EdgeModel.load(model.path, state_dir=model.state_dir, unsigned_local=True)
         assert [reloaded.suggest(t, k=3) for t in ("hi ", "w100 w97 ", "w1 w2 ")] == shown
 
 
@@ -166,7 +167,7 @@ def test_held_out_lines_are_kept_with_the_state_and_bounded(model, tmp_path, mon
     model.personalize(user_lines(300))
     kept = model.state.heldout
     assert kept and sum(map(len, kept)) <= 200
-    again = EdgeModel.load(model.path, state_dir=model.state_dir)
+    again = EdgeModel.load(model.path, state_dir=model.state_dir, unsigned_local=True)
     assert again.state.heldout == kept
 
 
@@ -174,7 +175,7 @@ def test_state_survives_reload_and_reset_forgets(model, tmp_path):
     fresh = model.suggest("hi ", k=3)
     model.personalize(user_lines(200))
     personal = model.suggest("hi ", k=3)
-    again = EdgeModel.load(model.path, state_dir=tmp_path / "state")
+    again = EdgeModel.load(model.path, state_dir=tmp_path / "state", unsigned_local=True)
     assert again.suggest("hi ", k=3) == personal != fresh
     again.reset()
     assert not again.state_file.exists()
@@ -182,7 +183,7 @@ def test_state_survives_reload_and_reset_forgets(model, tmp_path):
 
 
 def test_state_of_another_model_is_refused(trained_files, tmp_path):
-    m = EdgeModel.load(trained_files["none"], state_dir=tmp_path)
+    m = EdgeModel.load(trained_files["none"], state_dir=tmp_path, unsigned_local=True)
     m.personalize(user_lines(200))
     other = tmp_path / "other.tflite"
     from edgekit.modelfile import make_fingerprint, read_model_file, write_model_file
@@ -192,15 +193,15 @@ def test_state_of_another_model_is_refused(trained_files, tmp_path):
     mf.metadata["fingerprint"] = make_fingerprint(mf.metadata["body_sha256"], mf.metadata["head_sha256"], mf.vocab)
     write_model_file(other, mf)
     with pytest.raises(StateError, match="another model version"):
-        EdgeModel.load(other, state_dir=tmp_path)
+        EdgeModel.load(other, state_dir=tmp_path, unsigned_local=True)
 
 
 def test_corrupt_state_is_refused_not_lost(trained_files, tmp_path):
-    m = EdgeModel.load(trained_files["none"], state_dir=tmp_path)
+    m = EdgeModel.load(trained_files["none"], state_dir=tmp_path, unsigned_local=True)
     m.personalize(user_lines(200))
     m.state_file.write_bytes(m.state_file.read_bytes()[:100])
     with pytest.raises(StateError, match="corrupt"):
-        EdgeModel.load(trained_files["none"], state_dir=tmp_path)
+        EdgeModel.load(trained_files["none"], state_dir=tmp_path, unsigned_local=True)
     assert m.state_file.exists()  # kept for the user to inspect or reset
 
 
@@ -218,7 +219,7 @@ def test_damaged_model_files_are_refused_before_the_interpreter(trained_files, t
         data = data[data.index(b"PK\x03\x04"):]
     bad.write_bytes(data)
     with pytest.raises(ModelFileError):
-        EdgeModel.load(bad, stateless=True)
+        EdgeModel.load(bad, stateless=True, unsigned_local=True)
 
 
 def test_bad_personal_text_gets_a_clear_error(model, tmp_path):
@@ -249,12 +250,12 @@ def test_huge_text_is_streamed_with_bounded_lines(model, tmp_path):
 
 def test_a_kill_during_save_leaves_the_previous_state_readable(trained_files, tmp_path):
     """SIGKILL a process that saves state in a loop; the file must always load."""
-    m = EdgeModel.load(trained_files["none"], state_dir=tmp_path)
+    m = EdgeModel.load(trained_files["none"], state_dir=tmp_path, unsigned_local=True)
     m.personalize(user_lines(200))
     script = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})
         from edgekit.model import EdgeModel
-        m = EdgeModel.load({str(trained_files['none'])!r}, state_dir={str(tmp_path)!r})
+        m = EdgeModel.load({str(trained_files['none'])!r}, state_dir={str(tmp_path)!r}, unsigned_local=True)
         print("ready", flush=True)
         while True:
             m.state.phrase_weight = (m.state.phrase_weight + 0.1) % 1
@@ -268,7 +269,7 @@ def test_a_kill_during_save_leaves_the_previous_state_readable(trained_files, tm
         time.sleep(delay)
         proc.kill()
         proc.wait()
-        loaded = EdgeModel.load(trained_files["none"], state_dir=tmp_path)
+        loaded = EdgeModel.load(trained_files["none"], state_dir=tmp_path, unsigned_local=True)
         assert loaded.state.n_examples == m.state.n_examples
 
 
@@ -277,7 +278,7 @@ def test_device_path_never_imports_tensorflow(trained_files, tmp_path):
         import sys
         import edgekit, edgekit.cli, edgekit.commands.device
         from edgekit import EdgeModel
-        m = EdgeModel.load({str(trained_files['int8'])!r}, state_dir={str(tmp_path)!r})
+        m = EdgeModel.load({str(trained_files['int8'])!r}, state_dir={str(tmp_path)!r}, unsigned_local=True)
         m.suggest("w1 w2 ")
         bad = [name for name in ("tensorflow", "keras", "edgekit.converters") if name in sys.modules]
         assert not bad, bad

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from edgekit.cli import main
 from edgekit.federated import DEFAULT_CLIP_NORM, load_public_key
 from edgekit.federated.hazmat import make_update
+from edgekit.installed import trust_key
 from edgekit.modelfile import read_model_file
 from tests.fixtures.federated import random_delta, write_tiny_model
 
@@ -152,6 +153,8 @@ def test_central_noise_writes_the_ledger_that_info_prints_and_the_next_version_c
     from edgekit.federated.privacy import composed_epsilon, describe_ledger, dp_epsilon, ledger_path, read_ledger
 
     _run("keygen", "-o", tmp_path / "k")
+    (tmp_path / "device").mkdir()
+    trust_key(tmp_path / "device", tmp_path / "k.signing.pub")  # the device's server: info -m runs its versions
     base = trained_files["dynamic"]
 
     def aggregate(model, updates, out, *noise):

@@ -32,11 +32,12 @@ def test_cli_round_on_real_models(trained_files, tmp_path):
     generate_signing_key(tmp_path / "server.signing.key", tmp_path / "server.signing.pub")
     for i in range(4):
         state = tmp_path / f"device{i}"
-        EdgeModel.load(base, state_dir=state).personalize(user_lines(150, seed=10 + i))
+        EdgeModel.load(base, state_dir=state, unsigned_local=True).personalize(user_lines(150, seed=10 + i))
         shutil.copytree(state, tmp_path / f"device{i}-int8")  # an export consumes what it carries
         for encoding, state in (("float16", state), ("int8", tmp_path / f"device{i}-int8")):
             out = tmp_path / f"updates-{encoding}" / f"{i}.edgekit-update"
-            report = _cli("export-update", "--server-key", tmp_path / "server.key.pub", "--model", base, "-o", out,
+            report = _cli("export-update", "--server-key", tmp_path / "server.key.pub", "--model", base, "--unsigned-local",
+                          "-o", out,
                           "--clip-norm", CLIP, "--encoding", encoding, "--json", env={"EDGEKIT_STATE_DIR": str(state)})
             header = parse_update(out.read_bytes())[0]
             assert report["update_id"] == header.update_id and header.n_examples > 0
@@ -48,18 +49,18 @@ def test_cli_round_on_real_models(trained_files, tmp_path):
                   "-o", tmp_path / "next.tflite", "--clip-norm", CLIP, "--json")
     assert result["accepted"] == 4 and not result["rejected"]
 
-    old = EdgeModel.load(base, stateless=True)
-    new = EdgeModel.load(tmp_path / "next.tflite", stateless=True)
+    old = EdgeModel.load(base, stateless=True, unsigned_local=True)
+    new = EdgeModel.load(tmp_path / "next.tflite", stateless=True, unsigned_local=True)
     assert new.fingerprint == result["fingerprint"] != old.fingerprint
     slots = old.vocab.first_slot
     assert np.array_equal(new.base_head[0][:, slots:], old.base_head[0][:, slots:])  # personal slots untouched
     top3 = new.evaluate(held_out).top3
     assert top3 > old.evaluate(held_out).top3 + 0.1
-    int8 = EdgeModel.load(tmp_path / "next-int8.tflite", stateless=True).evaluate(held_out).top3
+    int8 = EdgeModel.load(tmp_path / "next-int8.tflite", stateless=True, unsigned_local=True).evaluate(held_out).top3
     print(f"global top-3: base {old.evaluate(held_out).top3:.3f}, float16 {top3:.3f}, int8 {int8:.3f}")
     assert abs(int8 - top3) <= 0.02  # what the int8 encoding costs
 
-    device = EdgeModel.load(base, state_dir=tmp_path / "device0")
+    device = EdgeModel.load(base, state_dir=tmp_path / "device0", unsigned_local=True)
     before = device.evaluate(held_out).top3
     device.install_global(tmp_path / "next.tflite", verify_key=tmp_path / "server.signing.pub")
     assert device.fingerprint == new.fingerprint

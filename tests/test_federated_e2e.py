@@ -34,7 +34,7 @@ def world(tmp_path_factory, trained_files):
     states, held_out = [], []
     for d in range(N_DEVICES):
         text = user_lines(120, seed=100 + d)  # the same style shift, different text on each device
-        m = EdgeModel.load(model_path, state_dir=root / f"device{d}")
+        m = EdgeModel.load(model_path, state_dir=root / f"device{d}", unsigned_local=True)
         report = m.personalize(text[:96])
         assert report.adopted and m.n_examples
         states.append(m.state_dir)
@@ -49,7 +49,7 @@ def devices(world, folder, count: int = N_DEVICES) -> list[EdgeModel]:
     copies = []
     for state in world["states"][:count]:
         shutil.copytree(state, folder / state.name)
-        copies.append(EdgeModel.load(world["model"], state_dir=folder / state.name))
+        copies.append(EdgeModel.load(world["model"], state_dir=folder / state.name, unsigned_local=True))
     return copies
 
 
@@ -61,7 +61,7 @@ def policy_for(world) -> UpdatePolicy:
 def global_top3(world, delta, name: str) -> float:
     out = world["root"] / name
     install_delta(world["model"], delta, out)
-    return EdgeModel.load(out, stateless=True).evaluate(world["held_out"]).top3
+    return EdgeModel.load(out, stateless=True, unsigned_local=True).evaluate(world["held_out"]).top3
 
 
 def test_ten_devices_make_a_better_global_model(world, tmp_path):
@@ -70,7 +70,7 @@ def test_ten_devices_make_a_better_global_model(world, tmp_path):
         export_update(m, world["public"], path, clip_norm=CLIP)
     result = aggregate_updates(paths, world["private"], policy_for(world))
     assert result.accepted == len(paths) and not result.rejections
-    before = EdgeModel.load(world["model"], stateless=True).evaluate(world["held_out"]).top3
+    before = EdgeModel.load(world["model"], stateless=True, unsigned_local=True).evaluate(world["held_out"]).top3
     after = global_top3(world, result.delta, "global-v2.tflite")
     assert after > before + 0.03, (before, after)
 
@@ -88,7 +88,7 @@ def test_installing_the_new_global_keeps_personalization_and_avoids_double_count
     assert [s.word for s in device.suggest("hi ", k=3)][:1] == [s.word for s in personal_before][:1]
     dw, db = device.head_delta()
     assert delta_norm(dw, db) == 0.0 and device.n_examples == 0
-    reloaded = EdgeModel.load(new_path, state_dir=device.state_dir)
+    reloaded = EdgeModel.load(new_path, state_dir=device.state_dir, unsigned_local=True)
     assert reloaded.fingerprint == device.fingerprint and reloaded.state.personal_words
 
 

@@ -191,9 +191,9 @@ def test_cli_round_with_a_registry(trained_files, tmp_path):
     updates = tmp_path / "updates"
     for name, seed in (("a1", 1), ("a2", 2), ("b1", 3), ("c1", 4)):
         state = tmp_path / f"device-{name[0]}"
-        EdgeModel.load(base, state_dir=state).personalize(user_lines(60, seed=seed))
+        EdgeModel.load(base, state_dir=state, unsigned_local=True).personalize(user_lines(60, seed=seed))
         report = json.loads(cli("export-update", "--server-key", tmp_path / "server.key.pub", "-m", base,
-                                "--state-dir", state, "-o", updates / f"{name}.edgekit-update", "--clip-norm", "20",
+                                "--unsigned-local", "--state-dir", state, "-o", updates / f"{name}.edgekit-update", "--clip-norm", "20",
                                 "--json"))
         assert report["device"]["created"] == (name != "a2")
     for device in ("a", "b"):

@@ -205,7 +205,7 @@ def test_every_version_is_signed_and_a_device_installs_it(fl_model, tmp_path, mo
 def base_head(model):
     from edgekit.model import EdgeModel
 
-    return EdgeModel.load(model, stateless=True).base_head
+    return EdgeModel.load(model, stateless=True, unsigned_local=True).base_head
 
 
 def test_central_dp_writes_the_ledger_and_adapts_the_clip(fl_model, tmp_path):

@@ -159,7 +159,7 @@ def test_a_model_named_to_escape_keeps_its_state_inside_and_reset_deletes_only_t
     victim = tmp_path / "victim.edgekit-state"
     victim.write_text("not yours")
     state_dir = tmp_path / "a" / "state"
-    m = EdgeModel.load(path, state_dir=state_dir)
+    m = EdgeModel.load(path, state_dir=state_dir, unsigned_local=True)
     assert m.state_file is not None and m.state_file.parent == state_dir
     m.save()
     assert m.state_file.exists()

@@ -54,10 +54,12 @@ def aggregate(tmp_path, model, out, key="server.key"):
 def install_everywhere(tmp_path, version, *extra):
     for i in range(DEVICES):
         state = tmp_path / f"device{i}"
-        before = run("info", *extra[:2], "--state-dir", state, "--json")
+        current = [*extra[:2], "--unsigned-local"] if extra else []  # -m base: converted, signed by no one
+        before = run("info", *current, "--state-dir", state, "--json")
         report = run("install", tmp_path / version, *extra, "--state-dir", state, "--json")
         after = run("info", "--state-dir", state, "--json")  # no -m: the installed version is the default
         assert report["trust"].startswith("signed by ") and after["fingerprint"] == report["installed"]
+        assert after["origin"] == "installed"
         assert after["personal_words"] == before["personal_words"] > 0  # "zorblax" survives the install
         assert after["personal_examples"] == 0  # the server folded the contribution into the new head
         words = [s["word"] for s in run("suggest", "hi ", "--state-dir", state, "-k", "3", "--json")]
@@ -91,7 +93,7 @@ def two_rounds(tmp_path, base):
     keys = run("keygen", "-o", tmp_path / "server.key", "--json")
     assert (tmp_path / "server.signing.key").stat().st_mode & 0o777 == 0o600
 
-    device_round(tmp_path, 1, ["-m", base])
+    device_round(tmp_path, 1, ["-m", base, "--unsigned-local"])  # converted here: signed by no one
     v2 = aggregate(tmp_path, base, "round1.tflite")
     assert v2["accepted"] == DEVICES and v2["signed_by"] == keys["verify_key_id"]
     storage = v2["head_storage"]
@@ -160,15 +162,15 @@ def test_an_install_killed_before_it_recorded_the_version_is_finished_by_running
     write_model_file(tmp_path / "v2.tflite", sign_model(with_head(base, (W * 1.01, b)), key))
     state = tmp_path / "device"
     text = write_lines(tmp_path / "text.txt", user_lines(120))
-    run("personalize", "-m", trained_files["int8"], "--state-dir", state, "--text", text)
+    run("personalize", "-m", trained_files["int8"], "--unsigned-local", "--state-dir", state, "--text", text)
     install = ["install", tmp_path / "v2.tflite", "-m", trained_files["int8"], "--state-dir", state,
                "--verify-key", tmp_path / "server.signing.pub"]
     run(*install)
     # As if killed after the state was re-bound to v2 and before v2 was recorded as the device's model:
     (state / "current-model.json").unlink()
     shutil.rmtree(state / "models")
-    assert "another model version" in run("suggest", "-m", trained_files["int8"], "--state-dir", state, "hi ",
-                                          ok=False)
+    assert "another model version" in run("suggest", "-m", trained_files["int8"], "--unsigned-local",
+                                          "--state-dir", state, "hi ", ok=False)
     run(*install)  # run again: it finishes
     info = run("info", "--state-dir", state, "--json")
     assert info["fingerprint"] == read_model_file(tmp_path / "v2.tflite").fingerprint and info["personal_words"] > 0

@@ -24,7 +24,7 @@ def tiny_int8(trained_files) -> Path:
 @pytest.fixture
 def learned(tiny_int8, tmp_path) -> EdgeModel:
     """A model that learned the user's text, "zorblax" (a word the model lacks) included."""
-    m = EdgeModel.load(tiny_int8, state_dir=tmp_path / "state")
+    m = EdgeModel.load(tiny_int8, state_dir=tmp_path / "state", unsigned_local=True)
     report = m.personalize(user_lines(300))
     assert report.adopted and "zorblax" in m.state.personal_words
     return m
@@ -52,7 +52,7 @@ def test_forget_word_removes_it_everywhere_and_survives_reload(learned):
     assert before["slot"] and before["phrases"] and before["suggested"]
     assert learned.state.n_examples > 0
     learned.forget_word("Zorblax")  # matched as the tokenizer writes it
-    for m in (learned, EdgeModel.load(learned.path, state_dir=learned.state_dir)):
+    for m in (learned, EdgeModel.load(learned.path, state_dir=learned.state_dir, unsigned_local=True)):
         assert not any(_holds(m, "zorblax").values())
         assert m.state.n_examples == 0 and m.state.contrib_w is None  # the pending contribution is gone
         assert "zorblax" not in [w.word for w in m.learned_words()]
@@ -70,7 +70,7 @@ def test_forget_a_model_word_resets_its_head_column_and_phrases(learned):
 def test_forget_all_phrases_keeps_words_and_head(learned):
     words, delta = dict(learned.state.personal_words), learned.state.delta_w.copy()
     learned.forget_phrases()
-    again = EdgeModel.load(learned.path, state_dir=learned.state_dir)
+    again = EdgeModel.load(learned.path, state_dir=learned.state_dir, unsigned_local=True)
     assert len(again.state.phrases) == 0 and again.state.phrases.n_phrases == 0
     assert again.state.personal_words == words and np.array_equal(again.state.delta_w, delta)
 
@@ -88,7 +88,7 @@ if sys.argv[1] == "replace":
     atomic.os = type("os", (), {**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")}, "replace": hold})
 else:
     atomic._fsync_dir = hold
-m = EdgeModel.load(sys.argv[2], state_dir=sys.argv[3])
+m = EdgeModel.load(sys.argv[2], state_dir=sys.argv[3], unsigned_local=True)
 m.forget_word("zorblax")
 """
 
@@ -102,7 +102,7 @@ def test_a_kill_during_forget_leaves_the_state_before_or_after(learned, hold, fo
     finally:
         proc.kill()
         proc.wait()
-    m = EdgeModel.load(learned.path, state_dir=learned.state_dir)  # loads: never half-written
+    m = EdgeModel.load(learned.path, state_dir=learned.state_dir, unsigned_local=True)  # loads: never half-written
     assert _holds(m, "zorblax")["slot"] is not forgotten
     assert _holds(m, "zorblax")["phrases"] is not forgotten
 
@@ -119,7 +119,7 @@ def test_an_export_never_carries_a_personal_slot(learned):
 
 def test_words_cli_lists_and_forgets(learned):
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "edgekit.cli", *args, "-m", str(learned.path),
+        return subprocess.run([sys.executable, "-m", "edgekit.cli", *args, "-m", str(learned.path), "--unsigned-local",
                                "--state-dir", str(learned.state_dir)], capture_output=True, text=True, cwd=ROOT)
 
     listed = cli("words", "--json")
@@ -136,7 +136,7 @@ def test_words_cli_lists_and_forgets(learned):
 
 def test_learning_one_domain_costs_another_at_most_a_point(tiny_int8, tmp_path):
     """After the user's style, top-3 on the base language's held-out text falls by at most 1 point."""
-    m = EdgeModel.load(tiny_int8, state_dir=tmp_path)
+    m = EdgeModel.load(tiny_int8, state_dir=tmp_path, unsigned_local=True)
     other = base_lines(200, seed=9)
     before = m.evaluate(other).top3
     report = m.personalize(user_lines(300))
@@ -146,7 +146,7 @@ def test_learning_one_domain_costs_another_at_most_a_point(tiny_int8, tmp_path):
 
 def test_lines_not_written_before_never_get_worse(tiny_int8, tmp_path):
     """A user who repeats a few messages: the held-out check scores the lines that are not repeats on their own."""
-    m = EdgeModel.load(tiny_int8, state_dir=tmp_path)
+    m = EdgeModel.load(tiny_int8, state_dir=tmp_path, unsigned_local=True)
     repeats = user_lines(12, seed=3)
     text = [repeats[i % 12] if i % 4 else line for i, line in enumerate(user_lines(300, seed=4))]
     seen = set(text[:240])

@@ -11,7 +11,7 @@ from tests.fixtures.texts import base_lines, user_lines
 @pytest.fixture(scope="module")
 def personal(trained_files, tmp_path_factory) -> EdgeModel:
     """A learned state (phrases, personal words), then a head change on many columns on top of it."""
-    m = EdgeModel.load(trained_files["int8"], state_dir=tmp_path_factory.mktemp("state"))
+    m = EdgeModel.load(trained_files["int8"], state_dir=tmp_path_factory.mktemp("state"), unsigned_local=True)
     assert m.personalize(user_lines(300)).adopted
     return m
 

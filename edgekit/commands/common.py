@@ -65,9 +65,16 @@ def state_dir_option(fn: Callable) -> Callable:
                         help="Personal state folder [default: $EDGEKIT_STATE_DIR or the per-user data folder].")(fn)
 
 
+def unsigned_local_option(fn: Callable) -> Callable:
+    """``--unsigned-local``: the explicit yes a device needs to run (or install) a file nothing vouches for."""
+    return click.option("--unsigned-local", is_flag=True,
+                        help="Accept a file without a signature, one you converted yourself: "
+                             "it loads as \"unsigned, local\".")(fn)
+
+
 def model_options(fn: Callable) -> Callable:
-    """``-m/--model`` (default: the bundled model) and ``--state-dir``."""
-    return model_option()(state_dir_option(fn))
+    """``-m/--model`` (default: the bundled model), ``--unsigned-local`` and ``--state-dir``."""
+    return model_option()(unsigned_local_option(state_dir_option(fn)))
 
 
 def json_option(fn: Callable) -> Callable:
@@ -95,7 +102,9 @@ def emit(data: Any, as_json: bool, human: Callable[[Any], str]) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if as_json else human(data))
 
 
-def load_model(model_path: Path | None, state_dir: Path | None, stateless: bool = False) -> EdgeModel:
+def load_model(model_path: Path | None, state_dir: Path | None, stateless: bool = False, *,
+               unsigned_local: bool = False) -> EdgeModel:
+    """The device's model: a named file must be bundled, signed by a trusted key, or ``--unsigned-local``."""
     from ..model import EdgeModel
 
-    return EdgeModel.load(model_path, state_dir=state_dir, stateless=stateless)
+    return EdgeModel.load(model_path, state_dir=state_dir, stateless=stateless, unsigned_local=unsigned_local)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,19 +16,27 @@ STDIN = "-"
 @model_options
 @json_option
 @user_errors
-def info(model_path, state_dir, as_json):
+def info(model_path, unsigned_local, state_dir, as_json):
     """Vocabulary size, context length, quantization, version (fingerprint) and its parents, runtime in use."""
     from ..federated.privacy import ledger_info
     from ..installed import lineage
     from ..signing import is_signed
 
-    m = load_model(model_path, state_dir)
+    m = load_model(model_path, state_dir, unsigned_local=unsigned_local)
     data = m.info().to_dict()
     data["parents"] = lineage(m.file)  # newest first; empty: a converted, original version
     data["signed"] = is_signed(m.file)
     data |= ledger_info(m.path)  # a server's version: the privacy spent on it (epsilon at delta), if recorded
-    emit(data, as_json, lambda d: "\n".join(f"{k:18} {' <- '.join(v) or '(none)' if k == 'parents' else v}"
-                                            for k, v in d.items()))
+    emit(data, as_json, lambda d: "\n".join(f"{k:18} {_shown(k, v)}" for k, v in d.items()))
+
+
+def _shown(key: str, value: Any) -> str:
+    """One ``edgekit info`` value as a person reads it."""
+    from ..installed import LOCAL
+
+    if key == "parents":
+        return " <- ".join(value) or "(none)"
+    return LOCAL if key == "origin" and value == "local" else str(value)
 
 
 @click.command()
@@ -41,7 +50,7 @@ def info(model_path, state_dir, as_json):
 @model_options
 @json_option
 @user_errors
-def suggest(text, text_file, k, allow_profanity, model_path, state_dir, as_json):
+def suggest(text, text_file, k, allow_profanity, model_path, unsigned_local, state_dir, as_json):
     """Suggest the next word (or complete the word being typed) after TEXT.
 
     End TEXT with a space to get the next word; end it mid-word to complete
@@ -51,7 +60,7 @@ def suggest(text, text_file, k, allow_profanity, model_path, state_dir, as_json)
     how a message starts.
     """
     typed = _typed_text(text, text_file)
-    m = load_model(model_path, state_dir)
+    m = load_model(model_path, state_dir, unsigned_local=unsigned_local)
     if allow_profanity:
         m.blocked_words = ()
     limit = m.max_k
@@ -85,7 +94,7 @@ def _typed_text(words: tuple[str, ...], text_file: str | None) -> str:
 @model_options
 @json_option
 @user_errors
-def personalize(texts, epochs, model_path, state_dir, as_json):
+def personalize(texts, epochs, model_path, unsigned_local, state_dir, as_json):
     """Learn from the user's own text, on this device; nothing leaves it.
 
     Every 5th line is held out; the result is kept only if it beats the
@@ -97,7 +106,7 @@ def personalize(texts, epochs, model_path, state_dir, as_json):
     for t in texts:
         if not t.exists():
             raise click.ClickException(f"{t}: no such text file")
-    m = load_model(model_path, state_dir)
+    m = load_model(model_path, state_dir, unsigned_local=unsigned_local)
     config = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
     lines = (line for t in texts for line in read_text_lines(t))
     report = m.personalize(lines, config, progress=not as_json)
@@ -116,20 +125,19 @@ def _personalize_summary(r: dict) -> str:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @model_options
 @user_errors
-def reset(yes, model_path, state_dir):
+def reset(yes, model_path, unsigned_local, state_dir):
     """Forget everything personal for this model (deletes the state file).
 
     Declining at the prompt deletes nothing and exits 0; with no answer
     (standard input closed: pass --yes in scripts) it exits 1.
     """
-    from ..model import resolve_model_path
-    from ..modelfile import read_model_file
+    from ..model import read_trusted
     from ..paths import default_state_dir
     from ..personal.state import state_path
 
     # The state is not loaded: reset works whatever it holds and whichever version is installed.
     folder = state_dir or default_state_dir()
-    state_file = state_path(folder, read_model_file(resolve_model_path(model_path, folder)).metadata["name"])
+    state_file = state_path(folder, read_trusted(model_path, folder, unsigned_local=unsigned_local).metadata["name"])
     if not state_file.exists():
         click.echo("nothing to reset: no personal state")
         return

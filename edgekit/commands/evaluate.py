@@ -10,7 +10,15 @@ from pathlib import Path
 
 import click
 
-from .common import deprecated_model_argument, emit, json_option, model_from, model_option, user_errors
+from .common import (
+    deprecated_model_argument,
+    emit,
+    json_option,
+    model_from,
+    model_option,
+    unsigned_local_option,
+    user_errors,
+)
 
 METRIC_LABELS = (("top1", "top-1", "{:.2%}"), ("top3", "top-3", "{:.2%}"), ("perplexity", "perplexity", "{:.1f}"),
                  ("keystroke_savings", "keys saved", "{:.1%}"), ("oov_rate", "out of vocab", "{:.1%}"),
@@ -27,10 +35,11 @@ METRIC_LABELS = (("top1", "top-1", "{:.2%}"), ("top3", "top-3", "{:.2%}"), ("per
               help="For a .keras model: its vocabulary file [default: vocab.txt beside it].")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
               help="For a .tflite model: include the personal state kept in this folder [default: none].")
+@unsigned_local_option
 @json_option
 @user_errors
 def evaluate(model_path: Path | None, legacy_model: Path | None, text: Path, max_targets: int | None,
-             vocab: Path | None, state_dir: Path | None, as_json: bool) -> None:
+             vocab: Path | None, state_dir: Path | None, unsigned_local: bool, as_json: bool) -> None:
     """Score a model (-m, .tflite or .keras) on the words of --text.
 
     `edgekit evaluate MODEL --text FILE` (the model as an argument) still
@@ -45,7 +54,7 @@ def evaluate(model_path: Path | None, legacy_model: Path | None, text: Path, max
         raise click.ClickException(f"{text}: no such text file")
     suffix = model.suffix.lower()
     if suffix == ".tflite":
-        result = _evaluate_tflite(model, text, max_targets, state_dir, progress=not as_json)
+        result = _evaluate_tflite(model, text, max_targets, state_dir, unsigned_local, progress=not as_json)
     elif suffix == ".keras":
         result = _evaluate_keras(model, text, max_targets, vocab, progress=not as_json)
     else:
@@ -54,10 +63,10 @@ def evaluate(model_path: Path | None, legacy_model: Path | None, text: Path, max
 
 
 def _evaluate_tflite(model: Path, text: Path, max_targets: int | None, state_dir: Path | None,
-                     progress: bool) -> dict:
+                     unsigned_local: bool, progress: bool) -> dict:
     from ..model import EdgeModel
 
-    loaded = EdgeModel.load(model, state_dir=state_dir, stateless=state_dir is None)
+    loaded = EdgeModel.load(model, state_dir=state_dir, stateless=state_dir is None, unsigned_local=unsigned_local)
     return loaded.evaluate(text, max_targets=max_targets, progress=progress).to_dict()
 
 

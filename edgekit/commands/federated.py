@@ -31,6 +31,7 @@ from .common import (
     model_option,
     out_option,
     state_dir_option,
+    unsigned_local_option,
 )
 
 PUBLIC_PEM = b"-----BEGIN PUBLIC KEY-----"
@@ -96,6 +97,7 @@ def _keygen_text(r: dict) -> str:
 @click.option("--server-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="The server's public key (the .pub file from `edgekit keygen`).")
 @model_option()
+@unsigned_local_option
 @state_dir_option
 @out_option(f"Update file to write (e.g. update{UPDATE_SUFFIX}).", required=True)
 @click.option("--clip-norm", type=POSITIVE, default=DEFAULT_CLIP_NORM, show_default=True,
@@ -104,7 +106,8 @@ def _keygen_text(r: dict) -> str:
 @click.option("--encoding", type=click.Choice(ENCODINGS), default=DEFAULT_ENCODING, show_default=True,
               help="How the delta travels: float16, or int8 with one scale per word (half the bytes).")
 @json_option
-def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multiplier, encoding, as_json):
+def export_update(server_key, model_path, unsigned_local, state_dir, out, clip_norm, noise_multiplier, encoding,
+                  as_json):
     """Seal this device's personal head delta for the server (personal words stay here).
 
     The update is signed, inside the sealed payload, by this device's
@@ -123,7 +126,7 @@ def export_update(server_key, model_path, state_dir, out, clip_norm, noise_multi
         _refuse_wrong_key(server_key, PRIVATE_PEM, "a private key: devices get only the public key "
                           f"({server_key.name}.pub beside it)")
         public = load_public_key(server_key)
-        model = EdgeModel.load(model_path, state_dir=state_dir)
+        model = EdgeModel.load(model_path, state_dir=state_dir, unsigned_local=unsigned_local)
         identity = _device_identity(state_dir)
         data = export(model, public, out, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
                       encoding=encoding, device_key=identity.pop("key"))

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .common import emit, json_option, load_model, model_option, state_dir_option, user_errors
+from .common import emit, json_option, load_model, model_option, state_dir_option, unsigned_local_option, user_errors
 
 if TYPE_CHECKING:
     from ..model import EdgeModel
@@ -17,8 +17,7 @@ if TYPE_CHECKING:
 @click.option("--verify-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The server's verification key (the .signing.pub file from `edgekit keygen`); "
                    "trusted from now on [default: the keys this device already trusts].")
-@click.option("--unsigned-local", is_flag=True,
-              help="Accept a file without a signature, one you converted yourself: it installs as \"unsigned, local\".")
+@unsigned_local_option
 @model_option("The version in use now [default: the one installed in the state folder, else the bundled model].")
 @state_dir_option
 @json_option
@@ -35,7 +34,9 @@ def install(new, verify_key, unsigned_local, model_path, state_dir, as_json):
     from ..installed import lineage
 
     try:
-        m = load_model(model_path, state_dir)
+        # The version being replaced: NEW passes its own trust check, and this one only has to be what NEW
+        # descends from, so a -m file converted locally is read as "unsigned, local" without the flag.
+        m = load_model(model_path, state_dir, unsigned_local=True)
     except StateError:  # perhaps an install killed between saving the state and recording the version
         m, before, trust = _finish_interrupted(new, verify_key, unsigned_local, model_path, state_dir)
     else:
@@ -64,6 +65,7 @@ def _finish_interrupted(new: Path, verify_key: Path | None, unsigned_local: bool
     file = read_model_file(new)
     trust = check_trust(file, new, folder, verify_key, unsigned_local)
     check_descends(installed, file, new)
-    m = EdgeModel.load(new, state_dir=folder)  # the state error again unless the state is NEW's
+    # NEW passed check_trust just above; loading it again raises the state error unless the state is NEW's.
+    m = EdgeModel.load(new, state_dir=folder, unsigned_local=True)
     m.path = record_install(folder, file, trust, verify_key)
     return m, installed.fingerprint, trust

@@ -11,7 +11,7 @@ from .common import emit, json_option, load_model, model_options, user_errors
 @json_option
 @click.pass_context
 @user_errors
-def words(ctx, model_path, state_dir, as_json):
+def words(ctx, model_path, unsigned_local, state_dir, as_json):
     """List the personal words learned (with counts) and how many phrases the phrase memory holds.
 
     `edgekit words forget WORD` removes a word; `edgekit words forget --all-phrases`
@@ -19,7 +19,7 @@ def words(ctx, model_path, state_dir, as_json):
     """
     if ctx.invoked_subcommand is not None:
         return
-    m = load_model(model_path, state_dir)
+    m = load_model(model_path, state_dir, unsigned_local=unsigned_local)
     data = {"words": [w.to_dict() for w in m.learned_words()], "phrases": m.state.phrases.n_phrases,
             "phrase_tokens": len(m.state.phrases)}
     emit(data, as_json, _human)
@@ -31,14 +31,14 @@ def words(ctx, model_path, state_dir, as_json):
 @model_options
 @json_option
 @user_errors
-def forget(word, all_phrases, model_path, state_dir, as_json):
+def forget(word, all_phrases, model_path, unsigned_local, state_dir, as_json):
     """Remove WORD from the personal words, the phrase memory, the kept held-out text and the pending update.
 
     The state is saved atomically: interrupted, it is as before or as after.
     """
     if (word is None) == (not all_phrases):
         raise click.UsageError("give a WORD to forget, or --all-phrases (not both)")
-    m = load_model(model_path, state_dir)
+    m = load_model(model_path, state_dir, unsigned_local=unsigned_local)
     if all_phrases:
         m.forget_phrases()
         emit({"forgot": "all phrases"}, as_json, lambda d: "phrase memory emptied")

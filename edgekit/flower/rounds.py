@@ -86,7 +86,9 @@ class RoundServer:
         self.on_round = on_round
         self.model_path = Path(config.model)
         self.out_dir = Path(config.out_dir)
-        self.body = EdgeModel.load(self.model_path, stateless=True)  # every version shares it; heads differ
+        # Every version shares the body; heads differ. The server's own starting file: what it writes from
+        # it is signed, and devices check that, so an unsigned (converted) start is no device trust decision.
+        self.body = EdgeModel.load(self.model_path, stateless=True, unsigned_local=True)
         self.head: tuple[np.ndarray, np.ndarray] = self.body.base_head
         self.fingerprint = self.body.fingerprint
         self.shared_shape = (self.body.feature_dim, self.body.vocab.first_slot)

@@ -17,7 +17,7 @@ from edgekit.federated import device_key, export_update
 class KeyboardPredictor:
     """Thread-safe wrapper: suggestions stay fast while learning happens elsewhere."""
 
-    def __init__(self, app_dir: Path, model_path: Path | None = None):
+    def __init__(self, app_dir: Path, model_path: Path | None = None, *, unsigned_local: bool = False):
         self.app_dir = Path(app_dir)
         self.journal = Journal(self.app_dir / "sent.txt")  # 0600, on disk once on_message_sent returns
         self._lock = threading.Lock()  # the model the UI thread reads
@@ -25,7 +25,9 @@ class KeyboardPredictor:
         # or a learner that loaded the state before an export would save the exported
         # contribution back, and the next update would count it twice.
         self._state_lock = threading.Lock()
-        self._model = EdgeModel.load(model_path, state_dir=self.app_dir / "state", num_threads=1)
+        # A model_path you converted yourself loads only with unsigned_local=True (EdgeModel.load says why).
+        self._model = EdgeModel.load(model_path, state_dir=self.app_dir / "state", num_threads=1,
+                                     unsigned_local=unsigned_local)
 
     def on_text_changed(self, text: str) -> list[str]:
         """Three words for the suggestion strip (completions while mid-word)."""
@@ -45,7 +47,8 @@ class KeyboardPredictor:
         if not self.journal.pending():  # spare loading a second model when there is nothing to learn
             return None
         with self._state_lock:
-            learner = EdgeModel.load(self._model.path, state_dir=self.app_dir / "state")
+            learner = EdgeModel.load(self._model.path, state_dir=self.app_dir / "state",
+                                     unsigned_local=self._model.origin == "local")  # the same file, trusted alike
             report = self.journal.learn(learner)  # saved atomically; the head changes only if it helped
             with self._lock:  # swap between two keystrokes: the learner holds the newest state either way
                 self._model = learner

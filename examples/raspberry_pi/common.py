@@ -16,6 +16,8 @@ THREADS = 2
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None, help="model file [default: the bundled model]")
+    parser.add_argument("--unsigned-local", action="store_true",
+                        help="accept a --model file without a signature, one you converted yourself")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="personal state folder [default: $EDGEKIT_STATE_DIR or ~/.local/share/edgekit]")
 
@@ -23,7 +25,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def load_model(args: argparse.Namespace) -> EdgeModel:
     """The model and the user's state; a bad file or a missing runtime stops with one clear line."""
     try:
-        return EdgeModel.load(args.model, state_dir=args.state_dir, num_threads=THREADS)
+        return EdgeModel.load(args.model, state_dir=args.state_dir, num_threads=THREADS,
+                              unsigned_local=args.unsigned_local)
     except (ValueError, OSError, RuntimeError) as e:
         raise SystemExit(f"cannot load the model: {e}") from None
 

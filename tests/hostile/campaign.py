@@ -114,7 +114,7 @@ def _worker(seed: int, indices: list[int]) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         result, detail = "loaded", ""
         try:
-            m = EdgeModel.load(path, stateless=True)
+            m = EdgeModel.load(path, stateless=True, unsigned_local=True)
             m.suggest("see you ")
             m.suggest("see you tomo")
             m.features_logits(np.zeros((3, m.context_length), np.int32))

@@ -7,10 +7,11 @@ write the file can rewrite them. So trust must come from outside the file:
   the installed package is the trust anchor, and a bundled file that does
   not match (an edited head bias, a flipped byte) is refused;
 - any other file is ``"local"``: it passes the structural checks (it cannot
-  crash or exhaust the device) but nothing vouches for what it predicts.
-  A model version signed by a server's key will be checked here too
-  (``origin`` gains ``"signed"``), and a caller can then refuse ``"local"``
-  files unless asked to load them.
+  crash or exhaust the device) but nothing here vouches for what it predicts.
+  Above this module, ``EdgeModel.load`` (``installed.load_origin``) accepts
+  such a file when it carries a signature by a key the device trusts
+  (``"signed"``), when it is the installed version (``"installed"``), or
+  when the caller asks for it (``unsigned_local=True``); otherwise it refuses it.
 
 Re-pin after re-converting a bundled model: ``sha256sum edgekit/assets/*.tflite``
 (``tests/test_hostile_models.py`` fails and prints the new values until then).

@@ -157,6 +157,20 @@ def test_bad_deltas_and_second_updates_are_refused(fl_model, tmp_path):
     assert not (tmp_path / "round-001.privacy.json").exists()  # no noise, no ledger
 
 
+def test_a_huge_example_claim_weighs_at_most_twice_the_rounds_median(fl_model, tmp_path):
+    """One device claiming 1e9 examples (capped at 10,000 before) against four honest ones of 300 each: its
+    weight is twice the median claim (600), not 10,000 (89% of the round)."""
+    from edgekit.federated.install import float_head
+
+    srv = server(fl_model, tmp_path, secure=False, central_noise_multiplier=0)
+    V = srv.shared_shape[1]
+    srv.start_round(1, sampled=5, available=5)
+    honest = [reply(n, good_delta(srv, 0.001), 300, srv.fingerprint) for n in range(1, 5)]
+    assert srv.aggregate(1, [*honest, reply(9, good_delta(srv, 0.01), 10**9, srv.fingerprint)])
+    change = float_head(tmp_path / "round-001.tflite")[0][:, :V] - base_head(fl_model)[0][:, :V]
+    np.testing.assert_allclose(change, (4 * 300 * 0.001 + 600 * 0.01) / 1800, atol=1e-6)
+
+
 def test_every_version_is_signed_and_a_device_installs_it(fl_model, tmp_path, monkeypatch):
     """The server signs each version with its run config's key, so `edgekit install` takes it without
     --unsigned-local; changed after signing, it is refused. No key, no server."""

@@ -22,6 +22,7 @@ from flwr.common import (
 )
 
 from ..federated import UpdateError, dp_epsilon, install_delta
+from ..federated.aggregate import WEIGHT_CAP_X_MEDIAN
 from ..federated.hazmat import Aggregator, Delta, add_central_noise, validate_delta
 from ..federated.install import float_head
 from ..federated.keys import load_signing_key, read_passphrase
@@ -114,27 +115,31 @@ class RoundServer:
         rejected: Counter[str] = Counter()
         seen: set[int] = set()
         metrics: list[dict[str, float]] = []
-        below = 0.0
+        accepted: list[tuple[int, np.ndarray, np.ndarray, float]] = []
+        for reply in replies:
+            try:
+                if reply.node_id in seen:  # participation limit: one update per device per round
+                    raise UpdateError("duplicate-device", f"device {reply.node_id} already sent an update")
+                seen.add(reply.node_id)
+                dW, db, bit = self._check(reply)
+            except UpdateError as e:
+                rejected[e.reason] += 1
+                continue
+            metrics.append(reply.metrics)
+            if reply.n_examples > 0:  # 0: the device learned nothing this round
+                accepted.append((reply.n_examples, dW, db, bit))
+        stats.accepted, stats.rejected = len(accepted), dict(rejected)
+        stats.failures = stats.sampled - len(seen)
+        self._device_metrics(metrics)
+        if not accepted:
+            return False
+        # As on the update-file path: a weight is capped at a multiple of the round's median claim, so a few
+        # devices claiming the maximum cannot outweigh many honest ones.
+        cap = min(c.max_examples, WEIGHT_CAP_X_MEDIAN * float(np.median([n for n, *_ in accepted])))
         with Aggregator(self.shared_shape, c.aggregation, trim=c.trim) as agg:
-            for reply in replies:
-                try:
-                    if reply.node_id in seen:  # participation limit: one update per device per round
-                        raise UpdateError("duplicate-device", f"device {reply.node_id} already sent an update")
-                    seen.add(reply.node_id)
-                    dW, db, bit = self._check(reply)
-                except UpdateError as e:
-                    rejected[e.reason] += 1
-                    continue
-                metrics.append(reply.metrics)
-                if reply.n_examples > 0:  # 0: the device learned nothing this round
-                    agg.add(dW, db, 1.0 if c.uniform_weights else min(reply.n_examples, c.max_examples))
-                    below += bit
-            stats.accepted, stats.rejected = agg.count, dict(rejected)
-            stats.failures = stats.sampled - len(seen)
-            self._device_metrics(metrics)
-            if not agg.count:
-                return False
-            return self._finish(server_round, agg.result(), agg.count, below)
+            for n, dW, db, _ in accepted:
+                agg.add(dW, db, 1.0 if c.uniform_weights else min(n, cap))
+            return self._finish(server_round, agg.result(), agg.count, sum(bit for *_, bit in accepted))
 
     def aggregate_secure(self, server_round: int, replies: list[Reply]) -> bool:
         """SecAgg+ already summed: every reply carries the same mean, of the deltas and of the clip bits."""

@@ -45,7 +45,7 @@ def test_blocked_words_leave_completions(model):
     model.blocked_words = {before[0].word}
     after = model.suggest(prefix, k=5)
     assert before[0].word not in [s.word for s in after]
-    assert [s.word for s in after[:2]] == [s.word for s in before[1:3]]
+    assert after[0].word == before[1].word  # (the next places may hold ties: equal probabilities, either order)
     # renormalized over the completions left, in the same proportions
     assert after[0].probability / after[1].probability == pytest.approx(before[1].probability / before[2].probability)
     assert after[0].probability > before[1].probability

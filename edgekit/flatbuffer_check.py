@@ -119,7 +119,7 @@ def _tensor(t: Any, index: int, buffers: list[int], limits: Limits) -> Tensor:
     data = buffers[t.Buffer()]
     require(data in (0, elements * ITEM_BYTES[t.Type()]), f"tensor {index} has shape {list(shape)} "
              f"but {data} bytes of data")
-    _check_quantization(t.Quantization(), index, shape)
+    _check_quantization(t.Quantization(), index, shape, TYPE_NAMES[t.Type()])
     return Tensor(shape, TYPE_NAMES[t.Type()], data > 0, batched)
 
 
@@ -134,8 +134,14 @@ def _check_signature(t: Any, index: int, shape: tuple[int, ...]) -> bool:
     return -1 in sig
 
 
-def _check_quantization(q: Any, index: int, shape: tuple[int, ...]) -> None:
-    """Scales and zero points: one each, or one per slice of the quantized dimension."""
+# A quantization scale outside this range is no converter's output, and LiteRT aborts the process on some
+# (a negative or vanishing scale fails a native check inside invoke); real int8 scales are about 1e-9..1.
+SCALE_RANGE = (1e-15, 1e6)
+ZERO_POINT_RANGE = {"int8": (-128, 127), "uint8": (0, 255)}  # every other quantized type: zero
+
+
+def _check_quantization(q: Any, index: int, shape: tuple[int, ...], dtype: str) -> None:
+    """Scales and zero points: one each, or one per slice of the quantized dimension, with values LiteRT takes."""
     if q is None:
         return
     require(q.DetailsType() == 0, f"tensor {index} has custom quantization")
@@ -147,6 +153,15 @@ def _check_quantization(q: Any, index: int, shape: tuple[int, ...]) -> None:
     per_axis = shape[dim] if shape else 1
     require(n_scale in (1, per_axis) and n_zero in (0, n_scale), f"tensor {index} has {n_scale} scales and "
              f"{n_zero} zero points for shape {list(shape)}")
+    scales = q.ScaleAsNumpy() if n_scale else np.ones(1, np.float32)
+    low, high = SCALE_RANGE
+    require(bool(np.all(np.isfinite(scales) & (scales >= low) & (scales <= high))),
+            f"tensor {index} has a quantization scale outside [{low:g}, {high:g}]")
+    if n_zero:
+        lo, hi = ZERO_POINT_RANGE.get(dtype, (0, 0))
+        zeros = q.ZeroPointAsNumpy()
+        require(bool(np.all((zeros >= lo) & (zeros <= hi))), f"tensor {index} ({dtype}) has a zero point "
+                f"outside [{lo}, {hi}]")
 
 
 def _check_arena(graph: Graph, limits: Limits) -> None:

@@ -108,9 +108,22 @@ def _opcode_edit(flatbuffer: bytes, index: int) -> Edit:
     raise LookupError("no LOGISTIC")
 
 
+def _scale_edit(flatbuffer: bytes, index: int) -> Edit:
+    """The quantization scale of an int8 [1, 160] activation made slightly negative: SIGABRT in invoke before
+    (case 836 of the campaign on version 2's int8 file)."""
+    model = _model(flatbuffer)
+    sub = model.Subgraphs(0)
+    for i in range(sub.TensorsLength()):
+        t, q = sub.Tensors(i), sub.Tensors(i).Quantization()
+        if t.Type() == 9 and list(t.ShapeAsNumpy()) == [1, 160] and q is not None and q.ScaleLength() == 1:
+            return Edit(index, "scale", q._tab.Vector(q._tab.Offset(8)), struct.pack("<f", -1.2571568e-18))
+    raise LookupError("no int8 [1, 160] tensor with one scale")
+
+
 TARGETED = {-1: ("tensor shape [1,160] -> [16252929,160]", _shape_edit),
             -2: ("FILL dims 160 -> 16252929", _fill_edit),
-            -3: ("LOGISTIC relabelled SPLIT", _opcode_edit)}
+            -3: ("LOGISTIC relabelled SPLIT", _opcode_edit),
+            -4: ("an activation's quantization scale made negative", _scale_edit)}
 
 
 def _model(flatbuffer: bytes):

@@ -38,8 +38,8 @@ CURRENT_NAME = "current-model.json"
 MODELS_DIR = "models"
 TRUSTED_KEYS = "trusted-keys.pem"
 LOCAL = "unsigned, local"
-UNSIGNED_LOCAL_FIX = ("load it with unsigned_local=True (CLI: --unsigned-local) if you made it yourself, "
-                      "or install a signed version")
+UNSIGNED_LOCAL_FIX = ("if you made it yourself, pass --unsigned-local (Python: unsigned_local=True); "
+                      "otherwise install a signed version")
 
 
 class VersionError(ModelFileError):
@@ -140,7 +140,8 @@ def load_origin(file: ModelFile, where: str | Path, state_dir: Path | None, veri
         raise SignatureError("untrusted-key", f"{where}: signed by a server, but this device trusts no server key yet: "
                                               "pass the server's verification key (verify_key=, CLI: `edgekit "
                                               f"install --verify-key`); or {UNSIGNED_LOCAL_FIX}")
-    raise SignatureError("unsigned", f"{where}: is an unsigned local model file: {UNSIGNED_LOCAL_FIX}")
+    raise SignatureError("unsigned", f"{where} is an unsigned local model file (not bundled, not signed by a key "
+                                     f"this device trusts): {UNSIGNED_LOCAL_FIX}")
 
 
 def record_install(state_dir: Path, new: ModelFile, trust: str,

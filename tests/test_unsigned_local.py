@@ -20,7 +20,8 @@ from edgekit.modelfile import read_model_file, write_model_file
 from edgekit.signing import SignatureError, public_pem, sign_model
 from tests.fixtures.texts import user_lines
 
-ASKS = "load it with unsigned_local=True (CLI: --unsigned-local) if you made it yourself, or install a signed version"
+ASKS = "if you made it yourself, pass --unsigned-local (Python: unsigned_local=True); otherwise install a signed version"
+NOT_TRUSTED = "is an unsigned local model file (not bundled, not signed by a key this device trusts)"
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_a_local_file_is_refused_without_the_flag_and_says_what_to_do(local, tmp
     for state in ({"stateless": True, "state_dir": tmp_path}, {"state_dir": tmp_path / "state"}):
         with pytest.raises(ModelFileError) as err:
             EdgeModel.load(local, **state)
-        assert str(err.value) == f"{local}: is an unsigned local model file: {ASKS}"
+        assert str(err.value) == f"{local} {NOT_TRUSTED}: {ASKS}"
     assert not (tmp_path / "state").exists()  # refused before anything is written
 
 
@@ -117,7 +118,7 @@ def test_device_commands_refuse_a_local_file_without_the_flag(local, tmp_path):
                  ["personalize", "-m", local, *state, "--text", text], ["reset", "--yes", "-m", local, *state]):
         refused = cli(*args)
         assert refused.exit_code == 1, (args, refused.output)
-        assert f"{local}: is an unsigned local model file: {ASKS}" in refused.output, args
+        assert f"{local} {NOT_TRUSTED}: {ASKS}" in refused.output, args
         accepted = cli(*args, "--unsigned-local")
         assert accepted.exit_code == 0, (args, accepted.output)
 

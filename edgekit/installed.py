@@ -97,13 +97,13 @@ def check_trust(new: ModelFile, where: str | Path, state_dir: Path | None, verif
     The keys: the device's trusted keys plus ``verify_key`` (which
     ``record_install`` adds to them once the version is installed).
     """
-    from .signing import SignatureError, load_verify_keys, verify_model
+    from .signing import SignatureError, is_signed, load_verify_keys, verify_model
 
     if unsigned_local:
         return LOCAL
     keys = (trusted_keys(state_dir) if state_dir is not None else []) + \
         (load_verify_keys(verify_key) if verify_key is not None else [])
-    if not keys:
+    if not keys and is_signed(new):  # an unsigned file gets verify_model's "not signed", which no key mends
         raise SignatureError("untrusted-key", f"{where}: this device trusts no server key yet: pass the server's "
                                               "verification key (--verify-key server.signing.pub)")
     return f"signed by {verify_model(new, keys, where)}"

@@ -129,3 +129,10 @@ def test_info_shows_where_the_model_comes_from(local, signed, server, tmp_path):
     assert json.loads(cli("info", "--json", "--state-dir", tmp_path).output)["origin"] == "bundled"
     trust_key(tmp_path, server[1])
     assert json.loads(cli("info", "-m", signed, "--state-dir", tmp_path, "--json").output)["origin"] == "signed"
+
+
+def test_installing_an_unsigned_file_on_a_fresh_device_says_it_is_not_signed(local, tmp_path):
+    """No trusted key yet, and the file is unsigned: the answer is "not signed", not advice to pass a key
+    (which could not help)."""
+    out = CliRunner().invoke(main, ["install", str(local), "--state-dir", str(tmp_path / "device")])
+    assert out.exit_code != 0 and "not signed" in out.output and "--verify-key" not in out.output, out.output

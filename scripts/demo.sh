@@ -61,7 +61,7 @@ done
 # FedAvg: ten honest phones (the default, a trimmed mean, is built for a round with hostile updates).
 edgekit aggregate --key out/server.key -m "$MODEL" out/updates -o out/edgekit-en-round1.tflite --mode fedavg \
   --devices out/devices.pem
-edgekit evaluate -m "$MODEL" --unsigned-local --text out/devices-heldout.txt | sed 's/^/global, bundled:     /'
+edgekit evaluate -m "$MODEL" --unsigned-local --text out/devices-heldout.txt | sed 's/^/global, before round: /'
 # The server scores the version it just signed: no phone's trusted key is involved.
 edgekit evaluate -m out/edgekit-en-round1.tflite --unsigned-local --text out/devices-heldout.txt | sed 's/^/global, after round: /'
 step "done: files in out/"

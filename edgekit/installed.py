@@ -146,11 +146,12 @@ def load_origin(file: ModelFile, where: str | Path, state_dir: Path | None, veri
 
 def record_install(state_dir: Path, new: ModelFile, trust: str,
                    verify_key: str | Path | None = None) -> Path:
-    """Make ``new`` the device's default model (a copy in the state folder); trust ``verify_key`` from now on.
+    """Make ``new`` the device's default model (a copy in the state folder); trust ``verify_key`` from now on
+    if it verified this version (an install taken as unsigned, local verified nothing).
 
     Returns the copy's path.
     """
-    if verify_key is not None:
+    if verify_key is not None and trust != LOCAL:
         trust_key(state_dir, verify_key)
     models = state_dir / MODELS_DIR
     models.mkdir(parents=True, exist_ok=True)

@@ -136,3 +136,15 @@ def test_installing_an_unsigned_file_on_a_fresh_device_says_it_is_not_signed(loc
     (which could not help)."""
     out = CliRunner().invoke(main, ["install", str(local), "--state-dir", str(tmp_path / "device")])
     assert out.exit_code != 0 and "not signed" in out.output and "--verify-key" not in out.output, out.output
+
+
+def test_an_install_taken_as_unsigned_local_trusts_no_key(local, signed, server, tmp_path):
+    """--unsigned-local verifies nothing, so a --verify-key given beside it must not become trusted."""
+    from edgekit.installed import trusted_keys
+
+    device = tmp_path / "device"
+    args = ["install", str(signed), "-m", str(local), "--state-dir", str(device), "--unsigned-local",
+            "--verify-key", str(server[1])]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    assert trusted_keys(device) == []

@@ -64,9 +64,10 @@ class Suggester:
         self._block_ids()
 
     def _block_ids(self) -> None:
-        """The blocked words' ids in the vocabulary, personal words included (as a set and an array)."""
+        """The blocked words' ids (personal words included), and the mask of the ids that may be offered."""
         self._blocked = frozenset(self._vocab.encode(self._blocked_words)) - {self._vocab.unk}
-        self._blocked_ids = np.array(sorted(self._blocked), dtype=np.int64)
+        self._offered = self._vocab.suggestable_mask().copy()
+        self._offered[list(self._blocked)] = False
 
     def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
         """The ``k`` likeliest next words, or completions of a partly typed word.
@@ -118,10 +119,10 @@ class Suggester:
                 if len(ranked) == k:
                     return [i for i, _ in ranked], [math.exp(v) / total for _, v in ranked]
         values, banned = scores.values, self._vocab.unsuggestable_ids()
-        skip = np.union1d(banned, self._blocked_ids) if len(self._blocked_ids) else banned
-        pool = np.argpartition(values, len(values) - (k + len(skip)))[-(k + len(skip)):]
+        skip = len(banned) + len(self._blocked)  # ids never offered: the pool holds k offered ones
+        pool = np.argpartition(values, len(values) - (k + skip))[-(k + skip):]
         pool = pool[np.lexsort((pool, -values[pool]))]  # ties: the lower id first, as the interpreter's top-k does
-        best = pool[self._vocab.suggestable_mask()[pool] & ~np.isin(pool, self._blocked_ids)][:k]
+        best = pool[self._offered[pool]][:k]
         if not len(best):
             return [], []
         weights = np.exp(values - values[best[0]])
@@ -130,8 +131,8 @@ class Suggester:
     def _rank_completions(self, scores: np.ndarray, prefix: str, k: int) -> tuple[list[int], list[float]]:
         """Top ``k`` words starting with ``prefix``; probabilities sum to 1 over all completions."""
         candidates = self._vocab.prefix_ids(prefix)
-        if len(self._blocked_ids):
-            candidates = candidates[~np.isin(candidates, self._blocked_ids)]
+        if self._blocked:
+            candidates = candidates[self._offered[candidates]]
         if not len(candidates):
             return [], []
         sub = scores[candidates]

@@ -97,12 +97,11 @@ def check_trust(new: ModelFile, where: str | Path, state_dir: Path | None, verif
     The keys: the device's trusted keys plus ``verify_key`` (which
     ``record_install`` adds to them once the version is installed).
     """
-    from .signing import SignatureError, is_signed, load_verify_keys, verify_model
+    from .signing import SignatureError, is_signed, verify_model
 
     if unsigned_local:
         return LOCAL
-    keys = (trusted_keys(state_dir) if state_dir is not None else []) + \
-        (load_verify_keys(verify_key) if verify_key is not None else [])
+    keys = _keys(state_dir, verify_key)
     if not keys and is_signed(new):  # an unsigned file gets verify_model's "not signed", which no key mends
         raise SignatureError("untrusted-key", f"{where}: this device trusts no server key yet: pass the server's "
                                               "verification key (--verify-key server.signing.pub)")
@@ -123,10 +122,9 @@ def load_origin(file: ModelFile, where: str | Path, state_dir: Path | None, veri
     """
     if file.origin == "bundled":
         return "bundled"
-    from .signing import SignatureError, is_signed, load_verify_keys, verify_model
+    from .signing import SignatureError, is_signed, verify_model
 
-    keys = (trusted_keys(state_dir) if state_dir is not None else []) + \
-        (load_verify_keys(verify_key) if verify_key is not None else [])
+    keys = _keys(state_dir, verify_key)
     if is_signed(file) and keys:
         try:
             verify_model(file, keys, where)
@@ -142,6 +140,14 @@ def load_origin(file: ModelFile, where: str | Path, state_dir: Path | None, veri
                                               f"install --verify-key`); or {UNSIGNED_LOCAL_FIX}")
     raise SignatureError("unsigned", f"{where} is an unsigned local model file (not bundled, not signed by a key "
                                      f"this device trusts): {UNSIGNED_LOCAL_FIX}")
+
+
+def _keys(state_dir: Path | None, verify_key: str | Path | None) -> list[Ed25519PublicKey]:
+    """The keys a version may be signed by: the device's trusted keys plus ``verify_key``."""
+    from .signing import load_verify_keys
+
+    return (trusted_keys(state_dir) if state_dir is not None else []) + \
+        (load_verify_keys(verify_key) if verify_key is not None else [])
 
 
 def record_install(state_dir: Path, new: ModelFile, trust: str,

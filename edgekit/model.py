@@ -54,7 +54,8 @@ def resolve_model_path(path: str | Path | None, state_dir: Path | None) -> Path:
 
 def read_trusted(path: str | Path | None, state_dir: Path | None, *, verify_key: str | Path | None = None,
                  unsigned_local: bool = False) -> ModelFile:
-    """The model file a device may run, with its ``origin`` (``edgekit.installed.load_origin`` for the rules).
+    """The model file a device may run, with its ``origin`` (``edgekit.installed.load_origin`` for the rules)
+    and ``path`` (where ``resolve_model_path`` found it).
 
     No ``path``, or the installed copy's path: the version installed in
     ``state_dir`` (checked when it was installed: ``"installed"``), else the
@@ -104,7 +105,8 @@ class EdgeModel:
         # the keys the device's state folder trusts, even for a stateless load.
         trust_dir = directory if path is None else folder
         file = read_trusted(path, trust_dir, verify_key=verify_key, unsigned_local=unsigned_local)
-        return cls(file, resolve_model_path(path, trust_dir), directory, runtime, num_threads)
+        assert file.path is not None  # read_model_file records where it read the file
+        return cls(file, file.path, directory, runtime, num_threads)
 
     # -- facts ------------------------------------------------------------
     metadata = property(lambda self: self.file.metadata)

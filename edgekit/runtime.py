@@ -12,6 +12,7 @@ Choose explicitly with ``EDGEKIT_RUNTIME=litert`` or ``=tflite-runtime``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import math
 import os
@@ -22,6 +23,7 @@ import numpy as np
 
 from .errors import ModelFileError, RuntimeMissingError
 from .flatbuffer_check import BATCH
+from .flatbuffer_head import default_int8_scale, output_ceiling, per_tensor_int8_scale, write_head
 from .modelfile import FIX, ModelFile, require_runnable
 from .progress import progress_bar
 from .vocab import Vocabulary
@@ -152,6 +154,29 @@ class Runtime:
     def with_file(self, file: ModelFile) -> Runtime:
         """The same runtime and threads on another version of the model (loaded before anything changes)."""
         return Runtime(file, self._vocab, self.name, self._num_threads)
+
+    def with_head(self, head: tuple[np.ndarray, np.ndarray]) -> Runtime:
+        """A runtime for single contexts whose flatbuffer holds ``head`` (``W [F, V]``, ``b [V]``) as its own.
+
+        The interpreter then ranks the words under that head itself, at the
+        version's speed (a personal head, for suggestions). The copy lives in
+        memory only. A one-scale int8 head keeps the version's scale unless a
+        weight needs more, so every column the head leaves alone computes
+        exactly the version's logits. Raises ``FlatHeadError`` when the head
+        cannot be written into this file. ``logit_ceiling`` says where its
+        logits saturate.
+        """
+        scale = per_tensor_int8_scale(self.file)
+        if scale is not None:
+            scale = max(scale, default_int8_scale(head[0]))
+        copy = ModelFile(write_head(self.file, head, scale), self.file.metadata, self.file.vocab,
+                         extras=self.file.extras, origin=self.file.origin, path=self.file.path)
+        return Runtime(copy, self._vocab, self.name, num_threads=1)
+
+    @functools.cached_property
+    def logit_ceiling(self) -> float:
+        """The largest logit the file can output (int8 logits saturate there; ``inf`` for float ones)."""
+        return output_ceiling(self.file.flatbuffer, self.io.logits)
 
     def invoke(self, ids: np.ndarray) -> Scores:
         """One context ``[1, T]``: its logits, plus the interpreter's word ranking when the file has one."""

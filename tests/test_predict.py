@@ -1,5 +1,9 @@
-"""Personalized suggestions ranked from the few ids the personal state moves equal a full-vocabulary softmax."""
+"""Personalized suggestions: the personal head runs inside the interpreter, and merging its ranking with the
+personal words and the phrase memory gives the words and probabilities of a full-vocabulary softmax."""
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -8,12 +12,40 @@ from edgekit.model import EdgeModel
 from tests.fixtures.texts import base_lines, user_lines
 
 
-@pytest.fixture(scope="module")
-def personal(trained_files, tmp_path_factory) -> EdgeModel:
-    """A learned state (phrases, personal words), then a head change on many columns on top of it."""
-    m = EdgeModel.load(trained_files["int8"], state_dir=tmp_path_factory.mktemp("state"), unsigned_local=True)
+def _learned(path, folder) -> EdgeModel:
+    """A learned state (phrases, personal words)."""
+    m = EdgeModel.load(path, state_dir=folder, unsigned_local=True)
     assert m.personalize(user_lines(300)).adopted
     return m
+
+
+@pytest.fixture(scope="module")
+def personal(trained_files, tmp_path_factory) -> EdgeModel:
+    return _learned(trained_files["int8"], tmp_path_factory.mktemp("state"))
+
+
+@pytest.fixture(scope="module")
+def personal_float(trained_files, tmp_path_factory) -> EdgeModel:
+    """The float file: the personal head inside the interpreter computes the host's logits exactly."""
+    return _learned(trained_files["none"], tmp_path_factory.mktemp("state-float"))
+
+
+@contextlib.contextmanager
+def _head_change(m: EdgeModel, scale: float = 1.0, cols: np.ndarray | None = None) -> Iterator[None]:
+    """A random change of the head on a third of the columns (or ``cols``), for the duration."""
+    state = m.state
+    rng = np.random.default_rng(0)
+    if cols is None:
+        cols = rng.choice(np.arange(m.vocab.word_ids[0], len(m.vocab)), len(m.vocab) // 3, replace=False)
+    saved = state.delta_w.copy(), state.delta_b.copy()
+    try:
+        state.delta_w[:, cols] += scale * rng.normal(0, 0.5, (state.delta_w.shape[0], len(cols))).astype(np.float32)
+        state.delta_b[cols] += scale * rng.normal(0, 1.0, len(cols)).astype(np.float32)
+        m._set_state(state)
+        yield
+    finally:
+        state.delta_w, state.delta_b = saved
+        m._set_state(state)
 
 
 def _contexts(m: EdgeModel) -> list[str]:
@@ -46,17 +78,43 @@ def test_sparse_ranking_is_the_full_softmax_with_phrases_and_personal_words(pers
     _check_against_full_vocabulary(personal)
 
 
-def test_sparse_ranking_is_the_full_softmax_with_a_head_change_on_many_columns(personal):
-    state = personal.state
-    rng = np.random.default_rng(0)
-    cols = rng.choice(np.arange(personal.vocab.word_ids[0], len(personal.vocab)), len(personal.vocab) // 3,
-                      replace=False)
-    saved = state.delta_w.copy(), state.delta_b.copy()
-    try:
-        state.delta_w[:, cols] += rng.normal(0, 0.5, (state.delta_w.shape[0], len(cols))).astype(np.float32)
-        state.delta_b[cols] += rng.normal(0, 1.0, len(cols)).astype(np.float32)
-        personal._set_state(state)
-        _check_against_full_vocabulary(personal)
-    finally:
-        state.delta_w, state.delta_b = saved
-        personal._set_state(state)
+def test_a_personal_head_ranks_inside_the_interpreter_as_the_full_softmax_does(personal_float):
+    m = personal_float
+    with _head_change(m):
+        ids = m.vocab.context_ids(["hi"], m.context_length)
+        assert m._p.scores(ids).top_ids is not None
+        assert m._p._ranker() not in (None, m._runtime)  # a flatbuffer copy with the personal head
+        _check_against_full_vocabulary(m)
+
+
+def test_an_int8_personal_head_ranks_inside_the_interpreter_near_the_host(personal):
+    """int8 rounds the personal head as it rounds the version's: words nearly always agree, probabilities
+    within the logits' quantization step."""
+    m = personal
+    with _head_change(m):
+        assert m._p._ranker() not in (None, m._runtime)
+        agree = 0
+        for text in _contexts(m):
+            m._suggester.clear()
+            got = m.suggest(text, k=3)
+            words, probs = _full_vocabulary_top(m, text, 3)
+            agree += [s.word for s in got][:1] == words[:1]
+            assert np.allclose([s.probability for s in got][:1], probs[:1], rtol=0.25), text
+        assert agree >= 0.9 * len(_contexts(m))
+
+
+def test_a_head_past_the_int8_ceiling_ranks_on_the_host(personal):
+    """A personal word pushed past the range of the file's int8 logits would saturate (ties at the
+    ceiling): the host computes every logit instead, and the ranking is the full softmax's."""
+    m = personal
+    m._suggester.clear()
+    second = m.suggest("hi ")[1].word
+    with _head_change(m, scale=0.0):  # no change but a bias far past the ceiling on one word
+        m.state.delta_b[m.vocab.encode([second])[0]] += 2 * m._runtime.logit_ceiling + 50
+        m._set_state(m.state)
+        ids = m.vocab.context_ids(["hi"], m.context_length)
+        ranker = m._p._ranker()
+        assert not m._p._unsaturated(ranker.invoke_features(ids[None])[1], ranker.logit_ceiling)
+        m._suggester.clear()
+        assert second in [s.word for s in m.suggest("hi ", k=3)]
+        _check_against_full_vocabulary(m)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgekit.federated.flathead import FlatHeadError, write_head
 from edgekit.federated.install import float_head, float_head_path, install_delta, with_head
+from edgekit.flatbuffer_head import FlatHeadError, write_head
 from edgekit.installed import VersionError, check_descends
 from edgekit.model import EdgeModel
 from edgekit.modelfile import ModelFile, hash_arrays, read_model_file

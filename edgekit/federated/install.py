@@ -1,7 +1,7 @@
 """Make the next global model: old float head + aggregated delta, as a new, signed model file.
 
 No TensorFlow: the new head is written into the flatbuffer itself
-(``flathead``), so a device runs the new version at the bundled file's
+(``edgekit.flatbuffer_head``), so a device runs the new version at the bundled file's
 speed. The version gets a new ``head_sha256`` and so a new ``fingerprint``
 (the model version devices and updates are bound to), ``parent_fingerprint``
 naming the version it came from, and ``lineage``, its ancestors newest
@@ -14,7 +14,7 @@ to the int8 head, so rounding never swallows small updates round after round.
 The head ships as ``head.npz`` instead (the fallback, slower on devices) only
 when the flatbuffer cannot hold it: a file whose head already lives in
 ``head.npz``, a zero bias the converter folded away while the new head has
-one, or a head tensor of a kind ``flathead`` does not write.
+one, or a head tensor of a kind ``edgekit.flatbuffer_head`` does not write.
 
 Only shared rows move: personal-word slot rows keep the old values, so each
 device's own words mean the same after the update as before.
@@ -30,6 +30,14 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..atomic import atomic_write_bytes
+from ..flatbuffer_head import (
+    INT8_MAX,
+    FlatHeadError,
+    default_int8_scale,
+    per_tensor_int8,
+    per_tensor_int8_scale,
+    write_head,
+)
 from ..head import Weights
 from ..installed import lineage
 from ..metrics import evaluate
@@ -39,7 +47,6 @@ from ..runtime import Runtime, read_head
 from ..signing import sign_model
 from ..tokenizer import Tokenizer, TokenizerConfig
 from ..vocab import Vocabulary
-from .flathead import INT8_MAX, FlatHeadError, default_int8_scale, per_tensor_int8, per_tensor_int8_scale, write_head
 from .hazmat.delta import Delta
 
 LINEAGE_MAX = 64  # ancestors a version names: a device that missed more rounds installs from a fresh download

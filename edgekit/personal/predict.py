@@ -1,14 +1,18 @@
 """Next-word scores with the personal state in play: the head's change, then the phrase memory.
 
-With nothing personal in play the interpreter's outputs serve as they come,
-its word ranking included: the keyboard's hot path. Otherwise a context's
-scores differ from the interpreter's only at a few thousand ids (``_Sparse``:
-the head's changed columns, the phrase memory's words, the personal words),
-so ranking the next words works there and takes the other words from the
-interpreter's own ranking: the same words and probabilities as a softmax
-over the whole vocabulary, for a fraction of its cost. Every id's score is
-made only when asked for (a completion of a typed prefix, or a ranking the
-sparse view cannot settle).
+The personal head runs inside the interpreter: a copy of the flatbuffer
+with the head written in (``Runtime.with_head``), so the interpreter ranks
+the words under it at the version's speed. What the interpreter cannot see,
+the personal words (slots outside its ranking) and the phrase memory, is
+merged on the host with its ranking (``_merge``): only the few words that
+can still reach the top are scored, in plain Python, and the result is the
+same words and probabilities as a softmax over the whole vocabulary mixed
+with the memory. Every id's score is made only when asked for (a completion
+of a typed prefix, or a ranking the merge cannot settle).
+
+Where a personal int8 head would saturate the file's logits, or cannot be
+written into the file, the version's logits plus the head's change are
+computed for every id on the host instead (``_dense``): exact, slower, rare.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..blas import blas_threads
+from ..flatbuffer_head import FlatHeadError
 from ..head import Head
 from ..runtime import Runtime, Scores
 from ..vocab import Vocabulary
@@ -26,42 +31,36 @@ from .phrases import ORDER
 from .state import PersonalState
 from .train import softmax
 
-ENDINGS = 64  # context endings whose phrase-memory view is kept (a keyboard's recent contexts)
+RANKED = 8  # words a personalized context ranks: a keyboard shows three, with some to spare for blocked ones
+ENDINGS = 4096  # context endings whose phrase-memory view is kept (a user's common word pairs)
 
 
-class _Sparse(NamedTuple):
-    """Where a personal state's scores can differ from the interpreter's ranking: gathered once per state."""
+class _Parts(NamedTuple):
+    """What merging reads of a personal state, gathered once per state."""
 
-    cols: np.ndarray  # [C] the ids whose logit the head's change moves (sorted)
-    dw: np.ndarray  # [F, C] that change
-    db: np.ndarray  # [C]
-    col_word: np.ndarray  # [C] 1.0 at a model word (inside the interpreter's sum_exp), else 0
-    col_slot: np.ndarray  # [C] 1.0 at an assigned personal word
-    col_banned: np.ndarray  # [C] 1.0 at an id never suggested
-    col_ok: np.ndarray  # [C] bool: suggestable
-    extra: np.ndarray  # outside cols: assigned personal words (the interpreter ranks none), then ids never
-    # suggested (in a softmax's total only)
-    slots: np.ndarray  # the personal words: the start of ``extra``
+    slots: np.ndarray  # the personal words' ids: outside the interpreter's ranking
+    extra: np.ndarray  # those, then the ids never suggested: with the interpreter's sum, the softmax's total
     extra_sums: np.ndarray  # [E, 2] 1.0 where ``extra`` is a personal word (column 0) or never suggested (1)
-    moved: np.ndarray  # [V] bool: in cols
-    fixed: np.ndarray  # [V] bool: in cols, a personal word, or never suggested (candidates, or never ones)
-    flag: np.ndarray  # [V] bool, all False: marks a few ids for one call
-    frequent: np.ndarray  # the phrase memory's likeliest words by unigram probability, best first
-    rest_unigram: float  # the unigram probability of the likeliest word after them (0: none)
+    unigram: np.ndarray  # [V] float32: the phrase memory's unigram probabilities
+    by_unigram: list[tuple[int, float]]  # the memory's words and unigram probabilities, likeliest first
     memory_ok: bool  # every word the memory knows can be suggested (so its mass there is 1)
-    unigram: np.ndarray  # [V] float32: the memory's unigram probabilities
     scratch: np.ndarray  # [V] float32 zeros: one ending's n-gram weights while they are read
-    endings: dict[tuple[int, ...], _Ending]  # the phrase memory's view of the contexts met lately, by ending
+    views: dict[tuple[int, ...], _View]  # the phrase memory's view of the endings met lately
 
 
-class _Ending(NamedTuple):
-    """What the phrase memory says after one context ending (its last ``ORDER - 1`` words: all it reads)."""
+class _View(NamedTuple):
+    """What the phrase memory says after one context ending (its last ``ORDER - 1`` words: all it reads).
 
-    named: np.ndarray  # the words its n-grams name there (sorted)
-    weights: np.ndarray  # float32: what its n-grams give them (``PhraseMemory.probs`` adds the unigram's share)
-    more: np.ndarray  # those and its likeliest words overall, less the ids that are candidates anyway
+    The same float32 numbers as ``PhraseMemory.probs``: each order's weights,
+    then ``left * unigram``.
+    """
+
     share: float  # its share of the mixture (``gate.context_share``)
-    left: np.float32  # the scale left for the unigram: a word gets ``left * unigram`` on top of its weight
+    named: dict[int, float]  # the probability of each word its n-grams name there
+    left: float  # any other word's probability is ``left * unigram``
+    top: list[tuple[int, float]]  # its ``RANKED`` likeliest words and their probabilities, best first
+    top_ids: np.ndarray  # those words
+    bound: float  # no word outside ``top`` is likelier than this
 
 
 class Predictor:
@@ -78,7 +77,10 @@ class Predictor:
         self.head.set_delta(state.delta_w, state.delta_b)
         self.plain = not (self.head.on_host or (state.phrase_weight and len(state.phrases))
                           or state.personal_words)
-        self._sparse: _Sparse | None = None
+        self._parts: _Parts | None = None
+        self._flat: Runtime | None = None  # the personal head's flatbuffer copy, made on first use
+        self._flat_failed = False  # this head cannot be written into the file
+        self._slot_ids = np.array(sorted(self._vocab.personal_words.values()), np.int64)
 
     def probabilities(self, ids: np.ndarray) -> np.ndarray:
         """Next-word probabilities ``[N, V]`` for context ids ``[N, T]``."""
@@ -92,152 +94,158 @@ class Predictor:
         """One context's (``[T]``) log-scale scores, for ranking."""
         if self.plain:
             return self.runtime.invoke(ids[None])
-        feats, base = self.runtime.invoke_features(ids[None])
+        ranker = self._ranker()
+        if ranker is not None:
+            own = ranker.invoke_features(ids[None])[1]
+            if ranker is self.runtime or self._unsaturated(own, ranker.logit_ceiling):
+                return self._personal(ids, own)
+        feats, base = self.runtime.invoke_features(ids[None])  # the head's change on the host, every id
+        logits = self.head.logits(feats[None], base.values[None])[0]
+        return Scores(self._dense(ids, logits, bool(self.state.phrase_weight and self.state.phrases.evidence(ids))))
+
+    def _ranker(self) -> Runtime | None:
+        """The runtime whose flatbuffer holds this head: the version's, or a copy with the personal head
+        written in (made on first use); ``None`` when the head cannot be written into this file."""
+        if not self.head.on_host:
+            return self.runtime
+        if self._flat is None and not self._flat_failed:
+            try:
+                self._flat = self.runtime.with_head(self.head.weights)
+            except FlatHeadError:
+                self._flat_failed = True
+        return self._flat
+
+    def _unsaturated(self, own: Scores, ceiling: float) -> bool:
+        """Whether no word the interpreter ranks, and no personal word, reached the logits' ceiling."""
+        if own.top_values is None or not own.top_values[0] < ceiling:
+            return False
+        slots = self._slot_ids
+        return not len(slots) or bool(own.values[slots].max() < ceiling)
+
+    def _personal(self, ids: np.ndarray, own: Scores) -> Scores:
+        """Scores under the personal state, from the interpreter's under the personal head."""
         st = self.state
         phrases = bool(st.phrase_weight and st.phrases.evidence(ids))
-        ranked = self._ranked(ids, feats, base, phrases)
-        return Scores(None, *ranked, dense=lambda: self._dense(ids, feats, base.values, phrases)) \
-            if ranked is not None else Scores(self._dense(ids, feats, base.values, phrases))
+        parts = self._parts or self._make_parts()
+        if not phrases and own.top_values is not None:
+            if not len(parts.slots):  # the interpreter ranked under this head: nothing to add
+                return own
+            slot_logits = own.values[parts.slots]
+            if slot_logits.max() < own.top_values[-1]:  # no personal word among the ranked ones
+                return Scores(own.values, own.top_ids, own.top_values,
+                              own.sum_exp + float(np.exp(slot_logits, dtype=np.float64).sum()))
+        merged = self._merge(ids, own, phrases, parts)
+        return Scores(None, *merged, dense=lambda: self._dense(ids, own.values, phrases)) \
+            if merged is not None else Scores(self._dense(ids, own.values, phrases))
 
     def features_scores(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features, this head's logits and the version's for contexts ``[N, T]``: what learning reads."""
         feats, logits = self.runtime.features_logits(ids)
         return feats, self.head.logits(feats, logits), self.head.base_logits(feats, logits)
 
-    def _dense(self, ids: np.ndarray, feats: np.ndarray, logits: np.ndarray, phrases: bool) -> np.ndarray:
-        """Every id's score: the head's logits, or with the phrase memory the log of the mixture."""
-        personal, st = self.head.logits(feats[None], logits[None]), self.state
-        if not phrases:  # no phrase to mix in: logits rank as they are
-            return personal[0]
-        probs = mix(softmax(personal.astype(np.float32)), st.phrases, ids[None], st.phrase_weight, st.phrase_gate)
+    def _dense(self, ids: np.ndarray, logits: np.ndarray, phrases: bool) -> np.ndarray:
+        """Every id's score from the head's logits: as they are, or with the phrase memory the log of the mixture."""
+        if not phrases:
+            return logits
+        st = self.state
+        probs = mix(softmax(logits[None].astype(np.float32)), st.phrases, ids[None], st.phrase_weight,
+                    st.phrase_gate)
         return np.log(np.maximum(probs[0], 1e-30))
 
-    def _ranked(self, ids: np.ndarray, feats: np.ndarray, base: Scores,
-                phrases: bool) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """The best words under the personal state, from the few ids where it differs and the
-        interpreter's ranking: ``(ids, log-probabilities up to one constant, the sum of their exps
-        over the suggestable words)``.
+    def _merge(self, ids: np.ndarray, own: Scores, phrases: bool,
+               parts: _Parts) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """The best words under the personal state, from the interpreter's ranking, the personal words
+        and the phrase memory: ``(ids, log-probabilities up to one constant, the sum of their exps over
+        the suggestable words)``, or ``None`` when the merge cannot settle a word.
 
         The same mixture as ``_dense``: ``(1 - share) softmax(logits) + share memory`` over every id,
-        renormalized over the suggestable ones. Candidates: the interpreter's ranked words, the
-        columns the head moved, the personal words, and with the phrase memory the words its
-        n-grams name for this context and its likeliest words overall. Any other word keeps its
-        interpreter logit (at most the last ranked one) and its memory share is at most the
-        unigram of the likeliest word left out: candidates above that bound are settled.
-        ``None`` when the interpreter gave no ranking or fewer than one candidate is settled.
+        renormalized over the suggestable ones. The memory's likeliest words are scored first; then
+        the interpreter's, best first, until the next one could not pass the ``RANKED``-th best
+        even with the most the memory gives a word outside its list (``bound``); then the personal
+        words that could. Every word left unscored is below that (the floor): words above it are settled.
         """
-        total, top_ids, top_values = base.sum_exp, base.top_ids, base.top_values
+        total, top_ids, top_values = own.sum_exp, own.top_ids, own.top_values
         if top_ids is None or top_values is None or not 0.0 < total < math.inf:
             return None
-        sp = self._sparse or self._make_sparse()
-        logits, f64 = base.values, np.float64
-        ranked_ids, ranked = top_ids, np.exp(top_values, dtype=f64)
-        extra = np.exp(logits[sp.extra], dtype=f64)
-        slot_sum, banned_sum = extra @ sp.extra_sums
-        parts_ids, parts = [sp.slots], [extra[: len(sp.slots)]]
-        suggestable, banned = total + float(slot_sum), float(banned_sum)
-        if len(sp.cols):
-            before = logits[sp.cols]
-            e_cols = np.exp(before + feats @ sp.dw + sp.db, dtype=f64)
-            moved = (e_cols - np.exp(before, dtype=f64)) @ sp.col_word
-            if not total + moved > 1e-6 * total:  # the change took nearly all the interpreter's mass
-                return None
-            suggestable += float(moved + e_cols @ sp.col_slot)
-            banned += float(e_cols @ sp.col_banned)
-            keep = ~sp.moved[top_ids]
-            ranked_ids, ranked = top_ids[keep], ranked[keep]
-            parts_ids.append(sp.cols[sp.col_ok])
-            parts.append(e_cols[sp.col_ok])
-        everything = suggestable + banned
-        floor = math.exp(float(top_values[-1])) / everything
-        norm = suggestable / everything
+        ex = np.exp(own.values[parts.extra], dtype=np.float64)
+        slot_sum, banned_sum = (ex @ parts.extra_sums).tolist()
+        suggestable = total + slot_sum
+        everything = suggestable + banned_sum
+        score: dict[int, float] = {}
         if phrases:
-            if not sp.memory_ok:
+            if not parts.memory_ok:
                 return None
-            end = sp.endings.get(tuple(ids[-(ORDER - 1):].tolist())) or self._ending(ids)
-            lam = end.share
-            sp.flag[top_ids] = True  # the interpreter's words are candidates already
-            more = end.more[~sp.flag[end.more]]
-            sp.flag[top_ids] = False
-            parts_ids.append(more)
-            parts.append(np.exp(logits[more], dtype=f64))
-            cand_ids = np.concatenate([ranked_ids, *parts_ids])
-            cand = np.concatenate([ranked, *parts])
-            memory = end.left * sp.unigram[cand_ids]  # PhraseMemory.probs at the candidates, in its float32
-            sp.scratch[end.named] = end.weights
-            memory += sp.scratch[cand_ids]
-            sp.scratch[end.named] = 0.0
-            cand *= (1 - lam) / everything
-            cand += lam * memory
-            floor = (1 - lam) * floor + lam * float(end.left) * sp.rest_unigram
-            norm = (1 - lam) * norm + lam
+            view = parts.views.get(tuple(ids[-(ORDER - 1):].tolist())) or self._view(ids, parts)
+            lam, named, left = view.share, view.named, view.left
+            a, bound, norm = (1 - lam) / everything, lam * view.bound, (1 - lam) * suggestable / everything + lam
+            logits = own.values[view.top_ids].tolist()
+            for (w, m), logit in zip(view.top, logits, strict=True):
+                score[w] = a * math.exp(logit) + lam * m
         else:
-            cand_ids = np.concatenate([ranked_ids, *parts_ids])
-            cand = np.concatenate([ranked, *parts])
-            cand /= everything
-        width, neg = len(top_ids), -cand
-        if len(neg) > width:
-            part = np.argpartition(neg, width - 1)[:width]
-            neg, cand_ids = neg[part], cand_ids[part]
-        order = np.lexsort((cand_ids, neg))  # ties: the lower id first, as the interpreter's top-k does
-        cand_ids, neg = cand_ids[order], neg[order]
-        settled = int(np.searchsorted(neg, -floor, side="right"))
+            lam, named, left, a, bound, norm = 0.0, {}, 0.0, 1 / everything, 0.0, suggestable / everything
+        unigram, bar = parts.unigram, 0.0
+        values = top_values.tolist()
+        floor = a * math.exp(values[-1]) + bound
+        for i, (w, v) in enumerate(zip(top_ids.tolist(), values, strict=True)):
+            q = a * math.exp(v)
+            if i == RANKED:  # the bar: the RANKED-th best so far
+                bar = sorted(score.values())[-RANKED]
+            if q + bound < bar:  # this word and every one below it stay under the bar
+                floor = q + bound
+                break
+            if w not in score:
+                score[w] = q + lam * named.get(w, left * float(unigram[w]))
+        slot_ex = ex[: len(parts.slots)]  # personal words that can reach the floor (outside the memory's top: bound)
+        if len(slot_ex) and a * float(slot_ex.max()) + bound >= floor:
+            for i in np.flatnonzero(a * slot_ex + bound >= floor).tolist():
+                w = int(parts.slots[i])
+                if w not in score:
+                    score[w] = a * float(slot_ex[i]) + lam * named.get(w, left * float(unigram[w]))
+        settled = sorted((-p, w) for w, p in score.items() if p >= floor)[:RANKED]
         if not settled:
             return None
-        return cand_ids[:settled], np.log(-neg[:settled]), norm
+        return (np.array([w for _, w in settled], np.int64), np.log([-p for p, _ in settled]), norm)
 
-    def _ending(self, ids: np.ndarray) -> _Ending:
-        """The phrase memory's view of a context, kept for its ending (the last ``ENDINGS``).
-
-        The same float32 numbers as ``PhraseMemory.probs``: each order's weights added, longest first,
-        then ``left * unigram``; its best probability is a named word's or, when that is lower, the
-        likeliest word's by the unigram alone (if that word is named, its own is higher).
-        """
-        sp, st = self._sparse, self.state
-        assert sp is not None
+    def _view(self, ids: np.ndarray, parts: _Parts) -> _View:
+        """The phrase memory's view of a context, kept for its ending (the last ``ENDINGS``)."""
+        st, scratch = self.state, parts.scratch
         orders = list(st.phrases.orders(ids))
         for word_ids, weights, _ in orders:
-            sp.scratch[word_ids] += weights
-        named = np.unique(np.concatenate([o[0] for o in orders])) if orders else np.zeros(0, np.int64)
-        weights = sp.scratch[named]  # a copy (fancy indexing)
-        sp.scratch[named] = 0.0
+            scratch[word_ids] += weights
+        named_ids = np.unique(np.concatenate([o[0] for o in orders])) if orders else np.zeros(0, np.int64)
         left = np.float32(orders[-1][2] if orders else 1.0)
-        best = max(float((weights + left * sp.unigram[named]).max(initial=0.0)),
-                   float(left * sp.unigram[sp.frequent[:1]].max(initial=0.0)))
-        more = np.unique(np.concatenate([named, sp.frequent]))
-        end = _Ending(named, weights, more[~sp.fixed[more]],
-                      context_share(st.phrases, ids, best, st.phrase_weight, st.phrase_gate), left)
-        if len(sp.endings) >= ENDINGS:
-            sp.endings.pop(next(iter(sp.endings)))
-        sp.endings[tuple(ids[-(ORDER - 1):].tolist())] = end
-        return end
+        probs = scratch[named_ids] + left * parts.unigram[named_ids]
+        scratch[named_ids] = 0.0
+        best_named = np.argsort(-probs, kind="stable")[: RANKED + 1]
+        named = dict(zip(named_ids.tolist(), probs.tolist(), strict=True))
+        others: list[tuple[int, float]] = []  # the likeliest words the n-grams do not name: the unigram's share alone
+        for w, u in parts.by_unigram:
+            if len(others) > RANKED:
+                break
+            if w not in named:
+                others.append((w, float(left) * u))
+        ranked = sorted([(w, named[w]) for w in named_ids[best_named].tolist()] + others, key=lambda t: -t[1])
+        # Any word outside ``ranked`` is below the least one of its group there, so below ranked[RANKED].
+        view = _View(context_share(st.phrases, ids, ranked[0][1] if ranked else 0.0, st.phrase_weight,
+                                   st.phrase_gate),
+                     named, float(left), ranked[:RANKED], np.array([w for w, _ in ranked[:RANKED]], np.int64),
+                     ranked[RANKED][1] if len(ranked) > RANKED else 0.0)
+        if len(parts.views) >= ENDINGS:
+            parts.views.pop(next(iter(parts.views)))
+        parts.views[tuple(ids[-(ORDER - 1):].tolist())] = view
+        return view
 
-    def _make_sparse(self) -> _Sparse:
+    def _make_parts(self) -> _Parts:
         vocab, memory = self._vocab, self.state.phrases
-        if self.head.on_host:
-            cols, dw, db = self.head.change()
-        else:
-            cols, dw, db = np.zeros(0, np.int64), np.zeros((self.head.base[0].shape[0], 0), np.float32), \
-                np.zeros(0, np.float32)
-        mask, (start, end) = vocab.suggestable_mask(), vocab.word_ids
-        slot_ids = np.array(sorted(vocab.personal_words.values()), np.int64)
-        moved = np.zeros(len(mask), bool)
-        moved[cols] = True
-        fixed = moved | ~mask
-        fixed[slot_ids] = True
-        own = (cols >= start) & (cols < end)
-        unigram = memory.unigram_probs()
-        support = np.fromiter(memory.unigram, np.int64, len(memory.unigram))
-        by_count = support[np.argsort(-unigram[support], kind="stable")]
-        width = self.runtime.max_k
-        slots, banned = slot_ids[~moved[slot_ids]], np.setdiff1d(vocab.unsuggestable_ids(), cols)
+        mask = vocab.suggestable_mask()
+        slots, banned = self._slot_ids, vocab.unsuggestable_ids()
         extra = np.concatenate([slots, banned]).astype(np.int64)
         sums = np.zeros((len(extra), 2))
         sums[: len(slots), 0], sums[len(slots) :, 1] = 1.0, 1.0
-        self._sparse = _Sparse(
-            cols, dw, db, own.astype(np.float64), (mask[cols] & ~own).astype(np.float64),
-            (~mask[cols]).astype(np.float64), mask[cols], extra, extra[: len(slots)], sums, moved, fixed,
-            np.zeros(len(mask), bool),
-            by_count[:width], float(unigram[by_count[width]]) if len(by_count) > width else 0.0,
-            bool(mask[support].all()), unigram, np.zeros(len(mask), np.float32), {})
-        return self._sparse
+        unigram = memory.unigram_probs()
+        support = np.fromiter(memory.unigram, np.int64, len(memory.unigram))
+        support = support[np.argsort(-unigram[support], kind="stable")]
+        self._parts = _Parts(slots, extra, sums, unigram, list(zip(support.tolist(), unigram[support].tolist(),
+                                                                   strict=True)),
+                             bool(mask[support].all()), np.zeros(len(mask), np.float32), {})
+        return self._parts

@@ -2,7 +2,9 @@
 
 A global version must run at the bundled file's speed: its head has to be
 the one inside the flatbuffer (the interpreter ranks the words), not a
-``head.npz`` the device applies on the host. Only the head's values change
+``head.npz`` the device applies on the host. The same holds for a device's
+personal head, written into a copy of the flatbuffer kept in memory
+(``Runtime.with_head``). Only the head's values change
 between versions, never its shape or type, so its constant buffers are
 overwritten byte for byte where they lie (located with the ``tflite``
 schema package), and the rest of the flatbuffer stays identical:
@@ -21,13 +23,14 @@ ships the head as ``head.npz`` (slower, still correct).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tflite
 
-from ..modelfile import ModelFile
+from .modelfile import ModelFile
 
 INT8_MAX = 127
 # Flatbuffer vtable slots of the fields written here (tflite's schema.fbs).
@@ -178,3 +181,23 @@ def _dequantize_input(model: Any, graph: Any, index: int) -> int | None:
         if builtin == tflite.BuiltinOperator.DEQUANTIZE and op.OutputsLength() and op.Outputs(0) == index:
             return int(op.Inputs(0))
     return None
+
+
+def output_ceiling(flatbuffer: bytes, output: int) -> float:
+    """The largest value output tensor ``output`` can take: ``inf`` unless it is an int8 tensor dequantized.
+
+    A full-int8 file computes its logits in int8, over a range calibrated on
+    the version's own logits. A personal head can push a word past that
+    range, where it saturates: words tie at the ceiling and the interpreter's
+    ranking no longer tells them apart (the device then ranks on the host).
+    """
+    model = _model(flatbuffer)
+    graph = model.Subgraphs(0)
+    source = _dequantize_input(model, graph, output)
+    if source is None or graph.Tensors(source).Type() != tflite.TensorType.INT8:
+        return math.inf
+    q = graph.Tensors(source).Quantization()
+    if q is None or q.ScaleIsNone():
+        return math.inf
+    zero = 0 if q.ZeroPointIsNone() else int(q.ZeroPointAsNumpy()[0])
+    return float((INT8_MAX - zero) * q.ScaleAsNumpy()[0])

@@ -13,9 +13,10 @@ from typing import NamedTuple
 import numpy as np
 
 from ..progress import progress_bar
+from ..runtime import BATCH
 
-CHUNK = 256  # rows per step of feature extraction and scoring (one invoke, BATCH): memory O(CHUNK x V)
-SLICE = 64  # rows per step of the work over the whole vocabulary inside a chunk: its temporaries are O(SLICE x V)
+CHUNK = 256  # rows per step of scoring over the candidate columns: memory O(CHUNK x C)
+READ = BATCH  # rows per interpreter pass when reading: every [rows, V] array (logits, softmax) is O(READ x V)
 Scorer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -47,9 +48,9 @@ def candidate_rows(score: Scorer, contexts: np.ndarray, targets: np.ndarray, col
     """
     reader = RowReader(columns, words, top)
     with progress_bar(len(contexts), "running model", progress) as bar:
-        for start in range(0, len(contexts), CHUNK):
-            reader.add(*score(contexts[start : start + CHUNK]))
-            bar.update(min(CHUNK, len(contexts) - start))
+        for start in range(0, len(contexts), READ):
+            reader.add(*score(contexts[start : start + READ]))
+            bar.update(min(READ, len(contexts) - start))
     return reader.rows(contexts, targets)
 
 
@@ -63,11 +64,7 @@ class RowReader:
         self.parts: list[tuple] = []
 
     def add(self, features: np.ndarray, logits: np.ndarray, base_logits: np.ndarray) -> None:
-        for start in range(0, len(logits), SLICE):
-            sl = slice(start, start + SLICE)
-            self._add(features[sl], logits[sl], base_logits[sl])
-
-    def _add(self, features: np.ndarray, logits: np.ndarray, base_logits: np.ndarray) -> None:
+        """One interpreter pass's output (``READ`` rows at most: its temporaries are ``[rows, V]``)."""
         z = np.where(self.other, logits, -np.inf)
         top_ids = np.argpartition(z, z.shape[1] - 3, axis=1)[:, -3:] if self.teacher else None
         # By value where no ids are needed; a copy, not a view that would keep the partitioned [N, V] alive.

@@ -38,9 +38,10 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
     allowed = vocab.suggestable_mask().copy()
     allowed[vocab.first_slot:] = False  # personal words are the user's, not the version's
     allowed[vocab.eos] = True
-    reader = RowReader(columns, vocab.suggestable_mask(), teacher=True)
+    steps = -(-rows // SENTENCES)
+    reader = RowReader(columns, vocab.suggestable_mask(), teacher=steps * SENTENCES)
     ctx, seen = np.tile(start, (SENTENCES, 1)), list[np.ndarray]()
-    while len(seen) * SENTENCES < rows:
+    for _ in range(steps):
         nxt = np.empty(SENTENCES, np.int64)
         for s in range(0, SENTENCES, READ):
             features, logits, base = score(ctx[s : s + READ])

@@ -109,7 +109,7 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
                     a = rng.integers(0, len(a_rows), len(idx))
                     fa = a_rows.features[a]
                     ga, _ = _probs(fa @ w + b, a_rows.rest_lse[a])
-                    ga -= teacher.columns[a]
+                    ga -= teacher.probs(a)
                     ga *= anchor_weight / len(a)
                     gw += fa.T @ ga
                     gb += ga.sum(axis=0)
@@ -207,9 +207,10 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
     for _, sl, r, p, _ in _mixed(rows, [option], columns):
         m = memory.probs_columns(r.contexts, columns)
         k = min(k, len(columns))
-        at = r.targets[:, None] if teacher is None else np.argpartition(-teacher.columns[sl], k - 1, axis=1)[:, :k]
+        taught = None if teacher is None else teacher.probs(sl)
+        at = r.targets[:, None] if taught is None else np.argpartition(-taught, k - 1, axis=1)[:, :k]
         got = [m.max(axis=1), np.take_along_axis(p, at, axis=1), np.take_along_axis(m, at, axis=1)]
-        parts.append(got + ([] if teacher is None else [np.take_along_axis(teacher.columns[sl], at, axis=1)]))
+        parts.append(got + ([] if taught is None else [np.take_along_axis(taught, at, axis=1)]))
     out = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
     return out if teacher is not None else (out[0], out[1][:, 0], out[2][:, 0])
 

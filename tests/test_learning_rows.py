@@ -1,0 +1,91 @@
+"""What learning reads from the interpreter: each row's statistics over the other words, the version's
+teacher on anchor text, whatever the size of the passes that read them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit.model import EdgeModel
+from edgekit.personal import anchor, rows
+from edgekit.personal.rows import TEACHER_SCALE, Teacher, _best3, candidate_rows
+from tests.fixtures.texts import user_lines
+
+
+@pytest.fixture
+def model(trained_files, tmp_path) -> EdgeModel:
+    m = EdgeModel.load(trained_files["int8"], state_dir=tmp_path, unsigned_local=True)
+    m.personalize(user_lines(200))  # a head that differs from the version's: rows read the current one
+    return m
+
+
+def _contexts(m: EdgeModel, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    low, high = m.vocab.word_ids
+    ctx = rng.integers(low, high, (n, m.context_length)).astype(np.int32)
+    return ctx, rng.integers(low, high, n)
+
+
+def test_rows_hold_the_other_words_share_and_best_three(model):
+    """rest_lse and rest_top are the log-sum-exp and the best three logits of the words outside the columns."""
+    m = model
+    ctx, targets = _contexts(m, 70)
+    words = m.vocab.suggestable_mask()
+    columns = np.unique(targets)
+    got = candidate_rows(m._p.features_scores, ctx, targets, columns, words)
+    _, logits, _ = m._p.features_scores(ctx)
+    other = words.copy()
+    other[columns] = False
+    z = logits[:, other].astype(np.float64)
+    np.testing.assert_allclose(got.rest_lse, np.log(np.exp(z).sum(axis=1)), rtol=1e-5)
+    np.testing.assert_allclose(np.sort(got.rest_top, axis=1), np.sort(z, axis=1)[:, -3:], rtol=1e-6)
+    assert np.array_equal(columns[got.targets], targets)
+
+
+def test_rows_are_the_same_whatever_the_passes(model, monkeypatch):
+    """Reading 7 contexts a pass gives what reading them all at once does (the pass size is memory, not meaning)."""
+    m = model
+    ctx, targets = _contexts(m, 50, seed=1)
+    columns = np.unique(targets)
+    words = m.vocab.suggestable_mask()
+    whole = candidate_rows(m._p.features_scores, ctx, targets, columns, words)
+    an, teacher = anchor.anchor_rows(m._p.features_scores, m.vocab, m.context_length, columns, 300)
+    monkeypatch.setattr(rows, "READ", 7)
+    monkeypatch.setattr(anchor, "READ", 7)
+    pieces = candidate_rows(m._p.features_scores, ctx, targets, columns, words)
+    an7, teacher7 = anchor.anchor_rows(m._p.features_scores, m.vocab, m.context_length, columns, 300)
+    for a, b in ((whole, pieces), (an, an7)):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert all(np.array_equal(x, y) for x, y in zip(teacher, teacher7, strict=True))
+    assert len(an) == 512  # whole steps of the 256 sentences written side by side
+
+
+def test_teacher_is_the_versions_softmax(model):
+    """Teacher probabilities of the candidates (float16, scaled) match the version's softmax to 1e-3, small ones too."""
+    m = model
+    ctx, targets = _contexts(m, 10, seed=2)
+    columns = np.unique(targets)
+    an, teacher = anchor.anchor_rows(m._p.features_scores, m.vocab, m.context_length, columns, 256)
+    _, _, base = m._p.features_scores(an.contexts)
+    z = np.where(m.vocab.suggestable_mask(), base.astype(np.float64), -np.inf)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    assert teacher.columns.dtype == np.float16
+    np.testing.assert_allclose(teacher.probs(), p[:, columns], rtol=1e-3, atol=1e-9)
+    best = np.sort(p, axis=1)[:, ::-1]
+    np.testing.assert_allclose(teacher.top, np.stack([best[:, 0], best[:, :3].sum(axis=1)], 1), rtol=1e-5)
+
+
+def test_teacher_probs_read_back_what_was_stored():
+    p = np.array([[1.0, 0.5, 1e-5, 3e-9, 0.0]], np.float32)
+    t = Teacher((p * TEACHER_SCALE).astype(np.float16), np.zeros((1, 3)), np.zeros((1, 2)))
+    np.testing.assert_allclose(t.probs(), p, rtol=1e-3)
+    assert t.probs().dtype == np.float32
+
+
+def test_best_three_finds_the_largest_and_leaves_the_row_alone():
+    z = np.array([[0.0, 5.0, -np.inf, 3.0, 4.0], [1.0, -np.inf, -np.inf, -np.inf, 2.0]], np.float32)
+    before = z.copy()
+    ids, values = _best3(z)
+    assert ids[0].tolist() == [1, 4, 3] and values[0].tolist() == [5, 4, 3]
+    assert ids[1, :2].tolist() == [4, 0] and values[1].tolist() == [2, 1, -np.inf]  # fewer than three finite
+    assert np.array_equal(z, before)

@@ -7,7 +7,7 @@ import pytest
 
 from edgekit.model import EdgeModel
 from edgekit.personal import anchor, rows
-from edgekit.personal.rows import TEACHER_SCALE, Teacher, _best3, candidate_rows
+from edgekit.personal.rows import TEACHER_SCALE, Teacher, _best3, candidate_rows, expected_top
 from tests.fixtures.texts import user_lines
 
 
@@ -76,10 +76,26 @@ def test_teacher_is_the_versions_softmax(model):
 
 
 def test_teacher_probs_read_back_what_was_stored():
-    p = np.array([[1.0, 0.5, 1e-5, 3e-9, 0.0]], np.float32)
-    t = Teacher((p * TEACHER_SCALE).astype(np.float16), np.zeros((1, 3)), np.zeros((1, 2)))
-    np.testing.assert_allclose(t.probs(), p, rtol=1e-3)
-    assert t.probs().dtype == np.float32
+    """Every stored float16, float16's subnormals included, reads back as numpy's own cast would give it."""
+    p = np.array([[1.0, 0.5, 1e-5, 3e-9, 1e-11, 0.0]], np.float32)
+    stored = (p * TEACHER_SCALE).astype(np.float16)
+    t = Teacher(stored, np.zeros((1, 3)), np.zeros((1, 2)))
+    assert np.array_equal(t.probs(), stored.astype(np.float32) / TEACHER_SCALE) and t.probs().dtype == np.float32
+    np.testing.assert_allclose(t.probs()[0, :4], p[0, :4], rtol=1e-3)
+
+
+def test_expected_top_reads_the_teachers_mass_where_an_option_ranks_first_to_third():
+    """The other words' best three can rank among an option's top three; their mass counts then."""
+    rng = np.random.default_rng(0)
+    p, rest = rng.random((50, 40)).astype(np.float32), rng.random((50, 3)).astype(np.float32)
+    softmax = rng.dirichlet(np.ones(43), 50).astype(np.float32)  # the version's, over 40 candidates and 3 others
+    taught, rest_mass = softmax[:, :40], softmax[:, 40:]
+    t = Teacher((taught * TEACHER_SCALE).astype(np.float16), rest_mass, np.zeros((50, 2)))
+    scores, mass = np.concatenate([p, rest], 1), np.concatenate([t.probs(), rest_mass], 1)
+    order = np.argsort(-scores, axis=1)[:, :3]
+    expected = np.stack([mass[np.arange(50), order[:, 0]], np.take_along_axis(mass, order, 1).sum(axis=1)], 1)
+    assert (order >= 40).any()  # some rows rank another word in their top three
+    np.testing.assert_allclose(expected_top(p, rest, t), expected, rtol=1e-6)
 
 
 def test_best_three_finds_the_largest_and_leaves_the_row_alone():

@@ -82,48 +82,80 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
     model version's distribution on a batch of anchor rows
     (``personal.anchor``), weighted ``anchor_weight``.
     """
-    w, b = weight.copy(), bias.copy()
-    w0, b0 = weight, bias
-    mw, vw, mb, vb = np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)
+    # The bias is the weight of one more feature that is always 1, and a step's user and anchor rows
+    # are one [B + A, C] batch: one matrix product makes all the logits, one more the whole gradient
+    # (each row's part scaled through its features), and Adam runs once. The batch is worked on in
+    # place in one reused buffer.
+    wb0 = np.vstack([weight, bias[None, :]]).astype(np.float32)
+    wb = wb0.copy()
+    m, v = np.zeros_like(wb), np.zeros_like(wb)
     rng = np.random.default_rng(config.seed)
     n, bs = len(targets), config.batch_size
     steps_per_epoch = max(1, -(-n // bs))
     epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
     min_epochs = -(-config.min_steps // steps_per_epoch)
     beta1, beta2, eps, t = 0.9, 0.999, 1e-8, 0
-    scratch_w, scratch_b = (np.empty_like(w), np.empty(w.shape)), (np.empty_like(b), np.empty(b.shape))
-    best_loss, best = np.inf, (w.copy(), b.copy())
+    scratch = (np.empty_like(wb), np.empty(wb.shape))
+    grad, decay = np.empty_like(wb), np.empty_like(wb)
+    feats = _with_ones(features)
+    a_feats = None if anchor is None else _with_ones(anchor[0].features)
+    z = np.empty((min(bs, n) * (1 if anchor is None else 2), wb.shape[1]), np.float32)
+    rest = np.full(len(z), -np.inf, np.float32)  # the other words' log-sum-exp per row; none: -inf
+    best_loss, best = np.inf, (wb[:-1].copy(), wb[-1].copy())
     with progress_bar(epochs * steps_per_epoch, "personalizing", progress) as bar:
         for epoch in range(epochs):
             order = rng.permutation(n)
             for start in range(0, n, bs):
                 idx = order[start : start + bs]
-                f = features[idx]
-                g, _ = _probs(f @ w + b, None if rest_lse is None else rest_lse[idx])
-                g[np.arange(len(idx)), targets[idx]] -= 1.0
-                g /= len(idx)
-                gw = f.T @ g + config.weight_decay * (w - w0)
-                gb = g.sum(axis=0) + config.weight_decay * (b - b0)
-                if anchor is not None:
+                k = len(idx)
+                f = feats[idx]
+                if rest_lse is not None:
+                    rest[:k] = rest_lse[idx]
+                if anchor is not None and a_feats is not None:
                     a_rows, teacher = anchor
-                    a = rng.integers(0, len(a_rows), len(idx))
-                    fa = a_rows.features[a]
-                    ga, _ = _probs(fa @ w + b, a_rows.rest_lse[a])
-                    ga -= teacher.probs(a)
-                    ga *= anchor_weight / len(a)
-                    gw += fa.T @ ga
-                    gb += ga.sum(axis=0)
+                    a = rng.integers(0, len(a_rows), k)
+                    f = np.concatenate([f, a_feats[a]])
+                    rest[k : 2 * k] = a_rows.rest_lse[a]
+                g = z[: len(f)]
+                np.matmul(f, wb, out=g)
+                _softmax_(g, rest[: len(f)])
+                g[np.arange(k), targets[idx]] -= 1.0  # softmax - one-hot: cross-entropy's gradient at the logits
+                f[:k] *= np.float32(1.0 / k)
+                if anchor is not None:
+                    g[k:] -= teacher.probs(a)  # softmax - the version's: distillation's
+                    f[k:] *= np.float32(anchor_weight / k)
+                np.matmul(f.T, g, out=grad)
+                np.subtract(wb, wb0, out=decay)
+                decay *= config.weight_decay
+                grad += decay
                 t += 1
                 lr = config.learning_rate * np.sqrt(1 - beta2**t) / (1 - beta1**t)
-                _adam(w, mw, vw, gw, lr, beta1, beta2, eps, scratch_w)
-                _adam(b, mb, vb, gb, lr, beta1, beta2, eps, scratch_b)
+                _adam(wb, m, v, grad, lr, beta1, beta2, eps, scratch)
                 bar.update(1)
             if heldout is not None and epoch + 1 >= min_epochs:
-                loss = heldout_loss(heldout, w, b)
+                loss = heldout_loss(heldout, wb[:-1], wb[-1])
                 if loss >= best_loss:
                     return best
-                best_loss, best = loss, (w.copy(), b.copy())
-    return w, b
+                best_loss, best = loss, (wb[:-1].copy(), wb[-1].copy())
+    return wb[:-1].copy(), wb[-1].copy()
+
+
+def _with_ones(features: np.ndarray) -> np.ndarray:
+    """``[features, 1]`` as float32 ``[N, F + 1]``: the bias as one more weight row."""
+    out = np.ones((len(features), features.shape[1] + 1), np.float32)
+    out[:, :-1] = features
+    return out
+
+
+def _softmax_(z: np.ndarray, rest_lse: np.ndarray) -> None:
+    """``z <- softmax(z)`` in place, over the columns and the rest of the vocabulary as one more
+    class (``Rows.rest_lse``; ``-inf``: no rest)."""
+    peak = np.maximum(z.max(axis=1), rest_lse)
+    z -= peak[:, None]
+    np.exp(z, out=z)
+    total = z.sum(axis=1)
+    total += np.exp(rest_lse - peak)
+    z /= total[:, None]
 
 
 def _adam(p: np.ndarray, m: np.ndarray, v: np.ndarray, grad: np.ndarray, lr: float, beta1: float, beta2: float,

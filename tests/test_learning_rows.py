@@ -105,3 +105,19 @@ def test_best_three_finds_the_largest_and_leaves_the_row_alone():
     assert ids[0].tolist() == [1, 4, 3] and values[0].tolist() == [5, 4, 3]
     assert ids[1, :2].tolist() == [4, 0] and values[1].tolist() == [2, 1, -np.inf]  # fewer than three finite
     assert np.array_equal(z, before)
+
+
+def test_a_few_new_lines_get_the_quick_anchor_check(model, monkeypatch):
+    """The anchor text's size follows the new text, not the kept held-out lines of earlier learning."""
+    from edgekit.personal import learner
+
+    asked = []
+
+    def recording(*args, **kwargs):
+        asked.append(args[4])
+        return anchor.anchor_rows(*args, **kwargs)
+
+    monkeypatch.setattr(learner, "anchor_rows", recording)
+    assert len(model.state.heldout) > 10
+    model.personalize(user_lines(3, seed=5))
+    assert asked == [anchor.ANCHOR_ROWS // 4]

@@ -134,7 +134,9 @@ class Learner:
         tr = candidate_rows(self.score, x_tr, y_tr, columns, mask, progress, top=False)
         ho = candidate_rows(self.score, x_ho, y_ho, columns, mask, progress)
         lap("features")
-        n_anchor = int(np.clip(len(y_tr) + len(y_ho), ANCHOR_ROWS // 4, ANCHOR_ROWS))  # a few lines: a quick check
+        # A few new lines: a quick check (the kept held-out text, old news, does not count toward it).
+        new_text = len(y_tr) + int((line_of >= len(self.state.heldout)).sum())
+        n_anchor = int(np.clip(new_text, ANCHOR_ROWS // 4, ANCHOR_ROWS))
         an, teacher = anchor_rows(self.score, self.vocab, self.context_length, columns, n_anchor)
         lap("anchor")
         current = (self.head[0][:, columns], self.head[1][columns])

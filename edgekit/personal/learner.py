@@ -199,7 +199,7 @@ class Learner:
         return np.stack(ctx), np.array(tgt, np.int64), np.array(line_of, np.int64)
 
     def _memory_with(self, lines: list[list[str]]) -> PhraseMemory:
-        memory = PhraseMemory.from_arrays(len(self.vocab), self.vocab.special_ids, self.state.phrases.to_arrays())
+        memory = self.state.phrases.copy()
         for ln in lines:
             memory.add(self.vocab.encode(ln))
         return memory

@@ -178,6 +178,14 @@ class PhraseMemory:
                         mem._count(w, ctx, c)
         return mem
 
+    def copy(self) -> PhraseMemory:
+        """An independent memory with the same counts (learning adds to a copy until it is adopted)."""
+        mem = PhraseMemory(self.vocab_size, self.skip)
+        mem.unigram, mem._tokens = Counter(self.unigram), self._tokens
+        mem.ngrams.update((ctx, counts.copy()) for ctx, counts in self.ngrams.items())
+        mem._followed = Counter(self._followed)
+        return mem
+
     # -- persistence: flat integer arrays, no pickle ---------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
         rows = [(-1,) * (ORDER - 1 - len(ctx)) + ctx + (w, c)

@@ -122,3 +122,24 @@ def test_a_few_new_lines_get_the_quick_anchor_check(model, monkeypatch):
     monkeypatch.setattr(learner, "anchor_rows", recording)
     model.personalize(user_lines(3, seed=5))
     assert asked == [anchor.ANCHOR_ROWS // 4]
+
+
+def test_anchor_words_are_drawn_from_the_versions_softmax_over_allowed_ids():
+    """Drawing by blocks of ids is the softmax's own distribution: frequencies match; a masked id never comes."""
+    from edgekit.personal.rows import _minus_inf
+
+    v = 3 * anchor.DRAW_BLOCK + 17  # ids across several blocks and a partial last one
+    rng = np.random.default_rng(0)
+    logits = np.full((20_000, v), -5.0, np.float32)
+    chosen = np.array([0, anchor.DRAW_BLOCK - 1, anchor.DRAW_BLOCK, 2 * anchor.DRAW_BLOCK + 5, v - 1])
+    logits[:, chosen] = [1.0, 0.0, 2.0, 0.5, 1.5]
+    allowed = np.zeros(v, bool)
+    allowed[chosen] = True
+    allowed[7] = True  # allowed but unlikely
+    logits[:, 3] = 50.0  # likely but not allowed
+    drawn = anchor._draw(rng, _minus_inf(allowed), logits)
+    assert set(np.unique(drawn)) <= set(np.flatnonzero(allowed))
+    z = logits[0, allowed].astype(np.float64)
+    want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    got = np.array([(drawn == i).mean() for i in np.flatnonzero(allowed)])
+    np.testing.assert_allclose(got, want, atol=0.01)

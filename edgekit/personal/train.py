@@ -206,14 +206,16 @@ def score_options(rows: Rows, options: list[Option], groups: np.ndarray, columns
     """
     out = np.zeros((len(options), len(groups), 3))
     seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
-    for i, sl, r, p, rest in _mixed(rows, options, columns):
-        key = (sl.start, id(p))
-        if key not in seen:
+    for i, sl, r, p, rest, bare in _mixed(rows, options, columns):
+        got = seen.get((sl.start, bare)) if bare is not None else None
+        if got is None:
             p_t = p[np.arange(len(r)), r.targets]
-            better = (p > p_t[:, None]).sum(axis=1) + (rest > p_t[:, None]).sum(axis=1)
+            better = np.count_nonzero(p > p_t[:, None], axis=1) + np.count_nonzero(rest > p_t[:, None], axis=1)
             hits = np.stack([better < 1, better < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
-            seen[key] = groups[:, sl].astype(np.float64) @ hits
-        out[i] += seen[key]
+            got = groups[:, sl].astype(np.float64) @ hits
+            if bare is not None:
+                seen[(sl.start, bare)] = got
+        out[i] += got
     return out / np.maximum(groups.sum(axis=1), 1)[None, :, None]
 
 
@@ -221,11 +223,13 @@ def anchor_scores(rows: Rows, teacher: Teacher, options: list[Option], columns: 
     """Each option's expected top-1 and top-3 on anchor rows under the version's distribution ``[O, 2]``."""
     out = np.zeros((len(options), 2))
     seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
-    for i, sl, _, p, rest in _mixed(rows, options, columns):
-        key = (sl.start, id(p))
-        if key not in seen:
-            seen[key] = expected_top(p, rest, teacher.take(sl)).sum(axis=0)
-        out[i] += seen[key]
+    for i, sl, _, p, rest, bare in _mixed(rows, options, columns):
+        got = seen.get((sl.start, bare)) if bare is not None else None
+        if got is None:
+            got = expected_top(p, rest, teacher.take(sl)).sum(axis=0)
+            if bare is not None:
+                seen[(sl.start, bare)] = got
+        out[i] += got
     return out / max(len(rows), 1)
 
 
@@ -236,7 +240,7 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
     (and the version's)."""
     parts = []
     option = Option(head, None, None)
-    for _, sl, r, p, _ in _mixed(rows, [option], columns):
+    for _, sl, r, p, _, _ in _mixed(rows, [option], columns):
         m = memory.probs_columns(r.contexts, columns)
         k = min(k, len(columns))
         taught = None if teacher is None else teacher.probs(sl)
@@ -248,9 +252,14 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
 
 
 def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[tuple]:
-    """Per chunk of rows and option: (option index, row slice, rows, candidate probabilities,
-    the others' best three). Options that mix nothing into a chunk get the head's own arrays
-    (the same objects), so callers can score them once."""
+    """Per chunk of rows and option: (option index, row slice, rows, candidate probabilities, the
+    others' best three, the head's id when the option mixes nothing into the chunk, else ``None``).
+
+    A mixture's probabilities are written into one buffer, reused for the next option: use them
+    before asking for the next. Options that mix nothing get their head's own arrays, the same
+    for every such option, so callers can score them once (by chunk and head id).
+    """
+    mixed: np.ndarray | None = None
     for start in range(0, len(rows), CHUNK):
         sl = slice(start, start + CHUNK)
         r = rows.take(sl)
@@ -258,14 +267,29 @@ def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[t
         phrases: dict[int, np.ndarray] = {}
         for i, (head, memory, share) in enumerate(options):
             if id(head) not in neural:
-                z = r.features @ head[0] + head[1]
-                peak = z.max(axis=1, keepdims=True)
-                lse = np.logaddexp(peak[:, 0] + np.log(np.exp(z - peak).sum(axis=1)), r.rest_lse)[:, None]
-                neural[id(head)] = (np.exp(z - lse), np.exp(r.rest_top - lse))
+                neural[id(head)] = _neural(r, head)
             p, rest = neural[id(head)]
-            if share is not None and memory is not None and share[sl].any():  # a zero share leaves p as it is
-                if id(memory) not in phrases:
-                    phrases[id(memory)] = memory.probs_columns(r.contexts, columns)
-                lam = share[sl][:, None]
-                p, rest = (1 - lam) * p + lam * phrases[id(memory)], (1 - lam) * rest
-            yield i, sl, r, p, rest
+            lam = None if share is None or memory is None else share[sl]
+            if lam is None or memory is None or not lam.any():  # a zero share leaves p as it is
+                yield i, sl, r, p, rest, id(head)
+                continue
+            if id(memory) not in phrases:
+                phrases[id(memory)] = memory.probs_columns(r.contexts, columns)
+            if mixed is None or mixed.shape != p.shape:
+                mixed = np.empty_like(p)
+            np.subtract(phrases[id(memory)], p, out=mixed)  # (1 - lam) p + lam m, in place
+            mixed *= lam[:, None]
+            mixed += p
+            yield i, sl, r, mixed, (1 - lam)[:, None] * rest, None
+
+
+def _neural(rows: Rows, head: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A candidate head's probabilities of the candidates and of the others' best three (whole-vocabulary softmax)."""
+    z = rows.features @ head[0]
+    z += head[1]
+    peak = z.max(axis=1)
+    z -= peak[:, None]
+    np.exp(z, out=z)
+    lse = np.logaddexp(peak + np.log(z.sum(axis=1)), rows.rest_lse)
+    z *= np.exp(peak - lse)[:, None]
+    return z, np.exp(rows.rest_top - lse[:, None])

@@ -15,7 +15,7 @@ import numpy as np
 from ..progress import progress_bar
 from ..runtime import BATCH
 
-CHUNK = 256  # rows per step of scoring over the candidate columns: memory O(CHUNK x C)
+CHUNK = 64  # rows per step of scoring over the candidate columns: memory O(CHUNK x C)
 TEACHER_SCALE = 2.0**15  # Teacher.columns' scale: a probability of 1 stays below float16's largest value
 READ = BATCH  # rows per interpreter pass when reading: every [rows, V] array (logits, softmax) is O(READ x V)
 Scorer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]

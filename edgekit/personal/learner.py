@@ -155,10 +155,16 @@ class Learner:
             np.stack([np.ones(len(ho), bool), new_rows]), columns)
         scored = [(Score(*s[0]), Score(*s[1])) for s in scores]
 
+        on_anchor: list[float] = []
+
         def anchored(i: int) -> float:
-            option = self._current_option(current, an, columns) if i == 0 else Option(
-                choices[i - 1][0], memory, share(gate, g_an, choices[i - 1][1]))
-            return float(anchor_scores(an, teacher, [option], columns)[0, 1])
+            # Asked for at all, it is asked for several options: every option in one pass over the anchor
+            # rows makes each head's and memory's probabilities once, not once per option.
+            if not on_anchor:
+                options = [self._current_option(current, an, columns)] + [
+                    Option(h, memory, share(gate, g_an, w)) for h, w in choices]
+                on_anchor.extend(anchor_scores(an, teacher, options, columns)[:, 1].tolist())
+            return on_anchor[i]
 
         pick = choose(scored, anchored, float(teacher.top[:, 1].mean()), cfg.other_text_slack)
         head, weight = choices[pick - 1] if pick else (current, self.state.phrase_weight)

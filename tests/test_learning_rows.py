@@ -126,7 +126,7 @@ def test_a_few_new_lines_get_the_quick_anchor_check(model, monkeypatch):
 
 def test_anchor_words_are_drawn_from_the_versions_softmax_over_allowed_ids():
     """Frequencies match the softmax over the allowed ids; a masked id never comes, however likely."""
-    from edgekit.personal.rows import _minus_inf
+    from edgekit.personal.rows import minus_inf
 
     v = 401
     rng = np.random.default_rng(0)
@@ -137,7 +137,7 @@ def test_anchor_words_are_drawn_from_the_versions_softmax_over_allowed_ids():
     allowed[chosen] = True
     allowed[7] = True  # allowed but unlikely
     logits[:, 3] = 50.0  # likely but not allowed
-    drawn = anchor._draw(rng, _minus_inf(allowed), logits)
+    drawn = anchor._draw(rng, minus_inf(allowed), logits)
     assert set(np.unique(drawn)) <= set(np.flatnonzero(allowed))
     z = logits[0, allowed].astype(np.float64)
     want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()

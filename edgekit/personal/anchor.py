@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..vocab import Vocabulary
-from .rows import READ, RowReader, Rows, Scorer, Teacher, _minus_inf
+from .rows import READ, RowReader, Rows, Scorer, Teacher, minus_inf
 
 SENTENCES = 256  # written side by side: one step of each is one word
 ANCHOR_ROWS = 3072  # 256 sentences x 12 words (rounded up to whole steps of 256)
@@ -38,7 +38,7 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
     allowed = vocab.suggestable_mask().copy()
     allowed[vocab.first_slot:] = False  # personal words are the user's, not the version's
     allowed[vocab.eos] = True
-    allowed = _minus_inf(allowed)
+    allowed = minus_inf(allowed)
     steps = -(-rows // SENTENCES)
     reader = RowReader(columns, vocab.suggestable_mask(), teacher=steps * SENTENCES)
     ctx, seen = np.tile(start, (SENTENCES, 1)), list[np.ndarray]()
@@ -57,7 +57,7 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
 
 def _draw(rng: np.random.Generator, allowed: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """One next word per row from ``softmax(logits)`` over the ids where ``allowed`` (``-inf``
-    elsewhere, ``_minus_inf``); rows in order, so slices of the sentences draw what all of them at
+    elsewhere, ``minus_inf``); rows in order, so slices of the sentences draw what all of them at
     once would.
 
     The running sum is float32 and sequential, as it always was: a faster one (by blocks of ids)

@@ -6,7 +6,9 @@ For every ``.tflite`` in the folder, in fresh processes: suggest() latency
 p50/p95 next to a bare interpreter invoke on the same contexts, per-keystroke
 latency and load time; in the first process also personalization
 throughput, suggest() after personalization (and its ratio to the bare
-invoke, timed alternately in that process) and peak RSS. For the bundled
+invoke, timed alternately in that process), learning two more lines (saved)
+and then fifty (each with its phases), and peak RSS. With ``--json``, the
+learning figures of the results file it replaces are printed beside the new. For the bundled
 (int8) model, three more processes: the terminal keyboard
 (``examples/raspberry_pi/keyboard.py``, through a pseudo-terminal, with the
 state learned above): two lines typed, then the time from Ctrl-D to its exit

@@ -6,7 +6,9 @@ For every ``.tflite`` in the folder, in fresh processes: suggest() latency
 p50/p95 next to a bare interpreter invoke on the same contexts, per-keystroke
 latency and load time; in the first process also personalization
 throughput, suggest() after personalization (and its ratio to the bare
-invoke, timed alternately in that process) and peak RSS. For the bundled
+invoke, timed alternately in that process), learning two more lines (saved)
+and then fifty (each with its phases), and peak RSS. With ``--json``, the
+learning figures of the results file it replaces are printed beside the new. For the bundled
 (int8) model, three more processes: the terminal keyboard
 (``examples/raspberry_pi/keyboard.py``, through a pseudo-terminal, with the
 state learned above): two lines typed, then the time from Ctrl-D to its exit
@@ -170,10 +172,14 @@ def personalized(path: Path) -> dict:
         t = time.perf_counter()  # two new lines on top of what was learned (what the keyboard's quit learns)
         quick = pm.personalize(lines[1000:1002], save=True)
         quit_s = time.perf_counter() - t
+        t = time.perf_counter()  # fifty more (a day's journal), not saved: the keyboard below starts from the two
+        fifty = pm.personalize(lines[1010:1060], save=False)
+        fifty_s = time.perf_counter() - t
         out = {"personal_suggest_us": percentiles(personal),
                "personal_over_bare": float(np.median(mine) / np.median(bare)),
                "train_tokens_per_s": (report.train_examples + report.heldout_examples) / train_s,
                "phases_s": report.phases, "two_lines_s": quit_s, "two_lines_phases_s": quick.phases,
+               "fifty_lines_s": fifty_s, "fifty_lines_phases_s": fifty.phases,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if path.name == "edgekit-en-int8.tflite":
             out.update(keyboard_quit(path, state, lines[1002:1008]))
@@ -286,7 +292,20 @@ def quietest(runs: list[dict]) -> dict:
     return {**{k: best[k] for k in keys}, "overhead_range": (min(map(overhead, runs)), max(map(overhead, runs)))}
 
 
-def table(rows: list[dict], keras: dict | None, import_s: float) -> str:
+def recorded(run: dict) -> dict:
+    """The learning figures of an earlier run's results, to print beside this run's."""
+    out = {"train words/s": round(run["train_tokens_per_s"]), "two more lines s": round(run["two_lines_s"], 2),
+           "peak MB": round(run["peak_rss_mb"])}
+    if "fifty_lines_s" in run:
+        out["fifty more lines s"] = round(run["fifty_lines_s"], 2)
+    if "learn_few_peak_mb" in run:
+        out["learn-few process peak MB"] = round(run["learn_few_peak_mb"])
+    if "keyboard_learned_s" in run:
+        out["keyboard's learning reported after s"] = round(run["keyboard_learned_s"], 2)
+    return out
+
+
+def table(rows: list[dict], keras: dict | None, import_s: float, before: list[dict] | None = None) -> str:
     head = (f"{'file':28} {'MB':>5} {'load ms':>8} {'bare p50/p95 us':>16} {'suggest p50/p95 us':>19} "
             f"{'overhead (all runs)':>19} {'per key p50/p95':>16} {'personal p50/p95':>17} {'train tok/s':>11} {'peak MB':>8}")
     lines = [head, "-" * len(head)]
@@ -305,7 +324,8 @@ def table(rows: list[dict], keras: dict | None, import_s: float) -> str:
         lines.append(f"{r['file']}: personalized suggest() / bare invoke, timed alternately in one process: "
                      f"{r['personal_over_bare']:.2f}x")
         lines.append(f"{r['file']}: personalize phases (s) {r['phases_s']}; learning two more lines "
-                     f"{r['two_lines_s']:.2f} s {r['two_lines_phases_s']}")
+                     f"{r['two_lines_s']:.2f} s {r['two_lines_phases_s']} (saved); fifty more "
+                     f"{r['fifty_lines_s']:.2f} s {r['fifty_lines_phases_s']}")
         if "keyboard_quit_s" in r:
             lines.append(f"{r['file']}: keyboard (3 sessions of two lines): Ctrl-D to exit {r['keyboard_quit_s']:.2f} s "
                          f"(longest {r['keyboard_quit_max_s']:.2f} s; peak RSS {r['keyboard_peak_mb']:.0f} MB); the "
@@ -314,8 +334,10 @@ def table(rows: list[dict], keras: dict | None, import_s: float) -> str:
         if "learn_few_peak_mb" in r:
             lines.append(f"{r['file']}: a process that loads it with that state, suggests and learns two lines: "
                          f"peak RSS {r['learn_few_peak_mb']:.0f} MB")
+        last = next((p for p in (before or []) if p.get("file") == r["file"]), None)
         for name, previous in (("README before issue 14", PREVIOUS.get(r["quantization"])),
-                               ("at the start of the speed work", BEFORE_SPEED_WORK.get(r["quantization"]))):
+                               ("at the start of the speed work", BEFORE_SPEED_WORK.get(r["quantization"])),
+                               ("the results file this run replaces", last and recorded(last))):
             if previous:
                 lines.append(f"{r['file']}: previous ({name}): " + ", ".join(f"{k} {v}" for k, v in previous.items()))
     lines.append("bare: set_tensor + invoke + get_tensor on the same contexts, timed alternately with suggest "
@@ -345,7 +367,8 @@ def main() -> None:
     except ImportError:
         keras = None
     result = {"models": rows, "keras": keras, "import_s": import_seconds()}
-    print(table(rows, keras, result["import_s"]))
+    before = json.loads(args.json.read_text())["models"] if args.json and args.json.exists() else None
+    print(table(rows, keras, result["import_s"], before))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 

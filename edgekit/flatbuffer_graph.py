@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from tflite.TensorType import TensorType
 
-BATCH = 256  # the most contexts one invoke runs (``Runtime`` resizes its batch interpreter to this)
+BATCH = 16  # the most contexts one invoke runs (``Runtime`` resizes its batch interpreter to this)
 ITEM_BYTES = {TensorType.FLOAT32: 4, TensorType.FLOAT16: 2, TensorType.INT32: 4, TensorType.INT8: 1,
               TensorType.BOOL: 1}
 TYPE_NAMES = {code: name.lower() for name, code in vars(TensorType).items() if not name.startswith("_")}

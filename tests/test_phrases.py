@@ -77,3 +77,14 @@ def test_suggestions_mix_the_memory_by_the_same_gate_learning_scored():
     assert lam[1] == 0 and lam[0] > 0  # never seen: no share
     expected = np.stack([(1 - s) * neural[i] + s * mem.probs(c) for i, (s, c) in enumerate(zip(lam, contexts))])
     assert np.allclose(mix(neural.copy(), mem, contexts, 0.8, theta), expected, atol=1e-6)
+
+
+def test_a_copy_predicts_the_same_and_learns_on_its_own():
+    mem = memory()
+    mem.probs([BOS, 10, 11])  # cached arrays are the original's
+    copy = mem.copy()
+    assert copy.to_arrays().keys() == mem.to_arrays().keys()
+    assert all(np.array_equal(a, b) for a, b in zip(copy.to_arrays().values(), mem.to_arrays().values(), strict=True))
+    copy.add([BOS, 10, 11, 30])
+    assert copy.probs([BOS, 10, 11])[30] > 0 and mem.probs([BOS, 10, 11])[30] == 0
+    assert len(copy) == len(mem) + 3 and mem.followed([10, 11]) == 3

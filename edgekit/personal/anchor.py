@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..vocab import Vocabulary
-from .rows import CHUNK, SLICE, RowReader, Rows, Scorer, Teacher
+from .rows import READ, RowReader, Rows, Scorer, Teacher, minus_inf
 
+SENTENCES = 256  # written side by side: one step of each is one word
 ANCHOR_ROWS = 3072  # 256 sentences x 12 words (rounded up to whole steps of 256)
 ANCHOR_WEIGHT = 1.0  # distillation's weight in each training step, against the user's cross-entropy
 
@@ -27,9 +28,9 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
                 rows: int = ANCHOR_ROWS, seed: int = 0) -> tuple[Rows, Teacher]:
     """Sentences the model version writes (temperature 1; words and sentence ends), read as rows.
 
-    Each step runs the interpreter once on a batch of sentences: its output
-    is both the next row's statistics and the distribution the next word is
-    drawn from. Deterministic for a model version and ``seed``.
+    Each step runs the interpreter on the sentences (``READ`` at a time): its
+    output is both the next row's statistics and the distribution the next
+    word is drawn from. Deterministic for a model version and ``seed``.
     """
     rng = np.random.default_rng(seed)
     start = np.full(context_length, vocab.pad, np.int32)
@@ -37,13 +38,17 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
     allowed = vocab.suggestable_mask().copy()
     allowed[vocab.first_slot:] = False  # personal words are the user's, not the version's
     allowed[vocab.eos] = True
-    reader = RowReader(columns, vocab.suggestable_mask(), teacher=True)
-    ctx, seen = np.tile(start, (CHUNK, 1)), list[np.ndarray]()
-    while len(seen) * CHUNK < rows:
-        features, logits, base = score(ctx)
-        reader.add(features, logits, base)
+    allowed = minus_inf(allowed)
+    steps = -(-rows // SENTENCES)
+    reader = RowReader(columns, vocab.suggestable_mask(), teacher=steps * SENTENCES)
+    ctx, seen = np.tile(start, (SENTENCES, 1)), list[np.ndarray]()
+    for _ in range(steps):
+        nxt = np.empty(SENTENCES, np.int64)
+        for s in range(0, SENTENCES, READ):
+            features, logits, base = score(ctx[s : s + READ])
+            reader.add(features, logits, base)
+            nxt[s : s + READ] = _draw(rng, allowed, base)
         seen.append(ctx.copy())
-        nxt = np.concatenate([_draw(rng, allowed, base[s : s + SLICE]) for s in range(0, len(base), SLICE)])
         ctx = np.concatenate([ctx[:, 1:], nxt[:, None].astype(np.int32)], axis=1)
         ctx[nxt == vocab.eos] = start
     contexts = np.concatenate(seen)
@@ -51,8 +56,16 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
 
 
 def _draw(rng: np.random.Generator, allowed: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """One next word per row from ``softmax(logits)`` over the ``allowed`` ids (rows in order, so
-    slices of a chunk draw what the whole chunk would)."""
-    z = np.where(allowed, logits, -np.inf)
-    cum = np.cumsum(np.exp(z - z.max(axis=1, keepdims=True)), axis=1)
+    """One next word per row from ``softmax(logits)`` over the ids where ``allowed`` (``-inf``
+    elsewhere, ``minus_inf``); rows in order, so slices of the sentences draw what all of them at
+    once would.
+
+    The running sum is float32 and sequential, as it always was: a faster one (by blocks of ids)
+    rounds differently, and one word drawn differently makes a different sentence from there on,
+    hence different anchor text and slightly different learning.
+    """
+    z = logits + allowed
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    cum = np.cumsum(z, axis=1)
     return (cum < rng.random((len(cum), 1)) * cum[:, -1:]).sum(axis=1)

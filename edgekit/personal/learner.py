@@ -134,7 +134,9 @@ class Learner:
         tr = candidate_rows(self.score, x_tr, y_tr, columns, mask, progress, top=False)
         ho = candidate_rows(self.score, x_ho, y_ho, columns, mask, progress)
         lap("features")
-        n_anchor = int(np.clip(len(y_tr) + len(y_ho), ANCHOR_ROWS // 4, ANCHOR_ROWS))  # a few lines: a quick check
+        # A few new lines: a quick check (the kept held-out text, old news, does not count toward it).
+        new_text = len(y_tr) + int((line_of >= len(self.state.heldout)).sum())
+        n_anchor = int(np.clip(new_text, ANCHOR_ROWS // 4, ANCHOR_ROWS))
         an, teacher = anchor_rows(self.score, self.vocab, self.context_length, columns, n_anchor)
         lap("anchor")
         current = (self.head[0][:, columns], self.head[1][columns])
@@ -153,10 +155,16 @@ class Learner:
             np.stack([np.ones(len(ho), bool), new_rows]), columns)
         scored = [(Score(*s[0]), Score(*s[1])) for s in scores]
 
+        on_anchor: list[float] = []
+
         def anchored(i: int) -> float:
-            option = self._current_option(current, an, columns) if i == 0 else Option(
-                choices[i - 1][0], memory, share(gate, g_an, choices[i - 1][1]))
-            return float(anchor_scores(an, teacher, [option], columns)[0, 1])
+            # Asked for at all, it is asked for several options: every option in one pass over the anchor
+            # rows makes each head's and memory's probabilities once, not once per option.
+            if not on_anchor:
+                options = [self._current_option(current, an, columns)] + [
+                    Option(h, memory, share(gate, g_an, w)) for h, w in choices]
+                on_anchor.extend(anchor_scores(an, teacher, options, columns)[:, 1].tolist())
+            return on_anchor[i]
 
         pick = choose(scored, anchored, float(teacher.top[:, 1].mean()), cfg.other_text_slack)
         head, weight = choices[pick - 1] if pick else (current, self.state.phrase_weight)
@@ -197,7 +205,7 @@ class Learner:
         return np.stack(ctx), np.array(tgt, np.int64), np.array(line_of, np.int64)
 
     def _memory_with(self, lines: list[list[str]]) -> PhraseMemory:
-        memory = PhraseMemory.from_arrays(len(self.vocab), self.vocab.special_ids, self.state.phrases.to_arrays())
+        memory = self.state.phrases.copy()
         for ln in lines:
             memory.add(self.vocab.encode(ln))
         return memory

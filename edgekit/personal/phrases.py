@@ -35,6 +35,7 @@ class PhraseMemory:
         self._followed: Counter[tuple[int, ...]] = Counter()
         self._unigram_probs: np.ndarray | None = None
         self._cache: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, int]] = {}
+        self._endings: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, float]] = {}  # ``_sparse``
 
     def __len__(self) -> int:
         return self._tokens
@@ -50,7 +51,7 @@ class PhraseMemory:
                 if i - n >= 0:
                     self._count(w, tuple(ids[i - n : i]))
         self._unigram_probs = None
-        self._cache = {}
+        self._cache, self._endings = {}, {}
 
     def _count(self, word: int, context: tuple[int, ...] = (), times: int = 1) -> None:
         if context:
@@ -90,27 +91,35 @@ class PhraseMemory:
     def probs_columns(self, contexts: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """``probs`` of each row of ``contexts [N, T]`` at ``columns`` only: ``[N, len(columns)]``.
 
-        They depend on the last ``ORDER - 1`` words only: each distinct ending is computed once.
+        They depend on the last ``ORDER - 1`` words only: each distinct ending is looked up once
+        (``_sparse``, kept until the memory learns more), then every ending's unigram share and
+        n-gram weights are laid out at once.
         """
         where = np.full(self.vocab_size, -1, np.int64)
         where[columns] = np.arange(len(columns))
-        unigram = self.unigram_probs()[columns]
         endings, row_of = np.unique(np.asarray(contexts)[:, -(ORDER - 1):], axis=0, return_inverse=True)
-        out = np.empty((len(endings), len(columns)), np.float32)
-        for i, c in enumerate(endings):
-            out[i] = self.probs_at(c, where, unigram)
+        parts = [self._sparse(tuple(c)) for c in endings.tolist()]
+        left = np.array([p[2] for p in parts], np.float32)
+        out = left[:, None] * self.unigram_probs()[columns][None, :]
+        ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+        weights = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32)
+        rows = np.repeat(np.arange(len(parts)), [len(p[0]) for p in parts])
+        at = where[ids]
+        keep = at >= 0
+        np.add.at(out, (rows[keep], at[keep]), weights[keep])
         return out[row_of.reshape(-1)]
 
-    def probs_at(self, context: Context, where: np.ndarray, unigram: np.ndarray) -> np.ndarray:
-        """``probs(context)`` at some columns ``[C]``: ``where [V]`` is each id's column (-1: none),
-        ``unigram [C]`` the unigram probabilities there (both made once for many contexts)."""
-        parts = list(self.orders(context, 1.0))
-        out = unigram * np.float32(parts[-1][2] if parts else 1.0)
-        for ids, weights, _ in parts:
-            at = where[ids]
-            keep = at >= 0
-            out[at[keep]] += weights[keep]
-        return out
+    def _sparse(self, ending: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, float]:
+        """``probs(ending)`` less the unigram's share: (ids, weights, the unigram's scale), kept until the
+        memory learns more."""
+        got = self._endings.get(ending)
+        if got is None:
+            parts = list(self.orders(ending, 1.0))
+            left = parts[-1][2] if parts else 1.0
+            got = (np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64),
+                   np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.float32), left)
+            self._endings[ending] = got
+        return got
 
     def orders(self, context: Context, scale: float = 1.0) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
         """Per seen context order, longest first: (next-word ids, their weights, the scale left for the rest)."""
@@ -167,6 +176,14 @@ class PhraseMemory:
                 for w, c in counts.items():
                     if w != word:
                         mem._count(w, ctx, c)
+        return mem
+
+    def copy(self) -> PhraseMemory:
+        """An independent memory with the same counts (learning adds to a copy until it is adopted)."""
+        mem = PhraseMemory(self.vocab_size, self.skip)
+        mem.unigram, mem._tokens = Counter(self.unigram), self._tokens
+        mem.ngrams.update((ctx, counts.copy()) for ctx, counts in self.ngrams.items())
+        mem._followed = Counter(self._followed)
         return mem
 
     # -- persistence: flat integer arrays, no pickle ---------------------

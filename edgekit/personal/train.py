@@ -82,48 +82,80 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
     model version's distribution on a batch of anchor rows
     (``personal.anchor``), weighted ``anchor_weight``.
     """
-    w, b = weight.copy(), bias.copy()
-    w0, b0 = weight, bias
-    mw, vw, mb, vb = np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b)
+    # The bias is the weight of one more feature that is always 1, and a step's user and anchor rows
+    # are one [B + A, C] batch: one matrix product makes all the logits, one more the whole gradient
+    # (each row's part scaled through its features), and Adam runs once. The batch is worked on in
+    # place in one reused buffer.
+    wb0 = np.vstack([weight, bias[None, :]]).astype(np.float32)
+    wb = wb0.copy()
+    m, v = np.zeros_like(wb), np.zeros_like(wb)
     rng = np.random.default_rng(config.seed)
     n, bs = len(targets), config.batch_size
     steps_per_epoch = max(1, -(-n // bs))
     epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
     min_epochs = -(-config.min_steps // steps_per_epoch)
     beta1, beta2, eps, t = 0.9, 0.999, 1e-8, 0
-    scratch_w, scratch_b = (np.empty_like(w), np.empty(w.shape)), (np.empty_like(b), np.empty(b.shape))
-    best_loss, best = np.inf, (w.copy(), b.copy())
+    scratch = (np.empty_like(wb), np.empty(wb.shape))
+    grad, decay = np.empty_like(wb), np.empty_like(wb)
+    feats = _with_ones(features)
+    a_feats = None if anchor is None else _with_ones(anchor[0].features)
+    z = np.empty((min(bs, n) * (1 if anchor is None else 2), wb.shape[1]), np.float32)
+    rest = np.full(len(z), -np.inf, np.float32)  # the other words' log-sum-exp per row; none: -inf
+    best_loss, best = np.inf, (wb[:-1].copy(), wb[-1].copy())
     with progress_bar(epochs * steps_per_epoch, "personalizing", progress) as bar:
         for epoch in range(epochs):
             order = rng.permutation(n)
             for start in range(0, n, bs):
                 idx = order[start : start + bs]
-                f = features[idx]
-                g, _ = _probs(f @ w + b, None if rest_lse is None else rest_lse[idx])
-                g[np.arange(len(idx)), targets[idx]] -= 1.0
-                g /= len(idx)
-                gw = f.T @ g + config.weight_decay * (w - w0)
-                gb = g.sum(axis=0) + config.weight_decay * (b - b0)
-                if anchor is not None:
+                k = len(idx)
+                f = feats[idx]
+                if rest_lse is not None:
+                    rest[:k] = rest_lse[idx]
+                if anchor is not None and a_feats is not None:
                     a_rows, teacher = anchor
-                    a = rng.integers(0, len(a_rows), len(idx))
-                    fa = a_rows.features[a]
-                    ga, _ = _probs(fa @ w + b, a_rows.rest_lse[a])
-                    ga -= teacher.columns[a]
-                    ga *= anchor_weight / len(a)
-                    gw += fa.T @ ga
-                    gb += ga.sum(axis=0)
+                    a = rng.integers(0, len(a_rows), k)
+                    f = np.concatenate([f, a_feats[a]])
+                    rest[k : 2 * k] = a_rows.rest_lse[a]
+                g = z[: len(f)]
+                np.matmul(f, wb, out=g)
+                _softmax_(g, rest[: len(f)])
+                g[np.arange(k), targets[idx]] -= 1.0  # softmax - one-hot: cross-entropy's gradient at the logits
+                f[:k] *= np.float32(1.0 / k)
+                if anchor is not None:
+                    g[k:] -= teacher.probs(a)  # softmax - the version's: distillation's
+                    f[k:] *= np.float32(anchor_weight / k)
+                np.matmul(f.T, g, out=grad)
+                np.subtract(wb, wb0, out=decay)
+                decay *= config.weight_decay
+                grad += decay
                 t += 1
                 lr = config.learning_rate * np.sqrt(1 - beta2**t) / (1 - beta1**t)
-                _adam(w, mw, vw, gw, lr, beta1, beta2, eps, scratch_w)
-                _adam(b, mb, vb, gb, lr, beta1, beta2, eps, scratch_b)
+                _adam(wb, m, v, grad, lr, beta1, beta2, eps, scratch)
                 bar.update(1)
             if heldout is not None and epoch + 1 >= min_epochs:
-                loss = heldout_loss(heldout, w, b)
+                loss = heldout_loss(heldout, wb[:-1], wb[-1])
                 if loss >= best_loss:
                     return best
-                best_loss, best = loss, (w.copy(), b.copy())
-    return w, b
+                best_loss, best = loss, (wb[:-1].copy(), wb[-1].copy())
+    return wb[:-1].copy(), wb[-1].copy()
+
+
+def _with_ones(features: np.ndarray) -> np.ndarray:
+    """``[features, 1]`` as float32 ``[N, F + 1]``: the bias as one more weight row."""
+    out = np.ones((len(features), features.shape[1] + 1), np.float32)
+    out[:, :-1] = features
+    return out
+
+
+def _softmax_(z: np.ndarray, rest_lse: np.ndarray) -> None:
+    """``z <- softmax(z)`` in place, over the columns and the rest of the vocabulary as one more
+    class (``Rows.rest_lse``; ``-inf``: no rest)."""
+    peak = np.maximum(z.max(axis=1), rest_lse)
+    z -= peak[:, None]
+    np.exp(z, out=z)
+    total = z.sum(axis=1)
+    total += np.exp(rest_lse - peak)
+    z /= total[:, None]
 
 
 def _adam(p: np.ndarray, m: np.ndarray, v: np.ndarray, grad: np.ndarray, lr: float, beta1: float, beta2: float,
@@ -174,14 +206,16 @@ def score_options(rows: Rows, options: list[Option], groups: np.ndarray, columns
     """
     out = np.zeros((len(options), len(groups), 3))
     seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
-    for i, sl, r, p, rest in _mixed(rows, options, columns):
-        key = (sl.start, id(p))
-        if key not in seen:
+    for i, sl, r, p, rest, bare in _mixed(rows, options, columns):
+        got = seen.get((sl.start, bare)) if bare is not None else None
+        if got is None:
             p_t = p[np.arange(len(r)), r.targets]
-            better = (p > p_t[:, None]).sum(axis=1) + (rest > p_t[:, None]).sum(axis=1)
+            better = np.count_nonzero(p > p_t[:, None], axis=1) + np.count_nonzero(rest > p_t[:, None], axis=1)
             hits = np.stack([better < 1, better < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
-            seen[key] = groups[:, sl].astype(np.float64) @ hits
-        out[i] += seen[key]
+            got = groups[:, sl].astype(np.float64) @ hits
+            if bare is not None:
+                seen[(sl.start, bare)] = got
+        out[i] += got
     return out / np.maximum(groups.sum(axis=1), 1)[None, :, None]
 
 
@@ -189,11 +223,13 @@ def anchor_scores(rows: Rows, teacher: Teacher, options: list[Option], columns: 
     """Each option's expected top-1 and top-3 on anchor rows under the version's distribution ``[O, 2]``."""
     out = np.zeros((len(options), 2))
     seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
-    for i, sl, _, p, rest in _mixed(rows, options, columns):
-        key = (sl.start, id(p))
-        if key not in seen:
-            seen[key] = expected_top(p, rest, teacher.take(sl)).sum(axis=0)
-        out[i] += seen[key]
+    for i, sl, _, p, rest, bare in _mixed(rows, options, columns):
+        got = seen.get((sl.start, bare)) if bare is not None else None
+        if got is None:
+            got = expected_top(p, rest, teacher.take(sl)).sum(axis=0)
+            if bare is not None:
+                seen[(sl.start, bare)] = got
+        out[i] += got
     return out / max(len(rows), 1)
 
 
@@ -204,20 +240,26 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
     (and the version's)."""
     parts = []
     option = Option(head, None, None)
-    for _, sl, r, p, _ in _mixed(rows, [option], columns):
+    for _, sl, r, p, _, _ in _mixed(rows, [option], columns):
         m = memory.probs_columns(r.contexts, columns)
         k = min(k, len(columns))
-        at = r.targets[:, None] if teacher is None else np.argpartition(-teacher.columns[sl], k - 1, axis=1)[:, :k]
+        taught = None if teacher is None else teacher.probs(sl)
+        at = r.targets[:, None] if taught is None else np.argpartition(-taught, k - 1, axis=1)[:, :k]
         got = [m.max(axis=1), np.take_along_axis(p, at, axis=1), np.take_along_axis(m, at, axis=1)]
-        parts.append(got + ([] if teacher is None else [np.take_along_axis(teacher.columns[sl], at, axis=1)]))
+        parts.append(got + ([] if taught is None else [np.take_along_axis(taught, at, axis=1)]))
     out = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
     return out if teacher is not None else (out[0], out[1][:, 0], out[2][:, 0])
 
 
 def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[tuple]:
-    """Per chunk of rows and option: (option index, row slice, rows, candidate probabilities,
-    the others' best three). Options that mix nothing into a chunk get the head's own arrays
-    (the same objects), so callers can score them once."""
+    """Per chunk of rows and option: (option index, row slice, rows, candidate probabilities, the
+    others' best three, the head's id when the option mixes nothing into the chunk, else ``None``).
+
+    A mixture's probabilities are written into one buffer, reused for the next option: use them
+    before asking for the next. Options that mix nothing get their head's own arrays, the same
+    for every such option, so callers can score them once (by chunk and head id).
+    """
+    mixed: np.ndarray | None = None
     for start in range(0, len(rows), CHUNK):
         sl = slice(start, start + CHUNK)
         r = rows.take(sl)
@@ -225,14 +267,29 @@ def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[t
         phrases: dict[int, np.ndarray] = {}
         for i, (head, memory, share) in enumerate(options):
             if id(head) not in neural:
-                z = r.features @ head[0] + head[1]
-                peak = z.max(axis=1, keepdims=True)
-                lse = np.logaddexp(peak[:, 0] + np.log(np.exp(z - peak).sum(axis=1)), r.rest_lse)[:, None]
-                neural[id(head)] = (np.exp(z - lse), np.exp(r.rest_top - lse))
+                neural[id(head)] = _neural(r, head)
             p, rest = neural[id(head)]
-            if share is not None and memory is not None and share[sl].any():  # a zero share leaves p as it is
-                if id(memory) not in phrases:
-                    phrases[id(memory)] = memory.probs_columns(r.contexts, columns)
-                lam = share[sl][:, None]
-                p, rest = (1 - lam) * p + lam * phrases[id(memory)], (1 - lam) * rest
-            yield i, sl, r, p, rest
+            lam = None if share is None or memory is None else share[sl]
+            if lam is None or memory is None or not lam.any():  # a zero share leaves p as it is
+                yield i, sl, r, p, rest, id(head)
+                continue
+            if id(memory) not in phrases:
+                phrases[id(memory)] = memory.probs_columns(r.contexts, columns)
+            if mixed is None or mixed.shape != p.shape:
+                mixed = np.empty_like(p)
+            np.subtract(phrases[id(memory)], p, out=mixed)  # (1 - lam) p + lam m, in place
+            mixed *= lam[:, None]
+            mixed += p
+            yield i, sl, r, mixed, (1 - lam)[:, None] * rest, None
+
+
+def _neural(rows: Rows, head: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A candidate head's probabilities of the candidates and of the others' best three (whole-vocabulary softmax)."""
+    z = rows.features @ head[0]
+    z += head[1]
+    peak = z.max(axis=1)
+    z -= peak[:, None]
+    np.exp(z, out=z)
+    lse = np.logaddexp(peak + np.log(z.sum(axis=1)), rows.rest_lse)
+    z *= np.exp(peak - lse)[:, None]
+    return z, np.exp(rows.rest_top - lse[:, None])

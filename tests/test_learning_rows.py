@@ -1,0 +1,145 @@
+"""What learning reads from the interpreter: each row's statistics over the other words, the version's
+teacher on anchor text, whatever the size of the passes that read them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit.model import EdgeModel
+from edgekit.personal import anchor, rows
+from edgekit.personal.rows import TEACHER_SCALE, Teacher, _best3, candidate_rows, expected_top
+from tests.fixtures.texts import user_lines
+
+
+@pytest.fixture
+def model(trained_files, tmp_path) -> EdgeModel:
+    m = EdgeModel.load(trained_files["int8"], state_dir=tmp_path, unsigned_local=True)
+    m.personalize(user_lines(200))  # a head that differs from the version's: rows read the current one
+    return m
+
+
+def _contexts(m: EdgeModel, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    low, high = m.vocab.word_ids
+    ctx = rng.integers(low, high, (n, m.context_length)).astype(np.int32)
+    return ctx, rng.integers(low, high, n)
+
+
+def test_rows_hold_the_other_words_share_and_best_three(model):
+    """rest_lse and rest_top are the log-sum-exp and the best three logits of the words outside the columns."""
+    m = model
+    ctx, targets = _contexts(m, 70)
+    words = m.vocab.suggestable_mask()
+    columns = np.unique(targets)
+    got = candidate_rows(m._p.features_scores, ctx, targets, columns, words)
+    _, logits, _ = m._p.features_scores(ctx)
+    other = words.copy()
+    other[columns] = False
+    z = logits[:, other].astype(np.float64)
+    np.testing.assert_allclose(got.rest_lse, np.log(np.exp(z).sum(axis=1)), rtol=1e-5)
+    np.testing.assert_allclose(np.sort(got.rest_top, axis=1), np.sort(z, axis=1)[:, -3:], rtol=1e-6)
+    assert np.array_equal(columns[got.targets], targets)
+
+
+def test_rows_are_the_same_whatever_the_passes(model, monkeypatch):
+    """Reading 7 contexts a pass gives what reading them all at once does (the pass size is memory, not meaning)."""
+    m = model
+    ctx, targets = _contexts(m, 50, seed=1)
+    columns = np.unique(targets)
+    words = m.vocab.suggestable_mask()
+    whole = candidate_rows(m._p.features_scores, ctx, targets, columns, words)
+    an, teacher = anchor.anchor_rows(m._p.features_scores, m.vocab, m.context_length, columns, 300)
+    monkeypatch.setattr(rows, "READ", 7)
+    monkeypatch.setattr(anchor, "READ", 7)
+    pieces = candidate_rows(m._p.features_scores, ctx, targets, columns, words)
+    an7, teacher7 = anchor.anchor_rows(m._p.features_scores, m.vocab, m.context_length, columns, 300)
+    for a, b in ((whole, pieces), (an, an7)):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert all(np.array_equal(x, y) for x, y in zip(teacher, teacher7, strict=True))
+    assert len(an) == 512  # whole steps of the 256 sentences written side by side
+
+
+def test_teacher_is_the_versions_softmax(model):
+    """Teacher probabilities of the candidates (float16, scaled) match the version's softmax to 1e-3, small ones too."""
+    m = model
+    ctx, targets = _contexts(m, 10, seed=2)
+    columns = np.unique(targets)
+    an, teacher = anchor.anchor_rows(m._p.features_scores, m.vocab, m.context_length, columns, 256)
+    _, _, base = m._p.features_scores(an.contexts)
+    z = np.where(m.vocab.suggestable_mask(), base.astype(np.float64), -np.inf)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    assert teacher.columns.dtype == np.float16
+    np.testing.assert_allclose(teacher.probs(), p[:, columns], rtol=1e-3, atol=1e-9)
+    best = np.sort(p, axis=1)[:, ::-1]
+    np.testing.assert_allclose(teacher.top, np.stack([best[:, 0], best[:, :3].sum(axis=1)], 1), rtol=1e-5)
+
+
+def test_teacher_probs_read_back_what_was_stored():
+    """Every stored float16, float16's subnormals included, reads back as numpy's own cast would give it."""
+    p = np.array([[1.0, 0.5, 1e-5, 3e-9, 1e-11, 0.0]], np.float32)
+    stored = (p * TEACHER_SCALE).astype(np.float16)
+    t = Teacher(stored, np.zeros((1, 3)), np.zeros((1, 2)))
+    assert np.array_equal(t.probs(), stored.astype(np.float32) / TEACHER_SCALE) and t.probs().dtype == np.float32
+    np.testing.assert_allclose(t.probs()[0, :4], p[0, :4], rtol=1e-3)
+
+
+def test_expected_top_reads_the_teachers_mass_where_an_option_ranks_first_to_third():
+    """The other words' best three can rank among an option's top three; their mass counts then."""
+    rng = np.random.default_rng(0)
+    p, rest = rng.random((50, 40)).astype(np.float32), rng.random((50, 3)).astype(np.float32)
+    softmax = rng.dirichlet(np.ones(43), 50).astype(np.float32)  # the version's, over 40 candidates and 3 others
+    taught, rest_mass = softmax[:, :40], softmax[:, 40:]
+    t = Teacher((taught * TEACHER_SCALE).astype(np.float16), rest_mass, np.zeros((50, 2)))
+    scores, mass = np.concatenate([p, rest], 1), np.concatenate([t.probs(), rest_mass], 1)
+    order = np.argsort(-scores, axis=1)[:, :3]
+    expected = np.stack([mass[np.arange(50), order[:, 0]], np.take_along_axis(mass, order, 1).sum(axis=1)], 1)
+    assert (order >= 40).any()  # some rows rank another word in their top three
+    np.testing.assert_allclose(expected_top(p, rest, t), expected, rtol=1e-6)
+
+
+def test_best_three_finds_the_largest_and_leaves_the_row_alone():
+    z = np.array([[0.0, 5.0, -np.inf, 3.0, 4.0], [1.0, -np.inf, -np.inf, -np.inf, 2.0]], np.float32)
+    before = z.copy()
+    ids, values = _best3(z)
+    assert ids[0].tolist() == [1, 4, 3] and values[0].tolist() == [5, 4, 3]
+    assert ids[1, :2].tolist() == [4, 0] and values[1].tolist() == [2, 1, -np.inf]  # fewer than three finite
+    assert np.array_equal(z, before)
+
+
+def test_a_few_new_lines_get_the_quick_anchor_check(model, monkeypatch):
+    """The anchor text's size follows the new text, not the kept held-out lines of earlier learning."""
+    from edgekit.personal import learner
+
+    asked = []
+
+    def recording(*args, **kwargs):
+        asked.append(args[4])
+        return anchor.anchor_rows(*args, **kwargs)
+
+    model.personalize(user_lines(800, seed=4))
+    assert sum(map(len, model.state.heldout)) > anchor.ANCHOR_ROWS // 4  # more than a quick check's worth
+    monkeypatch.setattr(learner, "anchor_rows", recording)
+    model.personalize(user_lines(3, seed=5))
+    assert asked == [anchor.ANCHOR_ROWS // 4]
+
+
+def test_anchor_words_are_drawn_from_the_versions_softmax_over_allowed_ids():
+    """Frequencies match the softmax over the allowed ids; a masked id never comes, however likely."""
+    from edgekit.personal.rows import minus_inf
+
+    v = 401
+    rng = np.random.default_rng(0)
+    logits = np.full((20_000, v), -5.0, np.float32)
+    chosen = np.array([0, 127, 128, 261, v - 1])
+    logits[:, chosen] = [1.0, 0.0, 2.0, 0.5, 1.5]
+    allowed = np.zeros(v, bool)
+    allowed[chosen] = True
+    allowed[7] = True  # allowed but unlikely
+    logits[:, 3] = 50.0  # likely but not allowed
+    drawn = anchor._draw(rng, minus_inf(allowed), logits)
+    assert set(np.unique(drawn)) <= set(np.flatnonzero(allowed))
+    z = logits[0, allowed].astype(np.float64)
+    want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    got = np.array([(drawn == i).mean() for i in np.flatnonzero(allowed)])
+    np.testing.assert_allclose(got, want, atol=0.01)

@@ -193,13 +193,13 @@ class Runtime:
     def invoke_features(self, ids: np.ndarray) -> tuple[np.ndarray, Scores]:
         """``invoke`` on a context that may hold personal-slot ids, with the body's features ``[F]``."""
         if ids.max() >= self._vocab.first_slot:
-            ids = self._body_ids(ids)
+            ids = self.body_ids(ids)
         scores = self.invoke(ids)
         return self._interp.get_tensor(self.io.features)[0], scores
 
     def features_logits(self, ids: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Run the body on context ids ``[N, T]``: ``(features [N, F], logits [N, V])``."""
-        ids = self._body_ids(ids)
+        ids = self.body_ids(ids)
         if len(ids) == 1:
             return self._run(self._interp, ids)
         parts = list(self._batches(ids, progress, keep_logits=True))
@@ -209,7 +209,7 @@ class Runtime:
 
     def features(self, ids: np.ndarray, progress: bool = False) -> np.ndarray:
         """Features only, ``[N, F]``: what head training needs, without ``N x V`` logits in memory."""
-        ids = self._body_ids(ids)
+        ids = self.body_ids(ids)
         return np.concatenate([f for f, _ in self._batches(ids, progress, keep_logits=False)])
 
     def flat_head(self) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +221,8 @@ class Runtime:
              else _dequantize(self._interp.get_tensor(h["bias_tensor"]), details[h["bias_tensor"]]))
         return np.ascontiguousarray(w, dtype=np.float32), b.astype(np.float32)
 
-    def _body_ids(self, ids: np.ndarray) -> np.ndarray:
+    def body_ids(self, ids: np.ndarray) -> np.ndarray:
+        """``ids`` as the body reads them: a personal slot is ``<unk>`` (the body never trained on one)."""
         return np.where(np.asarray(ids) >= self._vocab.first_slot, self._vocab.unk, ids).astype(np.int32)
 
     def _run(self, interp: Any, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

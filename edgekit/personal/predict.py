@@ -96,7 +96,8 @@ class Predictor:
             return self.runtime.invoke(ids[None])
         ranker = self._ranker()
         if ranker is not None:
-            own = ranker.invoke_features(ids[None])[1]
+            body = ids if not len(self._slot_ids) or ids.max() < self._vocab.first_slot else ranker.body_ids(ids)
+            own = ranker.invoke(body[None])
             if ranker is self.runtime or self._unsaturated(own, ranker.logit_ceiling):
                 return self._personal(ids, own)
         feats, base = self.runtime.invoke_features(ids[None])  # the head's change on the host, every id

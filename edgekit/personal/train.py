@@ -170,18 +170,24 @@ def score_options(rows: Rows, options: list[Option], groups: np.ndarray, columns
     ``groups`` is a boolean ``[G, N]`` (e.g. every held-out row, and the
     rows from lines the user had not written before). Exact over the whole
     vocabulary: a word outside the candidates beats the target when one of
-    the three best of them does.
+    the three best of them does. Ties rank as ``suggest()`` ranks them (the
+    lower id first; an outside word, whose id is not kept, counts as ahead),
+    as ``metrics.evaluate`` counts them.
     """
     out = np.zeros((len(options), len(groups), 3))
     seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
-    for i, sl, r, p, rest in _mixed(rows, options, columns):
-        key = (sl.start, id(p))
-        if key not in seen:
+    for i, sl, r, p, rest, bare in _mixed(rows, options, columns):
+        key = None if bare is None else (sl.start, bare)
+        got = seen.get(key) if key else None
+        if got is None:
             p_t = p[np.arange(len(r)), r.targets]
-            better = (p > p_t[:, None]).sum(axis=1) + (rest > p_t[:, None]).sum(axis=1)
+            better = (p > p_t[:, None]).sum(axis=1) + (rest >= p_t[:, None]).sum(axis=1) + (
+                (p == p_t[:, None]) & (columns[None, :] < columns[r.targets][:, None])).sum(axis=1)
             hits = np.stack([better < 1, better < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
-            seen[key] = groups[:, sl].astype(np.float64) @ hits
-        out[i] += seen[key]
+            got = groups[:, sl].astype(np.float64) @ hits
+            if key:
+                seen[key] = got
+        out[i] += got
     return out / np.maximum(groups.sum(axis=1), 1)[None, :, None]
 
 
@@ -189,11 +195,14 @@ def anchor_scores(rows: Rows, teacher: Teacher, options: list[Option], columns: 
     """Each option's expected top-1 and top-3 on anchor rows under the version's distribution ``[O, 2]``."""
     out = np.zeros((len(options), 2))
     seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
-    for i, sl, _, p, rest in _mixed(rows, options, columns):
-        key = (sl.start, id(p))
-        if key not in seen:
-            seen[key] = expected_top(p, rest, teacher.take(sl)).sum(axis=0)
-        out[i] += seen[key]
+    for i, sl, _, p, rest, bare in _mixed(rows, options, columns):
+        key = None if bare is None else (sl.start, bare)
+        got = seen.get(key) if key else None
+        if got is None:
+            got = expected_top(p, rest, teacher.take(sl)).sum(axis=0)
+            if key:
+                seen[key] = got
+        out[i] += got
     return out / max(len(rows), 1)
 
 
@@ -204,7 +213,7 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
     (and the version's)."""
     parts = []
     option = Option(head, None, None)
-    for _, sl, r, p, _ in _mixed(rows, [option], columns):
+    for _, sl, r, p, _, _ in _mixed(rows, [option], columns):
         m = memory.probs_columns(r.contexts, columns)
         k = min(k, len(columns))
         at = r.targets[:, None] if teacher is None else np.argpartition(-teacher.columns[sl], k - 1, axis=1)[:, :k]
@@ -216,8 +225,9 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
 
 def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[tuple]:
     """Per chunk of rows and option: (option index, row slice, rows, candidate probabilities,
-    the others' best three). Options that mix nothing into a chunk get the head's own arrays
-    (the same objects), so callers can score them once."""
+    the others' best three, ``id`` of the head when the option mixes nothing into the chunk, else
+    None). Options with the same bare head score the same, so callers score them once; a mixed
+    array is a temporary, whose ``id`` a later one may take, so it is never a key."""
     for start in range(0, len(rows), CHUNK):
         sl = slice(start, start + CHUNK)
         r = rows.take(sl)
@@ -234,5 +244,6 @@ def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[t
                 if id(memory) not in phrases:
                     phrases[id(memory)] = memory.probs_columns(r.contexts, columns)
                 lam = share[sl][:, None]
-                p, rest = (1 - lam) * p + lam * phrases[id(memory)], (1 - lam) * rest
-            yield i, sl, r, p, rest
+                yield i, sl, r, (1 - lam) * p + lam * phrases[id(memory)], (1 - lam) * rest, None
+            else:
+                yield i, sl, r, p, rest, id(head)

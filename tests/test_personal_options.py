@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgekit.personal.learner import HEAD_STEPS, PHRASE_WEIGHTS, option_set
 from edgekit.personal.phrases import PhraseMemory
 from edgekit.personal.rows import Rows
 from edgekit.personal.train import Option, score_options
@@ -35,3 +36,13 @@ def test_scoring_many_mixed_options_at_once_scores_each_as_alone():
     alone = np.concatenate([score_options(rows, [o], groups, columns) for o in options])
     np.testing.assert_allclose(together, alone)
 
+
+def test_option_set_steps_part_of_the_way_to_the_trained_head():
+    current = (np.zeros((2, 3)), np.zeros(3))
+    trained = (np.ones((2, 3)), np.full(3, 2.0))
+    options = option_set(current, trained)
+    assert len(options) == (1 + len(HEAD_STEPS)) * len(PHRASE_WEIGHTS)
+    steps = sorted({float(h[1][0]) / 2 for h, _ in options})
+    assert steps == [0.0, *sorted(HEAD_STEPS)] and 0 < min(HEAD_STEPS) < 1 and max(HEAD_STEPS) == 1.0
+    assert {w for _, w in options} == set(PHRASE_WEIGHTS)
+    assert any(h is current for h, _ in options)  # the current head itself, for the phrase-only options

@@ -42,8 +42,11 @@ class TrainConfig:
     # The most expected top-3 an option may lose, against the model version, on
     # text the version writes itself (``personal.anchor``): what keeps learning
     # one kind of text from spoiling others. ``None`` lifts the bound (a device
-    # used for one kind of text only gains more).
-    other_text_slack: float | None = 0.005
+    # used for one kind of text only gains more). Calibrated on real text: after
+    # learning SMS, options that lost up to 0.0106 here lost at most 0.7 points
+    # of top-3 on *Persuasion* (0.012 keeps a point's budget on other text and
+    # lets *Persuasion*, learned itself, adopt its whole trained head).
+    other_text_slack: float | None = 0.012
     # BLAS threads while learning. One leaves the other cores to the app, and on
     # a busy 2-core box single-threaded steps were 3x faster than OpenBLAS's
     # default threading (which spins while competing with other work).

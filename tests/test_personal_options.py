@@ -45,4 +45,4 @@ def test_option_set_steps_part_of_the_way_to_the_trained_head():
     steps = sorted({float(h[1][0]) / 2 for h, _ in options})
     assert steps == [0.0, *sorted(HEAD_STEPS)] and 0 < min(HEAD_STEPS) < 1 and max(HEAD_STEPS) == 1.0
     assert {w for _, w in options} == set(PHRASE_WEIGHTS)
-    assert any(h is current for h, _ in options)  # the current head itself, for the phrase-only options
+    assert any(h is current for h, _ in options) and any(h is trained for h, _ in options)

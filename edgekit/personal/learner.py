@@ -159,11 +159,12 @@ class Learner:
             np.stack([np.ones(len(ho), bool), new_rows]), columns)
         scored = [(Score(*s[0]), Score(*s[1])) for s in scores]
 
-        # Every option on anchor text at once: each head's probabilities are made once, not once per option.
-        anchored = [] if cfg.other_text_slack is None else anchor_scores(
-            an, teacher, [self._current_option(current, an, columns)] + [
-                Option(h, memory, share(gate, g_an, w)) for h, w in choices], columns)[:, 1].tolist()
-        pick = choose(scored, anchored.__getitem__, float(teacher.top[:, 1].mean()), cfg.other_text_slack)
+        def anchored(i: int) -> float:
+            option = self._current_option(current, an, columns) if i == 0 else Option(
+                choices[i - 1][0], memory, share(gate, g_an, choices[i - 1][1]))
+            return float(anchor_scores(an, teacher, [option], columns)[0, 1])
+
+        pick = choose(scored, anchored, float(teacher.top[:, 1].mean()), cfg.other_text_slack)
         head, weight = choices[pick - 1] if pick else (current, self.state.phrase_weight)
         lap("choice")
         return _Trial(held, held_new, columns, trained, scored[0], scored[pick], pick > 0, weight, gate,
@@ -274,8 +275,8 @@ class _Laps:
 def option_set(current: Weights, trained: Weights) -> list[tuple[Weights, float]]:
     """The (candidate columns, phrase weight) pairs a personalization tries: the current head and
     ``current + a * (trained - current)`` for each ``a`` in ``HEAD_STEPS``, each with every phrase weight."""
-    heads = [current] + [(current[0] + a * (trained[0] - current[0]), current[1] + a * (trained[1] - current[1]))
-                         for a in HEAD_STEPS]
+    heads = [current] + [trained if a == 1.0 else (current[0] + a * (trained[0] - current[0]),
+                                                   current[1] + a * (trained[1] - current[1])) for a in HEAD_STEPS]
     return [(h, w) for h in heads for w in PHRASE_WEIGHTS]
 
 
@@ -287,7 +288,8 @@ def choose(scored: list[Score2], anchored: Callable[[int], float], version: floa
     lowest loss (heavy phrase weights win top-3 by a hair while wrecking
     perplexity for every word the user has not typed yet). It is adopted if
     it beats the current state on all held-out rows and, on anchor text,
-    keeps an expected top-3 (``anchored(i)``) within ``slack`` of the version's own (``version``)
+    keeps an expected top-3 (``anchored(i)``, computed only for the options
+    that get this far) within ``slack`` of the version's own (``version``)
     or no lower than the current state's; failing that, the next preferred
     candidate is tried (``slack=None``: no bound on anchor text).
     """

@@ -37,7 +37,7 @@ def test_rows_hold_the_other_words_share_and_best_three(model):
     other[columns] = False
     z = logits[:, other].astype(np.float64)
     np.testing.assert_allclose(got.rest_lse, np.log(np.exp(z).sum(axis=1)), rtol=1e-5)
-    np.testing.assert_allclose(np.sort(got.rest_top, axis=1), np.sort(z, axis=1)[:, -3:], rtol=1e-6)
+    np.testing.assert_allclose(np.sort(got.rest_top, axis=1), np.sort(z, axis=1)[:, -3:], rtol=1e-6, atol=1e-5)
     assert np.array_equal(columns[got.targets], targets)
 
 
@@ -53,9 +53,10 @@ def test_rows_are_the_same_whatever_the_passes(model, monkeypatch):
     monkeypatch.setattr(anchor, "READ", 7)
     pieces = candidate_rows(m._p.features_scores, ctx, targets, columns, words)
     an7, teacher7 = anchor.anchor_rows(m._p.features_scores, m.vocab, m.context_length, columns, 300)
-    for a, b in ((whole, pieces), (an, an7)):
-        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
-    assert all(np.array_equal(x, y) for x, y in zip(teacher, teacher7, strict=True))
+    # Equal up to float rounding: the personal head's host logits are a matrix product, whose
+    # rounding depends on how many rows it multiplies at once.
+    for a, b in ((whole, pieces), (an, an7), (teacher, teacher7)):
+        assert all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b, strict=True))
     assert len(an) == 512  # whole steps of the 256 sentences written side by side
 
 

@@ -71,11 +71,12 @@ def _check_against_full_vocabulary(m: EdgeModel) -> None:
         assert np.allclose([s.probability for s in got], probs, rtol=1e-3, atol=1e-6), text
 
 
-def test_sparse_ranking_is_the_full_softmax_with_phrases_and_personal_words(personal):
-    ids = personal.vocab.context_ids(["hi"], personal.context_length)
-    assert personal._p.scores(ids).top_ids is not None  # the interpreter ranks: the sparse path is in use
-    assert personal.state.personal_words and personal.state.phrase_weight > 0
-    _check_against_full_vocabulary(personal)
+def test_the_merge_is_the_full_softmax_with_phrases_and_personal_words(personal_float):
+    m = personal_float
+    ids = m.vocab.context_ids(["hi"], m.context_length)
+    assert m._p.scores(ids).top_ids is not None  # the interpreter ranks: the merge is in use
+    assert m.state.personal_words and m.state.phrase_weight > 0
+    _check_against_full_vocabulary(m)
 
 
 def test_a_personal_head_ranks_inside_the_interpreter_as_the_full_softmax_does(personal_float):

@@ -42,8 +42,11 @@ class TrainConfig:
     # The most expected top-3 an option may lose, against the model version, on
     # text the version writes itself (``personal.anchor``): what keeps learning
     # one kind of text from spoiling others. ``None`` lifts the bound (a device
-    # used for one kind of text only gains more).
-    other_text_slack: float | None = 0.005
+    # used for one kind of text only gains more). Calibrated on real text: after
+    # learning SMS, options that lost up to 0.0106 here lost at most 0.7 points
+    # of top-3 on *Persuasion* (0.012 keeps a point's budget on other text and
+    # lets *Persuasion*, learned itself, adopt its whole trained head).
+    other_text_slack: float | None = 0.012
     # BLAS threads while learning. One leaves the other cores to the app, and on
     # a busy 2-core box single-threaded steps were 3x faster than OpenBLAS's
     # default threading (which spins while competing with other work).
@@ -202,7 +205,9 @@ def score_options(rows: Rows, options: list[Option], groups: np.ndarray, columns
     ``groups`` is a boolean ``[G, N]`` (e.g. every held-out row, and the
     rows from lines the user had not written before). Exact over the whole
     vocabulary: a word outside the candidates beats the target when one of
-    the three best of them does.
+    the three best of them does. Ties rank as ``suggest()`` ranks them (the
+    lower id first; an outside word, whose id is not kept, counts as ahead),
+    as ``metrics.evaluate`` counts them.
     """
     out = np.zeros((len(options), len(groups), 3))
     seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
@@ -210,7 +215,9 @@ def score_options(rows: Rows, options: list[Option], groups: np.ndarray, columns
         got = seen.get((sl.start, bare)) if bare is not None else None
         if got is None:
             p_t = p[np.arange(len(r)), r.targets]
-            better = np.count_nonzero(p > p_t[:, None], axis=1) + np.count_nonzero(rest > p_t[:, None], axis=1)
+            tied_below = (p == p_t[:, None]) & (columns[None, :] < columns[r.targets][:, None])
+            better = (np.count_nonzero(p > p_t[:, None], axis=1) + np.count_nonzero(rest >= p_t[:, None], axis=1)
+                      + np.count_nonzero(tied_below, axis=1))
             hits = np.stack([better < 1, better < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
             got = groups[:, sl].astype(np.float64) @ hits
             if bare is not None:

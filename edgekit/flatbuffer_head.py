@@ -33,6 +33,7 @@ import tflite
 from .modelfile import ModelFile
 
 INT8_MAX = 127
+ROWS = 1024  # rows of a head written (or measured) at a time: small temporaries
 # Flatbuffer vtable slots of the fields written here (tflite's schema.fbs).
 BUFFER_DATA, QUANT_SCALE = 4, 8
 DTYPES: dict[int, np.dtype] = {tflite.TensorType.FLOAT32: np.dtype("<f4"), tflite.TensorType.FLOAT16: np.dtype("<f2"),
@@ -94,7 +95,7 @@ def write_head(file: ModelFile, head: tuple[np.ndarray, np.ndarray], weight_scal
 
 def default_int8_scale(W: np.ndarray) -> float:
     """Symmetric per-tensor scale: the largest weight maps to 127 (what the converter chose)."""
-    return float(np.abs(W).max()) / INT8_MAX or 1.0
+    return max(float(W.max(initial=0.0)), -float(W.min(initial=0.0))) / INT8_MAX or 1.0  # no |W| temporary
 
 
 def per_tensor_int8(file: ModelFile) -> bool:
@@ -109,22 +110,33 @@ def per_tensor_int8_scale(file: ModelFile) -> float | None:
 
 
 def _write_weight(out: bytearray, slot: _Slot, Wt: np.ndarray, weight_scale: float | None) -> np.ndarray:
-    """Write ``Wt [V, F]`` into ``slot``; return the scales written (empty for floats)."""
-    if slot.dtype != np.dtype("i1"):
-        _put(out, slot.data, Wt.astype(slot.dtype))
-        return slot.scales
-    if slot.zero_points.any():
+    """Write ``Wt [V, F]`` into ``slot``; return the scales written (empty for floats).
+
+    Row block by row block: a device writes its personal head into a copy of
+    the flatbuffer, and whole-head temporaries would add several MB to its peak.
+    """
+    quantized = slot.dtype == np.dtype("i1")
+    if quantized and slot.zero_points.any():
         raise FlatHeadError("the head's int8 weights are asymmetric (non-zero zero points)")
-    if len(slot.scales) == 1:
+    if not quantized:
+        scales = slot.scales
+    elif len(slot.scales) == 1:
         scales = np.array([weight_scale or default_int8_scale(Wt)], "<f4")
     elif len(slot.scales) == Wt.shape[0]:
-        scales = (np.abs(Wt).max(axis=1) / INT8_MAX).astype("<f4")
+        scales = np.maximum(Wt.max(axis=1), -Wt.min(axis=1)) / INT8_MAX
+        scales = scales.astype("<f4")
         scales[scales == 0] = 1.0
     else:
         raise FlatHeadError(f"{len(slot.scales)} weight scales for {Wt.shape[0]} rows")
-    q = np.round(Wt / scales.reshape(-1, 1)).clip(-INT8_MAX, INT8_MAX).astype("i1")
-    _put(out, slot.data, q)
-    _put(out, slot.scale_at, scales)
+    row_bytes = Wt.shape[1] * slot.dtype.itemsize
+    for i in range(0, len(Wt), ROWS):
+        rows = Wt[i : i + ROWS]
+        if quantized:
+            rows = np.round(rows / scales[i : i + ROWS, None] if len(scales) > 1 else rows / scales[0])
+            rows = rows.clip(-INT8_MAX, INT8_MAX)
+        _put(out, slot.data + i * row_bytes, rows.astype(slot.dtype))
+    if quantized:
+        _put(out, slot.scale_at, scales)
     return scales
 
 

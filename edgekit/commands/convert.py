@@ -22,7 +22,7 @@ from .common import deprecated_model_argument, model_from, model_option, out_opt
             "Files are named <name>-<mode>.tflite when OUT is a folder.", type=click.Path(path_type=Path))
 @click.option("--quantize", type=click.Choice(QUANTIZE_MODES + ("all",)), default=DEFAULT_QUANTIZE,
               show_default=True, help="Weight/activation precision; 'all' writes the first four. "
-              "int8-float-gates: int8 with the recurrent cell's gate arithmetic in float32.")
+              "int8-mixed: int8 weights, the recurrent gates and features projection in float32.")
 @click.option("--vocab", type=click.Path(path_type=Path),
               help="Vocabulary file (one token per line); default: vocab.txt beside the model.")
 @click.option("--calibration-text", type=click.Path(path_type=Path),

@@ -24,7 +24,7 @@ from edgekit.tokenizer import Tokenizer, TokenizerConfig
 from edgekit.vocab import Vocabulary
 
 from .contract import body_weights, context_length_of, contract_model, head_weights
-from .modes import COMPAT_TARGETS, QUANTIZE_MODES
+from .modes import CALIBRATED_MODES, COMPAT_TARGETS, QUANTIZE_MODES
 
 CALIBRATION_SAMPLES = 4000  # contexts; 400 cost version 2 up to 2 points of top-3 (benchmarks/train_base_notes.md)
 # Best words ranked inside the interpreter (TOPK_V2, a builtin): the device
@@ -35,6 +35,14 @@ TOP_K = 32
 # Ops of the softmax normaliser (sum of exp(logits)) that stay float32 in an
 # int8 file: int8 would zero every term below 1/256 of the largest.
 _FLOAT_OPS = ["EXP", "SUM"]
+# What int8-mixed also keeps float32: the unrolled recurrent cell's gate
+# arithmetic and the slicing around it. Its matrix products (FULLY_CONNECTED)
+# and the embedding stay int8, so the file keeps int8's size; int8 rounding of
+# the gates and the state, compounded over the context, cost up to 2 points of
+# top-3 on version 2 (benchmarks/train_base_notes.md).
+_GATE_OPS = ["ADD", "SUB", "MUL", "LOGISTIC", "TANH", "SPLIT", "STRIDED_SLICE", "PACK", "UNPACK"]
+# Single-input ops between the features layer's matrix product and the head.
+_PASS_THROUGH_OPS = {"TANH", "LOGISTIC", "QUANTIZE", "DEQUANTIZE"}
 # Dequantized int8 weights differ from float ones by at most half a step;
 # this bound (relative to the largest weight) also catches a wrong tensor.
 _HEAD_MATCH_TOLERANCE = 0.02
@@ -75,9 +83,9 @@ def convert(model: keras.Model, vocab: Vocabulary, out_path: str | Path, quantiz
     context_length = context_length_of(model)
     weight, bias = head_weights(model)
     calibration = None
-    if quantize == "int8":
+    if quantize in CALIBRATED_MODES:
         if calibration_lines is None:
-            raise ConversionError("int8 quantization needs calibration text (--calibration-text)")
+            raise ConversionError(f"{quantize} quantization needs calibration text (--calibration-text)")
         calibration = calibration_contexts(calibration_lines, vocab, context_length, Tokenizer(tokenizer_config))
     words = vocab.word_ids  # specials first and slots last: the graph ranks one slice
     flatbuffer = to_tflite(with_ranking_outputs(model, top_k_width(weight.shape[0], words), words), quantize,
@@ -160,15 +168,46 @@ def to_tflite(model: keras.Model, quantize: str, compat: str, calibration: np.nd
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         _configure_quantization(converter, tf, quantize, compat, calibration, progress)
         try:
-            if quantize != "int8":
+            if quantize not in CALIBRATED_MODES:
                 return converter.convert()
-            # Selective quantization: everything int8 except the normaliser's ops.
-            options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=_FLOAT_OPS)
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
-            return debugger.get_nondebug_quantized_model()
+            if quantize == "int8":  # everything int8 except the normaliser's ops
+                return _selective(converter, tf, _FLOAT_OPS, [])
+            # int8-mixed: the cell's gate arithmetic float too, then (named only once converted) the
+            # features projection, whose int8 rounding the head and personalization would both inherit.
+            float_ops = _FLOAT_OPS + _GATE_OPS
+            return _selective(converter, tf, float_ops, _features_projection(_selective(converter, tf, float_ops, [])))
         except Exception as e:  # the converter raises ConverterError and plain exceptions alike
             raise _explain_converter_error(e) from None
+
+
+def _selective(converter, tf, float_ops: list[str], float_nodes: list[str]) -> bytes:
+    """Full-integer conversion keeping ``float_ops`` (op names) and ``float_nodes`` (output tensor names) float32."""
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops, denylisted_nodes=float_nodes)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
+    return debugger.get_nondebug_quantized_model()
+
+
+def _features_projection(flatbuffer: bytes) -> list[str]:
+    """The output name of the dense layer feeding the head (``[V, F]`` weight), or none if no dense layer does.
+
+    The head is the FULLY_CONNECTED with the most output rows. Walking back from its
+    input through the features' activation and (de)quantize ops finds the features
+    layer's FULLY_CONNECTED; a model whose recurrent layer feeds the head directly has
+    none and keeps only the gates float.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=flatbuffer)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()
+    producer = {out: op for op in ops for out in op["outputs"]}
+    head = max((op for op in ops if op["op_name"] == "FULLY_CONNECTED"),
+               key=lambda op: tensors[op["inputs"][1]]["shape"][0])
+    op = producer.get(head["inputs"][0])
+    while op is not None and op["op_name"] in _PASS_THROUGH_OPS:
+        op = producer.get(op["inputs"][0])
+    return [tensors[op["outputs"][0]]["name"]] if op is not None and op["op_name"] == "FULLY_CONNECTED" else []
 
 
 def _configure_quantization(converter, tf, quantize: str, compat: str, calibration: np.ndarray | None,
@@ -178,7 +217,7 @@ def _configure_quantization(converter, tf, quantize: str, compat: str, calibrati
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "int8":
+    elif quantize in CALIBRATED_MODES:
         # int8 builtins everywhere but the normaliser (_FLOAT_OPS); the int32
         # token input (feeding a gather) and the float32 outputs stay as they are.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from . import CheckoutFolderMissing, missing_from_checkout, require_checkout
+from .modes import CALIBRATED_MODES
 
 CALIBRATION_LINES_PER_FILE = 500  # of each training file: 4,500 lines over the nine sources
 
@@ -90,7 +91,7 @@ def output_paths(output: Path | None, modes: tuple[str, ...], name: str) -> dict
 
 def calibration_lines(path: Path | None, modes: tuple[str, ...]) -> list[str] | None:
     """Raw lines for int8 calibration: the given file, else a slice of each shipped training file."""
-    if "int8" not in modes:
+    if not set(CALIBRATED_MODES) & set(modes):
         return None
     from edgekit.tokenizer import Tokenizer, read_text_lines
 

@@ -39,6 +39,7 @@ ALLOWED_OPS = {
     "FILL": OpForm(3, 2, 1, None), "FULLY_CONNECTED": OpForm(12, 3, 1, "FullyConnectedOptions"),
     "GATHER": OpForm(2, 2, 1, "GatherOptions"), "LESS": OpForm(1, 2, 1, None), "LOGISTIC": OpForm(2, 1, 1, None),
     "MUL": OpForm(2, 2, 1, "MulOptions"), "PACK": OpForm(1, None, 1, "PackOptions"),
+    "QUANTIZE": OpForm(1, 1, 1, None),  # int8-mixed files: float gates -> int8 matrix products
     "SELECT_V2": OpForm(1, 3, 1, "SelectV2Options"), "SHAPE": OpForm(1, 1, 1, "ShapeOptions"),
     "SPLIT": OpForm(2, 2, None, "SplitOptions"), "STRIDED_SLICE": OpForm(2, 4, 1, "StridedSliceOptions"),
     "SUB": OpForm(2, 2, 1, "SubOptions"), "SUM": OpForm(1, 2, 1, "ReducerOptions"), "TANH": OpForm(2, 1, 1, None),

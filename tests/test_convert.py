@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-MODES = ("none", "float16", "dynamic", "int8")
+MODES = ("none", "float16", "dynamic", "int8", "int8-mixed")
+ALL_MODES = MODES[:4]  # what --quantize all writes
 # Largest logit difference from Keras allowed per mode (the tiny model's logits have std ~0.5);
-# measured: none 4e-7, float16 4e-4, dynamic 5e-4, int8 0.025.
-LOGIT_TOLERANCE = {"none": 1e-5, "float16": 5e-3, "dynamic": 5e-3, "int8": 0.1}
+# measured: none 4e-7, float16 4e-4, dynamic 5e-4, int8 0.025, int8-mixed 0.02.
+LOGIT_TOLERANCE = {"none": 1e-5, "float16": 5e-3, "dynamic": 5e-3, "int8": 0.1, "int8-mixed": 0.1}
 REPO = Path(__file__).resolve().parent.parent
 COMPAT_PYTHON = REPO / ".venv-compat" / "bin" / "python"
 
@@ -130,6 +131,28 @@ def test_edge_model_reads_converted_files(converted, tiny_model, tiny_vocab):
         assert model.probabilities(contexts(tiny_vocab, 300)).shape == (300, len(tiny_vocab))
 
 
+def test_int8_mixed_keeps_gates_and_features_float_and_weights_int8(converted):
+    """int8-mixed: the cell's gates and the features projection run in float32; the cell's and the
+    head's matrix products and all their weights stay int8, so the file keeps int8's size."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    def output_types(mode: str) -> tuple[dict[str, set[str]], dict[int, dict]]:
+        interp = Interpreter(model_content=converted[mode][1].flatbuffer)
+        tensors = {d["index"]: d for d in interp.get_tensor_details()}
+        types: dict[str, set[str]] = {}
+        for op in interp._get_ops_details():
+            types.setdefault(op["op_name"], set()).update(tensors[i]["dtype"].__name__ for i in op["outputs"])
+        return types, tensors
+
+    (mixed, tensors), (full, _) = output_types("int8-mixed"), output_types("int8")
+    assert full["LOGISTIC"] == full["TANH"] == full["FULLY_CONNECTED"] == {"int8"}
+    assert mixed["LOGISTIC"] == mixed["TANH"] == {"float32"}
+    assert mixed["FULLY_CONNECTED"] == {"int8", "float32"} and "QUANTIZE" in mixed  # features float, the rest int8
+    assert tensors[converted["int8-mixed"][1].metadata["head"]["weight_tensor"]]["dtype"] == np.int8
+    size = {mode: len(converted[mode][1].flatbuffer) for mode in ("int8", "int8-mixed", "none")}
+    assert size["int8-mixed"] < 1.2 * size["int8"] < size["none"]
+
+
 def test_sizes_shrink_with_quantization(converted):
     size = {mode: len(converted[mode][1].flatbuffer) for mode in MODES}
     assert size["float16"] < size["none"] and size["dynamic"] < size["none"]
@@ -190,7 +213,7 @@ def test_cli_convert_all_with_report(tiny_keras_dir, tiny_text, tmp_path):
                                        "--eval-text", str(tiny_text), "--eval-max", "200", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"model-{m}.tflite" for m in MODES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"model-{m}.tflite" for m in ALL_MODES)
     assert report["keras"]["targets"] == 200
     for row in report["variants"]:
         assert row["bytes"] == Path(row["path"]).stat().st_size

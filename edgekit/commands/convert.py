@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..converters import pipeline
-from ..converters.modes import COMPAT_TARGETS, DEFAULT_COMPAT, DEFAULT_QUANTIZE, QUANTIZE_MODES
+from ..converters.modes import ALL_MODES, COMPAT_TARGETS, DEFAULT_COMPAT, DEFAULT_QUANTIZE, QUANTIZE_MODES
 from .common import deprecated_model_argument, model_from, model_option, out_option
 
 
@@ -21,7 +21,8 @@ from .common import deprecated_model_argument, model_from, model_option, out_opt
 @out_option("Output file; with --quantize all, a folder [default: the current folder]. "
             "Files are named <name>-<mode>.tflite when OUT is a folder.", type=click.Path(path_type=Path))
 @click.option("--quantize", type=click.Choice(QUANTIZE_MODES + ("all",)), default=DEFAULT_QUANTIZE,
-              show_default=True, help="Weight/activation precision; 'all' writes the four variants.")
+              show_default=True, help="Weight/activation precision; 'all' writes the first four. "
+              "int8-mixed: int8 weights, the recurrent gates and features projection in float32.")
 @click.option("--vocab", type=click.Path(path_type=Path),
               help="Vocabulary file (one token per line); default: vocab.txt beside the model.")
 @click.option("--calibration-text", type=click.Path(path_type=Path),
@@ -46,7 +47,7 @@ def convert(model_path: Path | None, legacy_model: Path | None, out: Path | None
     """
     model = model_from(model_path, legacy_model, "convert") or pipeline.bundled_model()
     vocab = vocab or model.parent / "vocab.txt"
-    modes = QUANTIZE_MODES if quantize == "all" else (quantize,)
+    modes = ALL_MODES if quantize == "all" else (quantize,)
     # Every input is checked before TensorFlow loads (seconds): a typo fails at once, not after the import.
     for path, what in ((model, "Keras model"), (vocab, "vocabulary")):
         if not path.is_file():

@@ -366,8 +366,9 @@ def table(rows: list[dict], keras: dict | None, import_s: float, before: list[di
             lines.append(f"{r['file']}: a process that loads it with that state, suggests and learns two lines: "
                          f"peak RSS {r['learn_few_peak_mb']:.0f} MB")
         last = next((p for p in (before or []) if p.get("file") == r["file"]), None)
-        for name, previous in (("README before issue 14", PREVIOUS.get(r["quantization"])),
-                               ("at the start of the speed work", BEFORE_SPEED_WORK.get(r["quantization"])),
+        mode = r["file"].removeprefix("edgekit-en-").removesuffix(".tflite")  # the bundled file, whatever its recipe
+        for name, previous in (("README before issue 14", PREVIOUS.get(mode)),
+                               ("at the start of the speed work", BEFORE_SPEED_WORK.get(mode)),
                                ("the results file this run replaces", last and recorded(last))):
             if previous:
                 lines.append(f"{r['file']}: previous ({name}): " + ", ".join(f"{k} {v}" for k, v in previous.items()))

@@ -26,7 +26,7 @@ from .errors import ModelFileError
 ASSETS = Path(__file__).parent / "assets"
 BUNDLED_SHA256 = {
     "edgekit-en-dynamic.tflite": "c9635e42923380d214c4a07017551083d9e6a4b8d2b919a423cd61273ca22ba3",
-    "edgekit-en-int8.tflite": "24b6d9b89985101e713e14750be763677d0a4e636bac49c842945b0948f57308",
+    "edgekit-en-int8.tflite": "5c36f54cdd8c261c9e3836e0faab31169da7c47758f21ce9fe53c203fc433350",
 }
 
 

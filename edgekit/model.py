@@ -176,6 +176,8 @@ class EdgeModel:
         lose on held-out text (``edgekit.personal.learner`` says what that means)."""
         cfg = config or TrainConfig()
         lines = read_lines(self.tokenizer, text_lines(texts), cfg)
+        self._p.release()
+        self._suggester.clear()
         learner = Learner(self.vocab, self.context_length, self._p.features_scores, self.head, self.base_head,
                           self.state)
         try:

@@ -82,6 +82,11 @@ class Predictor:
         self._flat_failed = False  # this head cannot be written into the file
         self._slot_ids = np.array(sorted(self._vocab.personal_words.values()), np.int64)
 
+    def release(self) -> None:
+        """Drop what only suggestions use (the personal flatbuffer copy, the merge's views), made again
+        on the next suggestion: learning needs the memory, and ends in a new state anyway."""
+        self._flat, self._parts = None, None
+
     def probabilities(self, ids: np.ndarray) -> np.ndarray:
         """Next-word probabilities ``[N, V]`` for context ids ``[N, T]``."""
         feats, logits = self.runtime.features_logits(ids)

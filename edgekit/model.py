@@ -176,6 +176,9 @@ class EdgeModel:
         lose on held-out text (``edgekit.personal.learner`` says what that means)."""
         cfg = config or TrainConfig()
         lines = read_lines(self.tokenizer, text_lines(texts), cfg)
+        # What scoring keeps for this state (the phrase memory's views of recent endings, the personal head's
+        # flatbuffer copy and its interpreter) is made again after learning anyway: not held while it runs.
+        self._p.use(self.state)
         learner = Learner(self.vocab, self.context_length, self._p.features_scores, self.head, self.base_head,
                           self.state)
         try:

@@ -180,7 +180,7 @@ class EdgeModel:
         # flatbuffer copy and its interpreter) is made again after learning anyway: not held while it runs.
         self._p.use(self.state)
         learner = Learner(self.vocab, self.context_length, self._p.features_scores, self.head, self.base_head,
-                          self.state)
+                          self.state, self._runtime.release_batch)
         try:
             with blas_threads(cfg.threads):
                 result = learner.learn(lines, cfg, progress)

@@ -103,7 +103,7 @@ def _read_exactly(f: IO[bytes], n: int, what: str) -> np.ndarray:
     [F, V] arrays are megabytes each, and reading into a growing buffer, then copying it twice
     (bytes, then a writable array), held three times that while a keyboard process loads."""
     out = np.empty(n, np.uint8)
-    view, got = memoryview(out), 0
+    view, got = out.data, 0
     while got < n:
         chunk = f.read(min(CHUNK, n - got))
         if not chunk:

@@ -21,6 +21,7 @@ import numpy as np
 ORDER = 3  # trigram: two words of context
 Context = Sequence[int] | np.ndarray  # token ids, oldest first
 MAX_COUNT = 1 << 40  # times one phrase was seen: far beyond any user, small enough that sums stay exact
+ENTRIES = 1 << 15  # n-gram entries ``probs_columns`` reads at a time
 
 
 class _Table(NamedTuple):
@@ -175,42 +176,51 @@ class PhraseMemory:
 
         They depend on the last ``ORDER - 1`` words only: each distinct
         ending is looked up once, every order of every ending at once, with
-        the same float32 and float64 steps as ``orders`` (so the same numbers).
+        the same float32 and float64 steps as ``orders`` (so the same
+        numbers); the entries are read ``ENTRIES`` at a time (a year's
+        common words are followed by hundreds of others each: all of them at
+        once would be megabytes of indices).
         """
         where = np.full(self.vocab_size, -1, np.int64)
         where[columns] = np.arange(len(columns))
         endings, row_of = np.unique(np.asarray(contexts, np.int64)[:, -(ORDER - 1):], axis=0, return_inverse=True)
         tables, scale = self._settled(), np.ones(len(endings))
-        seen = np.ones(len(endings), bool)
-        code = np.zeros(len(endings), np.int64)
-        valid = np.ones(len(endings), bool)
-        found = []
-        for n in range(1, min(ORDER, endings.shape[1] + 1)):  # shortest first: a longer one counts only after it
+        steps = []
+        for n, at in reversed(list(enumerate(self._found(endings), 1))):  # longest first, as ``orders`` yields them
+            table, hit = tables[n - 1], np.flatnonzero(at >= 0)
+            i = at[hit]
+            types = table.starts[i + 1] - table.starts[i]
+            denominator = table.totals[i] + types
+            steps.append((table, hit, table.starts[i], types, (scale[hit] / denominator).astype(np.float32)))
+            scale[hit] = scale[hit] * (types / denominator)
+        out = scale.astype(np.float32)[:, None] * self.unigram_probs()[columns][None, :]
+        for table, hit, begin, types, factor in steps:
+            ends = np.cumsum(types)
+            lo = 0
+            while lo < len(hit):
+                hi = max(lo + 1, int(np.searchsorted(ends, ends[lo] - types[lo] + ENTRIES, side="right")))
+                n = types[lo:hi]
+                entry = np.arange(n.sum()) + np.repeat(begin[lo:hi] - (np.cumsum(n) - n), n)
+                at = where[table.words[entry]]
+                keep = at >= 0
+                weights = table.weights[entry[keep]] * np.repeat(factor[lo:hi], n)[keep]
+                np.add.at(out, (np.repeat(hit[lo:hi], n)[keep], at[keep]), weights)
+                lo = hi
+        return out[row_of.reshape(-1)]
+
+    def _found(self, endings: np.ndarray) -> list[np.ndarray]:
+        """Per context length, shortest first: each ending's context index, -1 where it was never seen or a
+        shorter one was not (``orders`` stops at the first unseen)."""
+        seen, valid = np.ones(len(endings), bool), np.ones(len(endings), bool)
+        code, found = np.zeros(len(endings), np.int64), []
+        for n in range(1, min(ORDER, endings.shape[1] + 1)):
             ids = endings[:, -n]
             valid &= (ids >= 0) & (ids < self.vocab_size)
             code = code + np.where(valid, ids, 0) * self.vocab_size ** (n - 1)
-            at = np.where(valid, tables[n - 1].find(code), -1)
+            at = np.where(valid, self._tables[n - 1].find(code), -1)
             seen &= at >= 0
             found.append(np.where(seen, at, -1))
-        rows, ids_, weights = [], [], []
-        for n in range(len(found), 0, -1):  # longest first, as ``orders`` yields them
-            table, at = tables[n - 1], found[n - 1]
-            hit = np.flatnonzero(at >= 0)
-            i = at[hit]
-            begin, types = table.starts[i], table.starts[i + 1] - table.starts[i]
-            denominator = table.totals[i] + types
-            factor = (scale[hit] / denominator).astype(np.float32)
-            scale[hit] = scale[hit] * (types / denominator)
-            entry = np.arange(types.sum()) - np.repeat(np.cumsum(types) - types, types) + np.repeat(begin, types)
-            rows.append(np.repeat(hit, types))
-            ids_.append(table.words[entry])
-            weights.append(table.weights[entry] * np.repeat(factor, types))
-        out = scale.astype(np.float32)[:, None] * self.unigram_probs()[columns][None, :]
-        if rows:
-            r, at, w = np.concatenate(rows), where[np.concatenate(ids_)], np.concatenate(weights)
-            keep = at >= 0
-            np.add.at(out, (r[keep], at[keep]), w[keep])
-        return out[row_of.reshape(-1)]
+        return found
 
     def orders(self, context: Context, scale: float = 1.0) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
         """Per seen context order, longest first: (next-word ids, their weights, the scale left for the rest)."""

@@ -90,15 +90,29 @@ def _read_array(z: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, spec: Array
         with z.open(info) as f:
             shape, fortran, dtype = _header(f)
             _check_spec(key, shape, dtype, spec)
-            n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            raw = _read_capped(f, n, f"array {key!r}")
-            if len(raw) != n:
-                raise Unreadable(f"array {key!r} is truncated")
+            raw = _read_exactly(f, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, f"array {key!r}")
     except _READ_ERRORS as e:
         if isinstance(e, Unreadable):
             raise
         raise Unreadable(f"array {key!r} is damaged ({_reason(e)})") from None
-    return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+    return raw.view(dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _read_exactly(f: IO[bytes], n: int, what: str) -> np.ndarray:
+    """``n`` bytes of ``f``, which must end there, read in place into one new array: a state's
+    [F, V] arrays are megabytes each, and reading into a growing buffer, then copying it twice
+    (bytes, then a writable array), held three times that while a keyboard process loads."""
+    out = np.empty(n, np.uint8)
+    view, got = out.data, 0
+    while got < n:
+        chunk = f.read(min(CHUNK, n - got))
+        if not chunk:
+            raise Unreadable(f"{what} is truncated")
+        view[got : got + len(chunk)] = chunk
+        got += len(chunk)
+    if f.read(1):
+        raise Unreadable(f"{what} inflates past {n} bytes")
+    return out
 
 
 def _header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:

@@ -12,6 +12,7 @@ state and what it holds (``personal.state``, ``personal.phrases``,
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
@@ -81,7 +82,11 @@ class EdgeModel:
         self.tokenizer = Tokenizer(TokenizerConfig.from_dict(file.metadata["tokenizer"]))
         self.vocab = Vocabulary(file.vocab, file.metadata.get("personal_slots", 0))
         self._runtime = Runtime(file, self.vocab, runtime, num_threads)
-        self._suggester = Suggester(self.tokenizer, self.vocab, self.context_length, lambda ids: self._p.scores(ids))
+        # Through a weak reference: a model its app drops is freed at once, interpreters and all, not at the
+        # next cyclic garbage collection (the suggester calling back into the model would make a cycle).
+        model = weakref.ref(self)
+        self._suggester = Suggester(self.tokenizer, self.vocab, self.context_length,
+                                    lambda ids: model()._p.scores(ids))  # type: ignore[union-attr]
         self._blas = num_threads or 1  # host matrix products: see edgekit/blas.py
         self._p = Predictor(self._runtime, Head(self._runtime), self._empty_state(), self.vocab, self._blas)
         if self.state_file is not None and self.state_file.exists():
@@ -179,7 +184,7 @@ class EdgeModel:
         self._p.release()
         self._suggester.clear()
         learner = Learner(self.vocab, self.context_length, self._p.features_scores, self.head, self.base_head,
-                          self.state)
+                          self.state, self._runtime.release_batch)
         try:
             with blas_threads(cfg.threads):
                 result = learner.learn(lines, cfg, progress)

@@ -15,3 +15,22 @@ def test_loading_a_model_does_not_import_cryptography():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_dropped_model_is_freed_without_waiting_for_the_garbage_collector():
+    """Nothing in a model refers back to it: dropping it frees its interpreters at once, not at the next
+    cyclic collection (which a keyboard process may not run for a long while)."""
+    import gc
+    import weakref
+
+    from edgekit.model import EdgeModel
+
+    m = EdgeModel.load(stateless=True)
+    m.suggest("see you ")
+    gone = weakref.ref(m)
+    gc.disable()
+    try:
+        del m
+        assert gone() is None
+    finally:
+        gc.enable()

@@ -75,7 +75,8 @@ def test_suggestions_mix_the_memory_by_the_same_gate_learning_scored():
     best = np.array([mem.probs(c).max() for c in contexts], np.float32)
     lam = share(theta, gate_inputs(mem, contexts, best), 0.8)
     assert lam[1] == 0 and lam[0] > 0  # never seen: no share
-    expected = np.stack([(1 - s) * neural[i] + s * mem.probs(c) for i, (s, c) in enumerate(zip(lam, contexts))])
+    expected = np.stack([(1 - s) * neural[i] + s * mem.probs(c)
+                         for i, (s, c) in enumerate(zip(lam, contexts, strict=True))])
     assert np.allclose(mix(neural.copy(), mem, contexts, 0.8, theta), expected, atol=1e-6)
 
 
@@ -88,3 +89,104 @@ def test_a_copy_predicts_the_same_and_learns_on_its_own():
     copy.add([BOS, 10, 11, 30])
     assert copy.probs([BOS, 10, 11])[30] > 0 and mem.probs([BOS, 10, 11])[30] == 0
     assert len(copy) == len(mem) + 3 and mem.followed([10, 11]) == 3
+
+
+def _witten_bell(lines: list[list[int]], context: list[int], skip: set[int]) -> np.ndarray:
+    """Interpolated Witten-Bell over orders 1..3 from plain counters: what the memory must compute."""
+    from collections import Counter, defaultdict
+
+    uni: Counter[int] = Counter()
+    grams: dict[tuple[int, ...], Counter[int]] = defaultdict(Counter)
+    for ln in lines:
+        for i in range(1, len(ln)):
+            if ln[i] in skip:
+                continue
+            uni[ln[i]] += 1
+            for n in (1, 2):
+                if i - n >= 0:
+                    grams[tuple(ln[i - n : i])][ln[i]] += 1
+    p = np.zeros(V)
+    for w, c in uni.items():
+        p[w] = c / sum(uni.values())
+    for n in (1, 2):  # shortest first; a longer context counts only where the shorter one was seen
+        key = tuple(context[-n:])
+        if len(context) < n or key not in grams:
+            break
+        counts, types = grams[key], len(grams[key])
+        total = sum(counts.values())
+        seen = np.zeros(V)
+        for w, c in counts.items():
+            seen[w] = c
+        p = (seen + types * p) / (total + types)
+    return p
+
+
+def _random_lines(seed: int, n: int = 60) -> list[list[int]]:
+    rng = np.random.default_rng(seed)  # a small vocabulary: many repeated pairs and triples
+    return [[BOS] + rng.integers(3, 15, size=rng.integers(1, 9)).tolist() for _ in range(n)]
+
+
+def test_probabilities_are_witten_bell_over_the_counts_on_random_text():
+    for seed in range(3):
+        lines = _random_lines(seed)
+        mem = PhraseMemory(V, skip_ids=[0, 1, BOS])
+        for ln in lines:
+            mem.add(ln)
+        contexts = [ln[: j + 1] for ln in lines[:20] for j in range(len(ln))] + [[40, 41], [3, 40], [40, 3], []]
+        for c in contexts:
+            assert np.allclose(mem.probs(c), _witten_bell(lines, c, {0, 1, BOS}), atol=1e-6), c
+        rows = np.array([([BOS, BOS, BOS] + c)[-3:] for c in contexts])
+        columns = np.arange(0, V, 2)
+        expected = np.stack([mem.probs(c)[columns] for c in rows])
+        assert np.allclose(mem.probs_columns(rows, columns), expected, atol=1e-7)
+
+
+def test_learning_in_steps_counts_what_learning_at_once_does():
+    lines = _random_lines(4)
+    once, steps = PhraseMemory(V, [0, 1, BOS]), PhraseMemory(V, [0, 1, BOS])
+    for ln in lines:
+        once.add(ln)
+    for ln in lines:
+        steps.add(ln)
+        steps.followed([3, 4])  # read between lines: what was added so far is folded in
+    assert once.n_phrases == steps.n_phrases
+    assert all(np.array_equal(a, b) for a, b in zip(once.to_arrays().values(), steps.to_arrays().values(), strict=True))
+
+
+def test_a_saved_memory_loads_the_same_whatever_the_row_order():
+    lines = _random_lines(5)
+    mem = PhraseMemory(V, [0, 1, BOS])
+    for ln in lines:
+        mem.add(ln)
+    arrays = mem.to_arrays()
+    rng = np.random.default_rng(0)
+    shuffled = {**arrays, "phrases_ngrams": arrays["phrases_ngrams"][rng.permutation(len(arrays["phrases_ngrams"]))]}
+    split = {**arrays, "phrases_ngrams": np.vstack([arrays["phrases_ngrams"], [[-1, 3, 4, 2]]])}  # a pair twice
+    for back in (PhraseMemory.from_arrays(V, [0, 1, BOS], arrays), PhraseMemory.from_arrays(V, [0, 1, BOS], shuffled)):
+        assert back.n_phrases == mem.n_phrases and len(back) == len(mem)
+        for ln in lines[:10]:
+            assert np.array_equal(back.probs(ln), mem.probs(ln)) and back.followed(ln[-2:]) == mem.followed(ln[-2:])
+    twice = PhraseMemory.from_arrays(V, [0, 1, BOS], split)
+    had = any(r[:3] == [-1, 3, 4] for r in arrays["phrases_ngrams"].tolist())
+    assert twice.n_phrases == mem.n_phrases + (not had)
+    assert twice.followed([3]) == mem.followed([3]) + 2
+
+
+def test_forgetting_a_word_removes_every_phrase_holding_it():
+    lines = _random_lines(6)
+    mem = PhraseMemory(V, [0, 1, BOS])
+    for ln in lines:
+        mem.add(ln)
+    gone = mem.without(7)
+    assert gone.phrases_with(7) == 0 and 7 not in gone.unigram and mem.phrases_with(7) > 0
+    assert gone.n_phrases == mem.n_phrases - mem.phrases_with(7)
+    assert gone.probs([BOS, 3])[7] == 0 and gone.followed([7]) == 0 and len(gone) == len(mem) - mem.unigram[7]
+    assert mem.phrases_with(7) > 0 and mem.unigram[7] > 0  # the memory it was made from is untouched
+
+
+def test_ids_outside_the_vocabulary_are_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        PhraseMemory(V, [0, 1, BOS]).add([BOS, 3, V])
+    assert memory().followed([V, 3]) == 0 and memory().followed([-1]) == 0

@@ -83,12 +83,15 @@ class Learner:
     """The parts of a model one personalization reads and changes: vocabulary, head, state.
 
     ``score(ids)`` runs the interpreter on a chunk of contexts and returns
-    ``(features, logits of the current head, logits of the version's head)``.
+    ``(features, logits of the current head, logits of the version's head)``;
+    ``release()`` frees what ``score`` holds (the batch interpreter), called
+    once every row is read: training and scoring the options need no
+    interpreter, and the process peaks there.
     """
 
     def __init__(self, vocab: Vocabulary, context_length: int, score: Scorer, head: Weights, base: Weights,
-                 state: PersonalState):
-        self.vocab, self.context_length, self.score = vocab, context_length, score
+                 state: PersonalState, release: Callable[[], None] = lambda: None):
+        self.vocab, self.context_length, self.score, self.release = vocab, context_length, score, release
         self.head, self.base, self.state = head, base, state
 
     def learn(self, lines: list[list[str]], cfg: TrainConfig, progress: bool = False) -> PersonalizeResult:
@@ -144,6 +147,7 @@ class Learner:
         new_text = len(y_tr) + int((line_of >= len(self.state.heldout)).sum())
         n_anchor = int(np.clip(new_text, ANCHOR_ROWS // 4, ANCHOR_ROWS))
         an, teacher = anchor_rows(self.score, self.vocab, self.context_length, columns, n_anchor)
+        self.release()
         lap("anchor")
         current = (self.head[0][:, columns], self.head[1][columns])
         trained = train_head(tr.features, tr.targets, *current, cfg, progress, tr.rest_lse, ho, (an, teacher),

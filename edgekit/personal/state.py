@@ -136,10 +136,15 @@ def load_state(path: str | Path, fingerprint: str, feature_dim: int, vocab_size:
             arrays = read_npz(f, _specs(feature_dim, vocab_size), REQUIRED)
         meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
         _check_meta(meta, fingerprint, vocab_size if first_slot is None else first_slot, vocab_size)
-        delta_w, delta_b = arrays["delta_w"], arrays["delta_b"]
         for key in ("delta_w", "delta_b", "contrib_w", "contrib_b"):
             _want(key not in arrays or _bounded(arrays[key]), f"{key} holds non-finite values or values over "
                   f"{MAX_ABS_DELTA:g}")
+            if key in arrays and not arrays[key].any():
+                # Fresh zeros are the kernel's shared zero page until written; the array read from the file
+                # is a keyboard process's memory (2.6 MB for [F, V]), and a state that adopted only phrases
+                # holds a head change of zeros.
+                arrays[key] = np.zeros(arrays[key].shape, arrays[key].dtype)
+        delta_w, delta_b = arrays["delta_w"], arrays["delta_b"]
         phrases = PhraseMemory.from_arrays(vocab_size, skip_ids, arrays)
         heldout = [line.split(" ") for line in arrays["heldout"].tobytes().decode("utf-8").split("\n")] \
             if "heldout" in arrays else []

@@ -21,7 +21,8 @@ _EXPORTS = {
     "EdgeModel": "model", "ModelInfo": "model", "Suggestion": "suggest", "TrainConfig": "personal.train",
     "PersonalizeResult": "personal.result", "Evaluation": "metrics", "Journal": "journal",
     "EdgekitError": "errors", "ModelFileError": "errors", "StateError": "errors", "UpdateError": "errors",
-    "KeyFileError": "errors", "NotEnoughTextError": "errors", "RuntimeMissingError": "errors",
+    "KeyFileError": "errors", "NotEnoughTextError": "errors", "TextFileError": "errors",
+    "RuntimeMissingError": "errors",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

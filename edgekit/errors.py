@@ -38,6 +38,10 @@ class KeyFileError(EdgekitError, ValueError):
     """A key file that is missing, of the wrong kind, or cannot be decrypted."""
 
 
+class TextFileError(EdgekitError, ValueError):
+    """A text file edgekit cannot read as text: missing, binary, not UTF-8, or a broken ``.xz``."""
+
+
 class NotEnoughTextError(EdgekitError, ValueError):
     """The text given to learn from or to evaluate on has nothing usable in it."""
 

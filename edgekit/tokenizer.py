@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
+from .errors import TextFileError
+
 PAD, UNK, BOS, EOS, NUM = "<pad>", "<unk>", "<s>", "</s>", "<num>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, BOS, EOS, NUM)
 
@@ -247,8 +249,8 @@ def text_lines(text: str | Path | Iterable[str]) -> Iterator[str]:
 def read_text_lines(path: str | Path, max_line_chars: int = 100_000) -> Iterator[str]:
     """Lines of a UTF-8 text file, or of an ``.xz``-compressed one, streamed, with clear errors for bad input.
 
-    Raises ``ValueError`` naming the file for binary or non-UTF-8 content or a
-    broken ``.xz``. A line longer than ``max_line_chars`` arrives in pieces, so
+    Raises ``TextFileError`` (a ``ValueError``) naming the file when it is missing
+    or not a file, binary or non-UTF-8, or a broken ``.xz``. A line longer than ``max_line_chars`` arrives in pieces, so
     a huge file with no line breaks still takes bounded memory.
     """
     try:
@@ -259,16 +261,20 @@ def read_text_lines(path: str | Path, max_line_chars: int = 100_000) -> Iterator
                     line = f.readline(max_line_chars)
                 except UnicodeDecodeError:  # decoded ahead in blocks: find the line the bad byte is on
                     bad_line, byte = _first_bad_byte(path)
-                    raise ValueError(f"{path}: not UTF-8 text (bad byte {byte:#04x} on line {bad_line})") from None
+                    raise TextFileError(f"{path}: not UTF-8 text (bad byte {byte:#04x} on line {bad_line})") from None
                 if not line:
                     return
                 if "\x00" in line:
-                    raise ValueError(f"{path}: looks like a binary file (NUL byte near line {lineno}), "
+                    raise TextFileError(f"{path}: looks like a binary file (NUL byte near line {lineno}), "
                                      "expected UTF-8 text")
                 lineno += line.endswith("\n")
                 yield line
     except (lzma.LZMAError, EOFError) as e:
-        raise ValueError(f"{path}: not a complete .xz file ({e})") from None
+        raise TextFileError(f"{path}: not a complete .xz file ({e})") from None
+    except FileNotFoundError:
+        raise TextFileError(f"{path}: no such text file") from None
+    except IsADirectoryError:
+        raise TextFileError(f"{path}: a folder, not a text file") from None
 
 
 def _open(path: str | Path, binary: bool = False) -> IO:

@@ -63,7 +63,9 @@ def test_suggest_refuses_text_twice_and_undecodable_input(state_dir, tmp_path):
     both = run("suggest", "hello", "--text-file", tmp_path / "t.txt")
     assert both.exit_code == 2 and "either as TEXT or with --text-file, not both" in both.output
     binary = run("suggest", "-", input=b"\xff\xfe")
-    assert binary.exit_code == 1 and "standard input: not UTF-8 text" in binary.output
+    assert binary.exit_code == 1 and "standard input: not UTF-8 text (bad byte 0xff on line 1)" in binary.output
+    missing = run("suggest", "--text-file", tmp_path / "nope.txt")  # worded as personalize and evaluate word it
+    assert missing.exit_code == 1 and "nope.txt: no such text file" in missing.output
 
 
 # -- reset -----------------------------------------------------------------

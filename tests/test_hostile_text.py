@@ -94,3 +94,20 @@ def test_the_non_utf8_message_names_the_right_line(tmp_path):
     path.write_bytes(b"fine line\n" * 100 + b"bad \xff byte\n" + b"more\n" * 10)
     with pytest.raises(ValueError, match=r"bad byte 0xff on line 101"):
         list(read_text_lines(path))
+
+
+def test_unreadable_text_files_are_edgekit_errors_naming_the_file(model, tmp_path):
+    """An app that catches EdgekitError (the README's promise) also catches a missing or non-UTF-8 text file."""
+    from pathlib import Path
+
+    from edgekit import EdgekitError, TextFileError
+
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    learned = len(model.state.history)
+    for path, problem in ((tmp_path / "nope.txt", "no such text file"), (bad, "not UTF-8"),
+                          (tmp_path, "a folder")):
+        with pytest.raises(EdgekitError, match=problem) as caught:
+            model.personalize(Path(path), save=False)
+        assert isinstance(caught.value, TextFileError) and str(path) in str(caught.value)
+    assert len(model.state.history) == learned  # nothing was learned or changed

@@ -44,7 +44,8 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def model_option(help: str = "Model file (.tflite) [default: the bundled English model].", *,
+def model_option(help: str = "Model file (.tflite) [default: the version installed in the state folder, else the "
+                                "bundled English model].", *,
                  required: bool = False, exists: bool = False) -> Callable:
     """``-m/--model``, the one way every command is told which model to read."""
     return click.option("-m", "--model", "model_path", type=click.Path(exists=exists, dir_okay=False, path_type=Path),
@@ -73,7 +74,7 @@ def unsigned_local_option(fn: Callable) -> Callable:
 
 
 def model_options(fn: Callable) -> Callable:
-    """``-m/--model`` (default: the bundled model), ``--unsigned-local`` and ``--state-dir``."""
+    """``-m/--model`` (default: the installed version, else the bundled one), ``--unsigned-local``, ``--state-dir``."""
     return model_option()(unsigned_local_option(state_dir_option(fn)))
 
 

@@ -78,12 +78,15 @@ def _typed_text(words: tuple[str, ...], text_file: str | None) -> str:
     source = text_file if text_file is not None else STDIN if words == (STDIN,) else None
     if source is None:
         return " ".join(words)
+    if source != STDIN and not Path(source).is_file():
+        raise click.ClickException(f"{source}: no such text file")
     data = sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes()
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
+    except UnicodeDecodeError as e:  # worded as read_text_lines words it for the other commands
         name = "standard input" if source == STDIN else source
-        raise click.ClickException(f"{name}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+        line = data[: e.start].count(b"\n") + 1
+        raise click.ClickException(f"{name}: not UTF-8 text (bad byte {data[e.start]:#04x} on line {line})") from None
     return text.removesuffix("\n").removesuffix("\r")
 
 

@@ -246,6 +246,15 @@ def text_lines(text: str | Path | Iterable[str]) -> Iterator[str]:
     return iter(text)
 
 
+def require_text_file(path: str | Path) -> Path:
+    """``path`` when it is a file; else ``TextFileError`` saying what is there instead (the one
+    wording of a missing text file, for the CLI's checks before it loads a model too)."""
+    p = Path(path)
+    if not p.is_file():
+        raise TextFileError(f"{p}: a folder, not a text file" if p.is_dir() else f"{p}: no such text file")
+    return p
+
+
 def read_text_lines(path: str | Path, max_line_chars: int = 100_000) -> Iterator[str]:
     """Lines of a UTF-8 text file, or of an ``.xz``-compressed one, streamed, with clear errors for bad input.
 
@@ -253,6 +262,7 @@ def read_text_lines(path: str | Path, max_line_chars: int = 100_000) -> Iterator
     or not a file, binary or non-UTF-8, or a broken ``.xz``. A line longer than ``max_line_chars`` arrives in pieces, so
     a huge file with no line breaks still takes bounded memory.
     """
+    require_text_file(path)
     try:
         with _open(path) as f:
             lineno = 1
@@ -271,10 +281,6 @@ def read_text_lines(path: str | Path, max_line_chars: int = 100_000) -> Iterator
                 yield line
     except (lzma.LZMAError, EOFError) as e:
         raise TextFileError(f"{path}: not a complete .xz file ({e})") from None
-    except FileNotFoundError:
-        raise TextFileError(f"{path}: no such text file") from None
-    except IsADirectoryError:
-        raise TextFileError(f"{path}: a folder, not a text file") from None
 
 
 def _open(path: str | Path, binary: bool = False) -> IO:

@@ -78,9 +78,9 @@ def _typed_text(words: tuple[str, ...], text_file: str | None) -> str:
     source = text_file if text_file is not None else STDIN if words == (STDIN,) else None
     if source is None:
         return " ".join(words)
-    if source != STDIN and not Path(source).is_file():
-        raise click.ClickException(f"{source}: no such text file")
-    data = sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes()
+    from ..tokenizer import require_text_file
+
+    data = sys.stdin.buffer.read() if source == STDIN else require_text_file(source).read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:  # worded as read_text_lines words it for the other commands
@@ -104,11 +104,10 @@ def personalize(texts, epochs, model_path, unsigned_local, state_dir, as_json):
     current suggestions there (top-3 before/after is reported).
     """
     from ..personal.train import TrainConfig
-    from ..tokenizer import read_text_lines
+    from ..tokenizer import read_text_lines, require_text_file
 
     for t in texts:
-        if not t.exists():
-            raise click.ClickException(f"{t}: no such text file")
+        require_text_file(t)  # before the model loads
     m = load_model(model_path, state_dir, unsigned_local=unsigned_local)
     config = TrainConfig() if epochs is None else TrainConfig(epochs=epochs)
     lines = (line for t in texts for line in read_text_lines(t))

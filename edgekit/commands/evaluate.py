@@ -45,13 +45,14 @@ def evaluate(model_path: Path | None, legacy_model: Path | None, text: Path, max
     `edgekit evaluate MODEL --text FILE` (the model as an argument) still
     works in this release, with a warning; use -m MODEL.
     """
+    from ..tokenizer import require_text_file
+
     model = model_from(model_path, legacy_model, "evaluate")
     if model is None:
         raise click.UsageError("no model: pass -m/--model FILE (.tflite or .keras)")
     if not model.is_file():
         raise click.ClickException(f"{model}: no such model file")
-    if not text.is_file():
-        raise click.ClickException(f"{text}: no such text file")
+    require_text_file(text)
     suffix = model.suffix.lower()
     if suffix == ".tflite":
         result = _evaluate_tflite(model, text, max_targets, state_dir, unsigned_local, progress=not as_json)

@@ -38,8 +38,8 @@ ENDINGS = 4096  # context endings whose phrase-memory view is kept (a user's com
 class _Parts(NamedTuple):
     """What merging reads of a personal state, gathered once per state."""
 
-    slots: np.ndarray  # the personal words' ids: outside the interpreter's ranking
-    extra: np.ndarray  # those, then the ids never suggested: with the interpreter's sum, the softmax's total
+    extra: np.ndarray  # the personal words' ids (``Predictor._slot_ids``), then the ids never suggested: with
+    # the interpreter's sum, the softmax's total
     extra_sums: np.ndarray  # [E, 2] 1.0 where ``extra`` is a personal word (column 0) or never suggested (1)
     unigram: np.ndarray  # [V] float32: the phrase memory's unigram probabilities
     by_unigram: list[tuple[int, float]]  # the memory's words and unigram probabilities, likeliest first
@@ -132,15 +132,14 @@ class Predictor:
         """Scores under the personal state, from the interpreter's under the personal head."""
         st = self.state
         phrases = bool(st.phrase_weight and st.phrases.evidence(ids))
-        parts = self._parts or self._make_parts()
         if not phrases and own.top_values is not None:
-            if not len(parts.slots):  # the interpreter ranked under this head: nothing to add
+            if not len(self._slot_ids):  # the interpreter ranked under this head: nothing to add
                 return own
-            slot_logits = own.values[parts.slots]
+            slot_logits = own.values[self._slot_ids]
             if slot_logits.max() < own.top_values[-1]:  # no personal word among the ranked ones
                 return Scores(own.values, own.top_ids, own.top_values,
                               own.sum_exp + float(np.exp(slot_logits, dtype=np.float64).sum()))
-        merged = self._merge(ids, own, phrases, parts)
+        merged = self._merge(ids, own, phrases, self._parts or self._make_parts())
         return Scores(None, *merged, dense=lambda: self._dense(ids, own.values, phrases)) \
             if merged is not None else Scores(self._dense(ids, own.values, phrases))
 
@@ -201,10 +200,10 @@ class Predictor:
                 break
             if w not in score:
                 score[w] = q + lam * named.get(w, left * float(unigram[w]))
-        slot_ex = ex[: len(parts.slots)]  # personal words that can reach the floor (outside the memory's top: bound)
+        slot_ex = ex[: len(self._slot_ids)]  # personal words that can reach the floor (outside the memory's top: bound)
         if len(slot_ex) and a * float(slot_ex.max()) + bound >= floor:
             for i in np.flatnonzero(a * slot_ex + bound >= floor).tolist():
-                w = int(parts.slots[i])
+                w = int(self._slot_ids[i])
                 if w not in score:
                     score[w] = a * float(slot_ex[i]) + lam * named.get(w, left * float(unigram[w]))
         settled = sorted((-p, w) for w, p in score.items() if p >= floor)[:RANKED]
@@ -251,7 +250,7 @@ class Predictor:
         unigram = memory.unigram_probs()
         support = np.fromiter(memory.unigram, np.int64, len(memory.unigram))
         support = support[np.argsort(-unigram[support], kind="stable")]
-        self._parts = _Parts(slots, extra, sums, unigram, list(zip(support.tolist(), unigram[support].tolist(),
-                                                                   strict=True)),
-                             bool(mask[support].all()), np.zeros(len(mask), np.float32), {})
+        by_unigram = list(zip(support.tolist(), unigram[support].tolist(), strict=True))
+        self._parts = _Parts(extra, sums, unigram, by_unigram, bool(mask[support].all()),
+                             np.zeros(len(mask), np.float32), {})
         return self._parts

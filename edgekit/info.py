@@ -11,6 +11,8 @@ class ModelInfo:
     path: str
     name: str
     fingerprint: str  # the model version
+    parents: tuple[str, ...]  # the versions it was aggregated from, newest first (empty: a converted file)
+    signed: bool  # the file carries a server's signature (``origin`` says whether this device trusts it)
     origin: str  # what vouches for the file: "bundled", "installed", "signed", or nothing ("local")
     quantization: str
     compat: str

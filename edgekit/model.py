@@ -22,7 +22,7 @@ import numpy as np
 from .blas import blas_threads
 from .head import Head
 from .info import ModelInfo
-from .installed import LOCAL, check_descends, check_trust, current_model, load_origin, record_install
+from .installed import LOCAL, check_descends, check_trust, current_model, lineage, load_origin, record_install
 from .metrics import Evaluation, evaluate
 from .modelfile import ModelFile, read_model_file, require_runnable
 from .paths import default_state_dir
@@ -141,7 +141,10 @@ class EdgeModel:
         return None if self.state_dir is None else state_path(self.state_dir, self.metadata["name"])
 
     def info(self) -> ModelInfo:
-        return ModelInfo(str(self.path), self.metadata["name"], self.fingerprint, self.origin, self.quantization,
+        from .signing import is_signed  # cryptography: only when asked
+
+        return ModelInfo(str(self.path), self.metadata["name"], self.fingerprint, tuple(lineage(self.file)),
+                         is_signed(self.file), self.origin, self.quantization,
                          self.metadata.get("compat", "litert"), self.runtime, len(self.vocab), self.context_length,
                          self.feature_dim, self.vocab.personal_slots, len(self.state.personal_words),
                          self.state.n_examples, str(self.state_file) if self.state_file else None,

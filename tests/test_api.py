@@ -37,7 +37,7 @@ def test_results_are_dataclasses_with_the_cli_json_keys(bundled):
     info = bundled.info()
     assert isinstance(info, ModelInfo) and info.vocab_size == len(bundled.vocab)
     assert set(info.to_dict()) >= {"path", "name", "fingerprint", "quantization", "runtime", "vocab_size",
-                                   "context_length", "personal_words", "personal_examples", "state_file"}
+                                   "context_length", "personal_words", "personal_examples", "state_file", "parents", "signed"}
     evaluation = bundled.evaluate(lines[250:], max_targets=200)
     assert isinstance(evaluation, Evaluation) and evaluation.targets == 200
     assert set(evaluation.to_dict()) == {"targets", "top1", "top3", "perplexity", "keystroke_savings", "oov_rate"}
@@ -47,6 +47,7 @@ def test_results_are_dataclasses_with_the_cli_json_keys(bundled):
     assert set(as_dict) == {"adopted", "train_examples", "heldout_examples", "before", "after",
                             "new_personal_words", "phrase_weight", "seconds", "before_new", "after_new", "phases"}
     assert set(as_dict["before"]) == {"top1", "top3"}
+    assert "np.float" not in repr(result) and type(result.before.top3) is float
 
 
 def test_a_file_name_given_as_text_is_refused_with_the_fix(bundled, tmp_path, monkeypatch):

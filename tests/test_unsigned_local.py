@@ -59,6 +59,7 @@ def test_a_local_file_is_refused_without_the_flag_and_says_what_to_do(local, tmp
 def test_a_local_file_loads_when_asked_and_says_so(local, tmp_path):
     m = EdgeModel.load(local, state_dir=tmp_path, unsigned_local=True)
     assert m.origin == "local" and m.info().origin == "local" and m.info().to_dict()["origin"] == "local"
+    assert m.info().signed is False and m.info().parents == ()
     assert m.suggest("w3 w4 ")
 
 
@@ -72,7 +73,8 @@ def test_a_signed_version_loads_by_path_when_its_key_is_trusted(signed, server, 
         EdgeModel.load(signed, state_dir=tmp_path)
     assert EdgeModel.load(signed, stateless=True, state_dir=tmp_path, verify_key=server[1]).origin == "signed"
     trust_key(tmp_path, server[1])
-    assert EdgeModel.load(signed, state_dir=tmp_path).info().origin == "signed"
+    info = EdgeModel.load(signed, state_dir=tmp_path).info()
+    assert info.origin == "signed" and info.signed and info.to_dict()["signed"] is True
     assert EdgeModel.load(signed, stateless=True, state_dir=tmp_path).origin == "signed"
 
 

@@ -70,7 +70,8 @@ def test_install_delta_ships_the_head_in_the_flatbuffer_and_keeps_the_float_head
     assert two.metadata["lineage"] == [one.fingerprint, file.fingerprint]
     # A device on v3 runs the interpreter's own head and ranking: no head.npz for the host to add.
     assert two.head is None and two.metadata["head_storage"]["where"] == "flatbuffer"
-    assert EdgeModel.load(tmp_path / "v3.tflite", stateless=True, unsigned_local=True).suggest("w3 w4 ", k=3)
+    v3 = EdgeModel.load(tmp_path / "v3.tflite", stateless=True, unsigned_local=True)
+    assert v3.suggest("w3 w4 ", k=3) and v3.info().parents == (one.fingerprint, file.fingerprint)
 
 
 def test_an_int8_head_is_always_checked_against_the_float_head(trained_files):

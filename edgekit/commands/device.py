@@ -19,13 +19,9 @@ STDIN = "-"
 def info(model_path, unsigned_local, state_dir, as_json):
     """Vocabulary size, context length, quantization, version (fingerprint) and its parents, runtime in use."""
     from ..federated.privacy import ledger_info
-    from ..installed import lineage
-    from ..signing import is_signed
 
     m = load_model(model_path, state_dir, unsigned_local=unsigned_local)
     data = m.info().to_dict()
-    data["parents"] = lineage(m.file)  # newest first; empty: a converted, original version
-    data["signed"] = is_signed(m.file)
     data |= ledger_info(m.path)  # a server's version: the privacy spent on it (epsilon at delta), if recorded
     emit(data, as_json, lambda d: "\n".join(f"{k:18} {_shown(k, v)}" for k, v in d.items()))
 

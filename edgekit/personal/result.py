@@ -10,6 +10,10 @@ class Accuracy:
     top1: float
     top3: float
 
+    def __post_init__(self) -> None:  # plain floats (the learner's come from numpy): a repr that reads "0.25"
+        object.__setattr__(self, "top1", float(self.top1))
+        object.__setattr__(self, "top3", float(self.top3))
+
 
 @dataclass(frozen=True)
 class PersonalizeResult:

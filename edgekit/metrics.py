@@ -68,12 +68,15 @@ def _batches(windows: Iterator[Window], size: int) -> Iterator[list[Window]]:
 
 
 def top_k(probs: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` most probable ids among ``candidates``, best first."""
+    """The ``k`` most probable ids among ``candidates``, best first; ties: the lower id first, as
+    ``suggest()`` ranks (an int8 model's scores tie often, and a partition alone would pick among
+    tied words at random)."""
     values = probs[candidates]
-    if len(candidates) <= k:
-        return candidates[np.argsort(-values, kind="stable")]
-    part = np.argpartition(values, len(values) - k)[-k:]
-    return candidates[part[np.argsort(-values[part], kind="stable")]]
+    if len(candidates) > k:
+        kth = np.partition(values, len(values) - k)[len(values) - k]
+        keep = np.flatnonzero(values >= kth)  # every word tied with the k-th best: the id decides below
+        candidates, values = candidates[keep], values[keep]
+    return candidates[np.lexsort((candidates, -values))[:k]]
 
 
 def keystrokes_with_suggestions(probs: np.ndarray, word: str, target: int, vocab: Vocabulary, k: int = 3) -> int:

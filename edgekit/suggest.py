@@ -135,10 +135,9 @@ class Suggester:
             candidates = candidates[self._offered[candidates]]
         if not len(candidates):
             return [], []
-        sub = scores[candidates]
-        order = top_k(sub, np.arange(len(sub)), k)
-        weights = np.exp(sub - sub[order[0]])
-        return candidates[order].tolist(), (weights[order] / weights.sum()).tolist()
+        best = top_k(scores, candidates, k)
+        peak = scores[best[0]]
+        return best.tolist(), (np.exp(scores[best] - peak) / np.exp(scores[candidates] - peak).sum()).tolist()
 
 
 def match_case(word: str, typed: str) -> str:

@@ -86,7 +86,8 @@ class Scores:
     """One context's log-scale scores over the vocabulary; the best words' ranking when known.
 
     ``top_ids`` are the best words, best first (no specials, no free personal
-    slots), ``top_values`` their scores and ``sum_exp`` the sum of
+    slots), ``top_values`` their scores (plain lists: they are read a few
+    numbers at a time, in Python) and ``sum_exp`` the sum of
     ``exp(score)`` over the words that can be suggested: a word's probability
     is ``exp(value) / sum_exp``. ``values`` (every id's score) may be made on
     first use by ``dense``: ranking the next words reads only the top list,
@@ -96,8 +97,8 @@ class Scores:
 
     __slots__ = ("_values", "_dense", "top_ids", "top_values", "sum_exp")
 
-    def __init__(self, values: np.ndarray | None = None, top_ids: np.ndarray | None = None,
-                 top_values: np.ndarray | None = None, sum_exp: float = math.nan,
+    def __init__(self, values: np.ndarray | None = None, top_ids: list[int] | None = None,
+                 top_values: list[float] | None = None, sum_exp: float = math.nan,
                  dense: Callable[[], np.ndarray] | None = None):
         if values is None and dense is None:
             raise ValueError("Scores needs values or a way to make them")
@@ -187,7 +188,7 @@ class Runtime:
         logits = interp.get_tensor(io.logits)[0]
         if io.top_ids is None:
             return Scores(logits)
-        return Scores(logits, interp.get_tensor(io.top_ids)[0], interp.get_tensor(io.top_values)[0],
+        return Scores(logits, interp.get_tensor(io.top_ids)[0].tolist(), interp.get_tensor(io.top_values)[0].tolist(),
                       float(interp.get_tensor(io.sum_exp)[0, 0]))
 
     def invoke_features(self, ids: np.ndarray) -> tuple[np.ndarray, Scores]:

@@ -189,22 +189,22 @@ class Predictor:
         if not top_ids or top_values is None or not 0.0 < total < math.inf:
             return None
         suggestable = total + slot_sum
-        lam, named, left, unigram, memory = view.share, view.named, view.left, parts.unigram, view.top
+        lam, named, left, memory, bound = view.share, view.named, view.left, view.top, view.bound
+        unigram = parts.unigram
         # The ids never suggested weigh only against the memory's share: without one they cancel out.
         everything = suggestable + sum(map(math.exp, values[parts.banned].tolist())) if lam else suggestable
         a = (1 - lam) / everything
         score: dict[int, float] = {}
-        for depth in range(max(len(memory), len(top_ids))):
+        for depth, (w, v) in enumerate(zip(top_ids, top_values, strict=True)):
             if depth < len(memory):
-                w, m = memory[depth]
-                if w not in score:
-                    score[w] = a * math.exp(values.item(w)) + m
+                u, m = memory[depth]
+                if u not in score:
+                    score[u] = a * math.exp(values.item(u)) + m
             else:
-                m = view.bound
-            if depth < len(top_ids):
-                w, q = top_ids[depth], a * math.exp(top_values[depth])
-                if w not in score:
-                    score[w] = q + named.get(w, left * unigram.get(w, 0.0))
+                m = bound
+            q = a * math.exp(v)
+            if w not in score:
+                score[w] = q + named.get(w, left * unigram.get(w, 0.0))
             floor = m + q
             if len(score) >= ranked and sorted(score.values())[-ranked] >= floor:
                 break

@@ -1,14 +1,14 @@
 """Next-word scores with the personal state in play: the head's change, then the phrase memory.
 
 The personal head runs inside the interpreter: a copy of the flatbuffer
-with the head written in (``Runtime.with_head``), so the interpreter ranks
-the words under it at the version's speed. What the interpreter cannot see,
-the personal words (slots outside its ranking) and the phrase memory, is
-merged on the host with its ranking (``_merge``): only the few words that
-can still reach the top are scored, in plain Python, and the result is the
-same words and probabilities as a softmax over the whole vocabulary mixed
-with the memory. Every id's score is made only when asked for (a completion
-of a typed prefix, or a ranking the merge cannot settle).
+with the head written in and its word ranking widened to the personal words
+(``Runtime.with_head``), so the interpreter ranks every suggestable word
+under it at the version's speed. What the interpreter cannot see, the phrase
+memory, is merged on the host with its ranking (``_merge``): only the few
+words that can still reach the top are scored, in plain Python, and the
+result is the same words and probabilities as a softmax over the whole
+vocabulary mixed with the memory. Every id's score is made only when asked
+for (a completion of a typed prefix, or a ranking the merge cannot settle).
 
 A keyboard waits for this after every space, so the merge reads what it
 can from the memory's view of the context's ending (``_View``, kept per
@@ -39,7 +39,6 @@ from .train import softmax
 RANKED = 4  # words a personalized context ranks unless asked for more: a keyboard shows three, one to spare
 MEMORY_TOP = 8  # the phrase memory's likeliest words kept per ending (a bound stands for the rest)
 ENDINGS = 4096  # context endings whose phrase-memory view is kept (a user's common word pairs)
-MAX_EXP = 709.0  # the largest x whose exp is a float
 
 
 class _View(NamedTuple):
@@ -63,8 +62,7 @@ _SILENT = _View(0.0, {}, 0.0, [], 0.0)  # an ending the memory has nothing to sa
 class _Parts(NamedTuple):
     """What merging reads of a personal state, gathered once per state."""
 
-    body: np.ndarray  # [V] int32: the id the interpreter reads for each id (a personal slot is ``<unk>``)
-    slots: slice | np.ndarray  # where the personal words' logits are (``Predictor._slot_ids``)
+    holes: np.ndarray  # free slots inside the ranker's ranking (a forgotten word's): not suggestable
     banned: slice | np.ndarray  # the ids never suggested (specials, free slots): in the softmax's total only
     unigram: dict[int, float]  # the phrase memory's unigram probability of each word it knows
     by_unigram: list[tuple[int, float]]  # the memory's words and unigram probabilities, likeliest first
@@ -113,9 +111,8 @@ class Predictor:
         ranker = self._ranker()
         if ranker is not None:
             parts = self._parts or self._make_parts()
-            own = ranker.invoke(parts.body[ids[None]])
-            scores = self._personal(ids, own, parts, math.inf if ranker is self.runtime else ranker.logit_ceiling,
-                                    ranked)
+            scores = self._personal(ids, ranker.invoke(ids[None]), parts,
+                                    math.inf if ranker is self.runtime else ranker.logit_ceiling, ranked)
             if scores is not None:
                 return scores
         feats, base = self.runtime.invoke_features(ids[None])  # the head's change on the host, every id
@@ -123,39 +120,36 @@ class Predictor:
         return Scores(self._dense(ids, logits, bool(self.state.phrase_weight and self.state.phrases.evidence(ids))))
 
     def _ranker(self) -> Runtime | None:
-        """The runtime whose flatbuffer holds this head: the version's, or a copy with the personal head
-        written in (made on first use); ``None`` when the head cannot be written into this file."""
-        if not self.head.on_host:
+        """The runtime whose flatbuffer holds this head and ranks every suggestable word: the version's
+        (no personal words, the head unchanged), or a copy with the personal head written in and the
+        personal words in its ranking (made on first use); ``None`` when this file cannot have one."""
+        if not (self.head.on_host or len(self._slot_ids)):
             return self.runtime
         if self._flat is None and not self._flat_failed:
             try:
-                self._flat = self.runtime.with_head(self.head.weights)
+                self._flat = self.runtime.with_head(self.head.weights,
+                                                    int(self._slot_ids[-1]) + 1 if len(self._slot_ids) else None)
             except FlatHeadError:
                 self._flat_failed = True
         return self._flat
 
     def _personal(self, ids: np.ndarray, own: Scores, parts: _Parts, ceiling: float, ranked: int) -> Scores | None:
         """Scores under the personal state, from the interpreter's under the personal head; ``None`` where
-        its ranking is missing or a word it ranks, or a personal word, may have reached the logits' ``ceiling``.
-
-        The personal words are checked by the sum of their exps (one number instead of a maximum: it is
-        below any bound their largest must be under nearly always, and a merge settles them when not).
-        """
-        top_values, values = own.top_values, own.values
-        if top_values is None or not top_values[0] < ceiling:
+        its ranking is missing or its best word reached the logits' ``ceiling``."""
+        top_ids, top_values, values = own.top_ids, own.top_values, own.values
+        if top_ids is None or top_values is None or not top_values[0] < ceiling:
             return None
-        slot_ex = np.exp(values[parts.slots], dtype=np.float64).tolist() if len(self._slot_ids) else []
-        slot_sum = sum(slot_ex)
-        if not slot_sum < math.exp(min(ceiling, MAX_EXP)):
-            return None
+        if len(parts.holes):  # free slots in the ranking: out of the total and the words
+            free = set(parts.holes.tolist())
+            kept = [(w, v) for w, v in zip(top_ids, top_values, strict=True) if w not in free]
+            own = Scores(values, [w for w, _ in kept], [v for _, v in kept],
+                         own.sum_exp - float(np.exp(values[parts.holes], dtype=np.float64).sum()))
         view = parts.views.get(ids[1 - ORDER :].tobytes()) or self._view(ids, parts)
-        if not view.share and slot_sum < math.exp(top_values[-1]):  # nothing to merge: the interpreter ranked
-            return Scores(values, own.top_ids, top_values, own.sum_exp + slot_sum)
-        merged = self._merge(own, view, parts, slot_ex, slot_sum, ranked) \
-            if parts.memory_ok or not view.share else None
-        phrases = view.share > 0
-        return Scores(None, *merged, dense=lambda: self._dense(ids, values, phrases)) \
-            if merged is not None else Scores(self._dense(ids, values, phrases))
+        if not view.share:  # nothing to merge: the interpreter ranked
+            return own
+        merged = self._merge(own, view, parts, ranked) if parts.memory_ok else None
+        return Scores(None, *merged, dense=lambda: self._dense(ids, values, True)) \
+            if merged is not None else Scores(self._dense(ids, values, True))
 
     def features_scores(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features, this head's logits and the version's for contexts ``[N, T]``: what learning reads."""
@@ -171,28 +165,25 @@ class Predictor:
                     st.phrase_gate)
         return np.log(np.maximum(probs[0], 1e-30))
 
-    def _merge(self, own: Scores, view: _View, parts: _Parts, slot_ex: list[float], slot_sum: float,
+    def _merge(self, own: Scores, view: _View, parts: _Parts,
                ranked: int) -> tuple[list[int], list[float], float] | None:
-        """The ``ranked`` best words under the personal state, from the interpreter's ranking, the
-        personal words' exps (``slot_ex``, and their sum) and the memory's view of the context: ``(ids,
-        log-probabilities up to one constant, the sum of their exps over the suggestable words)``, or
-        ``None`` when the merge cannot settle a word.
+        """The ``ranked`` best words under the personal state, from the interpreter's ranking and the
+        memory's view of the context: ``(ids, log-probabilities up to one constant, the sum of their
+        exps over the suggestable words)``, or ``None`` when the merge cannot settle a word.
 
         The same mixture as ``_dense``: ``(1 - share) softmax(logits) + share memory`` over every id,
         renormalized over the suggestable ones. A threshold merge (Fagin's): the memory's likeliest
         words and the interpreter's are scored in turn, one of each, until the ``ranked``-th best so
         far is at least what a word neither list has reached yet could score (the next memory
-        probability plus the next interpreter one: the floor); then the personal words that could
-        reach the floor. Every word left unscored is below it: words above it are settled.
+        probability plus the next interpreter one: the floor). Every word left unscored is below it:
+        words above it are settled.
         """
-        total, top_ids, top_values, values = own.sum_exp, own.top_ids, own.top_values, own.values
-        if not top_ids or top_values is None or not 0.0 < total < math.inf:
+        suggestable, top_ids, top_values, values = own.sum_exp, own.top_ids, own.top_values, own.values
+        if not top_ids or top_values is None or not 0.0 < suggestable < math.inf:
             return None
-        suggestable = total + slot_sum
         lam, named, left, memory, bound = view.share, view.named, view.left, view.top, view.bound
         unigram = parts.unigram
-        # The ids never suggested weigh only against the memory's share: without one they cancel out.
-        everything = suggestable + sum(map(math.exp, values[parts.banned].tolist())) if lam else suggestable
+        everything = suggestable + sum(map(math.exp, values[parts.banned].tolist()))  # the softmax's total
         a = (1 - lam) / everything
         score: dict[int, float] = {}
         for depth, (w, v) in enumerate(zip(top_ids, top_values, strict=True)):
@@ -208,10 +199,6 @@ class Predictor:
             floor = m + q
             if len(score) >= ranked and sorted(score.values())[-ranked] >= floor:
                 break
-        if a * slot_sum + m >= floor:  # personal words may reach the floor (with at most ``m`` from the memory)
-            for w, ex in zip(self._slot_ids.tolist(), slot_ex, strict=True):
-                if a * ex + m >= floor and w not in score:
-                    score[w] = a * ex + named.get(w, left * unigram.get(w, 0.0))
         settled = sorted((-p, w) for w, p in score.items() if p >= floor)[:ranked]
         if not settled:
             return None
@@ -251,13 +238,13 @@ class Predictor:
     def _make_parts(self) -> _Parts:
         vocab, memory = self._vocab, self.state.phrases
         mask = vocab.suggestable_mask()
-        body = np.arange(len(mask), dtype=np.int32)
-        body[vocab.first_slot :] = vocab.unk
+        ranked_end = int(self._slot_ids[-1]) + 1 if len(self._slot_ids) else vocab.first_slot
         unigram = memory.unigram_probs()
         support = np.fromiter(memory.unigram, np.int64, len(memory.unigram))
         support = support[np.argsort(-unigram[support], kind="stable")]
         by_unigram = list(zip(support.tolist(), unigram[support].tolist(), strict=True))
-        self._parts = _Parts(body, _as_slice(self._slot_ids), _as_slice(vocab.unsuggestable_ids()),
+        self._parts = _Parts(np.flatnonzero(~mask[vocab.first_slot : ranked_end]) + vocab.first_slot,
+                             _as_slice(vocab.unsuggestable_ids()),
                              dict(by_unigram), by_unigram, bool(mask[support].all()),
                              np.zeros(len(mask), np.float32), {})
         return self._parts

@@ -152,7 +152,7 @@ def test_a_forgotten_personal_word_leaves_a_free_slot_the_merge_never_offers(tra
     m._set_state(m.state)
     m._suggester.clear()
     m.suggest("hi ")
-    assert m._p._parts.holes.tolist() == [hole] and first not in m.state.personal_words
+    assert m._p._holes.tolist() == [hole] and first not in m.state.personal_words
     assert m._p._ranker().invoke(m.vocab.context_ids(["hi"], m.context_length)[None]).top_ids[0] == hole
     _check_against_full_vocabulary(m)
 

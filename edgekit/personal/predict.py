@@ -62,7 +62,6 @@ _SILENT = _View(0.0, {}, 0.0, [], 0.0)  # an ending the memory has nothing to sa
 class _Parts(NamedTuple):
     """What merging reads of a personal state, gathered once per state."""
 
-    holes: np.ndarray  # free slots inside the ranker's ranking (a forgotten word's): not suggestable
     banned: slice | np.ndarray  # the ids never suggested (specials, free slots): in the softmax's total only
     unigram: dict[int, float]  # the phrase memory's unigram probability of each word it knows
     by_unigram: list[tuple[int, float]]  # the memory's words and unigram probabilities, likeliest first
@@ -88,7 +87,9 @@ class Predictor:
         self._parts: _Parts | None = None
         self._flat: Runtime | None = None  # the personal head's flatbuffer copy, made on first use
         self._flat_failed = False  # this head cannot be written into the file
-        self._slot_ids = np.array(sorted(self._vocab.personal_words.values()), np.int64)
+        slots = self._slot_ids = np.array(sorted(self._vocab.personal_words.values()), np.int64)
+        # Free slots below the last personal word (a forgotten word's) are in the ranker's ranking too.
+        self._holes = np.setdiff1d(np.arange(self._vocab.first_slot, slots[-1] + 1), slots) if len(slots) else slots
 
     def release(self) -> None:
         """Drop what only suggestions use (the personal flatbuffer copy, the merge's views), made again
@@ -139,11 +140,11 @@ class Predictor:
         top_ids, top_values, values = own.top_ids, own.top_values, own.values
         if top_ids is None or top_values is None or not top_values[0] < ceiling:
             return None
-        if len(parts.holes):  # free slots in the ranking: out of the total and the words
-            free = set(parts.holes.tolist())
+        if len(self._holes):  # free slots in the ranking: out of the total and the words
+            free = set(self._holes.tolist())
             kept = [(w, v) for w, v in zip(top_ids, top_values, strict=True) if w not in free]
             own = Scores(values, [w for w, _ in kept], [v for _, v in kept],
-                         own.sum_exp - float(np.exp(values[parts.holes], dtype=np.float64).sum()))
+                         own.sum_exp - float(np.exp(values[self._holes], dtype=np.float64).sum()))
         view = parts.views.get(ids[1 - ORDER :].tobytes()) or self._view(ids, parts)
         if not view.share:  # nothing to merge: the interpreter ranked
             return own
@@ -199,10 +200,11 @@ class Predictor:
             floor = m + q
             if len(score) >= ranked and sorted(score.values())[-ranked] >= floor:
                 break
-        settled = sorted((-p, w) for w, p in score.items() if p >= floor)[:ranked]
+        best = sorted(sorted(score), key=score.__getitem__, reverse=True)[:ranked]  # ties: the lower id first
+        settled = [w for w in best if score[w] >= floor]
         if not settled:
             return None
-        return [w for _, w in settled], [math.log(-p) for p, _ in settled], (1 - lam) * suggestable / everything + lam
+        return settled, [math.log(score[w]) for w in settled], (1 - lam) * suggestable / everything + lam
 
     def _view(self, ids: np.ndarray, parts: _Parts) -> _View:
         """The phrase memory's view of a context, kept for its ending (the last ``ENDINGS``)."""
@@ -238,13 +240,11 @@ class Predictor:
     def _make_parts(self) -> _Parts:
         vocab, memory = self._vocab, self.state.phrases
         mask = vocab.suggestable_mask()
-        ranked_end = int(self._slot_ids[-1]) + 1 if len(self._slot_ids) else vocab.first_slot
         unigram = memory.unigram_probs()
         support = np.fromiter(memory.unigram, np.int64, len(memory.unigram))
         support = support[np.argsort(-unigram[support], kind="stable")]
         by_unigram = list(zip(support.tolist(), unigram[support].tolist(), strict=True))
-        self._parts = _Parts(np.flatnonzero(~mask[vocab.first_slot : ranked_end]) + vocab.first_slot,
-                             _as_slice(vocab.unsuggestable_ids()),
+        self._parts = _Parts(_as_slice(vocab.unsuggestable_ids()),
                              dict(by_unigram), by_unigram, bool(mask[support].all()),
                              np.zeros(len(mask), np.float32), {})
         return self._parts

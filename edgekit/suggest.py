@@ -112,10 +112,10 @@ class Suggester:
         """
         total = scores.sum_exp
         if scores.top_ids is not None and scores.top_values is not None and 0.0 < total < math.inf:
-            ids, values = scores.top_ids[:k], scores.top_values[:k]
+            ids, top = scores.top_ids[:k], scores.top_values[:k]
             if self._blocked.isdisjoint(ids):  # the usual case: nothing to leave out
                 if len(ids) == k:
-                    return ids, [math.exp(v) / total for v in values]
+                    return ids, [math.exp(v) / total for v in top]
             else:
                 ranked = [(i, v) for i, v in zip(scores.top_ids, scores.top_values, strict=True)
                           if i not in self._blocked][:k]

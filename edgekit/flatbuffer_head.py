@@ -39,6 +39,7 @@ ROWS = 1024  # rows of a head written (or measured) at a time: small temporaries
 BUFFER_DATA, QUANT_SCALE, SHAPE, SHAPE_SIGNATURE = 4, 8, 4, 18
 # Ops between the word ranking's slice and its top-k and sum: their outputs are as wide as their input.
 ELEMENTWISE = {tflite.BuiltinOperator.QUANTIZE, tflite.BuiltinOperator.DEQUANTIZE, tflite.BuiltinOperator.EXP}
+RANKING = {tflite.BuiltinOperator.TOPK_V2, tflite.BuiltinOperator.SUM}  # where the word ranking ends
 DTYPES: dict[int, np.dtype] = {tflite.TensorType.FLOAT32: np.dtype("<f4"), tflite.TensorType.FLOAT16: np.dtype("<f2"),
           tflite.TensorType.INT8: np.dtype("i1"), tflite.TensorType.INT32: np.dtype("<i4")}
 
@@ -100,14 +101,14 @@ def rank_slots(flatbuffer: bytes, logits: int, slots: tuple[int, int], end: int,
     """``flatbuffer`` whose word ranking also takes in the personal slots below ``end``, and whose body reads
     every slot id (``slots``: ``[first, vocabulary size)``) as ``unk``: a device's personal copy.
 
-    The ranking is a strided slice of output tensor ``logits`` (or of the int8
-    logits it dequantizes) that ends at
-    the first slot, feeding the top-k and the sum of exps (through elementwise
-    ops): the slice's end constant and the static shapes along the way are
-    rewritten in place, so the interpreter ranks a user's own words with the
-    others and sums their exps, and the host has nothing to add per context.
-    The embedding rows of the slots become ``unk``'s, so slot ids go to the
-    body as they are. Raises ``FlatHeadError`` when the graph is not the converter's.
+    The ranking is a strided slice of output tensor ``logits`` (or of the
+    int8 logits it dequantizes) that ends at the first slot, feeding the
+    top-k and the sum of exps (through elementwise ops): the slice's end
+    constant and the static shapes along the way are rewritten in place, so
+    the interpreter ranks a user's own words with the others and sums their
+    exps, and the host has nothing to add per context. The embedding rows of
+    the slots become ``unk``'s, so slot ids go to the body as they are.
+    Raises ``FlatHeadError`` when the graph is not the converter's.
     """
     out, model = bytearray(flatbuffer), _model(flatbuffer)
     graph = model.Subgraphs(0)
@@ -117,6 +118,8 @@ def rank_slots(flatbuffer: bytes, logits: int, slots: tuple[int, int], end: int,
     if len(cuts) != 1 or cuts[0].InputsLength() < 3:
         raise FlatHeadError(f"{len(cuts)} strided slices of the logits, the word ranking reads one")
     begin, stop = (_slot(model, cuts[0].Inputs(i)) for i in (1, 2))
+    if begin.shape != stop.shape or len(begin.shape) != 1 or not begin.shape[0] or begin.dtype != np.dtype("<i4"):
+        raise FlatHeadError("the word ranking's slice bounds are not int32 vectors")
     first = int(np.frombuffer(flatbuffer, "<i4", begin.shape[0], begin.data)[-1])
     last = int(np.frombuffer(flatbuffer, "<i4", stop.shape[0], stop.data)[-1])
     if last != slots[0] or not slots[0] <= end <= slots[1]:
@@ -128,6 +131,8 @@ def rank_slots(flatbuffer: bytes, logits: int, slots: tuple[int, int], end: int,
     for kind, op in ops:
         if kind in ELEMENTWISE and op.Inputs(0) in widened:
             widened.append(op.Outputs(0))
+        elif kind not in RANKING and set(_inputs(op)) & set(widened):
+            raise FlatHeadError(f"operator {kind} reads the word ranking: only the top-k and the sum of exps may")
     for t in widened:
         tensor = graph.Tensors(t)
         for field, length in ((SHAPE, tensor.ShapeLength()), (SHAPE_SIGNATURE, tensor.ShapeSignatureLength())):
@@ -137,7 +142,8 @@ def rank_slots(flatbuffer: bytes, logits: int, slots: tuple[int, int], end: int,
                     raise FlatHeadError(f"tensor {t} of the word ranking is not {slots[0] - first} words wide")
                 _put(out, at, np.array([end - first], "<i4"))
     tables = [_slot(model, op.Inputs(0)) for kind, op in ops
-              if kind == tflite.BuiltinOperator.GATHER and graph.Tensors(op.Inputs(0)).ShapeAsNumpy()[0] == slots[1]]
+              if kind == tflite.BuiltinOperator.GATHER and graph.Tensors(op.Inputs(0)).ShapeLength()
+              and graph.Tensors(op.Inputs(0)).Shape(0) == slots[1]]
     if len(tables) != 1 or len(tables[0].scales) > 1 or len(tables[0].shape) != 2:
         raise FlatHeadError("no embedding table with one row per id and one scale")
     row = tables[0].shape[1] * tables[0].dtype.itemsize

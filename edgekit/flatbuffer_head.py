@@ -4,7 +4,8 @@ A global version must run at the bundled file's speed: its head has to be
 the one inside the flatbuffer (the interpreter ranks the words), not a
 ``head.npz`` the device applies on the host. The same holds for a device's
 personal head, written into a copy of the flatbuffer kept in memory
-(``Runtime.with_head``). Only the head's values change
+(``Runtime.with_head``; ``rank_slots`` then widens its word ranking to the
+personal words). Only the head's values change
 between versions, never its shape or type, so its constant buffers are
 overwritten byte for byte where they lie (located with the ``tflite``
 schema package), and the rest of the flatbuffer stays identical:
@@ -35,7 +36,10 @@ from .modelfile import ModelFile
 INT8_MAX = 127
 ROWS = 1024  # rows of a head written (or measured) at a time: small temporaries
 # Flatbuffer vtable slots of the fields written here (tflite's schema.fbs).
-BUFFER_DATA, QUANT_SCALE = 4, 8
+BUFFER_DATA, QUANT_SCALE, SHAPE, SHAPE_SIGNATURE = 4, 8, 4, 18
+# Ops between the word ranking's slice and its top-k and sum: their outputs are as wide as their input.
+ELEMENTWISE = {tflite.BuiltinOperator.QUANTIZE, tflite.BuiltinOperator.DEQUANTIZE, tflite.BuiltinOperator.EXP}
+RANKING = {tflite.BuiltinOperator.TOPK_V2, tflite.BuiltinOperator.SUM}  # where the word ranking ends
 DTYPES: dict[int, np.dtype] = {tflite.TensorType.FLOAT32: np.dtype("<f4"), tflite.TensorType.FLOAT16: np.dtype("<f2"),
           tflite.TensorType.INT8: np.dtype("i1"), tflite.TensorType.INT32: np.dtype("<i4")}
 
@@ -90,6 +94,61 @@ def write_head(file: ModelFile, head: tuple[np.ndarray, np.ndarray], weight_scal
         _put(out, bias.scale_at, scale)
     else:
         _put(out, bias.data, b.astype(bias.dtype))
+    return bytes(out)
+
+
+def rank_slots(flatbuffer: bytes, logits: int, slots: tuple[int, int], end: int, unk: int) -> bytes:
+    """``flatbuffer`` whose word ranking also takes in the personal slots below ``end``, and whose body reads
+    every slot id (``slots``: ``[first, vocabulary size)``) as ``unk``: a device's personal copy.
+
+    The ranking is a strided slice of output tensor ``logits`` (or of the
+    int8 logits it dequantizes) that ends at the first slot, feeding the
+    top-k and the sum of exps (through elementwise ops): the slice's end
+    constant and the static shapes along the way are rewritten in place, so
+    the interpreter ranks a user's own words with the others and sums their
+    exps, and the host has nothing to add per context. The embedding rows of
+    the slots become ``unk``'s, so slot ids go to the body as they are.
+    Raises ``FlatHeadError`` when the graph is not the converter's.
+    """
+    out, model = bytearray(flatbuffer), _model(flatbuffer)
+    graph = model.Subgraphs(0)
+    ops = [(_builtin(model, op), op) for op in map(graph.Operators, range(graph.OperatorsLength()))]
+    sources = {logits, _dequantize_input(model, graph, logits)}  # the logits, or the int8 ones they come from
+    cuts = [op for kind, op in ops if kind == tflite.BuiltinOperator.STRIDED_SLICE and op.Inputs(0) in sources]
+    if len(cuts) != 1 or cuts[0].InputsLength() < 3:
+        raise FlatHeadError(f"{len(cuts)} strided slices of the logits, the word ranking reads one")
+    begin, stop = (_slot(model, cuts[0].Inputs(i)) for i in (1, 2))
+    if begin.shape != stop.shape or len(begin.shape) != 1 or not begin.shape[0] or begin.dtype != np.dtype("<i4"):
+        raise FlatHeadError("the word ranking's slice bounds are not int32 vectors")
+    first = int(np.frombuffer(flatbuffer, "<i4", begin.shape[0], begin.data)[-1])
+    last = int(np.frombuffer(flatbuffer, "<i4", stop.shape[0], stop.data)[-1])
+    if last != slots[0] or not slots[0] <= end <= slots[1]:
+        raise FlatHeadError(f"the word ranking does not end at the first personal slot ({slots[0]})")
+    if sum(cuts[0].Inputs(2) in _inputs(op) for _, op in ops) != 1:
+        raise FlatHeadError("the word ranking's end is shared with other operators")
+    _put(out, stop.data + 4 * (stop.shape[0] - 1), np.array([end], "<i4"))
+    widened = [cuts[0].Outputs(0)]
+    for kind, op in ops:
+        if kind in ELEMENTWISE and op.Inputs(0) in widened:
+            widened.append(op.Outputs(0))
+        elif kind not in RANKING and set(_inputs(op)) & set(widened):
+            raise FlatHeadError(f"operator {kind} reads the word ranking: only the top-k and the sum of exps may")
+    for t in widened:
+        tensor = graph.Tensors(t)
+        for field, length in ((SHAPE, tensor.ShapeLength()), (SHAPE_SIGNATURE, tensor.ShapeSignatureLength())):
+            if length:
+                at = tensor._tab.Vector(tensor._tab.Offset(field)) + 4 * (length - 1)
+                if int(np.frombuffer(flatbuffer, "<i4", 1, at)[0]) != slots[0] - first:
+                    raise FlatHeadError(f"tensor {t} of the word ranking is not {slots[0] - first} words wide")
+                _put(out, at, np.array([end - first], "<i4"))
+    tables = [_slot(model, op.Inputs(0)) for kind, op in ops
+              if kind == tflite.BuiltinOperator.GATHER and graph.Tensors(op.Inputs(0)).ShapeLength()
+              and graph.Tensors(op.Inputs(0)).Shape(0) == slots[1]]
+    if len(tables) != 1 or len(tables[0].scales) > 1 or len(tables[0].shape) != 2:
+        raise FlatHeadError("no embedding table with one row per id and one scale")
+    row = tables[0].shape[1] * tables[0].dtype.itemsize
+    unk_row = flatbuffer[tables[0].data + unk * row : tables[0].data + (unk + 1) * row]
+    out[tables[0].data + slots[0] * row : tables[0].data + slots[1] * row] = unk_row * (slots[1] - slots[0])
     return bytes(out)
 
 
@@ -188,11 +247,18 @@ def _slot(model: Any, index: int) -> _Slot:
 def _dequantize_input(model: Any, graph: Any, index: int) -> int | None:
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == tflite.BuiltinOperator.DEQUANTIZE and op.OutputsLength() and op.Outputs(0) == index:
+        if _builtin(model, op) == tflite.BuiltinOperator.DEQUANTIZE and op.OutputsLength() and op.Outputs(0) == index:
             return int(op.Inputs(0))
     return None
+
+
+def _builtin(model: Any, op: Any) -> int:
+    code = model.OperatorCodes(op.OpcodeIndex())
+    return max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+
+
+def _inputs(op: Any) -> list[int]:
+    return [op.Inputs(i) for i in range(op.InputsLength())]
 
 
 def output_ceiling(flatbuffer: bytes, output: int) -> float:

@@ -86,7 +86,7 @@ class EdgeModel:
         # next cyclic garbage collection (the suggester calling back into the model would make a cycle).
         model = weakref.ref(self)
         self._suggester = Suggester(self.tokenizer, self.vocab, self.context_length,
-                                    lambda ids: model()._p.scores(ids))  # type: ignore[union-attr]
+                                    lambda ids, k: model()._p.scores(ids, k))  # type: ignore[union-attr]
         self._blas = num_threads or 1  # host matrix products: see edgekit/blas.py
         self._p = Predictor(self._runtime, Head(self._runtime), self._empty_state(), self.vocab, self._blas)
         if self.state_file is not None and self.state_file.exists():

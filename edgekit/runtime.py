@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import ModelFileError, RuntimeMissingError
 from .flatbuffer_check import BATCH
-from .flatbuffer_head import default_int8_scale, output_ceiling, per_tensor_int8_scale, write_head
+from .flatbuffer_head import default_int8_scale, output_ceiling, per_tensor_int8_scale, rank_slots, write_head
 from .modelfile import FIX, ModelFile, require_runnable
 from .progress import progress_bar
 from .vocab import Vocabulary
@@ -86,7 +86,8 @@ class Scores:
     """One context's log-scale scores over the vocabulary; the best words' ranking when known.
 
     ``top_ids`` are the best words, best first (no specials, no free personal
-    slots), ``top_values`` their scores and ``sum_exp`` the sum of
+    slots), ``top_values`` their scores (plain lists: they are read a few
+    numbers at a time, in Python) and ``sum_exp`` the sum of
     ``exp(score)`` over the words that can be suggested: a word's probability
     is ``exp(value) / sum_exp``. ``values`` (every id's score) may be made on
     first use by ``dense``: ranking the next words reads only the top list,
@@ -96,8 +97,8 @@ class Scores:
 
     __slots__ = ("_values", "_dense", "top_ids", "top_values", "sum_exp")
 
-    def __init__(self, values: np.ndarray | None = None, top_ids: np.ndarray | None = None,
-                 top_values: np.ndarray | None = None, sum_exp: float = math.nan,
+    def __init__(self, values: np.ndarray | None = None, top_ids: list[int] | None = None,
+                 top_values: list[float] | None = None, sum_exp: float = math.nan,
                  dense: Callable[[], np.ndarray] | None = None):
         if values is None and dense is None:
             raise ValueError("Scores needs values or a way to make them")
@@ -156,21 +157,28 @@ class Runtime:
         """The same runtime and threads on another version of the model (loaded before anything changes)."""
         return Runtime(file, self._vocab, self.name, self._num_threads)
 
-    def with_head(self, head: tuple[np.ndarray, np.ndarray]) -> Runtime:
+    def with_head(self, head: tuple[np.ndarray, np.ndarray], slots_end: int | None = None) -> Runtime:
         """A runtime for single contexts whose flatbuffer holds ``head`` (``W [F, V]``, ``b [V]``) as its own.
 
         The interpreter then ranks the words under that head itself, at the
         version's speed (a personal head, for suggestions). The copy lives in
         memory only. A one-scale int8 head keeps the version's scale unless a
         weight needs more, so every column the head leaves alone computes
-        exactly the version's logits. Raises ``FlatHeadError`` when the head
+        exactly the version's logits. With ``slots_end``, its ranking (top
+        ids, ``sum_exp``) also covers the personal slots below that id, free
+        ones included, and it reads a slot id as ``<unk>`` by itself
+        (``flatbuffer_head.rank_slots``). Raises ``FlatHeadError`` when the head
         cannot be written into this file. ``logit_ceiling`` says where its
         logits saturate.
         """
         scale = per_tensor_int8_scale(self.file)
         if scale is not None:
             scale = max(scale, default_int8_scale(head[0]))
-        copy = ModelFile(write_head(self.file, head, scale), self.file.metadata, self.file.vocab,
+        flat = write_head(self.file, head, scale)
+        if slots_end is not None:
+            flat = rank_slots(flat, self.io.logits, (self._vocab.first_slot, len(self._vocab)), slots_end,
+                              self._vocab.unk)
+        copy = ModelFile(flat, self.file.metadata, self.file.vocab,
                          extras=self.file.extras, origin=self.file.origin, path=self.file.path)
         return Runtime(copy, self._vocab, self.name, num_threads=1)
 
@@ -187,7 +195,7 @@ class Runtime:
         logits = interp.get_tensor(io.logits)[0]
         if io.top_ids is None:
             return Scores(logits)
-        return Scores(logits, interp.get_tensor(io.top_ids)[0], interp.get_tensor(io.top_values)[0],
+        return Scores(logits, interp.get_tensor(io.top_ids)[0].tolist(), interp.get_tensor(io.top_values)[0].tolist(),
                       float(interp.get_tensor(io.sum_exp)[0, 0]))
 
     def invoke_features(self, ids: np.ndarray) -> tuple[np.ndarray, Scores]:

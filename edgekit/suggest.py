@@ -34,10 +34,11 @@ class Suggestion(NamedTuple):
 
 
 class Suggester:
-    """Ranks the words a ``score`` function gives for a text's context (one context ``[T]`` -> ``Scores``)."""
+    """Ranks the words a ``score`` function gives for a text's context (one context ``[T]`` and how many
+    words it should rank at least -> ``Scores``)."""
 
     def __init__(self, tokenizer: Tokenizer, vocab: Vocabulary, context_length: int,
-                 score: Callable[[np.ndarray], Scores]):
+                 score: Callable[[np.ndarray, int], Scores]):
         self._tokenizer, self._vocab, self._context_length, self._score = tokenizer, vocab, context_length, score
         self._cache: dict[bytes, Scores] = {}
         self.blocked_words = PROFANITY
@@ -80,7 +81,7 @@ class Suggester:
         context, prefix = self._tokenizer.split_partial(text[-MAX_SUGGEST_CHARS:], keep=self._context_length)
         if k <= 0:
             return []
-        scores = self._scores(self._vocab.context_ids(context, self._context_length))
+        scores = self._scores(self._vocab.context_ids(context, self._context_length), k)
         if not prefix:
             ids, probs = self._rank_next(scores, k)
             return list(map(Suggestion, map(self._vocab.word, ids), probs))
@@ -88,11 +89,13 @@ class Suggester:
         typed = text.rstrip()[-len(prefix):]
         return [Suggestion(match_case(self._vocab.word(i), typed), p) for i, p in zip(ids, probs, strict=True)]
 
-    def _scores(self, ids: np.ndarray) -> Scores:
+    def _scores(self, ids: np.ndarray, k: int) -> Scores:
+        """The context's scores, ranking ``k`` words and one to spare for a blocked one (from the cache when
+        it has them: a cached ranking shorter than a later ``k`` is extended from every id's score)."""
         key = ids.tobytes()
         scores = self._cache.get(key)
         if scores is None:
-            scores = self._score(ids)
+            scores = self._score(ids, k + 1)
             if len(self._cache) >= SCORES_CACHE:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = scores
@@ -109,12 +112,12 @@ class Suggester:
         """
         total = scores.sum_exp
         if scores.top_ids is not None and scores.top_values is not None and 0.0 < total < math.inf:
-            ids, values = scores.top_ids[:k].tolist(), scores.top_values[:k].tolist()
+            ids, top = scores.top_ids[:k], scores.top_values[:k]
             if self._blocked.isdisjoint(ids):  # the usual case: nothing to leave out
                 if len(ids) == k:
-                    return ids, [math.exp(v) / total for v in values]
+                    return ids, [math.exp(v) / total for v in top]
             else:
-                ranked = [(i, v) for i, v in zip(scores.top_ids.tolist(), scores.top_values.tolist(), strict=True)
+                ranked = [(i, v) for i, v in zip(scores.top_ids, scores.top_values, strict=True)
                           if i not in self._blocked][:k]
                 if len(ranked) == k:
                     return [i for i, _ in ranked], [math.exp(v) / total for _, v in ranked]

@@ -114,8 +114,53 @@ def test_a_head_past_the_int8_ceiling_ranks_on_the_host(personal):
         m.state.delta_b[m.vocab.encode([second])[0]] += 2 * m._runtime.logit_ceiling + 50
         m._set_state(m.state)
         ids = m.vocab.context_ids(["hi"], m.context_length)
-        ranker = m._p._ranker()
-        assert not m._p._unsaturated(ranker.invoke_features(ids[None])[1], ranker.logit_ceiling)
+        assert m._p._ranker() not in (None, m._runtime)
+        assert m._p.scores(ids).top_ids is None  # saturated in the interpreter: every logit on the host
         m._suggester.clear()
         assert second in [s.word for s in m.suggest("hi ", k=3)]
         _check_against_full_vocabulary(m)
+
+
+def test_the_personal_copy_ranks_the_personal_words_and_reads_them_as_unk(personal_float):
+    """The copy's ranking (top ids, sum of exps) runs on to the last personal word, and a personal word
+    in the context reaches the body as ``<unk>``: the host adds nothing for them."""
+    m = personal_float
+    ranker, slots = m._p._ranker(), m._p._slot_ids
+    start, end = m.vocab.word_ids[0], int(slots[-1]) + 1
+    ids = m.vocab.context_ids(["hi"], m.context_length)
+    got = ranker.invoke(ids[None])
+    z = got.values[start:end].astype(np.float64)
+    assert np.isclose(got.sum_exp, np.exp(z).sum(), rtol=1e-5)
+    assert got.top_ids == (np.lexsort((np.arange(len(z)), -z))[: len(got.top_ids)] + start).tolist()
+    as_slot, as_unk = ids.copy(), ids.copy()
+    as_slot[-1], as_unk[-1] = slots[0], m.vocab.unk
+    assert np.array_equal(ranker.invoke(as_slot[None]).values, ranker.invoke(as_unk[None]).values)
+
+
+def test_a_forgotten_personal_word_leaves_a_free_slot_the_merge_never_offers(trained_files, tmp_path):
+    """A free slot below the last personal word is in the copy's ranking: it is taken out of the total and
+    the ranked words."""
+    import dataclasses
+
+    m = _learned(trained_files["none"], tmp_path)
+    words = m.state.personal_words
+    first = min(words, key=words.get)
+    m._set_state(dataclasses.replace(m.state, personal_words={**words, "qwertzuiop": max(words.values()) + 1}))
+    hole = words[first]
+    m.forget_word(first)
+    m.state.delta_b[hole] += 12.0  # a free slot the head would rank first: never offered, out of the total
+    m._set_state(m.state)
+    m._suggester.clear()
+    m.suggest("hi ")
+    assert m._p._holes.tolist() == [hole] and first not in m.state.personal_words
+    assert m._p._ranker().invoke(m.vocab.context_ids(["hi"], m.context_length)[None]).top_ids[0] == hole
+    _check_against_full_vocabulary(m)
+
+
+def test_a_ranking_not_ending_at_the_first_slot_is_not_widened(trained_files):
+    from edgekit.flatbuffer_head import FlatHeadError, rank_slots
+
+    m = EdgeModel.load(trained_files["int8"], stateless=True, unsigned_local=True)
+    slots = (m.vocab.first_slot + 1, len(m.vocab))
+    with pytest.raises(FlatHeadError, match="first personal slot"):
+        rank_slots(m.file.flatbuffer, m._runtime.io.logits, slots, len(m.vocab), m.vocab.unk)

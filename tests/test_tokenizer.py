@@ -79,6 +79,15 @@ def test_ascii_text_cuts_as_the_unicode_rules_do(text):
     assert tok.tokenize(text) == tok.tokenize(text + " \u00bf")
 
 
+@given(st.text(alphabet=st.sampled_from(list("aZq_ ,;:-\"()@#/\\[]{}\t\n\r\x0b\x0c\x1c\x7f")), max_size=80))
+def test_ascii_words_cut_by_their_separators_as_the_pattern_does(text):
+    """ASCII text with no sentence end, digit or apostrophe is cut at its separators without the
+    pattern: the words must be the pattern's (the Unicode one, forced by a trailing "¿")."""
+    for t in (tok, Tokenizer(TokenizerConfig(lowercase=False))):
+        assert t.tokenize(text) == t.tokenize(text + " \u00bf")
+    assert tok.tokenize("see " + "a" * 70 + ", you") == ["see", "<unk>", "you"]
+
+
 @given(st.text(alphabet=st.sampled_from(list("ab1'. !?,-\n\t\u00e9\u0301\u00a0\u3000\u03a3\U0001f642")),
                min_size=30, max_size=200),
        st.integers(1, 4))

@@ -1,14 +1,19 @@
 """Next-word scores with the personal state in play: the head's change, then the phrase memory.
 
 The personal head runs inside the interpreter: a copy of the flatbuffer
-with the head written in (``Runtime.with_head``), so the interpreter ranks
-the words under it at the version's speed. What the interpreter cannot see,
-the personal words (slots outside its ranking) and the phrase memory, is
-merged on the host with its ranking (``_merge``): only the few words that
-can still reach the top are scored, in plain Python, and the result is the
-same words and probabilities as a softmax over the whole vocabulary mixed
-with the memory. Every id's score is made only when asked for (a completion
-of a typed prefix, or a ranking the merge cannot settle).
+with the head written in and its word ranking widened to the personal words
+(``Runtime.with_head``), so the interpreter ranks every suggestable word
+under it at the version's speed. What the interpreter cannot see, the phrase
+memory, is merged on the host with its ranking (``_merge``): only the few
+words that can still reach the top are scored, in plain Python, and the
+result is the same words and probabilities as a softmax over the whole
+vocabulary mixed with the memory. Every id's score is made only when asked
+for (a completion of a typed prefix, or a ranking the merge cannot settle).
+
+A keyboard waits for this after every space, so the merge reads what it
+can from the memory's view of the context's ending (``_View``, kept per
+ending and scaled by the memory's share there) and does a few dozen float
+operations per context beyond the interpreter's.
 
 Where a personal int8 head would saturate the file's logits, or cannot be
 written into the file, the version's logits plus the head's change are
@@ -31,36 +36,38 @@ from .phrases import ORDER
 from .state import PersonalState
 from .train import softmax
 
-RANKED = 8  # words a personalized context ranks: a keyboard shows three, with some to spare for blocked ones
+RANKED = 4  # words a personalized context ranks unless asked for more: a keyboard shows three, one to spare
+MEMORY_TOP = 8  # the phrase memory's likeliest words kept per ending (a bound stands for the rest)
 ENDINGS = 4096  # context endings whose phrase-memory view is kept (a user's common word pairs)
 
 
-class _Parts(NamedTuple):
-    """What merging reads of a personal state, gathered once per state."""
-
-    extra: np.ndarray  # the personal words' ids (``Predictor._slot_ids``), then the ids never suggested: with
-    # the interpreter's sum, the softmax's total
-    extra_sums: np.ndarray  # [E, 2] 1.0 where ``extra`` is a personal word (column 0) or never suggested (1)
-    unigram: np.ndarray  # [V] float32: the phrase memory's unigram probabilities
-    by_unigram: list[tuple[int, float]]  # the memory's words and unigram probabilities, likeliest first
-    memory_ok: bool  # every word the memory knows can be suggested (so its mass there is 1)
-    scratch: np.ndarray  # [V] float32 zeros: one ending's n-gram weights while they are read
-    views: dict[tuple[int, ...], _View]  # the phrase memory's view of the endings met lately
-
-
 class _View(NamedTuple):
-    """What the phrase memory says after one context ending (its last ``ORDER - 1`` words: all it reads).
+    """What the phrase memory adds after one context ending (its last ``ORDER - 1`` words: all it reads),
+    already times its share of the mixture.
 
     The same float32 numbers as ``PhraseMemory.probs``: each order's weights,
     then ``left * unigram``.
     """
 
-    share: float  # its share of the mixture (``gate.context_share``)
-    named: dict[int, float]  # the probability of each word its n-grams name there
-    left: float  # any other word's probability is ``left * unigram``
-    top: list[tuple[int, float]]  # its ``RANKED`` likeliest words and their probabilities, best first
-    top_ids: np.ndarray  # those words
-    bound: float  # no word outside ``top`` is likelier than this
+    share: float  # its share of the mixture (``gate.context_share``); 0 where it has no evidence
+    named: dict[int, float]  # share x the probability of each word its n-grams name there
+    left: float  # share x any other word's probability, per unit of its unigram probability
+    top: list[tuple[int, float]]  # its ``MEMORY_TOP`` likeliest words and share x their probabilities, best first
+    bound: float  # share x the probability no word outside ``top`` reaches
+
+
+_SILENT = _View(0.0, {}, 0.0, [], 0.0)  # an ending the memory has nothing to say after
+
+
+class _Parts(NamedTuple):
+    """What merging reads of a personal state, gathered once per state."""
+
+    banned: slice | np.ndarray  # the ids never suggested (specials, free slots): in the softmax's total only
+    unigram: dict[int, float]  # the phrase memory's unigram probability of each word it knows
+    by_unigram: list[tuple[int, float]]  # the memory's words and unigram probabilities, likeliest first
+    memory_ok: bool  # every word the memory knows can be suggested (so its mass there is 1)
+    scratch: np.ndarray  # [V] float32 zeros: one ending's n-gram weights while they are read
+    views: dict[bytes, _View]  # the phrase memory's view of the endings met lately
 
 
 class Predictor:
@@ -80,7 +87,9 @@ class Predictor:
         self._parts: _Parts | None = None
         self._flat: Runtime | None = None  # the personal head's flatbuffer copy, made on first use
         self._flat_failed = False  # this head cannot be written into the file
-        self._slot_ids = np.array(sorted(self._vocab.personal_words.values()), np.int64)
+        slots = self._slot_ids = np.array(sorted(self._vocab.personal_words.values()), np.int64)
+        # Free slots below the last personal word (a forgotten word's) are in the ranker's ranking too.
+        self._holes = np.setdiff1d(np.arange(self._vocab.first_slot, slots[-1] + 1), slots) if len(slots) else slots
 
     def release(self) -> None:
         """Drop what only suggestions use (the personal flatbuffer copy, the merge's views), made again
@@ -95,53 +104,53 @@ class Predictor:
             probs = softmax(self.head.logits(feats, logits).astype(np.float32))
             return mix(probs, st.phrases, ids, st.phrase_weight, st.phrase_gate)
 
-    def scores(self, ids: np.ndarray) -> Scores:
-        """One context's (``[T]``) log-scale scores, for ranking."""
+    def scores(self, ids: np.ndarray, ranked: int = RANKED) -> Scores:
+        """One context's (``[T]``) log-scale scores, for ranking: at least its ``ranked`` best words when
+        the interpreter ranks (a merge with the personal state ranks no more than asked)."""
         if self.plain:
             return self.runtime.invoke(ids[None])
         ranker = self._ranker()
         if ranker is not None:
-            body = ids if not len(self._slot_ids) or ids.max() < self._vocab.first_slot else ranker.body_ids(ids)
-            own = ranker.invoke(body[None])
-            if ranker is self.runtime or self._unsaturated(own, ranker.logit_ceiling):
-                return self._personal(ids, own)
+            parts = self._parts or self._make_parts()
+            scores = self._personal(ids, ranker.invoke(ids[None]), parts,
+                                    math.inf if ranker is self.runtime else ranker.logit_ceiling, ranked)
+            if scores is not None:
+                return scores
         feats, base = self.runtime.invoke_features(ids[None])  # the head's change on the host, every id
         logits = self.head.logits(feats[None], base.values[None])[0]
         return Scores(self._dense(ids, logits, bool(self.state.phrase_weight and self.state.phrases.evidence(ids))))
 
     def _ranker(self) -> Runtime | None:
-        """The runtime whose flatbuffer holds this head: the version's, or a copy with the personal head
-        written in (made on first use); ``None`` when the head cannot be written into this file."""
-        if not self.head.on_host:
+        """The runtime whose flatbuffer holds this head and ranks every suggestable word: the version's
+        (no personal words, the head unchanged), or a copy with the personal head written in and the
+        personal words in its ranking (made on first use); ``None`` when this file cannot have one."""
+        if not (self.head.on_host or len(self._slot_ids)):
             return self.runtime
         if self._flat is None and not self._flat_failed:
             try:
-                self._flat = self.runtime.with_head(self.head.weights)
+                self._flat = self.runtime.with_head(self.head.weights,
+                                                    int(self._slot_ids[-1]) + 1 if len(self._slot_ids) else None)
             except FlatHeadError:
                 self._flat_failed = True
         return self._flat
 
-    def _unsaturated(self, own: Scores, ceiling: float) -> bool:
-        """Whether no word the interpreter ranks, and no personal word, reached the logits' ceiling."""
-        if own.top_values is None or not own.top_values[0] < ceiling:
-            return False
-        slots = self._slot_ids
-        return not len(slots) or bool(own.values[slots].max() < ceiling)
-
-    def _personal(self, ids: np.ndarray, own: Scores) -> Scores:
-        """Scores under the personal state, from the interpreter's under the personal head."""
-        st = self.state
-        phrases = bool(st.phrase_weight and st.phrases.evidence(ids))
-        if not phrases and own.top_values is not None:
-            if not len(self._slot_ids):  # the interpreter ranked under this head: nothing to add
-                return own
-            slot_logits = own.values[self._slot_ids]
-            if slot_logits.max() < own.top_values[-1]:  # no personal word among the ranked ones
-                return Scores(own.values, own.top_ids, own.top_values,
-                              own.sum_exp + float(np.exp(slot_logits, dtype=np.float64).sum()))
-        merged = self._merge(ids, own, phrases, self._parts or self._make_parts())
-        return Scores(None, *merged, dense=lambda: self._dense(ids, own.values, phrases)) \
-            if merged is not None else Scores(self._dense(ids, own.values, phrases))
+    def _personal(self, ids: np.ndarray, own: Scores, parts: _Parts, ceiling: float, ranked: int) -> Scores | None:
+        """Scores under the personal state, from the interpreter's under the personal head; ``None`` where
+        its ranking is missing or its best word reached the logits' ``ceiling``."""
+        top_ids, top_values, values = own.top_ids, own.top_values, own.values
+        if top_ids is None or top_values is None or not top_values[0] < ceiling:
+            return None
+        if len(self._holes):  # free slots in the ranking: out of the total and the words
+            free = set(self._holes.tolist())
+            kept = [(w, v) for w, v in zip(top_ids, top_values, strict=True) if w not in free]
+            own = Scores(values, [w for w, _ in kept], [v for _, v in kept],
+                         own.sum_exp - float(np.exp(values[self._holes], dtype=np.float64).sum()))
+        view = parts.views.get(ids[1 - ORDER :].tobytes()) or self._view(ids, parts)
+        if not view.share:  # nothing to merge: the interpreter ranked
+            return own
+        merged = self._merge(own, view, parts, ranked) if parts.memory_ok else None
+        return Scores(None, *merged, dense=lambda: self._dense(ids, values, True)) \
+            if merged is not None else Scores(self._dense(ids, values, True))
 
     def features_scores(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features, this head's logits and the version's for contexts ``[N, T]``: what learning reads."""
@@ -157,100 +166,90 @@ class Predictor:
                     st.phrase_gate)
         return np.log(np.maximum(probs[0], 1e-30))
 
-    def _merge(self, ids: np.ndarray, own: Scores, phrases: bool,
-               parts: _Parts) -> tuple[np.ndarray, np.ndarray, float] | None:
-        """The best words under the personal state, from the interpreter's ranking, the personal words
-        and the phrase memory: ``(ids, log-probabilities up to one constant, the sum of their exps over
-        the suggestable words)``, or ``None`` when the merge cannot settle a word.
+    def _merge(self, own: Scores, view: _View, parts: _Parts,
+               ranked: int) -> tuple[list[int], list[float], float] | None:
+        """The ``ranked`` best words under the personal state, from the interpreter's ranking and the
+        memory's view of the context: ``(ids, log-probabilities up to one constant, the sum of their
+        exps over the suggestable words)``, or ``None`` when the merge cannot settle a word.
 
         The same mixture as ``_dense``: ``(1 - share) softmax(logits) + share memory`` over every id,
-        renormalized over the suggestable ones. The memory's likeliest words are scored first; then
-        the interpreter's, best first, until the next one could not pass the ``RANKED``-th best
-        even with the most the memory gives a word outside its list (``bound``); then the personal
-        words that could. Every word left unscored is below that (the floor): words above it are settled.
+        renormalized over the suggestable ones. A threshold merge (Fagin's): the memory's likeliest
+        words and the interpreter's are scored in turn, one of each, until the ``ranked``-th best so
+        far is at least what a word neither list has reached yet could score (the next memory
+        probability plus the next interpreter one: the floor). Every word left unscored is below it:
+        words above it are settled.
         """
-        total, top_ids, top_values = own.sum_exp, own.top_ids, own.top_values
-        if top_ids is None or top_values is None or not 0.0 < total < math.inf:
+        suggestable, top_ids, top_values, values = own.sum_exp, own.top_ids, own.top_values, own.values
+        if not top_ids or top_values is None or not 0.0 < suggestable < math.inf:
             return None
-        ex = np.exp(own.values[parts.extra], dtype=np.float64)
-        slot_sum, banned_sum = (ex @ parts.extra_sums).tolist()
-        suggestable = total + slot_sum
-        everything = suggestable + banned_sum
+        lam, named, left, memory, bound = view.share, view.named, view.left, view.top, view.bound
+        unigram = parts.unigram
+        everything = suggestable + sum(map(math.exp, values[parts.banned].tolist()))  # the softmax's total
+        a = (1 - lam) / everything
         score: dict[int, float] = {}
-        if phrases:
-            if not parts.memory_ok:
-                return None
-            view = parts.views.get(tuple(ids[-(ORDER - 1):].tolist())) or self._view(ids, parts)
-            lam, named, left = view.share, view.named, view.left
-            a, bound, norm = (1 - lam) / everything, lam * view.bound, (1 - lam) * suggestable / everything + lam
-            logits = own.values[view.top_ids].tolist()
-            for (w, m), logit in zip(view.top, logits, strict=True):
-                score[w] = a * math.exp(logit) + lam * m
-        else:
-            lam, named, left, a, bound, norm = 0.0, {}, 0.0, 1 / everything, 0.0, suggestable / everything
-        unigram, bar = parts.unigram, 0.0
-        values = top_values.tolist()
-        floor = a * math.exp(values[-1]) + bound
-        for i, (w, v) in enumerate(zip(top_ids.tolist(), values, strict=True)):
+        for depth, (w, v) in enumerate(zip(top_ids, top_values, strict=True)):
+            if depth < len(memory):
+                u, m = memory[depth]
+                if u not in score:
+                    score[u] = a * math.exp(values.item(u)) + m
+            else:
+                m = bound
             q = a * math.exp(v)
-            if i == RANKED:  # the bar: the RANKED-th best so far
-                bar = sorted(score.values())[-RANKED]
-            if q + bound < bar:  # this word and every one below it stay under the bar
-                floor = q + bound
-                break
             if w not in score:
-                score[w] = q + lam * named.get(w, left * float(unigram[w]))
-        slot_ex = ex[: len(self._slot_ids)]  # personal words that can reach the floor (outside the memory's top: bound)
-        if len(slot_ex) and a * float(slot_ex.max()) + bound >= floor:
-            for i in np.flatnonzero(a * slot_ex + bound >= floor).tolist():
-                w = int(self._slot_ids[i])
-                if w not in score:
-                    score[w] = a * float(slot_ex[i]) + lam * named.get(w, left * float(unigram[w]))
-        settled = sorted((-p, w) for w, p in score.items() if p >= floor)[:RANKED]
+                score[w] = q + named.get(w, left * unigram.get(w, 0.0))
+            floor = m + q
+            if len(score) >= ranked and sorted(score.values())[-ranked] >= floor:
+                break
+        best = sorted(sorted(score), key=score.__getitem__, reverse=True)[:ranked]  # ties: the lower id first
+        settled = [w for w in best if score[w] >= floor]
         if not settled:
             return None
-        return (np.array([w for _, w in settled], np.int64), np.log([-p for p, _ in settled]), norm)
+        return settled, [math.log(score[w]) for w in settled], (1 - lam) * suggestable / everything + lam
 
     def _view(self, ids: np.ndarray, parts: _Parts) -> _View:
         """The phrase memory's view of a context, kept for its ending (the last ``ENDINGS``)."""
-        st, scratch = self.state, parts.scratch
-        orders = list(st.phrases.orders(ids))
-        for word_ids, weights, _ in orders:
-            scratch[word_ids] += weights
-        named_ids = np.unique(np.concatenate([o[0] for o in orders])) if orders else np.zeros(0, np.int64)
-        left = np.float32(orders[-1][2] if orders else 1.0)
-        probs = scratch[named_ids] + left * parts.unigram[named_ids]
-        scratch[named_ids] = 0.0
-        best_named = np.argsort(-probs, kind="stable")[: RANKED + 1]
-        named = dict(zip(named_ids.tolist(), probs.tolist(), strict=True))
-        others: list[tuple[int, float]] = []  # the likeliest words the n-grams do not name: the unigram's share alone
-        for w, u in parts.by_unigram:
-            if len(others) > RANKED:
-                break
-            if w not in named:
-                others.append((w, float(left) * u))
-        ranked = sorted([(w, named[w]) for w in named_ids[best_named].tolist()] + others, key=lambda t: -t[1])
-        # Any word outside ``ranked`` is below the least one of its group there, so below ranked[RANKED].
-        view = _View(context_share(st.phrases, ids, ranked[0][1] if ranked else 0.0, st.phrase_weight,
-                                   st.phrase_gate),
-                     named, float(left), ranked[:RANKED], np.array([w for w, _ in ranked[:RANKED]], np.int64),
-                     ranked[RANKED][1] if len(ranked) > RANKED else 0.0)
+        st, scratch, unigram = self.state, parts.scratch, self.state.phrases.unigram_probs()
+        view = _SILENT
+        if st.phrase_weight and st.phrases.evidence(ids):
+            orders = list(st.phrases.orders(ids))
+            for word_ids, weights, _ in orders:
+                scratch[word_ids] += weights
+            named_ids = np.unique(np.concatenate([o[0] for o in orders]))
+            left = np.float32(orders[-1][2])
+            probs = scratch[named_ids] + left * unigram[named_ids]
+            scratch[named_ids] = 0.0
+            best_named = np.argsort(-probs, kind="stable")[: MEMORY_TOP + 1]
+            named = dict(zip(named_ids.tolist(), probs.tolist(), strict=True))
+            others: list[tuple[int, float]] = []  # the likeliest words the n-grams do not name: the unigram's share
+            for w, u in parts.by_unigram:
+                if len(others) > MEMORY_TOP:
+                    break
+                if w not in named:
+                    others.append((w, float(left) * u))
+            ranked = sorted([(w, named[w]) for w in named_ids[best_named].tolist()] + others, key=lambda t: -t[1])
+            # Any word outside ``ranked`` is below the least one of its group there, so below ranked[MEMORY_TOP].
+            lam = context_share(st.phrases, ids, ranked[0][1], st.phrase_weight, st.phrase_gate)
+            view = _View(lam, {w: lam * p for w, p in named.items()}, lam * float(left),
+                         [(w, lam * p) for w, p in ranked[:MEMORY_TOP]],
+                         lam * ranked[MEMORY_TOP][1] if len(ranked) > MEMORY_TOP else 0.0)
         if len(parts.views) >= ENDINGS:
             parts.views.pop(next(iter(parts.views)))
-        parts.views[tuple(ids[-(ORDER - 1):].tolist())] = view
+        parts.views[ids[1 - ORDER :].tobytes()] = view
         return view
 
     def _make_parts(self) -> _Parts:
         vocab, memory = self._vocab, self.state.phrases
         mask = vocab.suggestable_mask()
-        slots, banned = self._slot_ids, vocab.unsuggestable_ids()
-        extra = np.concatenate([slots, banned]).astype(np.int64)
-        sums = np.zeros((len(extra), 2))
-        sums[: len(slots), 0], sums[len(slots) :, 1] = 1.0, 1.0
         unigram = memory.unigram_probs()
         support = np.fromiter(memory.unigram, np.int64, len(memory.unigram))
         support = support[np.argsort(-unigram[support], kind="stable")]
         by_unigram = list(zip(support.tolist(), unigram[support].tolist(), strict=True))
-        self._parts = _Parts(extra, sums, unigram, by_unigram, bool(mask[support].all()),
+        self._parts = _Parts(_as_slice(vocab.unsuggestable_ids()),
+                             dict(by_unigram), by_unigram, bool(mask[support].all()),
                              np.zeros(len(mask), np.float32), {})
         return self._parts
+
+
+def _as_slice(ids: np.ndarray) -> slice | np.ndarray:
+    """``ids`` (ascending) as a slice where they are one run: reading a run is cheaper than gathering."""
+    return slice(int(ids[0]), int(ids[-1]) + 1) if len(ids) and ids[-1] - ids[0] == len(ids) - 1 else ids

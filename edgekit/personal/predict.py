@@ -116,7 +116,9 @@ class Predictor:
             return self.runtime
         if self._flat is None and not self._flat_failed:
             try:
-                self._flat = self.runtime.with_head(self.head.weights)
+                weights = self.head.weights
+                self.runtime.release()  # the copy ranks from now on: the version's interpreter is idle
+                self._flat = self.runtime.with_head(weights)
             except FlatHeadError:
                 self._flat_failed = True
         return self._flat

@@ -1,4 +1,5 @@
-"""The interpreter's lifetime: one at a time, freed when idle, made again with the same outputs."""
+"""What a process holds between uses: one interpreter at a time, freed when idle, and no float head while a
+personal head's flatbuffer copy ranks; each made again with the same values."""
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,22 @@ def test_while_a_personal_head_ranks_the_versions_interpreter_is_freed(trained_f
     texts = [" ".join(line.split()[:n]) + " " for line in user_lines(20) for n in (1, 3)]
     first = [m.suggest(t) for t in texts]
     assert m._p._ranker() is not m._runtime and m._runtime._live is None
+    assert m._p.head._base is None  # nor the float head (2.6 MB)
     m.probabilities(m.vocab.context_ids(["hi"], m.context_length)[None])
     assert m._runtime._live is not None
     m._suggester.clear()
     assert [m.suggest(t) for t in texts] == first
+
+
+def test_the_head_summed_in_a_fresh_read_of_the_base_is_the_held_base_plus_the_delta(trained_files, tmp_path):
+    m = EdgeModel.load(trained_files["int8"], state_dir=tmp_path, unsigned_local=True)
+    assert m.personalize(user_lines(200)).adopted and m._p.head.on_host
+    head = m._p.head
+    head.release()
+    fresh = head.weights  # the delta added into a new read of the base: the base is not held
+    assert head._base is None
+    base = head.base
+    held = head.weights
+    assert fresh[0] is not base[0]
+    for a, b, w0, d in zip(fresh, held, base, (m.state.delta_w, m.state.delta_b), strict=True):
+        assert np.array_equal(a, b) and np.array_equal(b, w0 + d)

@@ -117,8 +117,9 @@ class Predictor:
         if self._flat is None and not self._flat_failed:
             try:
                 weights = self.head.weights
-                self.runtime.release()  # the copy ranks from now on: the version's interpreter is idle
+                self.runtime.release()  # the copy ranks from now on: the version's interpreter is idle,
                 self._flat = self.runtime.with_head(weights)
+                self.head.release()  # and so are the float heads
             except FlatHeadError:
                 self._flat_failed = True
         return self._flat

@@ -78,10 +78,19 @@ class Head:
         logit is the interpreter's as it comes.
         """
         if self._change is None:
-            (w, b), (w0, b0) = self.weights, self._flat()
+            (w0, b0), cols = self._flat(), None
+            if self._runtime.file.head is None and self._delta is not None:
+                # The head is the flatbuffer's plus the delta: only the delta's columns can differ, so only
+                # they are summed (whole [F, V] sums and differences made learning's first pass peak 5 MB higher).
+                dw, db = self._delta
+                cols = np.flatnonzero(dw.any(axis=0) | (db != 0))
+                w0, b0 = w0[:, cols], b0[cols]
+                w, b = w0 + dw[:, cols], b0 + db[cols]
+            else:
+                w, b = self.weights
             dw, db = w - w0, b - b0
-            cols = np.flatnonzero(dw.any(axis=0) | (db != 0))
-            self._change = (cols, np.ascontiguousarray(dw[:, cols]), db[cols])
+            keep = np.flatnonzero(dw.any(axis=0) | (db != 0))
+            self._change = (keep if cols is None else cols[keep], np.ascontiguousarray(dw[:, keep]), db[keep])
         return self._change
 
     def logits(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:

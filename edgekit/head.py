@@ -29,8 +29,9 @@ class Head:
 
     def set_delta(self, delta_w: np.ndarray | None, delta_b: np.ndarray | None) -> None:
         """The user's change to the head (``None``: no change); derived views are recomputed on demand."""
-        changed = delta_w is not None and delta_b is not None and bool(delta_w.any() or delta_b.any())
-        self._delta = (delta_w, delta_b) if changed else None
+        self._delta: Weights | None = None
+        if delta_w is not None and delta_b is not None and bool(delta_w.any() or delta_b.any()):
+            self._delta = (delta_w, delta_b)
         self._change: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def release(self) -> None:

@@ -6,8 +6,8 @@ the one inside the flatbuffer (the interpreter ranks the words), not a
 personal head, written into a copy of the flatbuffer kept in memory
 (``Runtime.with_head``). Only the head's values change
 between versions, never its shape or type, so its constant buffers are
-overwritten byte for byte where they lie (located with the ``tflite``
-schema package), and the rest of the flatbuffer stays identical:
+overwritten byte for byte where they lie (located with
+``flatbuffer_schema``), and the rest of the flatbuffer stays identical:
 
 - float32 / float16 weights and bias: the new values, cast;
 - int8 weights, one scale (``int8`` files): requantized symmetrically with a
@@ -28,16 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import tflite
 
+from .flatbuffer_schema import BuiltinOperator, Model, TensorType
 from .modelfile import ModelFile
 
 INT8_MAX = 127
 ROWS = 1024  # rows of a head written (or measured) at a time: small temporaries
-# Flatbuffer vtable slots of the fields written here (tflite's schema.fbs).
-BUFFER_DATA, QUANT_SCALE = 4, 8
-DTYPES: dict[int, np.dtype] = {tflite.TensorType.FLOAT32: np.dtype("<f4"), tflite.TensorType.FLOAT16: np.dtype("<f2"),
-          tflite.TensorType.INT8: np.dtype("i1"), tflite.TensorType.INT32: np.dtype("<i4")}
+DTYPES: dict[int, np.dtype] = {TensorType.FLOAT32: np.dtype("<f4"), TensorType.FLOAT16: np.dtype("<f2"),
+                               TensorType.INT8: np.dtype("i1"), TensorType.INT32: np.dtype("<i4")}
 
 
 class FlatHeadError(ValueError):
@@ -147,7 +145,7 @@ def _put(out: bytearray, at: int, values: np.ndarray) -> None:
 
 def _model(flatbuffer: bytes) -> Any:
     try:
-        model = tflite.Model.GetRootAs(flatbuffer, 0)
+        model = Model.GetRootAs(flatbuffer, 0)
         if model.SubgraphsLength() < 1:
             raise FlatHeadError("the flatbuffer has no subgraph")
         return model
@@ -181,8 +179,8 @@ def _slot(model: Any, index: int) -> _Slot:
     q = tensor.Quantization()
     scales = np.zeros(0, "<f4") if q is None or q.ScaleIsNone() else q.ScaleAsNumpy().astype("<f4")
     zeros = np.zeros(0, np.int64) if q is None or q.ZeroPointIsNone() else q.ZeroPointAsNumpy()
-    scale_at = -1 if not len(scales) else q._tab.Vector(q._tab.Offset(QUANT_SCALE))
-    return _Slot(dtype, shape, buffer._tab.Vector(buffer._tab.Offset(BUFFER_DATA)), scales, scale_at, zeros)
+    scale_at = -1 if not len(scales) else q.ScaleStart()
+    return _Slot(dtype, shape, buffer.DataStart(), scales, scale_at, zeros)
 
 
 def _dequantize_input(model: Any, graph: Any, index: int) -> int | None:
@@ -190,7 +188,7 @@ def _dequantize_input(model: Any, graph: Any, index: int) -> int | None:
         op = graph.Operators(i)
         code = model.OperatorCodes(op.OpcodeIndex())
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == tflite.BuiltinOperator.DEQUANTIZE and op.OutputsLength() and op.Outputs(0) == index:
+        if builtin == BuiltinOperator.DEQUANTIZE and op.OutputsLength() and op.Outputs(0) == index:
             return int(op.Inputs(0))
     return None
 
@@ -206,7 +204,7 @@ def output_ceiling(flatbuffer: bytes, output: int) -> float:
     model = _model(flatbuffer)
     graph = model.Subgraphs(0)
     source = _dequantize_input(model, graph, output)
-    if source is None or graph.Tensors(source).Type() != tflite.TensorType.INT8:
+    if source is None or graph.Tensors(source).Type() != TensorType.INT8:
         return math.inf
     q = graph.Tensors(source).Quantization()
     if q is None or q.ScaleIsNone():

@@ -1,4 +1,5 @@
-"""What a keyboard process loads: ``import edgekit.model`` must not pull in the signature checks."""
+"""What a keyboard process loads: ``import edgekit.model`` must not pull in the signature checks, nor the
+whole TensorFlow Lite schema."""
 from __future__ import annotations
 
 import subprocess
@@ -15,6 +16,16 @@ def test_loading_a_model_does_not_import_cryptography():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_loading_a_model_reads_the_flatbuffer_without_the_tflite_package():
+    """The ``tflite`` package imports all of its ~190 schema classes (2.9 MB) at once; edgekit reads the
+    dozen tables it checks with its own readers (``edgekit.flatbuffer_schema``)."""
+    code = ("import sys\nfrom edgekit.model import EdgeModel\nEdgeModel.load(stateless=True).suggest('see you ')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tflite'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_a_dropped_model_is_freed_without_waiting_for_the_garbage_collector():

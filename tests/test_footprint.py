@@ -18,12 +18,15 @@ def test_loading_a_model_does_not_import_cryptography():
     assert out.stdout.strip() == "False"
 
 
-def test_loading_a_model_reads_the_flatbuffer_without_the_tflite_package():
-    """The ``tflite`` package imports all of its ~190 schema classes (2.9 MB) at once; edgekit reads the
-    dozen tables it checks with its own readers (``edgekit.flatbuffer_schema``)."""
-    code = ("import sys\nfrom edgekit.model import EdgeModel\nEdgeModel.load(stateless=True).suggest('see you ')\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tflite'))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+def test_suggesting_loads_neither_the_tflite_package_nor_what_only_learning_or_a_default_folder_needs(tmp_path):
+    """The ``tflite`` package imports all of its ~190 schema classes (2.9 MB) at once: edgekit reads the dozen
+    tables it checks with its own readers (``edgekit.flatbuffer_schema``). ``threadpoolctl`` (host products
+    in learning) and ``platformdirs`` (the default state folder) load when first needed."""
+    code = ("import sys\nfrom edgekit.model import EdgeModel\n"
+            "EdgeModel.load(state_dir=sys.argv[1]).suggest('see you ')\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tflite', 'threadpoolctl', 'platformdirs'}))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

@@ -8,9 +8,10 @@ Measured on a busy 2-core box: 17 ms per suggestion with default threads,
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from typing import TYPE_CHECKING, ContextManager
 
-from threadpoolctl import ThreadpoolController
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolController
 
 _controller: ThreadpoolController | None = None
 
@@ -21,5 +22,7 @@ def blas_threads(threads: int | None) -> ContextManager:
     if threads is None:
         return contextlib.nullcontext()
     if _controller is None:  # scanning loaded libraries costs ~ms: once per process
+        from threadpoolctl import ThreadpoolController  # here: a process that only suggests never needs it
+
         _controller = ThreadpoolController()
     return _controller.limit(limits=threads, user_api="blas")

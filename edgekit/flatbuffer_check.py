@@ -4,7 +4,7 @@ LiteRT is native code that trusts the flatbuffer it is given: an edited
 tensor shape, buffer index or operator code can crash the process or make it
 allocate gigabytes, and a SHA-256 stored beside the flatbuffer proves nothing
 against someone who can rewrite both. So every flatbuffer is parsed here
-first, in Python (the ``tflite`` schema classes over the ``flatbuffers``
+first, in Python (``flatbuffer_schema``'s readers over the ``flatbuffers``
 runtime: every read is bounds-checked), and refused unless it looks like
 something edgekit's converter makes:
 
@@ -34,7 +34,6 @@ import sys
 from typing import Any
 
 import numpy as np
-from tflite.Model import Model
 
 from .errors import ModelFileError
 from .flatbuffer_graph import (
@@ -51,6 +50,7 @@ from .flatbuffer_graph import (
     require,
 )
 from .flatbuffer_ops import ALLOWED_OPS, OP_NAMES, check_operators, op_code, opcodes
+from .flatbuffer_schema import Model
 
 __all__ = ["ALLOWED_OPS", "BATCH", "LIMITS", "Graph", "Limits", "Tensor", "check_flatbuffer", "describe"]
 SCHEMA_VERSION = 3

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from tflite.TensorType import TensorType
+
+from .flatbuffer_schema import TensorType
 
 BATCH = 16  # the most contexts one invoke runs (``Runtime`` resizes its batch interpreter to this)
 ITEM_BYTES = {TensorType.FLOAT32: 4, TensorType.FLOAT16: 2, TensorType.INT32: 4, TensorType.INT8: 1,

@@ -7,8 +7,8 @@ personal head, written into a copy of the flatbuffer kept in memory
 (``Runtime.with_head``; ``rank_slots`` then widens its word ranking to the
 personal words). Only the head's values change
 between versions, never its shape or type, so its constant buffers are
-overwritten byte for byte where they lie (located with the ``tflite``
-schema package), and the rest of the flatbuffer stays identical:
+overwritten byte for byte where they lie (located with
+``flatbuffer_schema``), and the rest of the flatbuffer stays identical:
 
 - float32 / float16 weights and bias: the new values, cast;
 - int8 weights, one scale (``int8`` files): requantized symmetrically with a
@@ -29,19 +29,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import tflite
 
+from .flatbuffer_schema import BuiltinOperator, Model, TensorType
 from .modelfile import ModelFile
 
 INT8_MAX = 127
 ROWS = 1024  # rows of a head written (or measured) at a time: small temporaries
-# Flatbuffer vtable slots of the fields written here (tflite's schema.fbs).
-BUFFER_DATA, QUANT_SCALE, SHAPE, SHAPE_SIGNATURE = 4, 8, 4, 18
 # Ops between the word ranking's slice and its top-k and sum: their outputs are as wide as their input.
-ELEMENTWISE = {tflite.BuiltinOperator.QUANTIZE, tflite.BuiltinOperator.DEQUANTIZE, tflite.BuiltinOperator.EXP}
-RANKING = {tflite.BuiltinOperator.TOPK_V2, tflite.BuiltinOperator.SUM}  # where the word ranking ends
-DTYPES: dict[int, np.dtype] = {tflite.TensorType.FLOAT32: np.dtype("<f4"), tflite.TensorType.FLOAT16: np.dtype("<f2"),
-          tflite.TensorType.INT8: np.dtype("i1"), tflite.TensorType.INT32: np.dtype("<i4")}
+ELEMENTWISE = {BuiltinOperator.QUANTIZE, BuiltinOperator.DEQUANTIZE, BuiltinOperator.EXP}
+RANKING = {BuiltinOperator.TOPK_V2, BuiltinOperator.SUM}  # where the word ranking ends
+DTYPES: dict[int, np.dtype] = {TensorType.FLOAT32: np.dtype("<f4"), TensorType.FLOAT16: np.dtype("<f2"),
+                               TensorType.INT8: np.dtype("i1"), TensorType.INT32: np.dtype("<i4")}
 
 
 class FlatHeadError(ValueError):
@@ -114,7 +112,7 @@ def rank_slots(flatbuffer: bytes, logits: int, slots: tuple[int, int], end: int,
     graph = model.Subgraphs(0)
     ops = [(_builtin(model, op), op) for op in map(graph.Operators, range(graph.OperatorsLength()))]
     sources = {logits, _dequantize_input(model, graph, logits)}  # the logits, or the int8 ones they come from
-    cuts = [op for kind, op in ops if kind == tflite.BuiltinOperator.STRIDED_SLICE and op.Inputs(0) in sources]
+    cuts = [op for kind, op in ops if kind == BuiltinOperator.STRIDED_SLICE and op.Inputs(0) in sources]
     if len(cuts) != 1 or cuts[0].InputsLength() < 3:
         raise FlatHeadError(f"{len(cuts)} strided slices of the logits, the word ranking reads one")
     begin, stop = (_slot(model, cuts[0].Inputs(i)) for i in (1, 2))
@@ -135,15 +133,16 @@ def rank_slots(flatbuffer: bytes, logits: int, slots: tuple[int, int], end: int,
             raise FlatHeadError(f"operator {kind} reads the word ranking: only the top-k and the sum of exps may")
     for t in widened:
         tensor = graph.Tensors(t)
-        for field, length in ((SHAPE, tensor.ShapeLength()), (SHAPE_SIGNATURE, tensor.ShapeSignatureLength())):
+        for length, start in ((tensor.ShapeLength(), tensor.ShapeStart), (tensor.ShapeSignatureLength(),
+                                                                           tensor.ShapeSignatureStart)):
             if length:
-                at = tensor._tab.Vector(tensor._tab.Offset(field)) + 4 * (length - 1)
+                at = start() + 4 * (length - 1)
                 if int(np.frombuffer(flatbuffer, "<i4", 1, at)[0]) != slots[0] - first:
                     raise FlatHeadError(f"tensor {t} of the word ranking is not {slots[0] - first} words wide")
                 _put(out, at, np.array([end - first], "<i4"))
     tables = [_slot(model, op.Inputs(0)) for kind, op in ops
-              if kind == tflite.BuiltinOperator.GATHER and graph.Tensors(op.Inputs(0)).ShapeLength()
-              and graph.Tensors(op.Inputs(0)).Shape(0) == slots[1]]
+              if kind == BuiltinOperator.GATHER and graph.Tensors(op.Inputs(0)).ShapeLength()
+              and graph.Tensors(op.Inputs(0)).ShapeAsNumpy()[0] == slots[1]]
     if len(tables) != 1 or len(tables[0].scales) > 1 or len(tables[0].shape) != 2:
         raise FlatHeadError("no embedding table with one row per id and one scale")
     row = tables[0].shape[1] * tables[0].dtype.itemsize
@@ -206,7 +205,7 @@ def _put(out: bytearray, at: int, values: np.ndarray) -> None:
 
 def _model(flatbuffer: bytes) -> Any:
     try:
-        model = tflite.Model.GetRootAs(flatbuffer, 0)
+        model = Model.GetRootAs(flatbuffer, 0)
         if model.SubgraphsLength() < 1:
             raise FlatHeadError("the flatbuffer has no subgraph")
         return model
@@ -240,14 +239,14 @@ def _slot(model: Any, index: int) -> _Slot:
     q = tensor.Quantization()
     scales = np.zeros(0, "<f4") if q is None or q.ScaleIsNone() else q.ScaleAsNumpy().astype("<f4")
     zeros = np.zeros(0, np.int64) if q is None or q.ZeroPointIsNone() else q.ZeroPointAsNumpy()
-    scale_at = -1 if not len(scales) else q._tab.Vector(q._tab.Offset(QUANT_SCALE))
-    return _Slot(dtype, shape, buffer._tab.Vector(buffer._tab.Offset(BUFFER_DATA)), scales, scale_at, zeros)
+    scale_at = -1 if not len(scales) else q.ScaleStart()
+    return _Slot(dtype, shape, buffer.DataStart(), scales, scale_at, zeros)
 
 
 def _dequantize_input(model: Any, graph: Any, index: int) -> int | None:
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
-        if _builtin(model, op) == tflite.BuiltinOperator.DEQUANTIZE and op.OutputsLength() and op.Outputs(0) == index:
+        if _builtin(model, op) == BuiltinOperator.DEQUANTIZE and op.OutputsLength() and op.Outputs(0) == index:
             return int(op.Inputs(0))
     return None
 
@@ -272,7 +271,7 @@ def output_ceiling(flatbuffer: bytes, output: int) -> float:
     model = _model(flatbuffer)
     graph = model.Subgraphs(0)
     source = _dequantize_input(model, graph, output)
-    if source is None or graph.Tensors(source).Type() != tflite.TensorType.INT8:
+    if source is None or graph.Tensors(source).Type() != TensorType.INT8:
         return math.inf
     q = graph.Tensors(source).Quantization()
     if q is None or q.ScaleIsNone():

@@ -187,12 +187,12 @@ class EdgeModel:
         self._p.release()
         self._suggester.clear()
         learner = Learner(self.vocab, self.context_length, self._p.features_scores, self.head, self.base_head,
-                          self.state, self._runtime.release_batch)
+                          self.state, self._runtime.release)
         try:
             with blas_threads(cfg.threads):
                 result = learner.learn(lines, cfg, progress)
         finally:
-            self._runtime.release_batch()  # learning is occasional: its interpreter is not kept between times
+            self._runtime.release()  # learning is occasional: its interpreter is not kept between times
         self._set_state(self.state)
         if save:
             self.save()

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
-
 STATE_DIR_ENV = "EDGEKIT_STATE_DIR"
 APP_NAME = "edgekit"
 
@@ -27,4 +25,6 @@ def default_state_dir() -> Path:
     override = os.environ.get(STATE_DIR_ENV)
     if override:
         return Path(override)
+    import platformdirs  # here: a process given its folder never loads it
+
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))

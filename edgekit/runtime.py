@@ -12,6 +12,7 @@ Choose explicitly with ``EDGEKIT_RUNTIME=litert`` or ``=tflite-runtime``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import importlib
 import math
@@ -128,11 +129,13 @@ class Tensors(NamedTuple):
 class Runtime:
     """A model file's flatbuffer in an interpreter: one context per call, or batches.
 
-    Two interpreters: a one-thread one for single contexts (one context is too
-    little work to share, and a runtime's idle threads spin after each invoke,
-    taking the core the app needs next) and, made on first use, one sized for
-    ``BATCH`` contexts with ``num_threads`` for learning and evaluation
-    (``release_batch`` frees it when learning is done).
+    One interpreter at a time (``_interpreter``): a one-thread one for single
+    contexts (one context is too little work to share, and a runtime's idle
+    threads spin after each invoke, taking the core the app needs next), or
+    one sized for ``BATCH`` contexts with ``num_threads`` for learning and
+    evaluation. Each interpreter packs the file's weights again (XNNPACK) and
+    has its own arena: a second one cost a keyboard process 3.7 MB.
+    ``release`` frees it; the next call makes it again.
     Personal-slot ids are fed to the body as ``<unk>``: the body was never
     trained on them; only the head knows personal words.
     """
@@ -141,17 +144,18 @@ class Runtime:
                  num_threads: int | None = None):
         self.file, self._vocab, self._num_threads = file, vocab, num_threads
         require_runnable(file)  # the flatbuffer's structure and the fields read below, before LiteRT sees it
-        self._interp, self.name = load_interpreter(file.flatbuffer, num_threads or 1, prefer)
-        self.io = tensor_indices(self._interp, file.metadata, vocab)
-        self._batch_interp: Any = None
+        self._live, self.name = load_interpreter(file.flatbuffer, 1, prefer)  # loads now: a bad file fails here
+        self._batched = False  # whether ``_live`` is sized for BATCH contexts
+        self.io = tensor_indices(self._live, file.metadata, vocab)
+        shapes = {d["index"]: d["shape"] for d in self._live.get_output_details()}
+        # The most words one call ranks: the width of the file's top-k output, else every word (host ranking).
+        self.max_k = (int(shapes[self.io.top_ids][-1]) if self.io.top_ids is not None
+                      else vocab.word_ids[1] - vocab.word_ids[0])
 
     @property
-    def max_k(self) -> int:
-        """The most words one call ranks: the width of the file's top-k output, else every word (host ranking)."""
-        if self.io.top_ids is None:
-            return self._vocab.word_ids[1] - self._vocab.word_ids[0]
-        shapes = {d["index"]: d["shape"] for d in self._interp.get_output_details()}
-        return int(shapes[self.io.top_ids][-1])
+    def _interp(self) -> Any:
+        """The interpreter for one context."""
+        return self._interpreter(batch=False)
 
     def with_file(self, file: ModelFile) -> Runtime:
         """The same runtime and threads on another version of the model (loaded before anything changes)."""
@@ -208,7 +212,7 @@ class Runtime:
     def features_logits(self, ids: np.ndarray, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Run the body on context ids ``[N, T]``: ``(features [N, F], logits [N, V])``."""
         ids = self.body_ids(ids)
-        if len(ids) == 1:
+        if len(ids) == 1 and not self._batched:  # learning's last chunk may be one context: no second interpreter
             return self._run(self._interp, ids)
         parts = list(self._batches(ids, progress, keep_logits=True))
         if len(parts) == 1:  # one chunk: no [N, V] copy
@@ -240,7 +244,7 @@ class Runtime:
 
     def _batches(self, ids: np.ndarray, progress: bool,
                  keep_logits: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        interp = self._batch_interpreter()
+        interp = self._interpreter(batch=True)
         with progress_bar(len(ids), "running model", progress) as bar:
             for start in range(0, len(ids), BATCH):
                 chunk = ids[start : start + BATCH]
@@ -249,21 +253,58 @@ class Runtime:
                 bar.update(len(chunk))
                 yield f[: len(chunk)], (lg[: len(chunk)] if keep_logits else None)
 
-    def release_batch(self) -> None:
-        """Free the batch interpreter (its arena and the file's tensors), made again on next use:
-        a keyboard process learns now and then and must not keep it between times."""
-        self._batch_interp = None
+    def release(self) -> None:
+        """Free the interpreter (its arena and packed weights) and hand the memory back to the system; the
+        next call makes it again (a few ms). A keyboard process learns now and then and must not keep the
+        batch-sized one between times, and while a copy with a personal head ranks (``with_head``) this
+        file's own one is idle."""
+        self._live = None
+        release_freed_memory()
 
-    def _batch_interpreter(self) -> Any:
-        if self._batch_interp is None:
-            interp, _ = load_interpreter(self.file.flatbuffer, self._num_threads, self.name)
+    def _interpreter(self, batch: bool) -> Any:
+        """The live interpreter, sized for one context or ``BATCH``, made or resized when the other is asked.
+
+        A one-context interpreter becomes a batch one by resizing its input
+        when the threads agree (one: the default); going back to one context
+        makes a new interpreter, as a resized arena never shrinks.
+        """
+        if self._live is not None and self._batched == batch:
+            return self._live
+        threads = (self._num_threads or 1) if batch else 1
+        if self._live is None or not batch or threads != 1:
+            self._live = None  # freed before the next is made: it reuses the memory
+            self._live, _ = load_interpreter(self.file.flatbuffer, threads, self.name)
+        self._batched = False
+        if batch:
             try:
-                interp.resize_tensor_input(self.io.tokens, [BATCH, self.file.metadata["context_length"]])
-                interp.allocate_tensors()
+                self._live.resize_tensor_input(self.io.tokens, [BATCH, self.file.metadata["context_length"]])
+                self._live.allocate_tensors()
             except (ValueError, RuntimeError) as e:
+                self._live = None
                 raise ModelFileError(f"the model cannot run batches ({e}); {FIX}") from None
-            self._batch_interp = interp
-        return self._batch_interp
+            self._batched = True
+        return self._live
+
+
+def release_freed_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    glibc raises its threshold for ``mmap`` after the first large block is
+    freed, so an interpreter's arena and learning's big arrays come from the
+    heap, and freeing them keeps their pages: a keyboard process held 5-10 MB
+    it no longer used. Pinning the threshold instead made learning 60% slower.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, TypeError, AttributeError):  # not glibc, or no C library to look in (Windows)
+        return None
 
 
 def read_head(file: ModelFile, vocab: Vocabulary | None = None) -> tuple[np.ndarray, np.ndarray]:

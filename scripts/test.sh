@@ -10,11 +10,11 @@ cd "$(dirname "$0")/.."
 . scripts/venv.sh "convert,flower,dev"
 # The tflite-runtime 2.14 fallback needs its own venv (numpy<2, Python <= 3.11); its test
 # skips when python3.11 is missing. Pinned here: it is apart from constraints.txt.
-if ! .venv-compat/bin/python -c "import tflite_runtime, platformdirs, cryptography, tflite" 2>/dev/null \
+if ! .venv-compat/bin/python -c "import tflite_runtime, platformdirs, cryptography, flatbuffers" 2>/dev/null \
     && command -v python3.11 >/dev/null; then
   { [ -x .venv-compat/bin/python ] || python3.11 -m venv .venv-compat; } && .venv-compat/bin/python -m pip install \
     --quiet "tflite-runtime==2.14.0" "numpy==1.26.4" "threadpoolctl==3.6.0" "platformdirs==4.14.9" \
-    "cryptography==50.0.2" "tflite==2.18.0" "flatbuffers==25.12.19" \
+    "cryptography==50.0.2" "flatbuffers==25.12.19" \
     || echo "note: no tflite-runtime venv; its test will skip"
 fi
 export EDGEKIT_TEST_PROFILE=full  # tests/conftest.py: fail at once if an extra is missing (no skips)

@@ -237,7 +237,8 @@ def test_cli_evaluate_tflite_and_keras_agree(converted, tiny_keras_dir, tiny_tex
 
 
 @pytest.mark.skipif(not COMPAT_PYTHON.exists(), reason="no .venv-compat with tflite-runtime 2.14 (python3.11 -m venv "
-                    ".venv-compat && .venv-compat/bin/pip install 'tflite-runtime==2.14.*' 'numpy<2' threadpoolctl platformdirs cryptography tflite)")
+                    ".venv-compat && .venv-compat/bin/pip install 'tflite-runtime==2.14.*' 'numpy<2' threadpoolctl "
+                    "platformdirs cryptography flatbuffers)")
 def test_compat_files_load_in_tflite_runtime_214(tiny_model, tiny_vocab, tiny_text, tmp_path):
     """Run the compat files through EdgeModel in a separate venv with tflite-runtime 2.14 and numpy<2."""
     from edgekit.converters.convert import convert

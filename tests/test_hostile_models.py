@@ -31,7 +31,7 @@ from tests.hostile.make_cases import FULL_CAMPAIGN, TARGETED, apply, make_edit
 
 BUNDLED = ASSETS / "edgekit-en-int8.tflite"
 # The targeted edits, the crashes and uncaught errors the campaign found before the checks, and
-# every 60th edit: 51 cases, 10-20 s on an idle machine. (411 to 2229 are version 1's finds, 836 version 2's;
+# every 60th edit: 52 cases, 10-20 s on an idle machine. (411 to 2229 are version 1's finds, 836 version 2's;
 # an index names an edit of whichever bundled file is in edgekit/assets.)
 IN_SUITE = sorted(TARGETED) + [411, 2383, 469, 2053, 2229, 836] + list(range(0, FULL_CAMPAIGN, 60))
 
@@ -104,7 +104,7 @@ def test_an_edited_bundled_model_is_refused_by_its_pin(tmp_path, monkeypatch, bu
     folder.mkdir()
     edited = bytearray(bundled.flatbuffer)
     bias = bundled.metadata["head"]["bias_tensor"]
-    from tflite.Model import Model
+    from edgekit.flatbuffer_schema import Model
 
     m = Model.GetRootAs(bundled.flatbuffer, 0)
     buf = m.Buffers(m.Subgraphs(0).Tensors(bias).Buffer())

@@ -157,9 +157,9 @@ def test_lines_not_written_before_never_get_worse(tiny_int8, tmp_path):
     assert m.evaluate(new).top3 >= before
 
 
-def test_learning_frees_the_batch_interpreter_before_it_trains(tiny_int8, tmp_path, monkeypatch):
-    """Training and scoring the options run no interpreter: a keyboard process peaks there, so the batch
-    interpreter (its arena and packed weights) is gone by then, and made again when learning next runs."""
+def test_learning_frees_the_interpreter_before_it_trains(tiny_int8, tmp_path, monkeypatch):
+    """Training and scoring the options run no interpreter: a keyboard process peaks there, so the
+    interpreter (its arena and packed weights) is gone by then, and made again when next asked."""
     import edgekit.personal.learner as learner
 
     m = EdgeModel.load(tiny_int8, state_dir=tmp_path / "state", unsigned_local=True)
@@ -167,7 +167,7 @@ def test_learning_frees_the_batch_interpreter_before_it_trains(tiny_int8, tmp_pa
     train_head = learner.train_head
 
     def watched(*args, **kwargs):
-        held.append(m._runtime._batch_interp is not None)
+        held.append(m._runtime._live is not None)
         return train_head(*args, **kwargs)
 
     monkeypatch.setattr(learner, "train_head", watched)

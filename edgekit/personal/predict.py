@@ -128,8 +128,11 @@ class Predictor:
             return self.runtime
         if self._flat is None and not self._flat_failed:
             try:
-                self._flat = self.runtime.with_head(self.head.weights,
+                weights = self.head.weights
+                self.runtime.release()  # the copy ranks from now on: the version's interpreter is idle,
+                self._flat = self.runtime.with_head(weights,
                                                     int(self._slot_ids[-1]) + 1 if len(self._slot_ids) else None)
+                self.head.release()  # and so are the float heads
             except FlatHeadError:
                 self._flat_failed = True
         return self._flat

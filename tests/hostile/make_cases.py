@@ -120,14 +120,27 @@ def _scale_edit(flatbuffer: bytes, index: int) -> Edit:
     raise LookupError("no int8 [1, 160] tensor with one scale")
 
 
+def _builtin_code_edit(flatbuffer: bytes, index: int) -> Edit:
+    """LOGISTIC's operator code made SPLIT in its ``builtin_code`` field only (``deprecated_builtin_code``
+    still says LOGISTIC): LiteRT runs the larger of the two, and the ``tflite`` package's reader, which the
+    checks used before, returned the deprecated one (the file passed as LOGISTIC)."""
+    model = _model(flatbuffer)
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        if oc.DeprecatedBuiltinCode() == 14 and oc._tab.Offset(10):  # LOGISTIC, with its builtin_code written
+            return Edit(index, "builtin_code", oc._tab.Pos + oc._tab.Offset(10), struct.pack("<i", 49))
+    raise LookupError("no LOGISTIC operator code")
+
+
 TARGETED = {-1: ("tensor shape [1,160] -> [16252929,160]", _shape_edit),
             -2: ("FILL dims 160 -> 16252929", _fill_edit),
             -3: ("LOGISTIC relabelled SPLIT", _opcode_edit),
-            -4: ("an activation's quantization scale made negative", _scale_edit)}
+            -4: ("an activation's quantization scale made negative", _scale_edit),
+            -5: ("LOGISTIC's operator code relabelled SPLIT in builtin_code only", _builtin_code_edit)}
 
 
 def _model(flatbuffer: bytes):
-    from tflite.Model import Model
+    from edgekit.flatbuffer_schema import Model
 
     return Model.GetRootAs(flatbuffer, 0)
 

@@ -1,0 +1,59 @@
+"""What a process holds between uses: one interpreter at a time, freed when idle, and no float head while a
+personal head's flatbuffer copy ranks; each made again with the same values."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit.model import EdgeModel
+from edgekit.modelfile import read_model_file
+from edgekit.runtime import Runtime
+from edgekit.vocab import Vocabulary
+from tests.fixtures.texts import user_lines
+
+
+@pytest.mark.parametrize("mode", ["int8", "none"])
+def test_one_interpreter_serves_contexts_and_batches_and_is_made_again_with_the_same_outputs(trained_files, mode):
+    file = read_model_file(trained_files[mode])
+    runtime = Runtime(file, Vocabulary(file.vocab, file.metadata["personal_slots"]))
+    ids = np.random.default_rng(0).integers(5, 180, (40, file.metadata["context_length"])).astype(np.int32)
+    one = runtime.invoke(ids[:1]).values.copy()
+    single = runtime._live
+    features, logits = runtime.features_logits(ids)
+    assert runtime._live is single  # resized for the batches, not a second interpreter
+    assert np.array_equal(logits[0], one)
+    runtime.release()
+    assert runtime._live is None
+    assert np.array_equal(runtime.invoke(ids[:1]).values, one)  # a new one-context interpreter
+    assert runtime._live is not single
+    again = runtime.features_logits(ids)
+    assert np.array_equal(again[0], features) and np.array_equal(again[1], logits)
+
+
+def test_while_a_personal_head_ranks_the_versions_interpreter_is_freed(trained_files, tmp_path):
+    """The copy with the personal head ranks; the version's own interpreter is made again only when asked
+    (the host path, ``probabilities``), and suggestions are the same with it freed or not."""
+    m = EdgeModel.load(trained_files["int8"], state_dir=tmp_path, unsigned_local=True)
+    assert m.personalize(user_lines(200)).adopted and m._p.head.on_host
+    texts = [" ".join(line.split()[:n]) + " " for line in user_lines(20) for n in (1, 3)]
+    first = [m.suggest(t) for t in texts]
+    assert m._p._ranker() is not m._runtime and m._runtime._live is None
+    assert m._p.head._base is None  # nor the float head (2.6 MB)
+    m.probabilities(m.vocab.context_ids(["hi"], m.context_length)[None])
+    assert m._runtime._live is not None
+    m._suggester.clear()
+    assert [m.suggest(t) for t in texts] == first
+
+
+def test_the_head_summed_in_a_fresh_read_of_the_base_is_the_held_base_plus_the_delta(trained_files, tmp_path):
+    m = EdgeModel.load(trained_files["int8"], state_dir=tmp_path, unsigned_local=True)
+    assert m.personalize(user_lines(200)).adopted and m._p.head.on_host
+    head = m._p.head
+    head.release()
+    fresh = head.weights  # the delta added into a new read of the base: the base is not held
+    assert head._base is None
+    base = head.base
+    held = head.weights
+    assert fresh[0] is not base[0]
+    for a, b, w0, d in zip(fresh, held, base, (m.state.delta_w, m.state.delta_b), strict=True):
+        assert np.array_equal(a, b) and np.array_equal(b, w0 + d)

@@ -55,7 +55,10 @@ def open_zip(data: bytes | IO[bytes], max_entries: int) -> zipfile.ZipFile:
 
 def read_entry(z: zipfile.ZipFile, name: str, limit: int) -> bytes:
     """Entry ``name`` inflated, refused as soon as it passes ``limit`` bytes (whatever its header claims)."""
-    info = z.getinfo(name)
+    try:
+        info = z.getinfo(name)
+    except KeyError:  # a damaged name in the directory reads as a missing entry
+        raise Unreadable(f"no entry {name!r} in the archive") from None
     if info.file_size > limit:
         raise Unreadable(f"entry {name!r} inflates to {info.file_size} bytes (at most {limit})")
     try:

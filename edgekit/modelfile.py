@@ -177,7 +177,7 @@ def _parse(data: bytes, path: Path) -> ModelFile:
     try:
         z = open_zip(data, MAX_ENTRIES)
         raw_meta = read_entry(z, METADATA_NAME, ENTRY_LIMITS[METADATA_NAME])
-    except (Unreadable, KeyError):
+    except Unreadable:
         raise ModelFileError(f"{path}: a TensorFlow Lite file without edgekit metadata (or truncated); "
                              "make one with `edgekit convert`") from None
     try:

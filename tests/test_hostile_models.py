@@ -275,6 +275,16 @@ def test_damaged_zip_part_is_one_model_file_error(tmp_path_factory, bundled, dat
         pass
 
 
+def test_a_renamed_part_is_a_missing_part(tmp_path, bundled):
+    """A damaged name in the zip directory (found by the test above: a bare KeyError)."""
+    raw = BUNDLED.read_bytes()
+    n = len(bundled.flatbuffer)
+    path = tmp_path / "renamed.tflite"
+    path.write_bytes(raw[:n] + raw[n:].replace(b"vocab.txt", b"vocab.txu"))
+    with pytest.raises(ModelFileError, match="no entry 'vocab.txt' in the archive"):
+        read_model_file(path)
+
+
 def test_model_files_over_the_size_limit_are_refused_before_reading(tmp_path, monkeypatch):
     import edgekit.modelfile as modelfile
 

@@ -7,7 +7,7 @@ import pytest
 
 from edgekit.model import EdgeModel
 from edgekit.personal import anchor, rows
-from edgekit.personal.rows import TEACHER_SCALE, Teacher, _best3, candidate_rows, expected_top
+from edgekit.personal.rows import TEACHER_SCALE, Teacher, best_of, candidate_rows, expected_top
 from tests.fixtures.texts import user_lines
 
 
@@ -102,7 +102,7 @@ def test_expected_top_reads_the_teachers_mass_where_an_option_ranks_first_to_thi
 def test_best_three_finds_the_largest_and_leaves_the_row_alone():
     z = np.array([[0.0, 5.0, -np.inf, 3.0, 4.0], [1.0, -np.inf, -np.inf, -np.inf, 2.0]], np.float32)
     before = z.copy()
-    ids, values = _best3(z)
+    ids, values = best_of(z)
     assert ids[0].tolist() == [1, 4, 3] and values[0].tolist() == [5, 4, 3]
     assert ids[1, :2].tolist() == [4, 0] and values[1].tolist() == [2, 1, -np.inf]  # fewer than three finite
     assert np.array_equal(z, before)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from edgekit.personal import train
 from edgekit.personal.learner import HEAD_STEPS, PHRASE_WEIGHTS, option_set
 from edgekit.personal.phrases import PhraseMemory
-from edgekit.personal.rows import Rows
+from edgekit.personal.rows import CHUNK, Rows
 from edgekit.personal.train import Option, score_options
 
 V, F, T, N = 40, 6, 3, 300
@@ -35,6 +37,51 @@ def test_scoring_many_mixed_options_at_once_scores_each_as_alone():
     together = score_options(rows, options, groups, columns)
     alone = np.concatenate([score_options(rows, [o], groups, columns) for o in options])
     np.testing.assert_allclose(together, alone)
+
+
+def _dense_scores(rows: Rows, option: Option, groups: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """What ``score_options`` must give: each row's mixture over every candidate, the target's rank counted
+    column by column (ties to the lower id, an outside word ahead on a tie)."""
+    head, memory, share = option
+    out = np.zeros((len(groups), 3))
+    for start in range(0, len(rows), CHUNK):
+        sl = slice(start, start + CHUNK)
+        r = rows.take(sl)
+        p, rest = train._neural(r, head)
+        lam = np.zeros(len(r), np.float32) if share is None else share[sl]
+        m = np.zeros_like(p) if memory is None else memory.probs_columns(r.contexts, columns)
+        mixed, rest = (m - p) * lam[:, None] + p, (1 - lam)[:, None] * rest
+        for j in range(len(r)):
+            t = mixed[j, r.targets[j]]
+            ahead = sum(v > t or (v == t and columns[c] < columns[r.targets[j]]) for c, v in enumerate(mixed[j]))
+            ahead += int((rest[j] >= t).sum())
+            out += groups[:, start + j, None] * np.array([ahead < 1, ahead < 3, -np.log(max(t, 1e-12))])
+    return out / np.maximum(groups.sum(axis=1), 1)[:, None]
+
+
+@pytest.mark.parametrize("top", [1, 2, 8])
+def test_options_are_ranked_as_over_every_candidate(monkeypatch, top):
+    """Options are ranked from each head's and memory's few best columns: the counts must be those of the
+    whole mixture, ties included (columns with equal weights tie under a head; the memory's unigram ties
+    many), also when few columns are listed and most rows need the whole row."""
+    monkeypatch.setattr(train, "TOP", top)
+    rng = np.random.default_rng(1)
+    columns = np.arange(5, V)
+    rows = _rows(rng, columns)
+    memory = PhraseMemory(V, skip_ids=range(5))
+    for _ in range(100):
+        memory.add([2, *rng.integers(5, 12, 5).tolist()])
+    w = rng.normal(0, 1, (F, len(columns))).astype(np.float32)
+    w[:, 10:20] = w[:, :10]  # equal columns: equal probabilities
+    heads = [(w, np.zeros(len(columns), np.float32)), (w * 0.5, rng.normal(0, 1, len(columns)).astype(np.float32))]
+    options = [Option(heads[0], None, None)] + [
+        Option(h, memory, np.where(rng.random(N) < 0.7, rng.random(N) * s, 0.0).astype(np.float32))
+        for h in heads for s in (0.0, 0.5, 0.95)]
+    groups = np.stack([np.ones(N, bool), rng.random(N) < 0.5])
+    got = score_options(rows, options, groups, columns)
+    want = np.stack([_dense_scores(rows, o, groups, columns) for o in options])
+    np.testing.assert_array_equal(got[..., :2], want[..., :2])
+    np.testing.assert_allclose(got[..., 2], want[..., 2], rtol=1e-12)
 
 
 def test_option_set_steps_part_of_the_way_to_the_trained_head():

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..progress import progress_bar
 from .phrases import PhraseMemory
-from .rows import CHUNK, Rows, Teacher, expected_top
+from .rows import CHUNK, Rows, Teacher, best_of, expected_top
 
 
 @dataclass
@@ -208,22 +208,96 @@ def score_options(rows: Rows, options: list[Option], groups: np.ndarray, columns
     the three best of them does. Ties rank as ``suggest()`` ranks them (the
     lower id first; an outside word, whose id is not kept, counts as ahead),
     as ``metrics.evaluate`` counts them.
+
+    Each head's and memory's probabilities are made once per chunk of rows,
+    and an option's mixture is ranked from their ``TOP`` best columns
+    (``_ahead``), not over every candidate: with fifteen options that was
+    most of a personalization's time.
     """
     out = np.zeros((len(options), len(groups), 3))
-    seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
-    for i, sl, r, p, rest, bare in _mixed(rows, options, columns):
-        got = seen.get((sl.start, bare)) if bare is not None else None
-        if got is None:
-            p_t = p[np.arange(len(r)), r.targets]
-            tied_below = (p == p_t[:, None]) & (columns[None, :] < columns[r.targets][:, None])
-            better = (np.count_nonzero(p > p_t[:, None], axis=1) + np.count_nonzero(rest >= p_t[:, None], axis=1)
-                      + np.count_nonzero(tied_below, axis=1))
-            hits = np.stack([better < 1, better < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
-            got = groups[:, sl].astype(np.float64) @ hits
-            if bare is not None:
-                seen[(sl.start, bare)] = got
-        out[i] += got
+    for start in range(0, len(rows), CHUNK):
+        sl = slice(start, start + CHUNK)
+        r = rows.take(sl)
+        made: dict[int, _Ranked] = {}
+        for i, (head, memory, share) in enumerate(options):
+            if id(head) not in made:
+                made[id(head)] = _Ranked(*_neural(r, head))
+            lam = None if share is None or memory is None else share[sl]
+            if lam is not None and memory is not None and id(memory) not in made:
+                made[id(memory)] = _Ranked(memory.probs_columns(r.contexts, columns), None)
+            ahead, p_t = _ahead(r, columns, made[id(head)], None if lam is None else made[id(memory)], lam)
+            hits = np.stack([ahead < 1, ahead < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
+            out[i] += groups[:, sl].astype(np.float64) @ hits
     return out / np.maximum(groups.sum(axis=1), 1)[None, :, None]
+
+
+TOP = 8  # columns per row a head's or a memory's probabilities keep for ranking mixtures (``_ahead``)
+MARGIN = 1e-4  # of the larger probability mixed: far more than float32's rounding in a mixture of two
+
+
+class _Ranked:
+    """One chunk's probabilities of the candidates under a head (with the other words' best three) or a
+    memory, and each row's ``TOP`` best columns, found on first use."""
+
+    def __init__(self, probs: np.ndarray, rest: np.ndarray | None):
+        self.probs, self.rest = probs, rest
+        self._top: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def top(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids [n, k], values [n, k])``, best first, ``k = min(TOP, columns)``."""
+        if self._top is None:
+            self._top = best_of(self.probs, min(TOP, self.probs.shape[1]))
+        return self._top
+
+
+def _ahead(r: Rows, columns: np.ndarray, neural: _Ranked, memory: _Ranked | None,
+           lam: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """How many words rank ahead of each row's target under ``(1 - lam) neural + lam memory`` (exact
+    below 3, else at least 3: all top-1 and top-3 need), and the target's probability.
+
+    A word outside both lists of best columns has at most the mixture of their last values: when
+    that is below the target's (by a ``MARGIN`` that float32's rounding cannot close), only the listed
+    words and the other words' best three can be ahead, and they are counted as the dense mixture
+    counts them (the same float32 operations, ties to the lower id). The few rows left unsettled
+    are ranked over every candidate.
+    """
+    p, rest = neural.probs, neural.rest
+    assert rest is not None
+    n, rows = len(r), np.arange(len(r))
+    lam = np.zeros(n, np.float32) if lam is None or memory is None else lam
+    m = np.zeros_like(p) if memory is None else memory.probs
+    ids, last = neural.top[0], neural.top[1][:, -1].astype(np.float64)
+    bound, err = last, last
+    if memory is not None:
+        ids = np.concatenate([ids, memory.top[0]], axis=1)
+        m_last = memory.top[1][:, -1].astype(np.float64)
+        bound, err = (1 - lam) * last + lam * m_last, np.maximum(last, m_last)
+    if ids.shape[1] >= p.shape[1]:  # every candidate listed
+        bound = np.full(n, -np.inf)
+    t = r.targets
+    p_t = (m[rows, t] - p[rows, t]) * lam + p[rows, t]
+    at = rows[:, None]
+    near = (m[at, ids] - p[at, ids]) * lam[:, None] + p[at, ids]
+    # A column listed twice counts once; the target never counts itself.
+    first = np.ones(ids.shape, bool)
+    first[:, 1:] = ~(np.sort(ids, axis=1)[:, 1:] == np.sort(ids, axis=1)[:, :-1])
+    order = np.argsort(ids, axis=1, kind="stable")
+    once = np.empty_like(first)
+    np.put_along_axis(once, order, first, axis=1)
+    once &= ids != t[:, None]
+    ahead = (np.count_nonzero(once & (near > p_t[:, None]), axis=1)
+             + np.count_nonzero(once & (near == p_t[:, None]) & (columns[ids] < columns[t][:, None]), axis=1)
+             + np.count_nonzero((1 - lam)[:, None] * rest >= p_t[:, None], axis=1))
+    open_ = np.flatnonzero((ahead < 3) & (bound + MARGIN * err >= p_t))
+    if len(open_):
+        mixed = (m[open_] - p[open_]) * lam[open_, None] + p[open_]
+        at_t = mixed[np.arange(len(open_)), t[open_]]
+        ahead[open_] = (np.count_nonzero(mixed > at_t[:, None], axis=1)
+                        + np.count_nonzero((1 - lam[open_])[:, None] * rest[open_] >= at_t[:, None], axis=1)
+                        + np.count_nonzero((mixed == at_t[:, None]) & (columns[None, :] < columns[t[open_]][:, None]),
+                                           axis=1))
+    return ahead, p_t
 
 
 def anchor_scores(rows: Rows, teacher: Teacher, options: list[Option], columns: np.ndarray) -> np.ndarray:

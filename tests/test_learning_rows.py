@@ -144,3 +144,13 @@ def test_anchor_words_are_drawn_from_the_versions_softmax_over_allowed_ids():
     want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     got = np.array([(drawn == i).mean() for i in np.flatnonzero(allowed)])
     np.testing.assert_allclose(got, want, atol=0.01)
+
+
+def test_a_few_new_lines_train_half_the_minimum_steps_at_twice_the_rate(model, monkeypatch):
+    from edgekit.personal import learner
+
+    used, train = [], learner.train_head
+    monkeypatch.setattr(learner, "train_head", lambda *a, **k: (used.append(a[4]), train(*a, **k))[1])
+    model.personalize(user_lines(3, seed=5), save=False)
+    default = learner.TrainConfig()
+    assert [(c.min_steps, c.learning_rate) for c in used] == [(default.min_steps // 2, 2 * default.learning_rate)]

@@ -8,7 +8,7 @@ from edgekit.personal import train
 from edgekit.personal.learner import HEAD_STEPS, PHRASE_WEIGHTS, option_set
 from edgekit.personal.phrases import PhraseMemory
 from edgekit.personal.rows import CHUNK, Rows
-from edgekit.personal.train import Option, score_options
+from edgekit.personal.train import Option, TrainConfig, for_small_text, score_options
 
 V, F, T, N = 40, 6, 3, 300
 
@@ -93,3 +93,14 @@ def test_option_set_steps_part_of_the_way_to_the_trained_head():
     assert steps == [0.0, *sorted(HEAD_STEPS)] and 0 < min(HEAD_STEPS) < 1 and max(HEAD_STEPS) == 1.0
     assert {w for _, w in options} == set(PHRASE_WEIGHTS)
     assert any(h is current for h, _ in options) and any(h is trained for h, _ in options)
+
+
+def test_a_small_text_trains_half_the_minimum_steps_at_twice_the_rate():
+    """A few lines' epochs give fewer than ``min_steps`` steps: half of them (or the epochs' own, if more),
+    at twice the rate. A text whose epochs give enough keeps its configuration."""
+    cfg = TrainConfig(epochs=4, min_steps=150, batch_size=256, learning_rate=3e-3)
+    few = for_small_text(cfg, 564)  # 3 steps an epoch: 12
+    assert (few.min_steps, few.learning_rate, few.epochs) == (75, 6e-3, 4)
+    two = TrainConfig(epochs=2, min_steps=150)
+    assert for_small_text(two, 50 * 256).min_steps == 100  # the 2 epochs asked for: 100 steps
+    assert for_small_text(cfg, 38 * 256) is cfg  # 152 steps

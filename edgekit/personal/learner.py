@@ -44,6 +44,7 @@ from .train import (
     Option,
     TrainConfig,
     anchor_scores,
+    for_small_text,
     mixture_data,
     score_options,
     train_head,
@@ -150,8 +151,8 @@ class Learner:
         self.release()
         lap("anchor")
         current = (self.head[0][:, columns], self.head[1][columns])
-        trained = train_head(tr.features, tr.targets, *current, cfg, progress, tr.rest_lse, ho, (an, teacher),
-                             ANCHOR_WEIGHT)
+        trained = train_head(tr.features, tr.targets, *current, for_small_text(cfg, len(tr)), progress, tr.rest_lse,
+                             ho, (an, teacher), ANCHOR_WEIGHT)
         lap("train")
         best_ho, p_ho, m_ho = mixture_data(ho, trained, memory, columns)
         best_an, p_an, m_an, t_an = mixture_data(an, trained, memory, columns, teacher)

@@ -65,6 +65,21 @@ def test_probabilities_at_some_columns_are_the_full_ones_read_there():
     assert np.allclose(mem.probs_columns(contexts[:1], columns)[0], mem.probs(contexts[0])[columns], atol=1e-7)
 
 
+def test_counts_of_many_contexts_are_those_of_each_alone():
+    """The gate's inputs read every row's context counts at once: the same as one context at a time, for
+    seen and unseen endings, ids outside the vocabulary, and a memory that learned nothing."""
+    from edgekit.personal.gate import _counts, gate_inputs
+
+    rng = np.random.default_rng(0)
+    contexts = np.concatenate([rng.integers(9, 14, (40, 3)), [[BOS, 10, 11], [BOS, 20, 21], [BOS, 10, V + 3]]])
+    for mem in (memory(), PhraseMemory(V, skip_ids=[0, 1, BOS])):
+        want = np.array([_counts(mem, c) for c in contexts])
+        assert np.array_equal(np.stack([mem.followed_rows(contexts, 2), mem.followed_rows(contexts, 1)], 1), want)
+        best = rng.random(len(contexts)).astype(np.float32)
+        assert np.array_equal(gate_inputs(mem, contexts, best)[:, 1:3], np.log1p(want.astype(np.float32)))
+    assert memory().followed_rows(contexts, 2).any()
+
+
 def test_suggestions_mix_the_memory_by_the_same_gate_learning_scored():
     """``mix`` (one context at a time, on the keyboard's path) and ``share`` (learning's batches) agree."""
     from edgekit.personal.gate import gate_inputs, share

@@ -27,7 +27,7 @@ DEFAULT_GATE = np.array([0.0, 0.0, 1.0, 0.0], np.float32)
 
 def gate_inputs(memory: PhraseMemory, contexts: np.ndarray, memory_best: np.ndarray) -> np.ndarray:
     """``[N, 4]``: bias, log counts of the two-word and the one-word context, the memory's best probability."""
-    counts = np.array([_counts(memory, c) for c in contexts], np.float32).reshape(-1, 2)
+    counts = np.column_stack([memory.followed_rows(contexts, 2), memory.followed_rows(contexts, 1)]).astype(np.float32)
     return np.column_stack([np.ones(len(contexts)), np.log1p(counts), memory_best]).astype(np.float32)
 
 

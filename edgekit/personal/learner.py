@@ -45,6 +45,7 @@ from .train import (
     TrainConfig,
     anchor_scores,
     for_small_text,
+    memory_best,
     mixture_data,
     score_options,
     train_head,
@@ -188,7 +189,7 @@ class Learner:
         st = self.state
         if st.phrase_weight <= 0 or not len(st.phrases):
             return Option(head, None, None)
-        best = mixture_data(rows, head, st.phrases, columns)[0]
+        best = memory_best(rows, st.phrases, columns)
         gate = DEFAULT_GATE if st.phrase_gate is None else st.phrase_gate
         return Option(head, st.phrases, share(gate, gate_inputs(st.phrases, rows.contexts, best), st.phrase_weight))
 

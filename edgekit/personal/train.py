@@ -328,6 +328,12 @@ def anchor_scores(rows: Rows, teacher: Teacher, options: list[Option], columns: 
     return out / max(len(rows), 1)
 
 
+def memory_best(rows: Rows, memory: PhraseMemory, columns: np.ndarray) -> np.ndarray:
+    """The memory's best probability among the candidates, per row ``[N]`` (a gate input, ``gate``)."""
+    return np.concatenate([memory.probs_columns(rows.contexts[start : start + CHUNK], columns).max(axis=1)
+                           for start in range(0, len(rows), CHUNK)] or [np.zeros(0, np.float32)])
+
+
 def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: PhraseMemory, columns: np.ndarray,
                  teacher: Teacher | None = None, k: int = 8) -> tuple[np.ndarray, ...]:
     """What fitting the phrase gate reads: per row the memory's best probability and, at the target

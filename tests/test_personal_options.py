@@ -7,8 +7,8 @@ import pytest
 from edgekit.personal import train
 from edgekit.personal.learner import HEAD_STEPS, PHRASE_WEIGHTS, option_set
 from edgekit.personal.phrases import PhraseMemory
-from edgekit.personal.rows import CHUNK, Rows
-from edgekit.personal.train import Option, TrainConfig, for_small_text, score_options
+from edgekit.personal.rows import CHUNK, TEACHER_SCALE, Rows, Teacher, expected_top
+from edgekit.personal.train import Option, TrainConfig, anchor_scores, for_small_text, score_options
 
 V, F, T, N = 40, 6, 3, 300
 
@@ -59,20 +59,46 @@ def _dense_scores(rows: Rows, option: Option, groups: np.ndarray, columns: np.nd
     return out / np.maximum(groups.sum(axis=1), 1)[:, None]
 
 
-@pytest.mark.parametrize("top", [1, 2, 8])
-def test_options_are_ranked_as_over_every_candidate(monkeypatch, top):
-    """Options are ranked from each head's and memory's few best columns: the counts must be those of the
-    whole mixture, ties included (columns with equal weights tie under a head; the memory's unigram ties
-    many), also when few columns are listed and most rows need the whole row."""
+def test_a_word_neither_list_holds_still_counts_ahead(monkeypatch):
+    """Two lists of two can be as long as four columns and still miss one: it must count."""
+    monkeypatch.setattr(train, "TOP", 2)
+    p = np.array([[0.4, 0.3, 0.2, 0.1]], np.float32)
+    m = np.array([[0.5, 0.5, 0.0, 0.0]], np.float32)
+    listed = train._Listed(train._Ranked(p, np.zeros((1, 3), np.float32)), train._Ranked(m, None))
+    for share in (0.0, 0.5):
+        ahead, _ = listed.ahead(np.array([3]), np.arange(4), np.array([share], np.float32))
+        assert ahead.tolist() == [3]
+
+
+def _dense_anchor(rows: Rows, teacher: Teacher, option: Option, columns: np.ndarray) -> np.ndarray:
+    """What ``anchor_scores`` must give: each row's best three over every candidate and the others' three."""
+    head, memory, share = option
+    out = np.zeros(2)
+    for start in range(0, len(rows), CHUNK):
+        sl = slice(start, start + CHUNK)
+        r = rows.take(sl)
+        p, rest = train._neural(r, head)
+        lam = np.zeros(len(r), np.float32) if share is None else share[sl]
+        m = np.zeros_like(p) if memory is None else memory.probs_columns(r.contexts, columns)
+        out += expected_top((m - p) * lam[:, None] + p, (1 - lam)[:, None] * rest, teacher.take(sl)).sum(axis=0)
+    return out / len(rows)
+
+
+@pytest.mark.parametrize(("top", "words"), [(1, 35), (2, 35), (8, 35), (8, 12), (8, 6)])
+def test_options_are_ranked_as_over_every_candidate(monkeypatch, top, words):
+    """Options are ranked from each head's and memory's few best columns: the counts (and the best three
+    on anchor text) must be those of the whole mixture, ties included (columns with equal weights tie
+    under a head; the memory's unigram ties many), also when few columns are listed and most rows need
+    the whole row, and when both lists together are longer than the columns but miss some."""
     monkeypatch.setattr(train, "TOP", top)
     rng = np.random.default_rng(1)
-    columns = np.arange(5, V)
+    columns = np.arange(5, 5 + words)
     rows = _rows(rng, columns)
     memory = PhraseMemory(V, skip_ids=range(5))
     for _ in range(100):
         memory.add([2, *rng.integers(5, 12, 5).tolist()])
     w = rng.normal(0, 1, (F, len(columns))).astype(np.float32)
-    w[:, 10:20] = w[:, :10]  # equal columns: equal probabilities
+    w[:, words // 2 :] = w[:, : words - words // 2]  # equal columns: equal probabilities
     heads = [(w, np.zeros(len(columns), np.float32)), (w * 0.5, rng.normal(0, 1, len(columns)).astype(np.float32))]
     options = [Option(heads[0], None, None)] + [
         Option(h, memory, np.where(rng.random(N) < 0.7, rng.random(N) * s, 0.0).astype(np.float32))
@@ -82,6 +108,10 @@ def test_options_are_ranked_as_over_every_candidate(monkeypatch, top):
     want = np.stack([_dense_scores(rows, o, groups, columns) for o in options])
     np.testing.assert_array_equal(got[..., :2], want[..., :2])
     np.testing.assert_allclose(got[..., 2], want[..., 2], rtol=1e-12)
+    taught = rng.dirichlet(np.ones(len(columns) + 3), N).astype(np.float32)
+    teacher = Teacher((taught[:, :-3] * TEACHER_SCALE).astype(np.float16), taught[:, -3:], np.zeros((N, 2)))
+    np.testing.assert_array_equal(anchor_scores(rows, teacher, options, columns),
+                                  np.stack([_dense_anchor(rows, teacher, o, columns) for o in options]))
 
 
 def test_option_set_steps_part_of_the_way_to_the_trained_head():

@@ -177,10 +177,13 @@ def expected_top(p: np.ndarray, rest: np.ndarray, teacher: Teacher) -> np.ndarra
     ``p`` (the candidates) and ``rest`` (the other words' best three) are the option's scores;
     the teacher's mass is read only where they rank first to third.
     """
-    scores = np.concatenate([p, rest], axis=1)
-    ids = best_of(scores)[0]
-    rows = np.arange(len(p))[:, None]
-    cand = ids < p.shape[1]
-    mass = np.where(cand, Teacher(teacher.columns[rows, np.minimum(ids, p.shape[1] - 1)], teacher.rest,
-                                  teacher.top).probs(), teacher.rest[rows, np.maximum(ids - p.shape[1], 0)])
+    return teacher_mass(best_of(np.concatenate([p, rest], axis=1))[0], p.shape[1], teacher)
+
+
+def teacher_mass(ids: np.ndarray, candidates: int, teacher: Teacher) -> np.ndarray:
+    """The teacher's mass ``[N, 2]`` on each row's best word and best three, ``ids [N, 3]``: a candidate's
+    position, or ``candidates + k`` for the other words' ``k``-th best."""
+    rows = np.arange(len(ids))[:, None]
+    mass = np.where(ids < candidates, Teacher(teacher.columns[rows, np.minimum(ids, candidates - 1)], teacher.rest,
+                                              teacher.top).probs(), teacher.rest[rows, np.maximum(ids - candidates, 0)])
     return np.stack([mass[:, 0], mass.sum(axis=1)], axis=1)

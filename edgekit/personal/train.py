@@ -22,7 +22,7 @@ import numpy as np
 
 from ..progress import progress_bar
 from .phrases import PhraseMemory
-from .rows import CHUNK, Rows, Teacher, best_of, expected_top
+from .rows import CHUNK, Rows, Teacher, best_of, teacher_mass
 
 
 @dataclass
@@ -225,27 +225,27 @@ def score_options(rows: Rows, options: list[Option], groups: np.ndarray, columns
 
     Each head's and memory's probabilities are made once per chunk of rows,
     and an option's mixture is ranked from their ``TOP`` best columns
-    (``_ahead``), not over every candidate: with fifteen options that was
+    (``_Listed``), not over every candidate: with fifteen options that was
     most of a personalization's time.
     """
     out = np.zeros((len(options), len(groups), 3))
-    for start in range(0, len(rows), CHUNK):
-        sl = slice(start, start + CHUNK)
-        r = rows.take(sl)
-        made: dict[int, _Ranked] = {}
-        for i, (head, memory, share) in enumerate(options):
-            if id(head) not in made:
-                made[id(head)] = _Ranked(*_neural(r, head))
-            lam = None if share is None or memory is None else share[sl]
-            if lam is not None and memory is not None and id(memory) not in made:
-                made[id(memory)] = _Ranked(memory.probs_columns(r.contexts, columns), None)
-            ahead, p_t = _ahead(r, columns, made[id(head)], None if lam is None else made[id(memory)], lam)
-            hits = np.stack([ahead < 1, ahead < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
-            out[i] += groups[:, sl].astype(np.float64) @ hits
+    for i, sl, r, listed, lam in _listed(rows, options, columns):
+        ahead, p_t = listed.ahead(r.targets, columns, lam)
+        hits = np.stack([ahead < 1, ahead < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
+        out[i] += groups[:, sl].astype(np.float64) @ hits
     return out / np.maximum(groups.sum(axis=1), 1)[None, :, None]
 
 
-TOP = 8  # columns per row a head's or a memory's probabilities keep for ranking mixtures (``_ahead``)
+def anchor_scores(rows: Rows, teacher: Teacher, options: list[Option], columns: np.ndarray) -> np.ndarray:
+    """Each option's expected top-1 and top-3 on anchor rows under the version's distribution ``[O, 2]``
+    (each option's best three found as ``score_options`` ranks)."""
+    out = np.zeros((len(options), 2))
+    for i, sl, _, listed, lam in _listed(rows, options, columns):
+        out[i] += teacher_mass(listed.best_three(lam), len(columns), teacher.take(sl)).sum(axis=0)
+    return out / max(len(rows), 1)
+
+
+TOP = 8  # columns per row a head's or a memory's probabilities keep for ranking mixtures (``_Listed``)
 MARGIN = 1e-4  # of the larger probability mixed: far more than float32's rounding in a mixture of two
 
 
@@ -265,67 +265,94 @@ class _Ranked:
         return self._top
 
 
-def _ahead(r: Rows, columns: np.ndarray, neural: _Ranked, memory: _Ranked | None,
-           lam: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """How many words rank ahead of each row's target under ``(1 - lam) neural + lam memory`` (exact
-    below 3, else at least 3: all top-1 and top-3 need), and the target's probability.
+def _listed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[tuple]:
+    """Per chunk of rows and option: (option index, row slice, rows, the option's ``_Listed`` there, its
+    memory's share ``[n]``); each head's and memory's probabilities made once a chunk."""
+    for start in range(0, len(rows), CHUNK):
+        sl = slice(start, start + CHUNK)
+        r = rows.take(sl)
+        made: dict[int, _Ranked] = {}
+        pairs: dict[tuple[int, int], _Listed] = {}
+        for i, (head, memory, share) in enumerate(options):
+            if id(head) not in made:
+                made[id(head)] = _Ranked(*_neural(r, head))
+            if share is None or memory is None:
+                memory, lam = None, np.zeros(len(r), np.float32)
+            else:
+                lam = share[sl]
+                if id(memory) not in made:
+                    made[id(memory)] = _Ranked(memory.probs_columns(r.contexts, columns), None)
+            key = (id(head), id(memory))
+            if key not in pairs:
+                pairs[key] = _Listed(made[id(head)], None if memory is None else made[id(memory)])
+            yield i, sl, r, pairs[key], lam
 
-    A word outside both lists of best columns has at most the mixture of their last values: when
-    that is below the target's (by a ``MARGIN`` that float32's rounding cannot close), only the listed
-    words and the other words' best three can be ahead, and they are counted as the dense mixture
-    counts them (the same float32 operations, ties to the lower id). The few rows left unsettled
-    are ranked over every candidate.
+
+class _Listed:
+    """A head and a memory (or none) on one chunk of rows, for ranking their mixtures ``(1 - lam) p + lam m``
+    without mixing every candidate: the columns either lists among its ``TOP`` best, in id order.
+
+    A column in neither list has at most the mixture of the lists' last values (``bound``): rows where
+    that stays below what a ranking needs (by a ``MARGIN`` that float32's rounding cannot close) are
+    ranked from the listed columns and the other words' best three, mixed with the same float32
+    operations as every candidate would be; the few others are ranked over every candidate.
     """
-    p, rest = neural.probs, neural.rest
-    assert rest is not None
-    n, rows = len(r), np.arange(len(r))
-    lam = np.zeros(n, np.float32) if lam is None or memory is None else lam
-    m = np.zeros_like(p) if memory is None else memory.probs
-    ids, last = neural.top[0], neural.top[1][:, -1].astype(np.float64)
-    bound, err = last, last
-    if memory is not None:
-        ids = np.concatenate([ids, memory.top[0]], axis=1)
-        m_last = memory.top[1][:, -1].astype(np.float64)
-        bound, err = (1 - lam) * last + lam * m_last, np.maximum(last, m_last)
-    if ids.shape[1] >= p.shape[1]:  # every candidate listed
-        bound = np.full(n, -np.inf)
-    t = r.targets
-    p_t = (m[rows, t] - p[rows, t]) * lam + p[rows, t]
-    at = rows[:, None]
-    near = (m[at, ids] - p[at, ids]) * lam[:, None] + p[at, ids]
-    # A column listed twice counts once; the target never counts itself.
-    first = np.ones(ids.shape, bool)
-    first[:, 1:] = ~(np.sort(ids, axis=1)[:, 1:] == np.sort(ids, axis=1)[:, :-1])
-    order = np.argsort(ids, axis=1, kind="stable")
-    once = np.empty_like(first)
-    np.put_along_axis(once, order, first, axis=1)
-    once &= ids != t[:, None]
-    ahead = (np.count_nonzero(once & (near > p_t[:, None]), axis=1)
-             + np.count_nonzero(once & (near == p_t[:, None]) & (columns[ids] < columns[t][:, None]), axis=1)
-             + np.count_nonzero((1 - lam)[:, None] * rest >= p_t[:, None], axis=1))
-    open_ = np.flatnonzero((ahead < 3) & (bound + MARGIN * err >= p_t))
-    if len(open_):
-        mixed = (m[open_] - p[open_]) * lam[open_, None] + p[open_]
-        at_t = mixed[np.arange(len(open_)), t[open_]]
-        ahead[open_] = (np.count_nonzero(mixed > at_t[:, None], axis=1)
-                        + np.count_nonzero((1 - lam[open_])[:, None] * rest[open_] >= at_t[:, None], axis=1)
-                        + np.count_nonzero((mixed == at_t[:, None]) & (columns[None, :] < columns[t[open_]][:, None]),
-                                           axis=1))
-    return ahead, p_t
 
+    def __init__(self, neural: _Ranked, memory: _Ranked | None):
+        self.p, self.rest = neural.probs, neural.rest
+        self.m = np.zeros_like(self.p) if memory is None else memory.probs
+        listed = neural.top[0] if memory is None else np.concatenate([neural.top[0], memory.top[0]], axis=1)
+        self.ids = np.sort(listed, axis=1)
+        self.again = np.zeros(self.ids.shape, bool)  # listed by both: counts once
+        self.again[:, 1:] = self.ids[:, 1:] == self.ids[:, :-1]
+        at = np.arange(len(self.ids))[:, None]
+        self.p_at, self.m_at = self.p[at, self.ids], self.m[at, self.ids]
+        self.last = neural.top[1][:, -1].astype(np.float64)
+        self.m_last = np.zeros_like(self.last) if memory is None else memory.top[1][:, -1].astype(np.float64)
+        self.everything = neural.top[0].shape[1] >= self.p.shape[1]  # the head's list holds every candidate
 
-def anchor_scores(rows: Rows, teacher: Teacher, options: list[Option], columns: np.ndarray) -> np.ndarray:
-    """Each option's expected top-1 and top-3 on anchor rows under the version's distribution ``[O, 2]``."""
-    out = np.zeros((len(options), 2))
-    seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
-    for i, sl, _, p, rest, bare in _mixed(rows, options, columns):
-        got = seen.get((sl.start, bare)) if bare is not None else None
-        if got is None:
-            got = expected_top(p, rest, teacher.take(sl)).sum(axis=0)
-            if bare is not None:
-                seen[(sl.start, bare)] = got
-        out[i] += got
-    return out / max(len(rows), 1)
+    def _near(self, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The mixture at the listed columns ``[n, L]``, the others' best three ``[n, 3]``, and the least a
+        listed value must exceed to be sure no other candidate is above it ``[n]``."""
+        near = (self.m_at - self.p_at) * lam[:, None] + self.p_at
+        rest = (1 - lam)[:, None] * self.rest
+        bound = (1 - lam) * self.last + lam * self.m_last + MARGIN * np.maximum(self.last, self.m_last)
+        return near, rest, np.full(len(lam), -np.inf) if self.everything else bound
+
+    def _mixed(self, rows: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        return (self.m[rows] - self.p[rows]) * lam[rows, None] + self.p[rows]
+
+    def ahead(self, targets: np.ndarray, columns: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How many words rank ahead of each row's target (exact below 3, else at least 3: all top-1 and
+        top-3 need), and the target's probability."""
+        rows = np.arange(len(targets))
+        p_t = (self.m[rows, targets] - self.p[rows, targets]) * lam + self.p[rows, targets]
+        near, rest, bound = self._near(lam)
+        count = ~self.again & (self.ids != targets[:, None])  # the target never counts itself
+        ahead = (np.count_nonzero(count & (near > p_t[:, None]), axis=1)
+                 + np.count_nonzero(count & (near == p_t[:, None]) & (columns[self.ids] < columns[targets][:, None]),
+                                    axis=1)
+                 + np.count_nonzero(rest >= p_t[:, None], axis=1))
+        open_ = np.flatnonzero((ahead < 3) & (bound >= p_t))
+        if len(open_):
+            mixed, at_t = self._mixed(open_, lam), p_t[open_, None]
+            ahead[open_] = (np.count_nonzero(mixed > at_t, axis=1) + np.count_nonzero(rest[open_] >= at_t, axis=1)
+                            + np.count_nonzero((mixed == at_t) & (columns[None, :] < columns[targets[open_], None]),
+                                               axis=1))
+        return ahead, p_t
+
+    def best_three(self, lam: np.ndarray) -> np.ndarray:
+        """Each row's three best words ``[n, 3]`` as ``expected_top`` ranks them: a candidate's position,
+        or ``candidates + k`` for the other words' ``k``-th best."""
+        near, rest, bound = self._near(lam)
+        near[self.again] = -np.inf
+        at, value = best_of(np.concatenate([near, rest], axis=1))
+        rows, listed = np.arange(len(at))[:, None], self.ids.shape[1]
+        best = np.where(at < listed, self.ids[rows, np.minimum(at, listed - 1)], self.p.shape[1] + at - listed)
+        open_ = np.flatnonzero(value[:, 2] <= bound)
+        if len(open_):
+            best[open_] = best_of(np.concatenate([self._mixed(open_, lam), rest[open_]], axis=1))[0]
+        return best
 
 
 def memory_best(rows: Rows, memory: PhraseMemory, columns: np.ndarray) -> np.ndarray:
@@ -340,8 +367,10 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
     (or, with ``teacher``, at the version's ``k`` likeliest candidates), the neural and memory probabilities
     (and the version's)."""
     parts = []
-    option = Option(head, None, None)
-    for _, sl, r, p, _, _ in _mixed(rows, [option], columns):
+    for start in range(0, len(rows), CHUNK):
+        sl = slice(start, start + CHUNK)
+        r = rows.take(sl)
+        p = _neural(r, head)[0]
         m = memory.probs_columns(r.contexts, columns)
         k = min(k, len(columns))
         taught = None if teacher is None else teacher.probs(sl)
@@ -350,38 +379,6 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
         parts.append(got + ([] if taught is None else [np.take_along_axis(taught, at, axis=1)]))
     out = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
     return out if teacher is not None else (out[0], out[1][:, 0], out[2][:, 0])
-
-
-def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[tuple]:
-    """Per chunk of rows and option: (option index, row slice, rows, candidate probabilities, the
-    others' best three, the head's id when the option mixes nothing into the chunk, else ``None``).
-
-    A mixture's probabilities are written into one buffer, reused for the next option: use them
-    before asking for the next. Options that mix nothing get their head's own arrays, the same
-    for every such option, so callers can score them once (by chunk and head id).
-    """
-    mixed: np.ndarray | None = None
-    for start in range(0, len(rows), CHUNK):
-        sl = slice(start, start + CHUNK)
-        r = rows.take(sl)
-        neural: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        phrases: dict[int, np.ndarray] = {}
-        for i, (head, memory, share) in enumerate(options):
-            if id(head) not in neural:
-                neural[id(head)] = _neural(r, head)
-            p, rest = neural[id(head)]
-            lam = None if share is None or memory is None else share[sl]
-            if lam is None or memory is None or not lam.any():  # a zero share leaves p as it is
-                yield i, sl, r, p, rest, id(head)
-                continue
-            if id(memory) not in phrases:
-                phrases[id(memory)] = memory.probs_columns(r.contexts, columns)
-            if mixed is None or mixed.shape != p.shape:
-                mixed = np.empty_like(p)
-            np.subtract(phrases[id(memory)], p, out=mixed)  # (1 - lam) p + lam m, in place
-            mixed *= lam[:, None]
-            mixed += p
-            yield i, sl, r, mixed, (1 - lam)[:, None] * rest, None
 
 
 def _neural(rows: Rows, head: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -219,7 +219,7 @@ class PhraseMemory:
                 at = where[table.words[entry]]
                 keep = at >= 0
                 weights = table.weights[entry[keep]] * np.repeat(factor[lo:hi], n)[keep]
-                np.add.at(out, (np.repeat(hit[lo:hi], n)[keep], at[keep]), weights)
+                out[np.repeat(hit[lo:hi], n)[keep], at[keep]] += weights  # one entry per (ending, word): no repeats
                 lo = hi
         return out[row_of.reshape(-1)]
 

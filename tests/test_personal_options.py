@@ -134,3 +134,22 @@ def test_a_small_text_trains_half_the_minimum_steps_at_twice_the_rate():
     two = TrainConfig(epochs=2, min_steps=150)
     assert for_small_text(two, 50 * 256).min_steps == 100  # the 2 epochs asked for: 100 steps
     assert for_small_text(cfg, 38 * 256) is cfg  # 152 steps
+
+
+def test_held_out_loss_is_read_only_to_compare_epochs(monkeypatch):
+    """A run whose only checked epoch is its last has nothing to compare that loss with: it is not computed,
+    and the weights are those trained without held-out rows. Longer runs still check every epoch."""
+    rng = np.random.default_rng(0)
+    columns = np.arange(5, V)
+    rows = _rows(rng, columns)
+    w0, b0 = np.zeros((F, len(columns)), np.float32), np.zeros(len(columns), np.float32)
+    calls = []
+    loss = train.heldout_loss
+    monkeypatch.setattr(train, "heldout_loss", lambda *a: (calls.append(1), loss(*a))[1])
+    cfg = TrainConfig(epochs=1, min_steps=0, batch_size=64)
+    alone = train.train_head(rows.features, rows.targets, w0, b0, cfg, rest_lse=rows.rest_lse)
+    checked = train.train_head(rows.features, rows.targets, w0, b0, cfg, rest_lse=rows.rest_lse, heldout=rows)
+    assert not calls and all(np.array_equal(a, b) for a, b in zip(alone, checked, strict=True))
+    train.train_head(rows.features, rows.targets, w0, b0, TrainConfig(epochs=3, min_steps=0, batch_size=64),
+                     rest_lse=rows.rest_lse, heldout=rows)
+    assert len(calls) >= 2

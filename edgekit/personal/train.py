@@ -149,7 +149,8 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
                 lr = config.learning_rate * np.sqrt(1 - beta2**t) / (1 - beta1**t)
                 _adam(wb, m, v, grad, lr, beta1, beta2, eps, scratch)
                 bar.update(1)
-            if heldout is not None and epoch + 1 >= min_epochs:
+            # The last epoch's loss matters only against an earlier one (a few lines: no earlier one).
+            if heldout is not None and epoch + 1 >= min_epochs and (epoch + 1 < epochs or best_loss < np.inf):
                 loss = heldout_loss(heldout, wb[:-1], wb[-1])
                 if loss >= best_loss:
                     return best

@@ -65,9 +65,8 @@ def test_a_word_neither_list_holds_still_counts_ahead(monkeypatch):
     p = np.array([[0.4, 0.3, 0.2, 0.1]], np.float32)
     m = np.array([[0.5, 0.5, 0.0, 0.0]], np.float32)
     listed = train._Listed(train._Ranked(p, np.zeros((1, 3), np.float32)), train._Ranked(m, None))
-    for share in (0.0, 0.5):
-        ahead, _ = listed.ahead(np.array([3]), np.arange(4), np.array([share], np.float32))
-        assert ahead.tolist() == [3]
+    ahead, _ = listed.ahead(np.array([3]), np.arange(4), np.array([[0.0], [0.5]], np.float32))
+    assert ahead.tolist() == [[3], [3]]
 
 
 def _dense_anchor(rows: Rows, teacher: Teacher, option: Option, columns: np.ndarray) -> np.ndarray:

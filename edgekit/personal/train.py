@@ -230,10 +230,10 @@ def score_options(rows: Rows, options: list[Option], groups: np.ndarray, columns
     most of a personalization's time.
     """
     out = np.zeros((len(options), len(groups), 3))
-    for i, sl, r, listed, lam in _listed(rows, options, columns):
+    for which, sl, r, listed, lam in _listed(rows, options, columns):
         ahead, p_t = listed.ahead(r.targets, columns, lam)
-        hits = np.stack([ahead < 1, ahead < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
-        out[i] += groups[:, sl].astype(np.float64) @ hits
+        hits = np.stack([ahead < 1, ahead < 3, -np.log(np.maximum(p_t, 1e-12))], axis=-1).astype(np.float64)
+        out[which] += np.einsum("gn,knh->kgh", groups[:, sl].astype(np.float64), hits)
     return out / np.maximum(groups.sum(axis=1), 1)[None, :, None]
 
 
@@ -241,8 +241,10 @@ def anchor_scores(rows: Rows, teacher: Teacher, options: list[Option], columns: 
     """Each option's expected top-1 and top-3 on anchor rows under the version's distribution ``[O, 2]``
     (each option's best three found as ``score_options`` ranks)."""
     out = np.zeros((len(options), 2))
-    for i, sl, _, listed, lam in _listed(rows, options, columns):
-        out[i] += teacher_mass(listed.best_three(lam), len(columns), teacher.take(sl)).sum(axis=0)
+    for which, sl, _, listed, lam in _listed(rows, options, columns):
+        taught = teacher.take(sl)
+        for i, best in zip(which, listed.best_three(lam), strict=True):
+            out[i] += teacher_mass(best, len(columns), taught).sum(axis=0)
     return out / max(len(rows), 1)
 
 
@@ -267,31 +269,34 @@ class _Ranked:
 
 
 def _listed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[tuple]:
-    """Per chunk of rows and option: (option index, row slice, rows, the option's ``_Listed`` there, its
-    memory's share ``[n]``); each head's and memory's probabilities made once a chunk."""
+    """Per chunk of rows and pair of a head and a memory: (the indices of the options that mix them, row
+    slice, rows, the pair's ``_Listed`` there, each option's memory share ``[k, n]``); each head's and
+    memory's probabilities made once a chunk."""
+    pairs: dict[tuple[int, int], list[int]] = {}
+    for i, (head, memory, share) in enumerate(options):
+        pairs.setdefault((id(head), id(memory) if share is not None else id(None)), []).append(i)
     for start in range(0, len(rows), CHUNK):
         sl = slice(start, start + CHUNK)
         r = rows.take(sl)
         made: dict[int, _Ranked] = {}
-        pairs: dict[tuple[int, int], _Listed] = {}
-        for i, (head, memory, share) in enumerate(options):
+        for which in pairs.values():
+            head, memory, _ = options[which[0]]
             if id(head) not in made:
                 made[id(head)] = _Ranked(*_neural(r, head))
-            if share is None or memory is None:
-                memory, lam = None, np.zeros(len(r), np.float32)
+            shares = [options[i].share for i in which]
+            if memory is None or shares[0] is None:
+                mixed, lam = None, np.zeros((len(which), len(r)), np.float32)
             else:
-                lam = share[sl]
                 if id(memory) not in made:
                     made[id(memory)] = _Ranked(memory.probs_columns(r.contexts, columns), None)
-            key = (id(head), id(memory))
-            if key not in pairs:
-                pairs[key] = _Listed(made[id(head)], None if memory is None else made[id(memory)])
-            yield i, sl, r, pairs[key], lam
+                mixed, lam = made[id(memory)], np.stack([s[sl] for s in shares if s is not None])
+            yield which, sl, r, _Listed(made[id(head)], mixed), lam
 
 
 class _Listed:
     """A head and a memory (or none) on one chunk of rows, for ranking their mixtures ``(1 - lam) p + lam m``
-    without mixing every candidate: the columns either lists among its ``TOP`` best, in id order.
+    without mixing every candidate: the columns either lists among its ``TOP`` best, in id order. Each
+    ranking takes the shares of several mixtures at once, ``lam [k, n]``.
 
     A column in neither list has at most the mixture of the lists' last values (``bound``): rows where
     that stays below what a ranking needs (by a ``MARGIN`` that float32's rounding cannot close) are
@@ -313,46 +318,49 @@ class _Listed:
         self.everything = neural.top[0].shape[1] >= self.p.shape[1]  # the head's list holds every candidate
 
     def _near(self, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The mixture at the listed columns ``[n, L]``, the others' best three ``[n, 3]``, and the least a
-        listed value must exceed to be sure no other candidate is above it ``[n]``."""
-        near = (self.m_at - self.p_at) * lam[:, None] + self.p_at
-        rest = (1 - lam)[:, None] * self.rest
+        """The mixtures at the listed columns ``[k, n, L]``, the others' best three ``[k, n, 3]``, and the
+        least a listed value must exceed to be sure no other candidate is above it ``[k, n]``."""
+        near = (self.m_at - self.p_at) * lam[..., None] + self.p_at
+        rest = (1 - lam)[..., None] * self.rest
         bound = (1 - lam) * self.last + lam * self.m_last + MARGIN * np.maximum(self.last, self.m_last)
-        return near, rest, np.full(len(lam), -np.inf) if self.everything else bound
+        return near, rest, np.full(lam.shape, -np.inf) if self.everything else bound
 
-    def _mixed(self, rows: np.ndarray, lam: np.ndarray) -> np.ndarray:
-        return (self.m[rows] - self.p[rows]) * lam[rows, None] + self.p[rows]
+    def _mixed(self, option: np.ndarray, rows: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        """Whole mixtures ``[len(rows), C]`` of ``(option, row)`` pairs."""
+        return (self.m[rows] - self.p[rows]) * lam[option, rows][:, None] + self.p[rows]
 
     def ahead(self, targets: np.ndarray, columns: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """How many words rank ahead of each row's target (exact below 3, else at least 3: all top-1 and
-        top-3 need), and the target's probability."""
+        top-3 need), and the target's probability, per mixture and row ``[k, n]``."""
         rows = np.arange(len(targets))
         p_t = (self.m[rows, targets] - self.p[rows, targets]) * lam + self.p[rows, targets]
         near, rest, bound = self._near(lam)
         count = ~self.again & (self.ids != targets[:, None])  # the target never counts itself
-        ahead = (np.count_nonzero(count & (near > p_t[:, None]), axis=1)
-                 + np.count_nonzero(count & (near == p_t[:, None]) & (columns[self.ids] < columns[targets][:, None]),
-                                    axis=1)
-                 + np.count_nonzero(rest >= p_t[:, None], axis=1))
-        open_ = np.flatnonzero((ahead < 3) & (bound >= p_t))
-        if len(open_):
-            mixed, at_t = self._mixed(open_, lam), p_t[open_, None]
-            ahead[open_] = (np.count_nonzero(mixed > at_t, axis=1) + np.count_nonzero(rest[open_] >= at_t, axis=1)
-                            + np.count_nonzero((mixed == at_t) & (columns[None, :] < columns[targets[open_], None]),
-                                               axis=1))
+        lower = count & (columns[self.ids] < columns[targets][:, None])
+        at = p_t[..., None]
+        ahead = (np.count_nonzero(count & (near > at), axis=-1) + np.count_nonzero(lower & (near == at), axis=-1)
+                 + np.count_nonzero(rest >= at, axis=-1))
+        option, row = np.nonzero((ahead < 3) & (bound >= p_t))
+        if len(row):
+            mixed, at = self._mixed(option, row, lam), p_t[option, row][:, None]
+            ahead[option, row] = (
+                np.count_nonzero(mixed > at, axis=1) + np.count_nonzero(rest[option, row] >= at, axis=1)
+                + np.count_nonzero((mixed == at) & (columns[None, :] < columns[targets[row], None]), axis=1))
         return ahead, p_t
 
     def best_three(self, lam: np.ndarray) -> np.ndarray:
-        """Each row's three best words ``[n, 3]`` as ``expected_top`` ranks them: a candidate's position,
-        or ``candidates + k`` for the other words' ``k``-th best."""
+        """Each row's three best words per mixture ``[k, n, 3]`` as ``expected_top`` ranks them: a
+        candidate's position, or ``candidates + j`` for the other words' ``j``-th best."""
         near, rest, bound = self._near(lam)
-        near[self.again] = -np.inf
-        at, value = best_of(np.concatenate([near, rest], axis=1))
-        rows, listed = np.arange(len(at))[:, None], self.ids.shape[1]
-        best = np.where(at < listed, self.ids[rows, np.minimum(at, listed - 1)], self.p.shape[1] + at - listed)
-        open_ = np.flatnonzero(value[:, 2] <= bound)
-        if len(open_):
-            best[open_] = best_of(np.concatenate([self._mixed(open_, lam), rest[open_]], axis=1))[0]
+        near[:, self.again] = -np.inf
+        k, n, listed = near.shape
+        at, value = (a.reshape(k, n, 3) for a in best_of(np.concatenate([near, rest], axis=-1).reshape(k * n, -1)))
+        ids = np.broadcast_to(self.ids, near.shape)
+        best = np.where(at < listed, np.take_along_axis(ids, np.minimum(at, listed - 1), axis=-1),
+                        self.p.shape[1] + at - listed)
+        option, row = np.nonzero(value[..., 2] <= bound)
+        if len(row):
+            best[option, row] = best_of(np.concatenate([self._mixed(option, row, lam), rest[option, row]], axis=1))[0]
         return best
 
 

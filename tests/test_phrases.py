@@ -205,3 +205,24 @@ def test_ids_outside_the_vocabulary_are_refused():
     with pytest.raises(ValueError, match="outside the vocabulary"):
         PhraseMemory(V, [0, 1, BOS]).add([BOS, 3, V])
     assert memory().followed([V, 3]) == 0 and memory().followed([-1]) == 0
+
+
+def test_a_gate_fitted_from_the_last_one_ends_near_a_fit_from_scratch(monkeypatch):
+    """Learning a few lines starts the gate's fit where the last one ended, with half the steps: from there,
+    and from a start well off, it must land where a long fit from scratch does."""
+    from edgekit.personal import gate
+
+    rng = np.random.default_rng(0)
+    n, m, k = 2000, 600, 8
+    x_u = np.column_stack([np.ones(n), rng.exponential(1, (n, 2)), rng.random(n)]).astype(np.float32)
+    p_u = rng.uniform(0.01, 0.3, n).astype(np.float32)
+    m_u = (rng.uniform(0.0, 0.3, n) + 0.2 * x_u[:, 3]).astype(np.float32)  # surer where it knows more
+    x_a = np.column_stack([np.ones(m), rng.exponential(1, (m, 2)), rng.random(m)]).astype(np.float32)
+    rows = (x_u, p_u, m_u), (x_a, *(rng.dirichlet(np.ones(k), m).astype(np.float32) for _ in range(3)))
+    last = gate.fit_gate(*rows)
+    monkeypatch.setattr(gate, "STEPS", 4 * gate.STEPS)
+    settled = gate.fit_gate(*rows)
+    monkeypatch.undo()
+    assert settled[3] > 0  # the memory's confidence earns it a share
+    assert np.abs(gate.fit_gate(*rows, start=last) - settled).max() < 0.005
+    assert np.abs(gate.fit_gate(*rows, start=last + 1.0) - settled).max() < 0.05

@@ -158,7 +158,7 @@ class Learner:
         best_ho, p_ho, m_ho = mixture_data(ho, trained, memory, columns)
         best_an, p_an, m_an, t_an = mixture_data(an, trained, memory, columns, teacher)
         g_ho, g_an = gate_inputs(memory, ho.contexts, best_ho), gate_inputs(memory, an.contexts, best_an)
-        gate = fit_gate((g_ho, p_ho, m_ho), (g_an, p_an, m_an, t_an))
+        gate = fit_gate((g_ho, p_ho, m_ho), (g_an, p_an, m_an, t_an), start=self.state.phrase_gate)
         lap("gate")
         choices = option_set(current, trained)
         new_rows = np.array(self.state.heldout_new + held_new, bool)[line_of]

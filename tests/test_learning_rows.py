@@ -10,6 +10,8 @@ from edgekit.personal import anchor, rows
 from edgekit.personal.rows import TEACHER_SCALE, Teacher, best_of, candidate_rows, expected_top
 from tests.fixtures.texts import user_lines
 
+_draw = anchor._draw
+
 
 @pytest.fixture
 def model(trained_files, tmp_path) -> EdgeModel:
@@ -74,6 +76,34 @@ def test_teacher_is_the_versions_softmax(model):
     np.testing.assert_allclose(teacher.probs(), p[:, columns], rtol=1e-3, atol=1e-9)
     best = np.sort(p, axis=1)[:, ::-1]
     np.testing.assert_allclose(teacher.top, np.stack([best[:, 0], best[:, :3].sum(axis=1)], 1), rtol=1e-5)
+
+
+def test_anchor_contexts_drawn_once_serve_the_next_learning(model, monkeypatch):
+    """The second learning in a process reads the contexts the first drew (a shorter text their first
+    steps) and gets the same rows; another seed, or the version's distribution changed, draws anew."""
+    m = model
+    columns = np.unique(_contexts(m, 10, seed=2)[1])
+    args = (m.vocab, m.context_length, columns)
+    monkeypatch.setattr(anchor, "_DRAWN", {})
+    first = anchor.anchor_rows(m._p.features_scores, *args, 512)
+    draws = []
+    monkeypatch.setattr(anchor, "_draw", lambda *a: (draws.append(1), _draw(*a))[1])
+    again = anchor.anchor_rows(m._p.features_scores, *args, 256)
+    assert not draws
+    assert np.array_equal(again[0].contexts, first[0].contexts[:256])
+    assert np.array_equal(again[0].features, first[0].features[:256])
+    assert np.array_equal(again[1].columns, first[1].columns[:256])
+    anchor.anchor_rows(m._p.features_scores, *args, 256, seed=1)
+    assert draws
+
+    def shifted(ids):  # another version: its logits differ
+        features, logits, base = m._p.features_scores(ids)
+        return features, logits, base + np.linspace(0, 1, base.shape[1], dtype=np.float32)
+
+    draws.clear()
+    anchor.anchor_rows(m._p.features_scores, *args, 256)  # seed 0 again: drawn again after seed 1's
+    anchor.anchor_rows(shifted, *args, 256)
+    assert len(draws) == 2 * anchor.SENTENCES // rows.READ
 
 
 def test_teacher_probs_read_back_what_was_stored():

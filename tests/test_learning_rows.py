@@ -184,3 +184,22 @@ def test_a_few_new_lines_train_half_the_minimum_steps_at_twice_the_rate(model, m
     model.personalize(user_lines(3, seed=5), save=False)
     default = learner.TrainConfig()
     assert [(c.min_steps, c.learning_rate) for c in used] == [(default.min_steps // 2, 2 * default.learning_rate)]
+
+
+def test_examples_are_the_windows_evaluation_reads(model):
+    """Learning reads every line's windows at once: the same contexts, targets and lines as ``iter_windows``
+    one window at a time (targets that are words only), for lines of one token, none, or unknown words."""
+    from edgekit.metrics import iter_windows
+    from edgekit.personal.learner import Learner
+
+    m = model
+    lines = list(m.tokenizer.iter_lines(user_lines(60, seed=3))) + [["<s>"], [], ["<s>", "zzqx", "zzqx", "</s>"]]
+    lines = [lines[i] for i in np.random.default_rng(0).permutation(len(lines))]
+    want = [(w.context, w.target, i) for i, ln in enumerate(lines)
+            for w in iter_windows([ln], m.vocab, m.context_length) if m.vocab.is_word_id(w.target)]
+    learner = Learner(m.vocab, m.context_length, m._p.features_scores, m.head, m.base_head, m.state)
+    contexts, targets, line_of = learner._examples(lines)
+    assert contexts.dtype == np.int32 and len(want) > 100
+    assert np.array_equal(contexts, np.stack([c for c, _, _ in want]))
+    assert targets.tolist() == [t for _, t, _ in want] and line_of.tolist() == [i for _, _, i in want]
+    assert learner._examples([])[0].shape == (0, m.context_length)

@@ -31,7 +31,6 @@ import numpy as np
 
 from ..errors import NotEnoughTextError
 from ..head import Weights
-from ..metrics import iter_windows
 from ..tokenizer import SPECIAL_TOKENS, Tokenizer
 from ..vocab import Vocabulary
 from .anchor import ANCHOR_ROWS, ANCHOR_WEIGHT, anchor_rows
@@ -204,17 +203,24 @@ class Learner:
         self.vocab.set_personal({w: s for w, s in self.vocab.personal_words.items() if w not in words})
 
     def _examples(self, lines: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Contexts ``[N, T]``, targets ``[N]`` and the line each row comes from ``[N]``."""
-        ctx, tgt, line_of = [], [], []
-        for i, line in enumerate(lines):
-            for w in iter_windows([line], self.vocab, self.context_length):
-                if self.vocab.is_word_id(w.target):
-                    ctx.append(w.context)
-                    tgt.append(w.target)
-                    line_of.append(i)
-        if not ctx:
-            return np.zeros((0, self.context_length), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.stack(ctx), np.array(tgt, np.int64), np.array(line_of, np.int64)
+        """Contexts ``[N, T]``, targets ``[N]`` and the line each row comes from ``[N]``: the windows
+        ``metrics.iter_windows`` reads (each word after a line's first token, the ``T`` ids before it,
+        padded), those whose target is a word, for all lines at once (one window at a time was a
+        tenth of learning a few lines)."""
+        t, pad = self.context_length, self.vocab.pad
+        ids = [np.asarray(self.vocab.encode(ln), np.int64) for ln in lines]
+        if not ids:
+            return np.zeros((0, t), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        lengths = np.array([len(x) for x in ids])
+        flat = np.concatenate([part for x in ids for part in (np.full(t, pad, np.int64), x)])
+        first = np.cumsum(lengths + t) - lengths  # where each line's ids start in ``flat``
+        counts = np.maximum(lengths - 1, 0)
+        line_of = np.repeat(np.arange(len(ids)), counts)
+        at = np.repeat(first - np.cumsum(counts) + counts + 1, counts) + np.arange(counts.sum())
+        words = self.vocab.suggestable_mask()[flat[at]]
+        at, line_of = at[words], line_of[words]
+        contexts = np.lib.stride_tricks.sliding_window_view(flat, t)[at - t].astype(np.int32)
+        return contexts, flat[at], line_of
 
     def _memory_with(self, lines: list[list[str]]) -> PhraseMemory:
         memory = self.state.phrases.copy()

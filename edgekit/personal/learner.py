@@ -166,15 +166,18 @@ class Learner:
             np.stack([np.ones(len(ho), bool), new_rows]), columns)
         scored = [(Score(*s[0]), Score(*s[1])) for s in scores]
 
-        on_anchor: list[float] = []
+        on_anchor: dict[int, float] = {}
+        heads = [current] + [h for h, _ in choices]
 
         def anchored(i: int) -> float:
-            # Asked for at all, it is asked for several options: every option in one pass over the anchor
-            # rows makes each head's and memory's probabilities once, not once per option.
-            if not on_anchor:
-                options = [self._current_option(current, an, columns)] + [
-                    Option(h, memory, share(gate, g_an, w)) for h, w in choices]
-                on_anchor.extend(anchor_scores(an, teacher, options, columns)[:, 1].tolist())
+            # Asked for at all, it is asked for two or three options, most often the current state and
+            # options with the current head: every option with the asked one's head in one pass over the
+            # anchor rows makes that head's and each memory's probabilities once, and no other head's.
+            if i not in on_anchor:
+                group = [j for j, h in enumerate(heads) if h is heads[i]]
+                options = [self._current_option(current, an, columns) if j == 0 else
+                           Option(heads[j], memory, share(gate, g_an, choices[j - 1][1])) for j in group]
+                on_anchor.update(zip(group, anchor_scores(an, teacher, options, columns)[:, 1].tolist(), strict=True))
             return on_anchor[i]
 
         pick = choose(scored, anchored, float(teacher.top[:, 1].mean()), cfg.other_text_slack)

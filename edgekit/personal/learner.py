@@ -170,11 +170,13 @@ class Learner:
         heads = [current] + [h for h, _ in choices]
 
         def anchored(i: int) -> float:
-            # Asked for at all, it is asked for two or three options, most often the current state and
-            # options with the current head: every option with the asked one's head in one pass over the
-            # anchor rows makes that head's and each memory's probabilities once, and no other head's.
+            # Asked for at all, it is asked for two or three options: the preferred one, then the current
+            # state, then the next preferred. After a few lines they are most often the current head's:
+            # those are scored in one pass over the anchor rows (each memory's probabilities made once),
+            # and the other heads' options only when one of them is asked for, all in one more pass.
             if i not in on_anchor:
-                group = [j for j, h in enumerate(heads) if h is heads[i]]
+                group = [j for j, h in enumerate(heads) if j not in on_anchor and (h is current or i and
+                                                                                    heads[i] is not current)]
                 options = [self._current_option(current, an, columns) if j == 0 else
                            Option(heads[j], memory, share(gate, g_an, choices[j - 1][1])) for j in group]
                 on_anchor.update(zip(group, anchor_scores(an, teacher, options, columns)[:, 1].tolist(), strict=True))

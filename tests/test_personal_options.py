@@ -39,18 +39,23 @@ def test_scoring_many_mixed_options_at_once_scores_each_as_alone():
     np.testing.assert_allclose(together, alone)
 
 
-def _dense_scores(rows: Rows, option: Option, groups: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """What ``score_options`` must give: each row's mixture over every candidate, the target's rank counted
-    column by column (ties to the lower id, an outside word ahead on a tie)."""
+def _dense(rows: Rows, option: Option, columns: np.ndarray):
+    """Per chunk: (its first row, rows, the option's mixture over every candidate, the others' best three)."""
     head, memory, share = option
-    out = np.zeros((len(groups), 3))
     for start in range(0, len(rows), CHUNK):
         sl = slice(start, start + CHUNK)
         r = rows.take(sl)
         p, rest = train._neural(r, head)
         lam = np.zeros(len(r), np.float32) if share is None else share[sl]
         m = np.zeros_like(p) if memory is None else memory.probs_columns(r.contexts, columns)
-        mixed, rest = (m - p) * lam[:, None] + p, (1 - lam)[:, None] * rest
+        yield start, r, (m - p) * lam[:, None] + p, (1 - lam)[:, None] * rest
+
+
+def _dense_scores(rows: Rows, option: Option, groups: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """What ``score_options`` must give: each row's target ranked column by column (ties to the lower id,
+    an outside word ahead on a tie)."""
+    out = np.zeros((len(groups), 3))
+    for start, r, mixed, rest in _dense(rows, option, columns):
         for j in range(len(r)):
             t = mixed[j, r.targets[j]]
             ahead = sum(v > t or (v == t and columns[c] < columns[r.targets[j]]) for c, v in enumerate(mixed[j]))
@@ -71,16 +76,8 @@ def test_a_word_neither_list_holds_still_counts_ahead(monkeypatch):
 
 def _dense_anchor(rows: Rows, teacher: Teacher, option: Option, columns: np.ndarray) -> np.ndarray:
     """What ``anchor_scores`` must give: each row's best three over every candidate and the others' three."""
-    head, memory, share = option
-    out = np.zeros(2)
-    for start in range(0, len(rows), CHUNK):
-        sl = slice(start, start + CHUNK)
-        r = rows.take(sl)
-        p, rest = train._neural(r, head)
-        lam = np.zeros(len(r), np.float32) if share is None else share[sl]
-        m = np.zeros_like(p) if memory is None else memory.probs_columns(r.contexts, columns)
-        out += expected_top((m - p) * lam[:, None] + p, (1 - lam)[:, None] * rest, teacher.take(sl)).sum(axis=0)
-    return out / len(rows)
+    return sum((expected_top(mixed, rest, teacher.take(slice(start, start + len(r)))).sum(axis=0)
+                for start, r, mixed, rest in _dense(rows, option, columns)), np.zeros(2)) / len(rows)
 
 
 @pytest.mark.parametrize(("top", "words"), [(1, 35), (2, 35), (8, 35), (8, 12), (8, 6)])

@@ -30,7 +30,7 @@ class TrainConfig:
     """Defaults chosen on SMS and Austen personal splits (see README)."""
 
     epochs: int = 4  # at most: training stops when held-out loss stops falling
-    min_steps: int = 150  # small texts still get enough optimizer steps to move the head
+    min_steps: int = 150  # small texts still get enough optimizer steps to move the head (see for_small_text)
     batch_size: int = 256
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4  # pulls the head back toward where it started

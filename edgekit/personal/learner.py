@@ -175,8 +175,8 @@ class Learner:
             # those are scored in one pass over the anchor rows (each memory's probabilities made once),
             # and the other heads' options only when one of them is asked for, all in one more pass.
             if i not in on_anchor:
-                group = [j for j, h in enumerate(heads) if j not in on_anchor and (h is current or i and
-                                                                                    heads[i] is not current)]
+                other = i != 0 and heads[i] is not current  # an option with another head is asked for
+                group = [j for j, h in enumerate(heads) if j not in on_anchor and (other or h is current)]
                 options = [self._current_option(current, an, columns) if j == 0 else
                            Option(heads[j], memory, share(gate, g_an, choices[j - 1][1])) for j in group]
                 on_anchor.update(zip(group, anchor_scores(an, teacher, options, columns)[:, 1].tolist(), strict=True))

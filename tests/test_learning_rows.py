@@ -7,8 +7,10 @@ import pytest
 
 from edgekit.model import EdgeModel
 from edgekit.personal import anchor, rows
-from edgekit.personal.rows import TEACHER_SCALE, Teacher, _best3, candidate_rows, expected_top
+from edgekit.personal.rows import TEACHER_SCALE, Teacher, best_of, candidate_rows, expected_top
 from tests.fixtures.texts import user_lines
+
+_draw = anchor._draw
 
 
 @pytest.fixture
@@ -76,6 +78,34 @@ def test_teacher_is_the_versions_softmax(model):
     np.testing.assert_allclose(teacher.top, np.stack([best[:, 0], best[:, :3].sum(axis=1)], 1), rtol=1e-5)
 
 
+def test_anchor_contexts_drawn_once_serve_the_next_learning(model, monkeypatch):
+    """The second learning in a process reads the contexts the first drew (a shorter text their first
+    steps) and gets the same rows; another seed, or the version's distribution changed, draws anew."""
+    m = model
+    columns = np.unique(_contexts(m, 10, seed=2)[1])
+    args = (m.vocab, m.context_length, columns)
+    monkeypatch.setattr(anchor, "_DRAWN", {})
+    first = anchor.anchor_rows(m._p.features_scores, *args, 512)
+    draws = []
+    monkeypatch.setattr(anchor, "_draw", lambda *a: (draws.append(1), _draw(*a))[1])
+    again = anchor.anchor_rows(m._p.features_scores, *args, 256)
+    assert not draws
+    assert np.array_equal(again[0].contexts, first[0].contexts[:256])
+    assert np.array_equal(again[0].features, first[0].features[:256])
+    assert np.array_equal(again[1].columns, first[1].columns[:256])
+    anchor.anchor_rows(m._p.features_scores, *args, 256, seed=1)
+    assert draws
+
+    def shifted(ids):  # another version: its logits differ
+        features, logits, base = m._p.features_scores(ids)
+        return features, logits, base + np.linspace(0, 1, base.shape[1], dtype=np.float32)
+
+    draws.clear()
+    anchor.anchor_rows(m._p.features_scores, *args, 256)  # seed 0 again: drawn again after seed 1's
+    anchor.anchor_rows(shifted, *args, 256)
+    assert len(draws) == 2 * anchor.SENTENCES // rows.READ
+
+
 def test_teacher_probs_read_back_what_was_stored():
     """Every stored float16, float16's subnormals included, reads back as numpy's own cast would give it."""
     p = np.array([[1.0, 0.5, 1e-5, 3e-9, 1e-11, 0.0]], np.float32)
@@ -102,7 +132,7 @@ def test_expected_top_reads_the_teachers_mass_where_an_option_ranks_first_to_thi
 def test_best_three_finds_the_largest_and_leaves_the_row_alone():
     z = np.array([[0.0, 5.0, -np.inf, 3.0, 4.0], [1.0, -np.inf, -np.inf, -np.inf, 2.0]], np.float32)
     before = z.copy()
-    ids, values = _best3(z)
+    ids, values = best_of(z)
     assert ids[0].tolist() == [1, 4, 3] and values[0].tolist() == [5, 4, 3]
     assert ids[1, :2].tolist() == [4, 0] and values[1].tolist() == [2, 1, -np.inf]  # fewer than three finite
     assert np.array_equal(z, before)
@@ -144,3 +174,32 @@ def test_anchor_words_are_drawn_from_the_versions_softmax_over_allowed_ids():
     want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     got = np.array([(drawn == i).mean() for i in np.flatnonzero(allowed)])
     np.testing.assert_allclose(got, want, atol=0.01)
+
+
+def test_a_few_new_lines_train_half_the_minimum_steps_at_twice_the_rate(model, monkeypatch):
+    from edgekit.personal import learner
+
+    used, train = [], learner.train_head
+    monkeypatch.setattr(learner, "train_head", lambda *a, **k: (used.append(a[4]), train(*a, **k))[1])
+    model.personalize(user_lines(3, seed=5), save=False)
+    default = learner.TrainConfig()
+    assert [(c.min_steps, c.learning_rate) for c in used] == [(default.min_steps // 2, 2 * default.learning_rate)]
+
+
+def test_examples_are_the_windows_evaluation_reads(model):
+    """Learning reads every line's windows at once: the same contexts, targets and lines as ``iter_windows``
+    one window at a time (targets that are words only), for lines of one token, none, or unknown words."""
+    from edgekit.metrics import iter_windows
+    from edgekit.personal.learner import Learner
+
+    m = model
+    lines = list(m.tokenizer.iter_lines(user_lines(60, seed=3))) + [["<s>"], [], ["<s>", "zzqx", "zzqx", "</s>"]]
+    lines = [lines[i] for i in np.random.default_rng(0).permutation(len(lines))]
+    want = [(w.context, w.target, i) for i, ln in enumerate(lines)
+            for w in iter_windows([ln], m.vocab, m.context_length) if m.vocab.is_word_id(w.target)]
+    learner = Learner(m.vocab, m.context_length, m._p.features_scores, m.head, m.base_head, m.state)
+    contexts, targets, line_of = learner._examples(lines)
+    assert contexts.dtype == np.int32 and len(want) > 100
+    assert np.array_equal(contexts, np.stack([c for c, _, _ in want]))
+    assert targets.tolist() == [t for _, t, _ in want] and line_of.tolist() == [i for _, _, i in want]
+    assert learner._examples([])[0].shape == (0, m.context_length)

@@ -65,6 +65,21 @@ def test_probabilities_at_some_columns_are_the_full_ones_read_there():
     assert np.allclose(mem.probs_columns(contexts[:1], columns)[0], mem.probs(contexts[0])[columns], atol=1e-7)
 
 
+def test_counts_of_many_contexts_are_those_of_each_alone():
+    """The gate's inputs read every row's context counts at once: the same as one context at a time, for
+    seen and unseen endings, ids outside the vocabulary, and a memory that learned nothing."""
+    from edgekit.personal.gate import _counts, gate_inputs
+
+    rng = np.random.default_rng(0)
+    contexts = np.concatenate([rng.integers(9, 14, (40, 3)), [[BOS, 10, 11], [BOS, 20, 21], [BOS, 10, V + 3]]])
+    for mem in (memory(), PhraseMemory(V, skip_ids=[0, 1, BOS])):
+        want = np.array([_counts(mem, c) for c in contexts])
+        assert np.array_equal(np.stack([mem.followed_rows(contexts, 2), mem.followed_rows(contexts, 1)], 1), want)
+        best = rng.random(len(contexts)).astype(np.float32)
+        assert np.array_equal(gate_inputs(mem, contexts, best)[:, 1:3], np.log1p(want.astype(np.float32)))
+    assert memory().followed_rows(contexts, 2).any()
+
+
 def test_suggestions_mix_the_memory_by_the_same_gate_learning_scored():
     """``mix`` (one context at a time, on the keyboard's path) and ``share`` (learning's batches) agree."""
     from edgekit.personal.gate import gate_inputs, share
@@ -190,3 +205,24 @@ def test_ids_outside_the_vocabulary_are_refused():
     with pytest.raises(ValueError, match="outside the vocabulary"):
         PhraseMemory(V, [0, 1, BOS]).add([BOS, 3, V])
     assert memory().followed([V, 3]) == 0 and memory().followed([-1]) == 0
+
+
+def test_a_gate_fitted_from_the_last_one_ends_near_a_fit_from_scratch(monkeypatch):
+    """Learning a few lines starts the gate's fit where the last one ended, with half the steps: from there,
+    and from a start well off, it must land where a long fit from scratch does."""
+    from edgekit.personal import gate
+
+    rng = np.random.default_rng(0)
+    n, m, k = 2000, 600, 8
+    x_u = np.column_stack([np.ones(n), rng.exponential(1, (n, 2)), rng.random(n)]).astype(np.float32)
+    p_u = rng.uniform(0.01, 0.3, n).astype(np.float32)
+    m_u = (rng.uniform(0.0, 0.3, n) + 0.2 * x_u[:, 3]).astype(np.float32)  # surer where it knows more
+    x_a = np.column_stack([np.ones(m), rng.exponential(1, (m, 2)), rng.random(m)]).astype(np.float32)
+    rows = (x_u, p_u, m_u), (x_a, *(rng.dirichlet(np.ones(k), m).astype(np.float32) for _ in range(3)))
+    last = gate.fit_gate(*rows)
+    monkeypatch.setattr(gate, "STEPS", 4 * gate.STEPS)
+    settled = gate.fit_gate(*rows)
+    monkeypatch.undo()
+    assert settled[3] > 0  # the memory's confidence earns it a share
+    assert np.abs(gate.fit_gate(*rows, start=last) - settled).max() < 0.005
+    assert np.abs(gate.fit_gate(*rows, start=last + 1.0) - settled).max() < 0.05

@@ -14,6 +14,8 @@ the features.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from ..vocab import Vocabulary
@@ -30,7 +32,10 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
 
     Each step runs the interpreter on the sentences (``READ`` at a time): its
     output is both the next row's statistics and the distribution the next
-    word is drawn from. Deterministic for a model version and ``seed``.
+    word is drawn from. Deterministic for a model version and ``seed``, so the
+    contexts drawn are kept for the process's next learning (``_DRAWN``;
+    drawing was a third of this text's time): the interpreter still reads them,
+    for the head and the candidate columns of the day.
     """
     rng = np.random.default_rng(seed)
     start = np.full(context_length, vocab.pad, np.int32)
@@ -41,18 +46,40 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
     allowed = minus_inf(allowed)
     steps = -(-rows // SENTENCES)
     reader = RowReader(columns, vocab.suggestable_mask(), teacher=steps * SENTENCES)
-    ctx, seen = np.tile(start, (SENTENCES, 1)), list[np.ndarray]()
-    for _ in range(steps):
+    ctx, seen, drawn, origin = np.tile(start, (SENTENCES, 1)), list[np.ndarray](), None, b""
+    for step in range(steps):
         nxt = np.empty(SENTENCES, np.int64)
         for s in range(0, SENTENCES, READ):
             features, logits, base = score(ctx[s : s + READ])
             reader.add(features, logits, base)
-            nxt[s : s + READ] = _draw(rng, allowed, base)
+            if step == s == 0:
+                origin = _origin(base[0], allowed, seed)
+                drawn = _DRAWN.get(origin)
+                drawn = drawn if drawn is not None and len(drawn) >= steps * SENTENCES else None
+            if drawn is None:
+                nxt[s : s + READ] = _draw(rng, allowed, base)
         seen.append(ctx.copy())
-        ctx = np.concatenate([ctx[:, 1:], nxt[:, None].astype(np.int32)], axis=1)
-        ctx[nxt == vocab.eos] = start
+        if drawn is not None:
+            ctx = drawn[(step + 1) * SENTENCES : (step + 2) * SENTENCES]
+        else:
+            ctx = np.concatenate([ctx[:, 1:], nxt[:, None].astype(np.int32)], axis=1)
+            ctx[nxt == vocab.eos] = start
     contexts = np.concatenate(seen)
+    if drawn is None:
+        _DRAWN.clear()  # one version's at a time
+        _DRAWN[origin] = contexts
     return reader.rows(contexts, np.zeros(len(contexts), np.int64)), reader.teacher_rows()
+
+
+# The latest anchor contexts drawn in this process, by what drew them (``_origin``): longer ones serve a
+# shorter text too, its steps being their first ones.
+_DRAWN: dict[bytes, np.ndarray] = {}
+
+
+def _origin(first: np.ndarray, allowed: np.ndarray, seed: int) -> bytes:
+    """What anchor contexts are drawn from: the version's logits at the first context (a new version or
+    another file of it has others), the words allowed, the seed."""
+    return hashlib.blake2b(first.tobytes() + allowed.tobytes() + str(seed).encode(), digest_size=16).digest()
 
 
 def _draw(rng: np.random.Generator, allowed: np.ndarray, logits: np.ndarray) -> np.ndarray:

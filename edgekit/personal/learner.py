@@ -31,7 +31,6 @@ import numpy as np
 
 from ..errors import NotEnoughTextError
 from ..head import Weights
-from ..metrics import iter_windows
 from ..tokenizer import SPECIAL_TOKENS, Tokenizer
 from ..vocab import Vocabulary
 from .anchor import ANCHOR_ROWS, ANCHOR_WEIGHT, anchor_rows
@@ -44,6 +43,8 @@ from .train import (
     Option,
     TrainConfig,
     anchor_scores,
+    for_small_text,
+    memory_best,
     mixture_data,
     score_options,
     train_head,
@@ -150,13 +151,13 @@ class Learner:
         self.release()
         lap("anchor")
         current = (self.head[0][:, columns], self.head[1][columns])
-        trained = train_head(tr.features, tr.targets, *current, cfg, progress, tr.rest_lse, ho, (an, teacher),
-                             ANCHOR_WEIGHT)
+        trained = train_head(tr.features, tr.targets, *current, for_small_text(cfg, len(tr)), progress, tr.rest_lse,
+                             ho, (an, teacher), ANCHOR_WEIGHT)
         lap("train")
         best_ho, p_ho, m_ho = mixture_data(ho, trained, memory, columns)
         best_an, p_an, m_an, t_an = mixture_data(an, trained, memory, columns, teacher)
         g_ho, g_an = gate_inputs(memory, ho.contexts, best_ho), gate_inputs(memory, an.contexts, best_an)
-        gate = fit_gate((g_ho, p_ho, m_ho), (g_an, p_an, m_an, t_an))
+        gate = fit_gate((g_ho, p_ho, m_ho), (g_an, p_an, m_an, t_an), start=self.state.phrase_gate)
         lap("gate")
         choices = option_set(current, trained)
         new_rows = np.array(self.state.heldout_new + held_new, bool)[line_of]
@@ -165,15 +166,20 @@ class Learner:
             np.stack([np.ones(len(ho), bool), new_rows]), columns)
         scored = [(Score(*s[0]), Score(*s[1])) for s in scores]
 
-        on_anchor: list[float] = []
+        on_anchor: dict[int, float] = {}
+        heads = [current] + [h for h, _ in choices]
 
         def anchored(i: int) -> float:
-            # Asked for at all, it is asked for several options: every option in one pass over the anchor
-            # rows makes each head's and memory's probabilities once, not once per option.
-            if not on_anchor:
-                options = [self._current_option(current, an, columns)] + [
-                    Option(h, memory, share(gate, g_an, w)) for h, w in choices]
-                on_anchor.extend(anchor_scores(an, teacher, options, columns)[:, 1].tolist())
+            # Asked for at all, it is asked for two or three options: the preferred one, then the current
+            # state, then the next preferred. After a few lines they are most often the current head's:
+            # those are scored in one pass over the anchor rows (each memory's probabilities made once),
+            # and the other heads' options only when one of them is asked for, all in one more pass.
+            if i not in on_anchor:
+                other = i != 0 and heads[i] is not current  # an option with another head is asked for
+                group = [j for j, h in enumerate(heads) if j not in on_anchor and (other or h is current)]
+                options = [self._current_option(current, an, columns) if j == 0 else
+                           Option(heads[j], memory, share(gate, g_an, choices[j - 1][1])) for j in group]
+                on_anchor.update(zip(group, anchor_scores(an, teacher, options, columns)[:, 1].tolist(), strict=True))
             return on_anchor[i]
 
         pick = choose(scored, anchored, float(teacher.top[:, 1].mean()), cfg.other_text_slack)
@@ -187,7 +193,7 @@ class Learner:
         st = self.state
         if st.phrase_weight <= 0 or not len(st.phrases):
             return Option(head, None, None)
-        best = mixture_data(rows, head, st.phrases, columns)[0]
+        best = memory_best(rows, st.phrases, columns)
         gate = DEFAULT_GATE if st.phrase_gate is None else st.phrase_gate
         return Option(head, st.phrases, share(gate, gate_inputs(st.phrases, rows.contexts, best), st.phrase_weight))
 
@@ -202,17 +208,24 @@ class Learner:
         self.vocab.set_personal({w: s for w, s in self.vocab.personal_words.items() if w not in words})
 
     def _examples(self, lines: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Contexts ``[N, T]``, targets ``[N]`` and the line each row comes from ``[N]``."""
-        ctx, tgt, line_of = [], [], []
-        for i, line in enumerate(lines):
-            for w in iter_windows([line], self.vocab, self.context_length):
-                if self.vocab.is_word_id(w.target):
-                    ctx.append(w.context)
-                    tgt.append(w.target)
-                    line_of.append(i)
-        if not ctx:
-            return np.zeros((0, self.context_length), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.stack(ctx), np.array(tgt, np.int64), np.array(line_of, np.int64)
+        """Contexts ``[N, T]``, targets ``[N]`` and the line each row comes from ``[N]``: the windows
+        ``metrics.iter_windows`` reads (each word after a line's first token, the ``T`` ids before it,
+        padded), those whose target is a word, for all lines at once (one window at a time was a
+        tenth of learning a few lines)."""
+        t, pad = self.context_length, self.vocab.pad
+        ids = [np.asarray(self.vocab.encode(ln), np.int64) for ln in lines]
+        if not ids:
+            return np.zeros((0, t), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        lengths = np.array([len(x) for x in ids])
+        flat = np.concatenate([part for x in ids for part in (np.full(t, pad, np.int64), x)])
+        first = np.cumsum(lengths + t) - lengths  # where each line's ids start in ``flat``
+        counts = np.maximum(lengths - 1, 0)
+        line_of = np.repeat(np.arange(len(ids)), counts)
+        at = np.repeat(first - np.cumsum(counts) + counts + 1, counts) + np.arange(counts.sum())
+        words = self.vocab.suggestable_mask()[flat[at]]
+        at, line_of = at[words], line_of[words]
+        contexts = np.lib.stride_tricks.sliding_window_view(flat, t)[at - t].astype(np.int32)
+        return contexts, flat[at], line_of
 
     def _memory_with(self, lines: list[list[str]]) -> PhraseMemory:
         memory = self.state.phrases.copy()

@@ -152,6 +152,21 @@ class PhraseMemory:
         found = self._find(context)
         return 0 if found is None else int(found[0].totals[found[1]])
 
+    def followed_rows(self, contexts: np.ndarray, n: int) -> np.ndarray:
+        """``followed`` of the last ``n`` words of each row of ``contexts [N, T]``, all rows at once ``[N]``."""
+        ends = np.asarray(contexts, np.int64).reshape(len(contexts), -1)[:, -n:]
+        if not 0 < n < ORDER or ends.shape[1] < n:
+            return np.zeros(len(ends), np.int64)
+        valid = ((ends >= 0) & (ends < self.vocab_size)).all(axis=1)
+        code = np.zeros(len(ends), np.int64)
+        for k in range(n):
+            code = code * self.vocab_size + np.where(valid, ends[:, k], 0)
+        table = self._settled()[n - 1]
+        if not len(table.keys):
+            return np.zeros(len(ends), np.int64)
+        at = table.find(np.where(valid, code, -1))
+        return np.where(valid & (at >= 0), table.totals[np.maximum(at, 0)], 0)
+
     def probs(self, context: Context) -> np.ndarray:
         """p(next | context) over the whole vocabulary ([V] float32, sums to 1 when any text was learned)."""
         p = np.zeros(self.vocab_size, dtype=np.float32)
@@ -204,7 +219,7 @@ class PhraseMemory:
                 at = where[table.words[entry]]
                 keep = at >= 0
                 weights = table.weights[entry[keep]] * np.repeat(factor[lo:hi], n)[keep]
-                np.add.at(out, (np.repeat(hit[lo:hi], n)[keep], at[keep]), weights)
+                out[np.repeat(hit[lo:hi], n)[keep], at[keep]] += weights  # one entry per (ending, word): no repeats
                 lo = hi
         return out[row_of.reshape(-1)]
 

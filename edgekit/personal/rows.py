@@ -79,7 +79,7 @@ class RowReader:
     def add(self, features: np.ndarray, logits: np.ndarray, base_logits: np.ndarray) -> None:
         """One interpreter pass's output (``READ`` rows at most: its temporaries are ``[rows, V]``)."""
         z = logits + self._other
-        top_ids, best = _best3(z) if self.top or self._taught is not None else (None, None)
+        top_ids, best = best_of(z) if self.top or self._taught is not None else (None, None)
         peak = np.max(z, axis=1, keepdims=True) if best is None else best[:, :1]
         peak = np.maximum(peak, np.finfo(np.float32).min)  # every word a candidate: no others
         z -= peak
@@ -94,7 +94,7 @@ class RowReader:
         """The version's softmax over the words: at the candidates, at ``other_top``, and its best three's mass."""
         assert self._taught is not None
         z = base_logits + self._words
-        best = _best3(z)[1]
+        best = best_of(z)[1]
         z -= best[:, :1]
         np.exp(z, out=z)
         total = z.sum(axis=1, keepdims=True)
@@ -152,16 +152,16 @@ def minus_inf(keep: np.ndarray) -> np.ndarray:
     return np.where(keep, np.float32(0), np.float32(-np.inf)).astype(np.float32)
 
 
-def _best3(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ids and values of each row's three largest values, best first ``[N, 3]`` each (``z`` is left
-    as it was).
+def best_of(z: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The ids and values of each row's ``k`` largest values, best first ``[N, k]`` each (``z`` is left
+    as it was; of equal values the lowest id first).
 
-    Three ``argmax`` passes (each found value set aside meanwhile): a few times faster than
-    ``argpartition`` over ten thousand columns. A row with fewer than three finite values gets
+    ``k`` ``argmax`` passes (each found value set aside meanwhile): a few times faster than
+    ``argpartition`` over thousands of columns for a handful. A row with fewer than ``k`` finite values gets
     ``-inf`` values for the missing ones (their ids are any).
     """
     rows, ids, saved = np.arange(len(z)), [], []
-    for _ in range(3):
+    for _ in range(k):
         i = z.argmax(axis=1)
         ids.append(i)
         saved.append(z[rows, i].copy())
@@ -177,10 +177,13 @@ def expected_top(p: np.ndarray, rest: np.ndarray, teacher: Teacher) -> np.ndarra
     ``p`` (the candidates) and ``rest`` (the other words' best three) are the option's scores;
     the teacher's mass is read only where they rank first to third.
     """
-    scores = np.concatenate([p, rest], axis=1)
-    ids = _best3(scores)[0]
-    rows = np.arange(len(p))[:, None]
-    cand = ids < p.shape[1]
-    mass = np.where(cand, Teacher(teacher.columns[rows, np.minimum(ids, p.shape[1] - 1)], teacher.rest,
-                                  teacher.top).probs(), teacher.rest[rows, np.maximum(ids - p.shape[1], 0)])
+    return teacher_mass(best_of(np.concatenate([p, rest], axis=1))[0], p.shape[1], teacher)
+
+
+def teacher_mass(ids: np.ndarray, candidates: int, teacher: Teacher) -> np.ndarray:
+    """The teacher's mass ``[N, 2]`` on each row's best word and best three, ``ids [N, 3]``: a candidate's
+    position, or ``candidates + k`` for the other words' ``k``-th best."""
+    rows = np.arange(len(ids))[:, None]
+    mass = np.where(ids < candidates, Teacher(teacher.columns[rows, np.minimum(ids, candidates - 1)], teacher.rest,
+                                              teacher.top).probs(), teacher.rest[rows, np.maximum(ids - candidates, 0)])
     return np.stack([mass[:, 0], mass.sum(axis=1)], axis=1)

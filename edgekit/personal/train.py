@@ -15,14 +15,14 @@ never wrote do not move at all.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, NamedTuple
 
 import numpy as np
 
 from ..progress import progress_bar
 from .phrases import PhraseMemory
-from .rows import CHUNK, Rows, Teacher, expected_top
+from .rows import CHUNK, Rows, Teacher, best_of, teacher_mass
 
 
 @dataclass
@@ -30,7 +30,7 @@ class TrainConfig:
     """Defaults chosen on SMS and Austen personal splits (see README)."""
 
     epochs: int = 4  # at most: training stops when held-out loss stops falling
-    min_steps: int = 150  # small texts still get enough optimizer steps to move the head
+    min_steps: int = 150  # small texts still get enough optimizer steps to move the head (see for_small_text)
     batch_size: int = 256
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4  # pulls the head back toward where it started
@@ -51,6 +51,20 @@ class TrainConfig:
     # a busy 2-core box single-threaded steps were 3x faster than OpenBLAS's
     # default threading (which spins while competing with other work).
     threads: int | None = 1
+
+
+def for_small_text(config: TrainConfig, examples: int) -> TrainConfig:
+    """``config`` for personalizing on ``examples`` rows: a text whose epochs give fewer than
+    ``min_steps`` steps trains half of them at twice the learning rate, not all of them.
+
+    Those steps are most of learning a few lines (a keyboard's quit, a day's journal): half as many
+    move the head as far (on the README's dialogue user, top-3 66.6% either way; the steps
+    alone, at the same rate, lost 1.5 points) in half the time.
+    """
+    steps = config.epochs * max(1, -(-examples // config.batch_size))
+    if steps >= config.min_steps:
+        return config
+    return replace(config, min_steps=max(steps, config.min_steps // 2), learning_rate=2 * config.learning_rate)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -135,7 +149,8 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
                 lr = config.learning_rate * np.sqrt(1 - beta2**t) / (1 - beta1**t)
                 _adam(wb, m, v, grad, lr, beta1, beta2, eps, scratch)
                 bar.update(1)
-            if heldout is not None and epoch + 1 >= min_epochs:
+            # The last epoch's loss matters only against an earlier one (a few lines: no earlier one).
+            if heldout is not None and epoch + 1 >= min_epochs and (epoch + 1 < epochs or best_loss < np.inf):
                 loss = heldout_loss(heldout, wb[:-1], wb[-1])
                 if loss >= best_loss:
                     return best
@@ -208,36 +223,151 @@ def score_options(rows: Rows, options: list[Option], groups: np.ndarray, columns
     the three best of them does. Ties rank as ``suggest()`` ranks them (the
     lower id first; an outside word, whose id is not kept, counts as ahead),
     as ``metrics.evaluate`` counts them.
+
+    Each head's and memory's probabilities are made once per chunk of rows,
+    and an option's mixture is ranked from their ``TOP`` best columns
+    (``_Listed``), not over every candidate: with fifteen options that was
+    most of a personalization's time.
     """
     out = np.zeros((len(options), len(groups), 3))
-    seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
-    for i, sl, r, p, rest, bare in _mixed(rows, options, columns):
-        got = seen.get((sl.start, bare)) if bare is not None else None
-        if got is None:
-            p_t = p[np.arange(len(r)), r.targets]
-            tied_below = (p == p_t[:, None]) & (columns[None, :] < columns[r.targets][:, None])
-            better = (np.count_nonzero(p > p_t[:, None], axis=1) + np.count_nonzero(rest >= p_t[:, None], axis=1)
-                      + np.count_nonzero(tied_below, axis=1))
-            hits = np.stack([better < 1, better < 3, -np.log(np.maximum(p_t, 1e-12))], axis=1).astype(np.float64)
-            got = groups[:, sl].astype(np.float64) @ hits
-            if bare is not None:
-                seen[(sl.start, bare)] = got
-        out[i] += got
+    for which, sl, r, listed, lam in _listed(rows, options, columns):
+        ahead, p_t = listed.ahead(r.targets, columns, lam)
+        hits = np.stack([ahead < 1, ahead < 3, -np.log(np.maximum(p_t, 1e-12))], axis=-1).astype(np.float64)
+        out[which] += np.einsum("gn,knh->kgh", groups[:, sl].astype(np.float64), hits)
     return out / np.maximum(groups.sum(axis=1), 1)[None, :, None]
 
 
 def anchor_scores(rows: Rows, teacher: Teacher, options: list[Option], columns: np.ndarray) -> np.ndarray:
-    """Each option's expected top-1 and top-3 on anchor rows under the version's distribution ``[O, 2]``."""
+    """Each option's expected top-1 and top-3 on anchor rows under the version's distribution ``[O, 2]``
+    (each option's best three found as ``score_options`` ranks)."""
     out = np.zeros((len(options), 2))
-    seen: dict[tuple[int, int], np.ndarray] = {}  # options whose chunk is the bare head's (no phrase share there)
-    for i, sl, _, p, rest, bare in _mixed(rows, options, columns):
-        got = seen.get((sl.start, bare)) if bare is not None else None
-        if got is None:
-            got = expected_top(p, rest, teacher.take(sl)).sum(axis=0)
-            if bare is not None:
-                seen[(sl.start, bare)] = got
-        out[i] += got
+    for which, sl, _, listed, lam in _listed(rows, options, columns):
+        taught = teacher.take(sl)
+        for i, best in zip(which, listed.best_three(lam), strict=True):
+            out[i] += teacher_mass(best, len(columns), taught).sum(axis=0)
     return out / max(len(rows), 1)
+
+
+TOP = 8  # columns per row a head's or a memory's probabilities keep for ranking mixtures (``_Listed``)
+MARGIN = 1e-4  # of the larger probability mixed: far more than float32's rounding in a mixture of two
+
+
+class _Ranked:
+    """One chunk's probabilities of the candidates under a head (with the other words' best three) or a
+    memory, and each row's ``TOP`` best columns, found on first use."""
+
+    def __init__(self, probs: np.ndarray, rest: np.ndarray | None):
+        self.probs, self.rest = probs, rest
+        self._top: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def top(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids [n, k], values [n, k])``, best first, ``k = min(TOP, columns)``."""
+        if self._top is None:
+            self._top = best_of(self.probs, min(TOP, self.probs.shape[1]))
+        return self._top
+
+
+def _listed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[tuple]:
+    """Per chunk of rows and pair of a head and a memory: (the indices of the options that mix them, row
+    slice, rows, the pair's ``_Listed`` there, each option's memory share ``[k, n]``); each head's and
+    memory's probabilities made once a chunk."""
+    pairs: dict[tuple[int, int], list[int]] = {}
+    for i, (head, memory, share) in enumerate(options):
+        pairs.setdefault((id(head), id(memory) if share is not None else id(None)), []).append(i)
+    for start in range(0, len(rows), CHUNK):
+        sl = slice(start, start + CHUNK)
+        r = rows.take(sl)
+        made: dict[int, _Ranked] = {}
+        for which in pairs.values():
+            head, memory, _ = options[which[0]]
+            if id(head) not in made:
+                made[id(head)] = _Ranked(*_neural(r, head))
+            shares = [options[i].share for i in which]
+            if memory is None or shares[0] is None:
+                mixed, lam = None, np.zeros((len(which), len(r)), np.float32)
+            else:
+                if id(memory) not in made:
+                    made[id(memory)] = _Ranked(memory.probs_columns(r.contexts, columns), None)
+                mixed, lam = made[id(memory)], np.stack([s[sl] for s in shares if s is not None])
+            yield which, sl, r, _Listed(made[id(head)], mixed), lam
+
+
+class _Listed:
+    """A head and a memory (or none) on one chunk of rows, for ranking their mixtures ``(1 - lam) p + lam m``
+    without mixing every candidate: the columns either lists among its ``TOP`` best, in id order. Each
+    ranking takes the shares of several mixtures at once, ``lam [k, n]``.
+
+    A column in neither list has at most the mixture of the lists' last values (``bound``): rows where
+    that stays below what a ranking needs (by a ``MARGIN`` that float32's rounding cannot close) are
+    ranked from the listed columns and the other words' best three, mixed with the same float32
+    operations as every candidate would be; the few others are ranked over every candidate.
+    """
+
+    def __init__(self, neural: _Ranked, memory: _Ranked | None):
+        self.p, self.rest = neural.probs, neural.rest
+        self.m = np.zeros_like(self.p) if memory is None else memory.probs
+        listed = neural.top[0] if memory is None else np.concatenate([neural.top[0], memory.top[0]], axis=1)
+        self.ids = np.sort(listed, axis=1)
+        self.again = np.zeros(self.ids.shape, bool)  # listed by both: counts once
+        self.again[:, 1:] = self.ids[:, 1:] == self.ids[:, :-1]
+        at = np.arange(len(self.ids))[:, None]
+        self.p_at, self.m_at = self.p[at, self.ids], self.m[at, self.ids]
+        self.last = neural.top[1][:, -1].astype(np.float64)
+        self.m_last = np.zeros_like(self.last) if memory is None else memory.top[1][:, -1].astype(np.float64)
+        self.everything = neural.top[0].shape[1] >= self.p.shape[1]  # the head's list holds every candidate
+
+    def _near(self, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The mixtures at the listed columns ``[k, n, L]``, the others' best three ``[k, n, 3]``, and the
+        least a listed value must exceed to be sure no other candidate is above it ``[k, n]``."""
+        near = (self.m_at - self.p_at) * lam[..., None] + self.p_at
+        rest = (1 - lam)[..., None] * self.rest
+        bound = (1 - lam) * self.last + lam * self.m_last + MARGIN * np.maximum(self.last, self.m_last)
+        return near, rest, np.full(lam.shape, -np.inf) if self.everything else bound
+
+    def _mixed(self, option: np.ndarray, rows: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        """Whole mixtures ``[len(rows), C]`` of ``(option, row)`` pairs."""
+        return (self.m[rows] - self.p[rows]) * lam[option, rows][:, None] + self.p[rows]
+
+    def ahead(self, targets: np.ndarray, columns: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How many words rank ahead of each row's target (exact below 3, else at least 3: all top-1 and
+        top-3 need), and the target's probability, per mixture and row ``[k, n]``."""
+        rows = np.arange(len(targets))
+        p_t = (self.m[rows, targets] - self.p[rows, targets]) * lam + self.p[rows, targets]
+        near, rest, bound = self._near(lam)
+        count = ~self.again & (self.ids != targets[:, None])  # the target never counts itself
+        lower = count & (columns[self.ids] < columns[targets][:, None])
+        at = p_t[..., None]
+        ahead = (np.count_nonzero(count & (near > at), axis=-1) + np.count_nonzero(lower & (near == at), axis=-1)
+                 + np.count_nonzero(rest >= at, axis=-1))
+        option, row = np.nonzero((ahead < 3) & (bound >= p_t))
+        if len(row):
+            mixed, at = self._mixed(option, row, lam), p_t[option, row][:, None]
+            ahead[option, row] = (
+                np.count_nonzero(mixed > at, axis=1) + np.count_nonzero(rest[option, row] >= at, axis=1)
+                + np.count_nonzero((mixed == at) & (columns[None, :] < columns[targets[row], None]), axis=1))
+        return ahead, p_t
+
+    def best_three(self, lam: np.ndarray) -> np.ndarray:
+        """Each row's three best words per mixture ``[k, n, 3]`` as ``expected_top`` ranks them: a
+        candidate's position, or ``candidates + j`` for the other words' ``j``-th best."""
+        near, rest, bound = self._near(lam)
+        near[:, self.again] = -np.inf
+        k, n, listed = near.shape
+        at, value = (a.reshape(k, n, 3) for a in best_of(np.concatenate([near, rest], axis=-1).reshape(k * n, -1)))
+        ids = np.broadcast_to(self.ids, near.shape)
+        best = np.where(at < listed, np.take_along_axis(ids, np.minimum(at, listed - 1), axis=-1),
+                        self.p.shape[1] + at - listed)
+        option, row = np.nonzero(value[..., 2] <= bound)
+        if len(row):
+            best[option, row] = best_of(np.concatenate([self._mixed(option, row, lam), rest[option, row]], axis=1))[0]
+        return best
+
+
+def memory_best(rows: Rows, memory: PhraseMemory, columns: np.ndarray) -> np.ndarray:
+    """The memory's best probability among the candidates, per row ``[N]`` (a gate input, ``gate``)."""
+    return np.concatenate([memory.probs_columns(rows.contexts[start : start + CHUNK], columns).max(axis=1)
+                           for start in range(0, len(rows), CHUNK)] or [np.zeros(0, np.float32)])
 
 
 def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: PhraseMemory, columns: np.ndarray,
@@ -246,8 +376,10 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
     (or, with ``teacher``, at the version's ``k`` likeliest candidates), the neural and memory probabilities
     (and the version's)."""
     parts = []
-    option = Option(head, None, None)
-    for _, sl, r, p, _, _ in _mixed(rows, [option], columns):
+    for start in range(0, len(rows), CHUNK):
+        sl = slice(start, start + CHUNK)
+        r = rows.take(sl)
+        p = _neural(r, head)[0]
         m = memory.probs_columns(r.contexts, columns)
         k = min(k, len(columns))
         taught = None if teacher is None else teacher.probs(sl)
@@ -256,38 +388,6 @@ def mixture_data(rows: Rows, head: tuple[np.ndarray, np.ndarray], memory: Phrase
         parts.append(got + ([] if taught is None else [np.take_along_axis(taught, at, axis=1)]))
     out = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
     return out if teacher is not None else (out[0], out[1][:, 0], out[2][:, 0])
-
-
-def _mixed(rows: Rows, options: list[Option], columns: np.ndarray) -> Iterator[tuple]:
-    """Per chunk of rows and option: (option index, row slice, rows, candidate probabilities, the
-    others' best three, the head's id when the option mixes nothing into the chunk, else ``None``).
-
-    A mixture's probabilities are written into one buffer, reused for the next option: use them
-    before asking for the next. Options that mix nothing get their head's own arrays, the same
-    for every such option, so callers can score them once (by chunk and head id).
-    """
-    mixed: np.ndarray | None = None
-    for start in range(0, len(rows), CHUNK):
-        sl = slice(start, start + CHUNK)
-        r = rows.take(sl)
-        neural: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        phrases: dict[int, np.ndarray] = {}
-        for i, (head, memory, share) in enumerate(options):
-            if id(head) not in neural:
-                neural[id(head)] = _neural(r, head)
-            p, rest = neural[id(head)]
-            lam = None if share is None or memory is None else share[sl]
-            if lam is None or memory is None or not lam.any():  # a zero share leaves p as it is
-                yield i, sl, r, p, rest, id(head)
-                continue
-            if id(memory) not in phrases:
-                phrases[id(memory)] = memory.probs_columns(r.contexts, columns)
-            if mixed is None or mixed.shape != p.shape:
-                mixed = np.empty_like(p)
-            np.subtract(phrases[id(memory)], p, out=mixed)  # (1 - lam) p + lam m, in place
-            mixed *= lam[:, None]
-            mixed += p
-            yield i, sl, r, mixed, (1 - lam)[:, None] * rest, None
 
 
 def _neural(rows: Rows, head: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

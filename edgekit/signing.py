@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -139,11 +140,20 @@ def load_verify_keys(source: str | Path | bytes, what: str = SERVER_KEY_HINT) ->
         except ValueError:
             raise KeyFileError(f"{where}: not a PEM public key") from None
         if not isinstance(key, Ed25519PublicKey):
-            raise KeyFileError(f"{where}: a {type(key).__name__}, expected {what}")
+            raise KeyFileError(f"{where}: {key_kind(key)}, expected {what}")
         keys.append(key)
     if not keys:
         raise KeyFileError(f"{where}: no PEM public key in it (expected {what})")
     return keys
+
+
+def key_kind(key: object) -> str:
+    """A key's kind in words, for messages: ``X25519PrivateKey`` -> "an X25519 private key"."""
+    m = re.fullmatch(r"(\w+?)(Public|Private)Key", type(key).__name__)
+    if m is None:
+        return f"a {type(key).__name__}"
+    article = "an" if m[1][0] in "AEFHILMNORSX" else "a"  # as the letter is said: "an RSA", "a DSA"
+    return f"{article} {m[1]} {m[2].lower()} key"
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:

@@ -108,7 +108,7 @@ def device_key(state_dir: str | Path, *, create: bool = True) -> tuple[Ed25519Pr
         return key, True
     loaded = _load_private(private, None)
     if not isinstance(loaded, Ed25519PrivateKey):
-        raise KeyFileError(f"{private}: a {type(loaded).__name__}, expected the device's Ed25519 identity key; "
+        raise KeyFileError(f"{private}: {signing.key_kind(loaded)}, expected the device's Ed25519 identity key; "
                            "move it away and run `edgekit device-key` (then enroll the new device.pub)")
     if not public.exists():  # deleted by hand: the public half is derived from the private one
         atomic_write_bytes(public, signing.public_pem(loaded.public_key()), mode=PUBLIC_MODE)
@@ -177,7 +177,7 @@ def load_public_key(source: str | Path | bytes | X25519PublicKey) -> X25519Publi
     except ValueError:
         raise KeyFileError(f"{where}: not a PEM public key") from None
     if not isinstance(key, X25519PublicKey):
-        raise KeyFileError(f"{where}: a {type(key).__name__}, expected an X25519 public key "
+        raise KeyFileError(f"{where}: {signing.key_kind(key)}, expected an X25519 public key "
                            "(make one with `edgekit keygen`)")
     return key
 
@@ -186,7 +186,7 @@ def load_private_key(path: str | Path, passphrase: bytes | None = None) -> X2551
     """The server's private key; refuses a file that others can read."""
     key = _load_private(Path(path), passphrase)
     if not isinstance(key, X25519PrivateKey):
-        raise KeyFileError(f"{path}: a {type(key).__name__}, expected an X25519 private key")
+        raise KeyFileError(f"{path}: {signing.key_kind(key)}, expected an X25519 private key")
     return key
 
 
@@ -194,7 +194,7 @@ def load_signing_key(path: str | Path, passphrase: bytes | None = None) -> Ed255
     """The server's model-signing key (``<name>.signing.key``); refuses a file that others can read."""
     key = _load_private(Path(path), passphrase)
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path}: a {type(key).__name__}, expected the Ed25519 signing key "
+        raise KeyFileError(f"{path}: {signing.key_kind(key)}, expected the Ed25519 signing key "
                            "(the .signing.key file from `edgekit keygen`)")
     return key
 

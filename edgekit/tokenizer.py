@@ -252,7 +252,17 @@ def text_lines(text: str | Path | Iterable[str]) -> Iterator[str]:
             raise TypeError(f"{text!r} is the name of a file, given as text: pass Path({text!r}) to read "
                             "the file (or a list of strings to use the name as text)")
         return iter(text.splitlines() or [text])
-    return iter(text)
+    if isinstance(text, (bytes, bytearray)):
+        raise TypeError("text given as bytes: decode it first (data.decode('utf-8')), or pass a Path to read a file")
+    return _str_lines(text)
+
+
+def _str_lines(lines: Iterable[str]) -> Iterator[str]:
+    for i, line in enumerate(lines, 1):
+        if not isinstance(line, str):
+            raise TypeError(f"line {i} of the text is {type(line).__name__}, not str"
+                            + (": decode it first (line.decode('utf-8'))" if isinstance(line, bytes) else ""))
+        yield line
 
 
 def require_text_file(path: str | Path) -> Path:

@@ -65,3 +65,12 @@ def test_personalize_file_and_path_read_the_same_text(tmp_path):
     a = EdgeModel.load(stateless=True).personalize(Path(notes))
     b = EdgeModel.load(stateless=True).personalize_file(str(notes))
     assert (a.train_examples, a.heldout_examples) == (b.train_examples, b.heldout_examples)
+
+
+def test_text_given_as_bytes_is_refused_with_the_fix(bundled):
+    with pytest.raises(TypeError, match=r"bytes: decode it first"):
+        bundled.personalize(b"see you at the station\n")
+    with pytest.raises(TypeError, match=r"line 2 of the text is bytes, not str: decode it first"):
+        bundled.personalize(["see you", b"at the station"])
+    with pytest.raises(TypeError, match=r"bytes: decode it first"):
+        bundled.evaluate(b"see you at the station")

@@ -43,6 +43,10 @@ def test_one_spelling_per_concept(name):
             assert option.opts == ["-m", "--model"], (name, names)
         noise = [n for n in names if "noise" in n]
         assert set(noise) <= NOISE_OPTIONS, (name, names)
+        if option.name in ("aggregation", "mode"):  # how updates are combined, on a server or in a simulation
+            assert option.opts == ["--mode"], (name, names)
+        if option.name == "dp_delta":
+            assert option.opts == ["--delta"], (name, names)
 
 
 @pytest.mark.parametrize("name", ALL_COMMANDS)
@@ -66,7 +70,7 @@ def test_choices_come_from_the_code():
     assert choices("convert", "--quantize") == QUANTIZE_MODES + ("all",)
     assert choices("convert", "--compat") == COMPAT_TARGETS
     assert choices("aggregate", "--mode") == MODES
-    assert choices("simulate", "--aggregation") == MODES
+    assert choices("simulate", "--mode") == MODES
     assert choices("export-update", "--encoding") == ENCODINGS
     assert choices("train-base", "--cell") == CELLS
 

@@ -39,7 +39,7 @@ SMALL_DP_COHORT = 1000
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Share of devices sampled each round [default: all of them up to 100 devices, else a cohort of "
                    "100]. Memory grows with the cohort, not with --clients.")
-@click.option("--aggregation", type=click.Choice(MODES), default=FederationConfig.aggregation, show_default=True,
+@click.option("--mode", "aggregation", type=click.Choice(MODES), default=FederationConfig.aggregation, show_default=True,
               help="fedavg: the mean (each device counts once under SecAgg+ or central DP, else weighted by its "
                    "examples); median / trimmed-mean resist poisoned updates.")
 @click.option("--secure/--no-secure", default=None,
@@ -55,7 +55,7 @@ SMALL_DP_COHORT = 1000
 @click.option("--adaptive-clipping/--fixed-clipping", default=True, show_default=True,
               help="With central DP, move the clip bound toward the median of the devices' delta norms "
                    "(its noisy count is accounted).")
-@click.option("--dp-delta", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--delta", "dp_delta", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=FederationConfig.dp_delta, show_default=True, help="Delta of every epsilon reported.")
 @click.option("--epochs", type=click.IntRange(1), default=2, show_default=True, help="Local epochs per round.")
 @click.option("--cpus", type=click.IntRange(1), default=2, show_default=True, help="CPUs for the simulation.")

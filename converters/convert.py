@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -183,9 +184,11 @@ def to_tflite(model: keras.Model, quantize: str, compat: str, calibration: np.nd
 def _selective(converter, tf, float_ops: list[str], float_nodes: list[str]) -> bytes:
     """Full-integer conversion keeping ``float_ops`` (op names) and ``float_nodes`` (output tensor names) float32."""
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops, denylisted_nodes=float_nodes)
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
-    return debugger.get_nondebug_quantized_model()
+    with warnings.catch_warnings():  # the debugger runs TensorFlow's own interpreter, which warns it is deprecated
+        warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
+        return debugger.get_nondebug_quantized_model()
 
 
 def _features_projection(flatbuffer: bytes) -> list[str]:

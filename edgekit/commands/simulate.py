@@ -39,7 +39,8 @@ SMALL_DP_COHORT = 1000
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Share of devices sampled each round [default: all of them up to 100 devices, else a cohort of "
                    "100]. Memory grows with the cohort, not with --clients.")
-@click.option("--mode", "aggregation", type=click.Choice(MODES), default=FederationConfig.aggregation, show_default=True,
+@click.option("--mode", "aggregation", type=click.Choice(MODES), default=FederationConfig.aggregation,
+              show_default=True,
               help="fedavg: the mean (each device counts once under SecAgg+ or central DP, else weighted by its "
                    "examples); median / trimmed-mean resist poisoned updates.")
 @click.option("--secure/--no-secure", default=None,

@@ -270,7 +270,8 @@ def open_signed_update(data: bytes, private_key: X25519PrivateKey, policy: Updat
     try:
         plaintext = SUITE.decrypt(sealed, private_key, info=info)
     except InvalidTag:
-        raise UpdateError("decrypt", "decryption failed: the file was modified, cut short, or sealed for another key") from None
+        raise UpdateError("decrypt", "decryption failed: the file was modified, cut short, or sealed for another "
+                          "key") from None
     signer, payload = (None, plaintext) if version < 2 else _verify_identity(plaintext, info)
     device = None if signer is None else verify_key_id(signer)
     if devices is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runtime import Runtime
+from .runtime import Runtime, StoredHead
 
 Weights = tuple[np.ndarray, np.ndarray]  # (W [F, V], b [V])
 
@@ -25,6 +25,7 @@ class Head:
         self._base: Weights | None = None
         self._flat_head: Weights | None = None  # the flatbuffer's own head, when a head.npz overrides it
         self._base_change: Weights | None = None  # base minus that head
+        self._stored: StoredHead | None = None  # the flatbuffer's head as stored, for reading columns
         self.set_delta(None, None)
 
     def set_delta(self, delta_w: np.ndarray | None, delta_b: np.ndarray | None) -> None:
@@ -38,7 +39,7 @@ class Head:
         """Drop the float heads read out of the file and what is derived from them (2.6 MB each for
         10,000 words), read again when next asked: while a flatbuffer copy with this head ranks,
         suggestions read none of them."""
-        self._base = self._flat_head = self._base_change = self._change = None
+        self._base = self._flat_head = self._base_change = self._change = self._stored = None
 
     @property
     def base(self) -> Weights:
@@ -67,6 +68,25 @@ class Head:
         b += db
         return w, b
 
+    def columns(self, columns: np.ndarray, personal: bool = True) -> Weights:
+        """``(W[:, columns], b[columns])`` of this head (``personal=False``: the version's), the same numbers
+        as ``weights`` without a whole float head: learning reads only the columns it trains, and a keyboard
+        process peaks there."""
+        w, b = self._base_columns(columns)
+        if personal and self._delta is not None:
+            dw, db = self._delta
+            w += dw[:, columns]
+            b += db[columns]
+        return w, b
+
+    def bias(self) -> np.ndarray:
+        """This head's bias ``[V]`` (the version's plus the personal delta)."""
+        file = self._runtime.file
+        b = file.head[1].copy() if file.head is not None else self._stored_head().biases()
+        if self._delta is not None:
+            b += self._delta[1]
+        return b
+
     @property
     def on_host(self) -> bool:
         """Whether logits need the host: the head differs from the one inside the flatbuffer."""
@@ -79,16 +99,16 @@ class Head:
         logit is the interpreter's as it comes.
         """
         if self._change is None:
-            (w0, b0), cols = self._flat(), None
+            cols = None
             if self._runtime.file.head is None and self._delta is not None:
                 # The head is the flatbuffer's plus the delta: only the delta's columns can differ, so only
-                # they are summed (whole [F, V] sums and differences made learning's first pass peak 5 MB higher).
+                # they are read and summed (whole [F, V] heads made learning's first pass peak 5 MB higher).
                 dw, db = self._delta
                 cols = np.flatnonzero(dw.any(axis=0) | (db != 0))
-                w0, b0 = w0[:, cols], b0[cols]
+                w0, b0 = self._base_columns(cols)
                 w, b = w0 + dw[:, cols], b0 + db[cols]
             else:
-                w, b = self.weights
+                (w0, b0), (w, b) = self._flat(), self.weights
             dw, db = w - w0, b - b0
             keep = np.flatnonzero(dw.any(axis=0) | (db != 0))
             self._change = (keep if cols is None else cols[keep], np.ascontiguousarray(dw[:, keep]), db[keep])
@@ -112,6 +132,20 @@ class Head:
             self._base_change = (w - w0, b - b0)
         dw, db = self._base_change
         return logits + features @ dw + db
+
+    def _base_columns(self, columns: np.ndarray) -> Weights:
+        """The version's head at ``columns``, new arrays: from the held or ``head.npz`` float head, else
+        dequantized from the flatbuffer's head as stored."""
+        if self._base is not None or self._runtime.file.head is not None:
+            w, b = self.base
+            return w[:, columns], b[columns]
+        return self._stored_head().weights(columns)
+
+    def _stored_head(self) -> StoredHead:
+        """Read once (learning reads it before it frees the interpreter) and kept until ``release``."""
+        if self._stored is None:
+            self._stored = self._runtime.stored_head()
+        return self._stored
 
     def _flat(self) -> Weights:
         """The head inside the flatbuffer: the base itself, unless a head.npz overrides it (then read once)."""

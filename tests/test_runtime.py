@@ -57,3 +57,21 @@ def test_the_head_summed_in_a_fresh_read_of_the_base_is_the_held_base_plus_the_d
     assert fresh[0] is not base[0]
     for a, b, w0, d in zip(fresh, held, base, (m.state.delta_w, m.state.delta_b), strict=True):
         assert np.array_equal(a, b) and np.array_equal(b, w0 + d)
+
+
+@pytest.mark.parametrize("mode", ["int8", "dynamic", "none"])
+def test_columns_of_the_head_are_the_whole_heads_columns_and_need_no_interpreter(trained_files, tmp_path, mode):
+    """Learning reads only the columns it trains, after it frees the interpreter: the same numbers as the
+    whole float heads (personal and the version's), with no interpreter made for them."""
+    m = EdgeModel.load(trained_files[mode], state_dir=tmp_path, unsigned_local=True)
+    assert m.personalize(user_lines(200)).adopted and m._p.head.on_host
+    head, columns = m._p.head, np.array([3, 7, 40, 41, 150])
+    head.release()
+    bias = head.bias()  # reads the stored head while the interpreter is alive
+    m._runtime.release()
+    personal, base = head.columns(columns), head.columns(columns, personal=False)
+    assert m._runtime._live is None and head._base is None
+    whole, whole_base = head.weights, head.base
+    assert np.array_equal(bias, whole[1])
+    for part, full in ((personal, whole), (base, whole_base)):
+        assert np.array_equal(part[0], full[0][:, columns]) and np.array_equal(part[1], full[1][columns])

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import NotEnoughTextError
-from ..head import Head, Weights
+from ..head import Columns, Head, Weights
 from ..metrics import iter_windows
 from ..runtime import release_freed_memory
 from ..tokenizer import SPECIAL_TOKENS, Tokenizer
@@ -227,8 +227,8 @@ class Learner:
     def _add_contribution(self, columns: np.ndarray, trained: Weights, examples: int) -> None:
         st, (w, b) = self.state, self.head.columns(columns)
         if st.contrib_w is None or st.contrib_b is None:
-            st.contrib_w, st.contrib_b = np.zeros_like(st.delta_w), np.zeros_like(st.delta_b)
-        st.contrib_w[:, columns] += trained[0] - w
+            st.contrib_w, st.contrib_b = Columns.zeros(*st.delta_w.shape), np.zeros_like(st.delta_b)
+        st.contrib_w.put(columns, trained[0] - w, add=True)
         st.contrib_b[columns] += trained[1] - b
         st.n_examples += examples
 
@@ -250,7 +250,7 @@ class Learner:
         # Only the trained columns change: the delta is written there in place (a whole new head and a
         # difference of two were 5 MB more at the peak).
         w0, b0 = self.head.columns(columns, personal=False)
-        self.state.delta_w[:, columns] = head[0] - w0
+        self.state.delta_w.put(columns, head[0] - w0)
         self.state.delta_b[columns] = head[1] - b0
         self.state.phrases, self.state.phrase_weight, self.state.phrase_gate = memory, weight, gate
         self.state.personal_words = self.vocab.personal_words

@@ -32,7 +32,6 @@ import numpy as np
 from ..errors import NotEnoughTextError
 from ..head import Columns, Head, Weights
 from ..metrics import iter_windows
-from ..runtime import release_freed_memory
 from ..tokenizer import SPECIAL_TOKENS, Tokenizer
 from ..vocab import Vocabulary
 from .anchor import ANCHOR_ROWS, ANCHOR_WEIGHT, anchor_rows
@@ -155,7 +154,6 @@ class Learner:
         current = self.head.columns(columns)
         trained = train_head(tr.features, tr.targets, *current, cfg, progress, tr.rest_lse, ho, (an, teacher),
                              ANCHOR_WEIGHT)
-        release_freed_memory()  # training's buffers: scoring the options peaks next
         lap("train")
         best_ho, p_ho, m_ho = mixture_data(ho, trained, memory, columns)
         best_an, p_an, m_an, t_an = mixture_data(an, trained, memory, columns, teacher)

@@ -205,7 +205,9 @@ def head_alone(pm, pairs: list, call) -> tuple[list[float], list[float]]:
     dw, db = learned.contrib_w, learned.contrib_b
     if dw is None or db is None or not (dw.any() or db.any()):
         return [math.nan], [math.nan]
-    alone = dataclasses.replace(learned, delta_w=learned.delta_w + dw, delta_b=learned.delta_b + db,
+    delta_w = learned.delta_w.copy()
+    delta_w.put(dw.ids, dw.values, add=True)
+    alone = dataclasses.replace(learned, delta_w=delta_w, delta_b=learned.delta_b + db,
                                 phrases=PhraseMemory(learned.phrases.vocab_size, learned.phrases.skip),
                                 personal_words={}, phrase_weight=0.0)
     pm._set_state(alone)

@@ -186,8 +186,8 @@ class EdgeModel:
         lines = read_lines(self.tokenizer, text_lines(texts), cfg)
         self._p.release()
         self._suggester.clear()
-        learner = Learner(self.vocab, self.context_length, self._p.features_scores, self.head, self.base_head,
-                          self.state, self._runtime.release)
+        learner = Learner(self.vocab, self.context_length, self._p.features_scores, self._p.head, self.state,
+                          self._runtime.release)
         try:
             with blas_threads(cfg.threads):
                 result = learner.learn(lines, cfg, progress)

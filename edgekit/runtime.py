@@ -224,14 +224,17 @@ class Runtime:
         ids = self.body_ids(ids)
         return np.concatenate([f for f, _ in self._batches(ids, progress, keep_logits=False)])
 
-    def flat_head(self) -> tuple[np.ndarray, np.ndarray]:
-        """The head inside the flatbuffer as float ``(W [F, V], b [V])``, dequantized."""
+    def flat_head(self, columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The head inside the flatbuffer as float ``(W [F, V], b [V])``, dequantized (``columns``: theirs)."""
+        return self.stored_head().weights(columns)
+
+    def stored_head(self) -> StoredHead:
+        """The flatbuffer's head as the interpreter holds it (int8: a quarter of a float head)."""
         h = self.file.metadata["head"]
         details = {d["index"]: d for d in self._interp.get_tensor_details()}
-        w = _dequantize(self._interp.get_tensor(h["weight_tensor"]).T, details[h["weight_tensor"]], transposed=True)
-        b = (np.zeros(w.shape[1], np.float32) if h.get("bias_tensor") is None
-             else _dequantize(self._interp.get_tensor(h["bias_tensor"]), details[h["bias_tensor"]]))
-        return w, b
+        bias = h.get("bias_tensor")
+        return StoredHead(self._interp.get_tensor(h["weight_tensor"]), details[h["weight_tensor"]],
+                          None if bias is None else self._interp.get_tensor(bias), details.get(bias))
 
     def body_ids(self, ids: np.ndarray) -> np.ndarray:
         """``ids`` as the body reads them: a personal slot is ``<unk>`` (the body never trained on one)."""
@@ -286,6 +289,28 @@ class Runtime:
         return self._live
 
 
+class StoredHead(NamedTuple):
+    """A flatbuffer head's tensors as stored (the weight ``[V, F]``) with their quantization details: any
+    of its columns dequantize from it with no interpreter alive (learning frees its own before it trains,
+    and reads the columns it trains after)."""
+
+    weight: np.ndarray
+    weight_detail: dict
+    bias: np.ndarray | None
+    bias_detail: dict | None
+
+    def weights(self, columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Float ``(W [F, V], b [V])``; with ``columns``, only those words' (``[F, C]``, ``[C]``, the same
+        numbers): a whole float head is 2.6 MB for 10,000 words."""
+        return _dequantize(self.weight, self.weight_detail, columns, transposed=True), self.biases(columns)
+
+    def biases(self, columns: np.ndarray | None = None) -> np.ndarray:
+        """The float bias ``[V]`` (``[C]`` with ``columns``)."""
+        if self.bias is None or self.bias_detail is None:
+            return np.zeros(len(self.weight) if columns is None else len(columns), np.float32)
+        return _dequantize(self.bias, self.bias_detail, columns)
+
+
 def release_freed_memory() -> None:
     """Return the C heap's free pages to the system (glibc's ``malloc_trim``; elsewhere nothing).
 
@@ -325,20 +350,28 @@ def tensor_indices(interp: Any, metadata: dict, vocab: Vocabulary) -> Tensors:
                    outs[o["features"]]["index"], outs[o["logits"]]["index"], *ranking)
 
 
-def _dequantize(values: np.ndarray, detail: dict, transposed: bool = False) -> np.ndarray:
-    """``values`` as float32, C-ordered, from their tensor's ``detail`` (``transposed``: ``values`` is the
-    tensor's transpose). Written into one new array in place: the head is 2.6 MB as float32, and a
-    temporary per operation (and a copy to transpose) made learning's first step peak 5 MB higher."""
-    out = np.empty(values.shape, np.float32)
+def _dequantize(values: np.ndarray, detail: dict, rows: np.ndarray | None = None,
+                transposed: bool = False) -> np.ndarray:
+    """A tensor's ``values`` (only ``rows``, indices into its first axis, when given) as float32 from its
+    ``detail``, C-ordered (``transposed``: its transpose). Written into one new array in place: the head
+    is 2.6 MB as float32, and a temporary per operation (and a copy to transpose) made learning's first
+    step peak 5 MB higher."""
     q = detail.get("quantization_parameters") or {}
     scales = np.asarray(q.get("scales", []), np.float32)
+    zero = np.asarray(q.get("zero_points", np.zeros_like(scales)), np.float32)
+    axis = int(q.get("quantized_dimension", 0))
+    if rows is not None:
+        values = values[rows]
+        if axis == 0 and len(scales) > 1:  # a scale per row
+            scales, zero = scales[rows], zero[rows] if len(zero) > 1 else zero
+    if transposed:
+        values, axis = values.T, values.ndim - 1 - axis
+    out = np.empty(values.shape, np.float32)
     if values.dtype in (np.float32, np.float16) or not len(scales):
         out[...] = values
         return out
-    zero = np.asarray(q.get("zero_points", np.zeros_like(scales)), np.float32)
-    axis = int(q.get("quantized_dimension", 0))
     shape = [1] * values.ndim
-    shape[values.ndim - 1 - axis if transposed else axis] = -1
+    shape[axis] = -1
     np.subtract(values, zero.reshape(shape), out=out)
     out *= scales.reshape(shape)
     return out

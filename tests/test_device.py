@@ -135,7 +135,7 @@ def test_head_delta_leaves_personal_slots_on_the_device(model):
     assert dw.shape == (model.feature_dim, model.vocab.first_slot) and db.shape == (model.vocab.first_slot,)
     assert np.abs(dw).sum() > 0 and model.n_examples > 0
     slot = model.vocab.id_of("zorblax")  # learned (in the contribution) but kept off the export
-    assert slot >= model.vocab.first_slot and np.abs(model.state.contrib_w[:, slot]).sum() > 0
+    assert slot >= model.vocab.first_slot and np.abs(model.state.contrib_w.dense()[:, slot]).sum() > 0
 
 
 def test_personalization_is_never_worse_on_held_out_text(model):

@@ -24,7 +24,7 @@ SKIP = list(range(5))
 
 def good_state() -> PersonalState:
     st_ = PersonalState.empty(FP, F, V, SKIP)
-    st_.delta_w[:] = 0.5
+    st_.delta_w.put(np.array([2, 7, 19]), np.full((F, 3), 0.5, np.float32))
     st_.phrases.add([2, 7, 8, 9, 3])
     st_.personal_words = {"zorblax": 16}
     st_.phrase_weight, st_.n_examples = 0.35, 12
@@ -71,13 +71,28 @@ def meta_of(path: Path) -> dict:
 def test_a_good_state_loads(saved):
     state = load(saved)
     assert state.personal_words == {"zorblax": 16} and state.phrase_weight == 0.35 and len(state.phrases) == 3
+    assert np.array_equal(state.delta_w.dense(), good_state().delta_w.dense())
+
+
+def test_a_version_1_state_with_whole_head_arrays_loads_by_column(saved):
+    """Version 1 files hold the head weight's changes as whole [F, V] arrays; they load unchanged."""
+    dense = good_state().delta_w.dense()
+    rewrite(saved, delta_ids=None, delta_w=dense, meta={**meta_of(saved), "format_version": 1})
+    state = load(saved)
+    assert state.delta_w.ids.tolist() == [2, 7, 19] and np.array_equal(state.delta_w.dense(), dense)
 
 
 @pytest.mark.parametrize("change, message", [
     (dict(delta_w=np.full((F, V), 1e38, np.float32)), "delta_w holds non-finite values or values over"),
     (dict(delta_b=np.full(V, np.nan, np.float32)), "delta_b holds non-finite"),
     (dict(delta_w=np.zeros((F, V), np.float64)), "type <f8"),
-    (dict(delta_w=np.zeros((F, V + 1), np.float32)), "shape"),
+    (dict(delta_w=np.zeros((F, V + 1), np.float32)), "at most"),
+    (dict(delta_w=np.zeros((F, 5), np.float32)), "shape"),
+    (dict(delta_ids=np.array([7, 2, 19])), "not increasing column ids"),
+    (dict(delta_ids=np.array([2, 7, V])), "not increasing column ids below"),
+    (dict(delta_ids=np.array([2.0, 7.0, 19.0])), "type <f8"),
+    (dict(delta_ids=None, delta_w=np.zeros((F, 3), np.float32)), "shape"),  # version 1: whole columns
+    (dict(contrib_ids=np.array([2])), "the contribution lacks some of its arrays"),
     (dict(phrases_unigram=np.array([[99, 1]], np.int64)), "outside the vocabulary"),
     (dict(phrases_ngrams=np.array([[-5, 7, 8, 1]], np.int64)), "context ids outside"),
     (dict(phrases_ngrams=np.array([[7, 7, 8, 0]], np.int64)), "count outside"),
@@ -138,7 +153,7 @@ def test_flipped_bytes_in_a_state_file_are_one_state_error(tmp_path_factory, dat
     except StateError as e:
         assert "edgekit reset" in str(e) or "another model version" in str(e)
         return
-    assert np.isfinite(state.delta_w).all()
+    assert np.isfinite(state.delta_w.values).all()
 
 
 @pytest.mark.parametrize("name", ["../../escape", "/tmp/abs", "a/b\\c", "..", "", "ünïcode name", "x" * 500])

@@ -36,7 +36,7 @@ def _holds(m: EdgeModel, word: str) -> dict:
     return {"slot": word in m.state.personal_words,
             "phrases": wid is not None and (wid in m.state.phrases.unigram or m.state.phrases.phrases_with(wid) > 0),
             "heldout": any(word in line for line in m.state.heldout),
-            "delta": wid is not None and bool(m.state.delta_w[:, wid].any() or m.state.delta_b[wid]),
+            "delta": wid is not None and bool(m.state.delta_w.dense()[:, wid].any() or m.state.delta_b[wid]),
             "suggested": any(s.word == word for s in m.suggest("hi ", k=5))}
 
 
@@ -72,7 +72,31 @@ def test_forget_all_phrases_keeps_words_and_head(learned):
     learned.forget_phrases()
     again = EdgeModel.load(learned.path, state_dir=learned.state_dir, unsigned_local=True)
     assert len(again.state.phrases) == 0 and again.state.phrases.n_phrases == 0
-    assert again.state.personal_words == words and np.array_equal(again.state.delta_w, delta)
+    assert again.state.personal_words == words and np.array_equal(again.state.delta_w.dense(), delta.dense())
+
+
+def test_a_version_1_state_file_suggests_and_learns_as_it_did(learned):
+    """A state saved before the head changes were kept by column (whole [F, V] arrays, format 1) loads to
+    the same head and suggestions, learns on, and is saved by column."""
+    path, texts = learned.state_file, [" ".join(line.split()[:2]) + " " for line in user_lines(30)]
+    assert path is not None
+    before = [learned.suggest(t) for t in texts]
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = {**json.loads(arrays.pop("meta").tobytes()), "format_version": 1}
+    for key in ("delta", "contrib"):
+        ids = arrays.pop(f"{key}_ids")
+        dense = np.zeros((learned.feature_dim, len(learned.vocab)), np.float32)
+        dense[:, ids] = arrays[f"{key}_w"]
+        arrays[f"{key}_w"] = dense
+    np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    old = EdgeModel.load(learned.path, state_dir=learned.state_dir, unsigned_local=True)
+    assert np.array_equal(old.state.delta_w.ids, learned.state.delta_w.ids)
+    assert np.array_equal(old.state.delta_w.values, learned.state.delta_w.values)
+    assert [old.suggest(t) for t in texts] == before
+    old.personalize(user_lines(40, seed=9))
+    with np.load(path) as z:
+        assert "delta_ids" in z.files and z["delta_w"].shape[1] == len(old.state.delta_w.ids)
 
 
 # A process that forgets "zorblax" and is killed while the state file is written:
@@ -110,11 +134,11 @@ def test_a_kill_during_forget_leaves_the_state_before_or_after(learned, hold, fo
 def test_an_export_never_carries_a_personal_slot(learned):
     """The contribution's columns stop before the first slot: nothing a slot learned can be exported."""
     slot = learned.state.personal_words["zorblax"]
-    assert learned.state.contrib_w is not None and learned.state.contrib_w[:, slot].any()
+    assert learned.state.contrib_w is not None and learned.state.contrib_w.dense()[:, slot].any()
     w, b = learned.head_delta()
     first = learned.vocab.first_slot
     assert slot >= first and w.shape[1] == first and b.shape == (first,)
-    assert np.array_equal(w, learned.state.contrib_w[:, :first])
+    assert np.array_equal(w, learned.state.contrib_w.dense()[:, :first])
 
 
 def test_words_cli_lists_and_forgets(learned):

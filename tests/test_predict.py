@@ -39,7 +39,8 @@ def _head_change(m: EdgeModel, scale: float = 1.0, cols: np.ndarray | None = Non
         cols = rng.choice(np.arange(m.vocab.word_ids[0], len(m.vocab)), len(m.vocab) // 3, replace=False)
     saved = state.delta_w.copy(), state.delta_b.copy()
     try:
-        state.delta_w[:, cols] += scale * rng.normal(0, 0.5, (state.delta_w.shape[0], len(cols))).astype(np.float32)
+        state.delta_w.put(cols, scale * rng.normal(0, 0.5, (state.delta_w.shape[0], len(cols))).astype(np.float32),
+                          add=True)
         state.delta_b[cols] += scale * rng.normal(0, 1.0, len(cols)).astype(np.float32)
         m._set_state(state)
         yield

@@ -1,10 +1,14 @@
-"""What a process holds between uses: one interpreter at a time, freed when idle, and no float head while a
-personal head's flatbuffer copy ranks; each made again with the same values."""
+"""What a process holds between uses: one interpreter at a time, freed when idle, no float head while a
+personal head's flatbuffer copy ranks (and only the columns learning trains while it learns), head changes
+kept by column; each made again with the same values."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from edgekit.head import Columns
 from edgekit.model import EdgeModel
 from edgekit.modelfile import read_model_file
 from edgekit.runtime import Runtime
@@ -55,5 +59,49 @@ def test_the_head_summed_in_a_fresh_read_of_the_base_is_the_held_base_plus_the_d
     base = head.base
     held = head.weights
     assert fresh[0] is not base[0]
-    for a, b, w0, d in zip(fresh, held, base, (m.state.delta_w, m.state.delta_b), strict=True):
+    for a, b, w0, d in zip(fresh, held, base, (m.state.delta_w.dense(), m.state.delta_b), strict=True):
         assert np.array_equal(a, b) and np.array_equal(b, w0 + d)
+
+
+@pytest.mark.parametrize("mode", ["int8", "dynamic", "none"])
+def test_columns_of_the_head_are_the_whole_heads_columns_and_need_no_interpreter(trained_files, tmp_path, mode):
+    """Learning reads only the columns it trains, after it frees the interpreter: the same numbers as the
+    whole float heads (personal and the version's), with no interpreter made for them."""
+    m = EdgeModel.load(trained_files[mode], state_dir=tmp_path, unsigned_local=True)
+    assert m.personalize(user_lines(200)).adopted and m._p.head.on_host
+    head, columns = m._p.head, np.array([3, 7, 40, 41, 150])
+    head.release()
+    bias = head.bias()  # reads the stored head while the interpreter is alive
+    m._runtime.release()
+    personal, base = head.columns(columns), head.columns(columns, personal=False)
+    assert m._runtime._live is None and head._base is None
+    whole, whole_base = head.weights, head.base
+    assert np.array_equal(bias, whole[1])
+    for part, full in ((personal, whole), (base, whole_base)):
+        assert np.array_equal(part[0], full[0][:, columns]) and np.array_equal(part[1], full[1][columns])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_a_change_kept_by_column_reads_and_writes_as_the_whole_array_does(data):
+    """The personal delta and the contribution keep only their columns (``Columns``); every read and
+    write is the whole [F, V] array's, bit for bit."""
+    rows, width = 3, 12
+    columns, dense = Columns.zeros(rows, width), np.zeros((rows, width), np.float32)
+    some = st.lists(st.integers(0, width - 1), min_size=1, max_size=width, unique=True).map(np.array)
+    for _ in range(data.draw(st.integers(1, 6))):
+        cols, add = data.draw(some), data.draw(st.booleans())
+        values = np.random.default_rng(data.draw(st.integers(0, 99))).normal(size=(rows, len(cols)))
+        values = values.astype(np.float32)
+        columns.put(cols, values, add=add)
+        if add:
+            dense[:, cols] += values
+        else:
+            dense[:, cols] = values
+        assert np.array_equal(columns.dense(), dense) and list(columns.ids) == sorted(set(columns.ids))
+        probe = data.draw(some)
+        assert np.array_equal(columns.take(probe), dense[:, probe])
+        assert np.array_equal(columns.dense(width // 2), dense[:, : width // 2])
+    gone = data.draw(st.integers(0, width - 1))
+    dense[:, gone] = 0
+    assert np.array_equal(columns.without(gone).dense(), dense)

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import NotEnoughTextError
-from ..head import Weights
+from ..head import Columns, Head, Weights
 from ..tokenizer import SPECIAL_TOKENS, Tokenizer
 from ..vocab import Vocabulary
 from .anchor import ANCHOR_ROWS, ANCHOR_WEIGHT, anchor_rows
@@ -85,15 +85,17 @@ class Learner:
 
     ``score(ids)`` runs the interpreter on a chunk of contexts and returns
     ``(features, logits of the current head, logits of the version's head)``;
+    ``head`` gives the current and the version's weights of the columns it
+    trains (a whole float head is 2.6 MB for 10,000 words);
     ``release()`` frees what ``score`` holds (the batch interpreter), called
     once every row is read: training and scoring the options need no
     interpreter, and the process peaks there.
     """
 
-    def __init__(self, vocab: Vocabulary, context_length: int, score: Scorer, head: Weights, base: Weights,
-                 state: PersonalState, release: Callable[[], None] = lambda: None):
+    def __init__(self, vocab: Vocabulary, context_length: int, score: Scorer, head: Head, state: PersonalState,
+                 release: Callable[[], None] = lambda: None):
         self.vocab, self.context_length, self.score, self.release = vocab, context_length, score, release
-        self.head, self.base, self.state = head, base, state
+        self.head, self.state = head, state
 
     def learn(self, lines: list[list[str]], cfg: TrainConfig, progress: bool = False) -> PersonalizeResult:
         """Learn from tokenized lines; changes ``state`` (and the vocabulary's personal words) in place."""
@@ -138,7 +140,7 @@ class Learner:
         mask = self.vocab.suggestable_mask()
         support = np.fromiter(set(memory.unigram) | set(self.state.phrases.unigram), np.int64)
         # The words the head favours everywhere compete with the user's: training may lower them too.
-        common = np.argsort(self.head[1])[-COMMON_WORDS:]
+        common = np.argsort(self.head.bias())[-COMMON_WORDS:]
         columns = np.unique(np.concatenate([y_tr, y_ho, support, common]))
         columns = columns[mask[columns]]
         tr = candidate_rows(self.score, x_tr, y_tr, columns, mask, progress, top=False)
@@ -150,7 +152,7 @@ class Learner:
         an, teacher = anchor_rows(self.score, self.vocab, self.context_length, columns, n_anchor)
         self.release()
         lap("anchor")
-        current = (self.head[0][:, columns], self.head[1][columns])
+        current = self.head.columns(columns)
         trained = train_head(tr.features, tr.targets, *current, for_small_text(cfg, len(tr)), progress, tr.rest_lse,
                              ho, (an, teacher), ANCHOR_WEIGHT)
         lap("train")
@@ -234,11 +236,11 @@ class Learner:
         return memory
 
     def _add_contribution(self, columns: np.ndarray, trained: Weights, examples: int) -> None:
-        st, (w, b) = self.state, self.head
+        st, (w, b) = self.state, self.head.columns(columns)
         if st.contrib_w is None or st.contrib_b is None:
-            st.contrib_w, st.contrib_b = np.zeros_like(w), np.zeros_like(b)
-        st.contrib_w[:, columns] += trained[0] - w[:, columns]
-        st.contrib_b[columns] += trained[1] - b[columns]
+            st.contrib_w, st.contrib_b = Columns.zeros(*st.delta_w.shape), np.zeros_like(st.delta_b)
+        st.contrib_w.put(columns, trained[0] - w, add=True)
+        st.contrib_b[columns] += trained[1] - b
         st.n_examples += examples
 
     def _keep_heldout(self, held: list[list[str]], new: list[bool]) -> list[list[str]]:
@@ -256,10 +258,11 @@ class Learner:
                retired: list[list[str]]) -> None:
         for ln in retired:  # held-out text that no longer judges: remember it too
             memory.add(self.vocab.encode(ln))
-        (w0, b0), (w, b) = self.base, self.head
-        w, b = w.copy(), b.copy()
-        w[:, columns], b[columns] = head
-        self.state.delta_w, self.state.delta_b = w - w0, b - b0
+        # Only the trained columns change: the delta is written there in place (a whole new head and a
+        # difference of two were 5 MB more at the peak).
+        w0, b0 = self.head.columns(columns, personal=False)
+        self.state.delta_w.put(columns, head[0] - w0)
+        self.state.delta_b[columns] = head[1] - b0
         self.state.phrases, self.state.phrase_weight, self.state.phrase_gate = memory, weight, gate
         self.state.personal_words = self.vocab.personal_words
 

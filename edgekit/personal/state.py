@@ -4,6 +4,8 @@ One file per model name in the state directory, ``<name>.edgekit-state``: an
 ``.npz`` (no pickle) holding the head delta, personal words, phrase memory,
 and a JSON ``meta`` record with the format version and the model fingerprint.
 State made for another model version is refused, never silently mixed in.
+The head weight's changes are kept by column (``Columns``); version 1 files,
+which hold them as whole ``[F, V]`` arrays, still load.
 """
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..bounded import ArraySpec, Unreadable, read_npz
 from ..errors import StateError
+from ..head import Columns
 from .phrases import ORDER, PhraseMemory
 
 STATE_FORMAT = "edgekit-state"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: head weight changes by column (``Columns``); 1 (whole [F, V] arrays) still loads
+READ_VERSIONS = (1, 2)
 SUFFIX = ".edgekit-state"
 REQUIRED = {"meta", "delta_w", "delta_b", "phrases_unigram", "phrases_ngrams"}
 MAX_PHRASE_WEIGHT = 2.0  # a scale of the fitted phrase gate (learner.PHRASE_WEIGHTS tops out at 1.25)
@@ -40,7 +44,7 @@ class PersonalState:
     """What personalization learned; empty for a fresh user."""
 
     fingerprint: str
-    delta_w: np.ndarray  # [F, V] change to the head weight
+    delta_w: Columns  # [F, V] change to the head weight
     delta_b: np.ndarray  # [V]
     phrases: PhraseMemory
     personal_words: dict[str, int] = field(default_factory=dict)
@@ -52,7 +56,7 @@ class PersonalState:
     # text since the previous export (or, before any, since the model version
     # was installed), whether or not the device adopted it for its own
     # suggestions. ``None`` until there is one.
-    contrib_w: np.ndarray | None = None
+    contrib_w: Columns | None = None
     contrib_b: np.ndarray | None = None
     # Earlier held-out lines (tokens, oldest first): a later personalization is
     # adopted only if it does not do worse on these as well as on its own.
@@ -63,7 +67,7 @@ class PersonalState:
 
     @classmethod
     def empty(cls, fingerprint: str, feature_dim: int, vocab_size: int, skip_ids: Iterable[int]) -> PersonalState:
-        return cls(fingerprint, np.zeros((feature_dim, vocab_size), np.float32), np.zeros(vocab_size, np.float32),
+        return cls(fingerprint, Columns.zeros(feature_dim, vocab_size), np.zeros(vocab_size, np.float32),
                    PhraseMemory(vocab_size, skip_ids))
 
     def clear_contribution(self) -> None:
@@ -78,7 +82,7 @@ class PersonalState:
         """The contribution's shared rows (ids below ``first_slot``): personal-word slots never leave."""
         if self.contrib_w is None or self.contrib_b is None:
             return np.zeros((self.delta_w.shape[0], first_slot), np.float32), np.zeros(first_slot, np.float32)
-        return self.contrib_w[:, :first_slot].copy(), self.contrib_b[:first_slot].copy()
+        return self.contrib_w.dense(first_slot), self.contrib_b[:first_slot].copy()
 
     @property
     def is_empty(self) -> bool:
@@ -104,8 +108,9 @@ def save_state(path: str | Path, state: PersonalState) -> None:
             "phrase_gate": None if state.phrase_gate is None else [float(v) for v in state.phrase_gate],
             "n_examples": state.n_examples, "history": state.history[-20:]}
     arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                              "delta_w": state.delta_w, "delta_b": state.delta_b, **state.phrases.to_arrays(),
-                              **_contribution(state), **_heldout(state)}
+                              "delta_ids": state.delta_w.ids, "delta_w": state.delta_w.values,
+                              "delta_b": state.delta_b, **state.phrases.to_arrays(), **_contribution(state),
+                              **_heldout(state)}
     atomic_write_bytes(path, _npz(arrays), mode=0o600)
 
 
@@ -139,12 +144,11 @@ def load_state(path: str | Path, fingerprint: str, feature_dim: int, vocab_size:
         for key in ("delta_w", "delta_b", "contrib_w", "contrib_b"):
             _want(key not in arrays or _bounded(arrays[key]), f"{key} holds non-finite values or values over "
                   f"{MAX_ABS_DELTA:g}")
-            if key in arrays and not arrays[key].any():
-                # Fresh zeros are the kernel's shared zero page until written; the array read from the file
-                # is a keyboard process's memory (2.6 MB for [F, V]), and a state that adopted only phrases
-                # holds a head change of zeros.
-                arrays[key] = np.zeros(arrays[key].shape, arrays[key].dtype)
-        delta_w, delta_b = arrays["delta_w"], arrays["delta_b"]
+        parts = [key in arrays for key in ("contrib_w", "contrib_b")]
+        _want(parts[0] == parts[1] and (parts[0] or "contrib_ids" not in arrays),
+              "the contribution lacks some of its arrays")
+        delta_w, delta_b = _columns(arrays, "delta_w", "delta_ids", vocab_size), arrays["delta_b"]
+        contrib_w = _columns(arrays, "contrib_w", "contrib_ids", vocab_size) if "contrib_w" in arrays else None
         phrases = PhraseMemory.from_arrays(vocab_size, skip_ids, arrays)
         heldout = [line.split(" ") for line in arrays["heldout"].tobytes().decode("utf-8").split("\n")] \
             if "heldout" in arrays else []
@@ -157,7 +161,7 @@ def load_state(path: str | Path, fingerprint: str, feature_dim: int, vocab_size:
         raise StateError(f"{path}: held-out text has {len(heldout)} lines but {len(new)} flags; run `edgekit reset`")
     return PersonalState(meta["fingerprint"], delta_w, delta_b, phrases, dict(meta.get("personal_words", {})),
                          float(meta.get("phrase_weight", 0.0)), _gate(meta.get("phrase_gate")),
-                         int(meta.get("n_examples", 0)), list(meta.get("history", [])), arrays.get("contrib_w"),
+                         int(meta.get("n_examples", 0)), list(meta.get("history", [])), contrib_w,
                          arrays.get("contrib_b"), heldout, new)
 
 
@@ -171,9 +175,11 @@ def _gate(values: object) -> np.ndarray | None:
 
 
 def _specs(f: int, v: int) -> dict[str, ArraySpec]:
-    head, bias = ArraySpec("<f4", (f, v)), ArraySpec("<f4", (v,))
-    return {"meta": ArraySpec("|u1", (None,), 1 << 20), "delta_w": head, "delta_b": bias, "contrib_w": head,
-            "contrib_b": bias, "phrases_unigram": ArraySpec("<i8", (None, 2), 16 * v),
+    # A weight change: by column (its ids beside it), or whole in a version 1 file; at most V columns.
+    head, ids, bias = ArraySpec("<f4", (f, None), 4 * f * v), ArraySpec("<i8", (None,), 8 * v), ArraySpec("<f4", (v,))
+    return {"meta": ArraySpec("|u1", (None,), 1 << 20), "delta_w": head, "delta_ids": ids, "delta_b": bias,
+            "contrib_w": head, "contrib_ids": ids, "contrib_b": bias,
+            "phrases_unigram": ArraySpec("<i8", (None, 2), 16 * v),
             "phrases_ngrams": ArraySpec("<i8", (None, ORDER + 1), 8 * (ORDER + 1) * MAX_NGRAM_ROWS),
             "heldout": ArraySpec("|u1", (None,), MAX_HELDOUT_BYTES),
             "heldout_new": ArraySpec("|u1", (None,), MAX_HELDOUT_BYTES)}
@@ -182,7 +188,7 @@ def _specs(f: int, v: int) -> dict[str, ArraySpec]:
 def _check_meta(meta: Any, fingerprint: str, first_slot: int, vocab_size: int) -> None:
     """Types and ranges of the JSON record; another model version is refused with its own message."""
     _want(isinstance(meta, dict), "meta is not a JSON object")
-    if meta.get("format") != STATE_FORMAT or meta.get("format_version") != STATE_VERSION:
+    if meta.get("format") != STATE_FORMAT or meta.get("format_version") not in READ_VERSIONS:
         raise StateError(f"state format {meta.get('format')!r} v{meta.get('format_version')!r} "
                          f"is not {STATE_FORMAT} v{STATE_VERSION}; run `edgekit reset` to start over")
     if meta.get("fingerprint") != fingerprint:
@@ -228,4 +234,17 @@ def _heldout(state: PersonalState) -> dict[str, np.ndarray]:
 def _contribution(state: PersonalState) -> dict[str, np.ndarray]:
     if state.contrib_w is None or state.contrib_b is None:
         return {}
-    return {"contrib_w": state.contrib_w, "contrib_b": state.contrib_b}
+    return {"contrib_ids": state.contrib_w.ids, "contrib_w": state.contrib_w.values, "contrib_b": state.contrib_b}
+
+
+def _columns(arrays: dict[str, np.ndarray], key: str, ids_key: str, vocab_size: int) -> Columns:
+    """A head weight change as read: by column, or (a version 1 file, no ids) as a whole ``[F, V]`` array."""
+    values = arrays[key]
+    if ids_key not in arrays:
+        _want(values.shape[1] == vocab_size, f"{key} has shape {values.shape}, expected {vocab_size} columns")
+        return Columns.from_dense(values)
+    ids = arrays[ids_key]
+    _want(len(ids) == values.shape[1], f"{key} has shape {values.shape} but {ids_key} names {len(ids)} columns")
+    _want(not len(ids) or (ids[0] >= 0 and ids[-1] < vocab_size and bool((np.diff(ids) > 0).all())),
+          f"{ids_key} is not increasing column ids below {vocab_size}")
+    return Columns(ids, values, vocab_size)

@@ -112,8 +112,7 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
     epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
     min_epochs = -(-config.min_steps // steps_per_epoch)
     beta1, beta2, eps, t = 0.9, 0.999, 1e-8, 0
-    scratch = (np.empty_like(wb), np.empty(wb.shape))
-    grad, decay = np.empty_like(wb), np.empty_like(wb)
+    grad, low, high = np.empty_like(wb), np.empty_like(wb), np.empty((ADAM_ROWS, wb.shape[1]))  # scratch: ``_adam``
     feats = _with_ones(features)
     a_feats = None if anchor is None else _with_ones(anchor[0].features)
     z = np.empty((min(bs, n) * (1 if anchor is None else 2), wb.shape[1]), np.float32)
@@ -142,12 +141,12 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
                     g[k:] -= teacher.probs(a)  # softmax - the version's: distillation's
                     f[k:] *= np.float32(anchor_weight / k)
                 np.matmul(f.T, g, out=grad)
-                np.subtract(wb, wb0, out=decay)
+                decay = np.subtract(wb, wb0, out=low)
                 decay *= config.weight_decay
                 grad += decay
                 t += 1
                 lr = config.learning_rate * np.sqrt(1 - beta2**t) / (1 - beta1**t)
-                _adam(wb, m, v, grad, lr, beta1, beta2, eps, scratch)
+                _adam(wb, m, v, grad, lr, beta1, beta2, eps, (low, high))
                 bar.update(1)
             # The last epoch's loss matters only against an earlier one (a few lines: no earlier one).
             if heldout is not None and epoch + 1 >= min_epochs and (epoch + 1 < epochs or best_loss < np.inf):
@@ -176,11 +175,16 @@ def _softmax_(z: np.ndarray, rest_lse: np.ndarray) -> None:
     z /= total[:, None]
 
 
+ADAM_ROWS = 8  # weight rows per float64 step in ``_adam``
+
+
 def _adam(p: np.ndarray, m: np.ndarray, v: np.ndarray, grad: np.ndarray, lr: float, beta1: float, beta2: float,
           eps: float, scratch: tuple[np.ndarray, np.ndarray]) -> None:
     """One Adam step on ``p`` in place: ``p -= lr * m / (sqrt(v) + eps)`` after the moment updates, in
-    two scratch arrays (``p``'s type, and float64 for the step, as numpy computes ``lr * m`` with a
-    float64 ``lr``) instead of a new array for every operation: the same numbers, fewer passes."""
+    two scratch arrays (``p``'s shape and type, and float64 ``ADAM_ROWS`` rows for the step, as numpy
+    computes ``lr * m`` with a float64 ``lr``) instead of a new array for every operation: the same
+    numbers, fewer passes, and the float64 step a few rows at a time (a whole one is the size of two
+    more float32 buffers, where learning peaks)."""
     low, high = scratch
     m *= beta1
     np.multiply(grad, 1 - beta1, out=low)
@@ -191,9 +195,12 @@ def _adam(p: np.ndarray, m: np.ndarray, v: np.ndarray, grad: np.ndarray, lr: flo
     v += low
     np.sqrt(v, out=low)
     low += eps
-    np.multiply(m, lr, out=high)
-    high /= low
-    p -= high
+    for start in range(0, len(p), len(high)):
+        rows = slice(start, start + len(high))
+        step = high[: min(len(high), len(p) - start)]
+        np.multiply(m[rows], lr, out=step)
+        step /= low[rows]
+        p[rows] -= step
 
 
 def heldout_loss(rows: Rows, w: np.ndarray, b: np.ndarray) -> float:

@@ -58,8 +58,8 @@ def forget_word(state: PersonalState, vocab: Vocabulary, word: str) -> PersonalS
     new.heldout_new = [f for i, f in enumerate(state.heldout_new) if i not in held]
     if wid is not None:
         new.phrases = state.phrases.without(wid)
-        new.delta_w, new.delta_b = state.delta_w.copy(), state.delta_b.copy()
-        new.delta_w[:, wid], new.delta_b[wid] = 0.0, 0.0
+        new.delta_w, new.delta_b = state.delta_w.without(wid), state.delta_b.copy()
+        new.delta_b[wid] = 0.0
     new.clear_contribution()
     return new
 

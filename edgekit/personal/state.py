@@ -194,7 +194,8 @@ def _check_meta(meta: Any, fingerprint: str, first_slot: int, vocab_size: int) -
     if meta.get("fingerprint") != fingerprint:
         raise StateError(f"this personal state belongs to another model version "
                          f"(fingerprint {meta.get('fingerprint')}, this model is {fingerprint}); "
-                         "use the model it was made with, or run `edgekit reset` to start over")
+                         "use the model it was made with, or give this one its own state folder (--state-dir; "
+                         "Python: state_dir= or stateless=True); `edgekit reset` deletes the personal state")
     words = meta.get("personal_words", {})
     _want(isinstance(words, dict) and len(words) <= vocab_size - first_slot, "personal_words is not a word -> slot map")
     _want(all(isinstance(w, str) and 0 < len(w) <= MAX_PERSONAL_WORD_CHARS and not any(c.isspace() for c in w)

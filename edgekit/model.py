@@ -12,6 +12,8 @@ state and what it holds (``personal.state``, ``personal.phrases``,
 """
 from __future__ import annotations
 
+import errno
+import os
 import weakref
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Iterable
 import numpy as np
 
 from .blas import blas_threads
+from .errors import StateError
 from .head import Head
 from .info import ModelInfo
 from .installed import LOCAL, check_descends, check_trust, current_model, lineage, load_origin, record_install
@@ -184,6 +187,8 @@ class EdgeModel:
         lose on held-out text (``edgekit.personal.learner`` says what that means)."""
         cfg = config or TrainConfig()
         lines = read_lines(self.tokenizer, text_lines(texts), cfg)
+        if save:
+            self._state_folder()  # before learning, not after: a folder that cannot be written loses the work
         self._p.release()
         self._suggester.clear()
         learner = Learner(self.vocab, self.context_length, self._p.features_scores, self._p.head, self.state,
@@ -251,8 +256,21 @@ class EdgeModel:
     def _replace_state(self, state: PersonalState) -> None:
         """Save first, then switch: a crash in between leaves the state before or after, never half."""
         if self.state_file is not None:
+            self._state_folder()
             save_state(self.state_file, state)
         self._set_state(state)
+
+    def _state_folder(self) -> None:
+        """Make the state folder; a ``StateError`` naming it when it cannot be made or written."""
+        if self.state_dir is None:
+            return
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.state_dir, os.W_OK):
+                raise PermissionError(errno.EACCES, "not writable")
+        except OSError as e:
+            raise StateError(f"{self.state_dir}: the personal state cannot be written there ({e.strerror or e}); "
+                             "choose another folder (--state-dir, $EDGEKIT_STATE_DIR, Python: state_dir=)") from None
 
     def save(self) -> None:
         """Write personal state atomically (no-op for a stateless model)."""

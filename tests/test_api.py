@@ -8,6 +8,7 @@ import pytest
 
 import edgekit
 from edgekit import EdgekitError, EdgeModel, Evaluation, ModelInfo, PersonalizeResult
+from edgekit.errors import StateError
 
 SMS = Path(__file__).resolve().parents[1] / "data" / "personal" / "sms_ham.txt"
 
@@ -37,7 +38,8 @@ def test_results_are_dataclasses_with_the_cli_json_keys(bundled):
     info = bundled.info()
     assert isinstance(info, ModelInfo) and info.vocab_size == len(bundled.vocab)
     assert set(info.to_dict()) >= {"path", "name", "fingerprint", "quantization", "runtime", "vocab_size",
-                                   "context_length", "personal_words", "personal_examples", "state_file", "parents", "signed"}
+                                   "context_length", "personal_words", "personal_examples", "state_file", "parents",
+                                   "signed"}
     evaluation = bundled.evaluate(lines[250:], max_targets=200)
     assert isinstance(evaluation, Evaluation) and evaluation.targets == 200
     assert set(evaluation.to_dict()) == {"targets", "top1", "top3", "perplexity", "keystroke_savings", "oov_rate"}
@@ -74,3 +76,12 @@ def test_text_given_as_bytes_is_refused_with_the_fix(bundled):
         bundled.personalize(["see you", b"at the station"])
     with pytest.raises(TypeError, match=r"bytes: decode it first"):
         bundled.evaluate(b"see you at the station")
+
+
+def test_a_state_folder_that_cannot_be_written_is_named_before_learning(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    m = EdgeModel.load(state_dir=blocker / "state")
+    with pytest.raises(StateError, match=r"a-file/state: the personal state cannot be written there"):
+        m.personalize(SMS.read_text(encoding="utf-8").splitlines()[:100])
+    assert not m.state.n_examples  # refused before learning: nothing half done

@@ -232,3 +232,40 @@ def test_examples_are_the_windows_evaluation_reads(model):
     assert np.array_equal(contexts, np.stack([c for c, _, _ in want]))
     assert targets.tolist() == [t for _, t, _ in want] and line_of.tolist() == [i for _, _, i in want]
     assert learner._examples([])[0].shape == (0, m.context_length)
+
+
+def test_narrowed_rows_count_the_dropped_candidates_in_the_rest():
+    """Over fewer candidates, the dropped ones' logits under the head join the other words' log-sum-exp."""
+    rng = np.random.default_rng(0)
+    n, f, c = 100, 6, 9
+    features = rng.normal(size=(n, f)).astype(np.float32)
+    head = (rng.normal(size=(f, c)).astype(np.float32), rng.normal(size=c).astype(np.float32))
+    keep = np.array([1, 4, 5, 8])
+    r = rows.Rows(features, np.zeros((n, 3), np.int32), rng.choice(keep, n), rng.normal(size=n).astype(np.float32),
+                  None)
+    got = rows.narrowed(r, head, keep)
+    dropped = (features @ head[0] + head[1])[:, np.setdiff1d(np.arange(c), keep)].astype(np.float64)
+    want = np.log(np.exp(r.rest_lse.astype(np.float64)) + np.exp(dropped).sum(axis=1))
+    np.testing.assert_allclose(got.rest_lse, want, rtol=1e-5)
+    assert np.array_equal(keep[got.targets], r.targets) and got.features is features
+
+
+def test_a_later_learning_trains_the_words_of_its_text_and_held_out_text_only(model, monkeypatch):
+    """Candidates that only an earlier text trained (there for the phrase memory) keep their weights;
+    the rest train."""
+    from edgekit.personal import learner
+
+    seen, train = [], learner.Learner._train
+
+    def spy(self, tr, held, an, teacher, current, columns, words, cfg, progress):
+        out = train(self, tr, held, an, teacher, current, columns, words, cfg, progress)
+        seen.append((np.isin(columns, words), current, out))
+        return out
+
+    monkeypatch.setattr(learner.Learner, "_train", spy)
+    monkeypatch.setattr(learner, "COMMON_WORDS", 8)  # the test model's vocabulary is hardly more than 512 words
+    model.personalize(["hi zorblax w60 w63.", "w66 w69 hi."] * 3, save=False)
+    (kept, (w0, b0), (w, b)), = seen
+    assert 0 < kept.sum() < len(kept)
+    assert np.array_equal(w[:, ~kept], w0[:, ~kept]) and np.array_equal(b[~kept], b0[~kept])
+    assert not np.array_equal(w[:, kept], w0[:, kept])

@@ -146,6 +146,10 @@ class Teacher(NamedTuple):
             return Teacher(self.columns[index], self.rest[index], self.top[index])
         return Teacher(self.columns, self.rest[index], self.top[index], self.at[index])
 
+    def narrowed(self, keep: np.ndarray) -> Teacher:
+        """Its probabilities of the candidates at positions ``keep`` only (``narrowed`` rows' teacher)."""
+        return self._replace(columns=self.columns[:, keep])
+
     def row_of(self, index: np.ndarray | slice) -> np.ndarray | slice:
         """The rows of ``columns`` that rows ``index`` read."""
         return index if self.at is None else self.at[index]
@@ -162,6 +166,19 @@ class Teacher(NamedTuple):
         out = bits.view(np.float32)
         out *= np.float32(2.0 ** (127 - 15) / TEACHER_SCALE)
         return out
+
+
+def narrowed(rows: Rows, head: tuple[np.ndarray, np.ndarray], keep: np.ndarray) -> Rows:
+    """``rows`` over the candidate columns at positions ``keep`` (sorted; the targets among them): the
+    other candidates join the rest of the vocabulary, with their logits under ``head`` (the candidate
+    columns' weights ``([F, C], [C])``). No best three of the others (training reads none)."""
+    drop = np.setdiff1d(np.arange(len(head[1])), keep)
+    rest = rows.rest_lse.copy()
+    for start in range(0, len(rows) if len(drop) else 0, CHUNK):  # O(CHUNK x C) at a time
+        z = rows.features[start : start + CHUNK] @ head[0][:, drop]
+        z += head[1][drop]
+        np.logaddexp(rest[start : start + CHUNK], np.logaddexp.reduce(z, axis=1), out=rest[start : start + CHUNK])
+    return Rows(rows.features, rows.contexts, np.searchsorted(keep, rows.targets), rest, None)
 
 
 def minus_inf(keep: np.ndarray) -> np.ndarray:

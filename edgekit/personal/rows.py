@@ -175,9 +175,13 @@ def narrowed(rows: Rows, head: tuple[np.ndarray, np.ndarray], keep: np.ndarray) 
     drop = np.setdiff1d(np.arange(len(head[1])), keep)
     rest = rows.rest_lse.copy()
     for start in range(0, len(rows) if len(drop) else 0, CHUNK):  # O(CHUNK x C) at a time
-        z = rows.features[start : start + CHUNK] @ head[0][:, drop]
+        sl = slice(start, start + CHUNK)
+        z = rows.features[sl] @ head[0][:, drop]
         z += head[1][drop]
-        np.logaddexp(rest[start : start + CHUNK], np.logaddexp.reduce(z, axis=1), out=rest[start : start + CHUNK])
+        peak = np.maximum(z.max(axis=1), rest[sl])
+        z -= peak[:, None]
+        np.exp(z, out=z)
+        rest[sl] = peak + np.log(z.sum(axis=1) + np.exp(rest[sl] - peak))
     return Rows(rows.features, rows.contexts, np.searchsorted(keep, rows.targets), rest, None)
 
 

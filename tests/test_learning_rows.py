@@ -62,6 +62,34 @@ def test_rows_are_the_same_whatever_the_passes(model, monkeypatch):
     assert len(an) == 512  # whole steps of the 256 sentences written side by side
 
 
+def test_a_repeated_context_is_read_once(model):
+    """A context the text holds several times (or several anchor sentences share) is read once, and
+    every row with it gets that read's statistics: the same rows as reading it alone."""
+    m = model
+    ctx, targets = _contexts(m, 20, seed=3)
+    columns, words = np.unique(targets), m.vocab.suggestable_mask()
+    read: list[int] = []
+
+    def score(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        read.append(len(ids))
+        return m._p.features_scores(ids)
+
+    twice = candidate_rows(score, np.concatenate([ctx, ctx[::-1]]), np.concatenate([targets, targets[::-1]]),
+                           columns, words)
+    assert sum(read) == 20
+    once = candidate_rows(m._p.features_scores, ctx, targets, columns, words)
+    for first, second, alone in zip(twice.take(slice(0, 20)), twice.take(slice(39, 19, -1)), once, strict=True):
+        assert np.array_equal(first, second)
+        np.testing.assert_allclose(first, alone, rtol=1e-5, atol=1e-6)  # host logits: rounding may differ
+
+    read.clear()
+    an, teacher = anchor.anchor_rows(score, m.vocab, m.context_length, columns, 512)
+    assert sum(read) == len(teacher.columns) < len(an) - anchor.SENTENCES  # every first context is one
+    same = np.flatnonzero((an.contexts == an.contexts[0]).all(axis=1))
+    assert len(same) >= anchor.SENTENCES and len(set(teacher.at[same].tolist())) == 1
+    assert (teacher.probs(same) == teacher.probs(same[:1])).all() and (an.features[same] == an.features[0]).all()
+
+
 def test_teacher_is_the_versions_softmax(model):
     """Teacher probabilities of the candidates (float16, scaled) match the version's softmax to 1e-3, small ones too."""
     m = model
@@ -92,7 +120,7 @@ def test_anchor_contexts_drawn_once_serve_the_next_learning(model, monkeypatch):
     assert not draws
     assert np.array_equal(again[0].contexts, first[0].contexts[:256])
     assert np.array_equal(again[0].features, first[0].features[:256])
-    assert np.array_equal(again[1].columns, first[1].columns[:256])
+    assert np.array_equal(again[1].probs(), first[1].probs(slice(0, 256)))
     anchor.anchor_rows(m._p.features_scores, *args, 256, seed=1)
     assert draws
 
@@ -103,7 +131,7 @@ def test_anchor_contexts_drawn_once_serve_the_next_learning(model, monkeypatch):
     draws.clear()
     anchor.anchor_rows(m._p.features_scores, *args, 256)  # seed 0 again: drawn again after seed 1's
     anchor.anchor_rows(shifted, *args, 256)
-    assert len(draws) == 2 * anchor.SENTENCES // rows.READ
+    assert len(draws) == 2  # one step each, its sentences all at their first context: one read
 
 
 def test_teacher_probs_read_back_what_was_stored():
@@ -156,19 +184,20 @@ def test_a_few_new_lines_get_the_quick_anchor_check(model, monkeypatch):
 
 
 def test_anchor_words_are_drawn_from_the_versions_softmax_over_allowed_ids():
-    """Frequencies match the softmax over the allowed ids; a masked id never comes, however likely."""
+    """Frequencies match the softmax over the allowed ids; a masked id never comes, however likely. (All
+    the sentences share one context, hence one row of logits, as every anchor sentence's first does.)"""
     from edgekit.personal.rows import minus_inf
 
     v = 401
     rng = np.random.default_rng(0)
-    logits = np.full((20_000, v), -5.0, np.float32)
+    logits = np.full((1, v), -5.0, np.float32)
     chosen = np.array([0, 127, 128, 261, v - 1])
     logits[:, chosen] = [1.0, 0.0, 2.0, 0.5, 1.5]
     allowed = np.zeros(v, bool)
     allowed[chosen] = True
     allowed[7] = True  # allowed but unlikely
     logits[:, 3] = 50.0  # likely but not allowed
-    drawn = anchor._draw(rng, minus_inf(allowed), logits)
+    drawn = anchor._draw(rng.random((20_000, 1)), minus_inf(allowed), logits, np.zeros(20_000, np.int64))
     assert set(np.unique(drawn)) <= set(np.flatnonzero(allowed))
     z = logits[0, allowed].astype(np.float64)
     want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
@@ -203,3 +232,40 @@ def test_examples_are_the_windows_evaluation_reads(model):
     assert np.array_equal(contexts, np.stack([c for c, _, _ in want]))
     assert targets.tolist() == [t for _, t, _ in want] and line_of.tolist() == [i for _, _, i in want]
     assert learner._examples([])[0].shape == (0, m.context_length)
+
+
+def test_narrowed_rows_count_the_dropped_candidates_in_the_rest():
+    """Over fewer candidates, the dropped ones' logits under the head join the other words' log-sum-exp."""
+    rng = np.random.default_rng(0)
+    n, f, c = 100, 6, 9
+    features = rng.normal(size=(n, f)).astype(np.float32)
+    head = (rng.normal(size=(f, c)).astype(np.float32), rng.normal(size=c).astype(np.float32))
+    keep = np.array([1, 4, 5, 8])
+    r = rows.Rows(features, np.zeros((n, 3), np.int32), rng.choice(keep, n), rng.normal(size=n).astype(np.float32),
+                  None)
+    got = rows.narrowed(r, head, keep)
+    dropped = (features @ head[0] + head[1])[:, np.setdiff1d(np.arange(c), keep)].astype(np.float64)
+    want = np.log(np.exp(r.rest_lse.astype(np.float64)) + np.exp(dropped).sum(axis=1))
+    np.testing.assert_allclose(got.rest_lse, want, rtol=1e-5)
+    assert np.array_equal(keep[got.targets], r.targets) and got.features is features
+
+
+def test_a_later_learning_trains_the_words_of_its_text_and_held_out_text_only(model, monkeypatch):
+    """Candidates that only an earlier text trained (there for the phrase memory) keep their weights;
+    the rest train."""
+    from edgekit.personal import learner
+
+    seen, train = [], learner.Learner._train
+
+    def spy(self, tr, held, an, teacher, current, columns, words, cfg, progress):
+        out = train(self, tr, held, an, teacher, current, columns, words, cfg, progress)
+        seen.append((np.isin(columns, words), current, out))
+        return out
+
+    monkeypatch.setattr(learner.Learner, "_train", spy)
+    monkeypatch.setattr(learner, "COMMON_WORDS", 8)  # the test model's vocabulary is hardly more than 512 words
+    model.personalize(["hi zorblax w60 w63.", "w66 w69 hi."] * 3, save=False)
+    (kept, (w0, b0), (w, b)), = seen
+    assert 0 < kept.sum() < len(kept)
+    assert np.array_equal(w[:, ~kept], w0[:, ~kept]) and np.array_equal(b[~kept], b0[~kept])
+    assert not np.array_equal(w[:, kept], w0[:, kept])

@@ -32,10 +32,12 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
 
     Each step runs the interpreter on the sentences (``READ`` at a time): its
     output is both the next row's statistics and the distribution the next
-    word is drawn from. Deterministic for a model version and ``seed``, so the
-    contexts drawn are kept for the process's next learning (``_DRAWN``;
-    drawing was a third of this text's time): the interpreter still reads them,
-    for the head and the candidate columns of the day.
+    word is drawn from. A context several sentences share (every sentence's
+    first; many second ones) is read once: a third of the rows. Deterministic
+    for a model version and ``seed``, so the contexts drawn are kept for the
+    process's next learning (``_DRAWN``; drawing was a third of this text's
+    time): the interpreter still reads them, for the head and the candidate
+    columns of the day.
     """
     rng = np.random.default_rng(seed)
     start = np.full(context_length, vocab.pad, np.int32)
@@ -47,28 +49,33 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
     steps = -(-rows // SENTENCES)
     reader = RowReader(columns, vocab.suggestable_mask(), teacher=steps * SENTENCES)
     ctx, seen, drawn, origin = np.tile(start, (SENTENCES, 1)), list[np.ndarray](), None, b""
+    index, read = list[np.ndarray](), 0  # the row read for each context; rows read so far
     for step in range(steps):
-        nxt = np.empty(SENTENCES, np.int64)
-        for s in range(0, SENTENCES, READ):
-            features, logits, base = score(ctx[s : s + READ])
+        unique, at = np.unique(ctx, axis=0, return_inverse=True)
+        index.append(read + at)
+        read += len(unique)
+        nxt, draws = np.empty(SENTENCES, np.int64), rng.random((SENTENCES, 1))
+        for s in range(0, len(unique), READ):
+            features, logits, base = score(unique[s : s + READ])
             reader.add(features, logits, base)
             if step == s == 0:
                 origin = _origin(base[0], allowed, seed)
                 drawn = _DRAWN.get(origin)
                 drawn = drawn if drawn is not None and len(drawn) >= steps * SENTENCES else None
             if drawn is None:
-                nxt[s : s + READ] = _draw(rng, allowed, base)
+                here = np.flatnonzero((at >= s) & (at < s + READ))
+                nxt[here] = _draw(draws[here], allowed, base, at[here] - s)
         seen.append(ctx.copy())
         if drawn is not None:
             ctx = drawn[(step + 1) * SENTENCES : (step + 2) * SENTENCES]
         else:
             ctx = np.concatenate([ctx[:, 1:], nxt[:, None].astype(np.int32)], axis=1)
             ctx[nxt == vocab.eos] = start
-    contexts = np.concatenate(seen)
+    contexts, at = np.concatenate(seen), np.concatenate(index)
     if drawn is None:
         _DRAWN.clear()  # one version's at a time
         _DRAWN[origin] = contexts
-    return reader.rows(contexts, np.zeros(len(contexts), np.int64)), reader.teacher_rows()
+    return reader.rows(contexts, np.zeros(len(contexts), np.int64), at), reader.teacher_rows(at)
 
 
 # The latest anchor contexts drawn in this process, by what drew them (``_origin``): longer ones serve a
@@ -82,10 +89,10 @@ def _origin(first: np.ndarray, allowed: np.ndarray, seed: int) -> bytes:
     return hashlib.blake2b(first.tobytes() + allowed.tobytes() + str(seed).encode(), digest_size=16).digest()
 
 
-def _draw(rng: np.random.Generator, allowed: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """One next word per row from ``softmax(logits)`` over the ids where ``allowed`` (``-inf``
-    elsewhere, ``minus_inf``); rows in order, so slices of the sentences draw what all of them at
-    once would.
+def _draw(draws: np.ndarray, allowed: np.ndarray, logits: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """One next word per sentence, from ``softmax(logits[which])`` over the ids where ``allowed``
+    (``-inf`` elsewhere, ``minus_inf``), by its uniform draw ``draws [n, 1]``: the first id whose
+    running sum passes the draw's share of the total.
 
     The running sum is float32 and sequential, as it always was: a faster one (by blocks of ids)
     rounds differently, and one word drawn differently makes a different sentence from there on,
@@ -95,4 +102,6 @@ def _draw(rng: np.random.Generator, allowed: np.ndarray, logits: np.ndarray) -> 
     z -= z.max(axis=1, keepdims=True)
     np.exp(z, out=z)
     cum = np.cumsum(z, axis=1)
-    return (cum < rng.random((len(cum), 1)) * cum[:, -1:]).sum(axis=1)
+    limits = draws[:, 0] * cum[which, -1]
+    return np.array([np.searchsorted(cum[w], x) for w, x in zip(which.tolist(), limits.tolist(), strict=True)],
+                    np.int64)

@@ -59,9 +59,12 @@ def fit_gate(user: tuple[np.ndarray, np.ndarray, np.ndarray],
     """
     x_u, p_u, m_u = user
     x_a, p_a, m_a, t_a = anchor
-    x_u, x_a = x_u.astype(np.float64), x_a.astype(np.float64)  # once, not in every product with theta
     t_a = t_a / np.maximum(t_a.sum(axis=1, keepdims=True), 1e-12)
     live_u, live_a = x_u[:, 2] > 0, x_a[:, 2] > 0
+    # What every step reads, made once: the numerators, and float64 copies of what each product with the
+    # float64 shares would otherwise convert again (the same numbers: the gate is what it was, sooner).
+    gain_u, gain_a = live_u * (m_u - p_u), t_a * (m_a - p_a)
+    x_u, p_u, m_u, x_a, p_a, m_a = (a.astype(np.float64) for a in (x_u, p_u, m_u, x_a, p_a, m_a))
     theta = np.zeros(x_u.shape[1])
     theta[0] = -2.0
     if start is not None:
@@ -71,9 +74,8 @@ def fit_gate(user: tuple[np.ndarray, np.ndarray, np.ndarray],
         lam_u = 1.0 / (1.0 + np.exp(-(x_u @ theta)))
         lam_a = 1.0 / (1.0 + np.exp(-(x_a @ theta)))
         # d/d lambda of log((1 - l) p + l m) is (m - p) / mix
-        du = live_u * (m_u - p_u) / np.maximum((1 - lam_u) * p_u + lam_u * m_u, 1e-12)
-        da = live_a * (t_a * (m_a - p_a) / np.maximum((1 - lam_a[:, None]) * p_a + lam_a[:, None] * m_a,
-                                                      1e-12)).sum(axis=1)
+        du = gain_u / np.maximum((1 - lam_u) * p_u + lam_u * m_u, 1e-12)
+        da = live_a * (gain_a / np.maximum((1 - lam_a[:, None]) * p_a + lam_a[:, None] * m_a, 1e-12)).sum(axis=1)
         grad = -(x_u.T @ (du * lam_u * (1 - lam_u)) / max(len(x_u), 1)
                  + anchor_weight * x_a.T @ (da * lam_a * (1 - lam_a)) / max(len(x_a), 1))
         m = 0.9 * m + 0.1 * grad

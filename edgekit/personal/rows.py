@@ -46,13 +46,18 @@ def candidate_rows(score: Scorer, contexts: np.ndarray, targets: np.ndarray, col
     the model version's head)`` for a chunk; ``columns`` are the candidate
     ids (sorted), ``words`` the boolean mask of ids that can be suggested at
     all. ``top=False`` skips the others' best three (training needs none).
+
+    A context the text holds more than once (a line's first words, a
+    repeated message) is read once: the interpreter's rows do not depend on
+    each other, and one in seven of the README's SMS contexts repeats another.
     """
+    unique, index = np.unique(contexts, axis=0, return_inverse=True)
     reader = RowReader(columns, words, top)
-    with progress_bar(len(contexts), "running model", progress) as bar:
-        for start in range(0, len(contexts), READ):
-            reader.add(*score(contexts[start : start + READ]))
-            bar.update(min(READ, len(contexts) - start))
-    return reader.rows(contexts, targets)
+    with progress_bar(len(unique), "running model", progress) as bar:
+        for start in range(0, len(unique), READ):
+            reader.add(*score(unique[start : start + READ]))
+            bar.update(min(READ, len(unique) - start))
+    return reader.rows(contexts, targets, index)
 
 
 class RowReader:
@@ -65,13 +70,15 @@ class RowReader:
     """
 
     def __init__(self, columns: np.ndarray, words: np.ndarray, top: bool = True, teacher: int = 0):
+        """``teacher``: the most rows the version's distribution is read for (0: none)."""
         self.columns, self.top = columns, top
         other = words.copy()
         other[columns] = False
         self._other, self._words = minus_inf(other), minus_inf(words)
         self.parts: list[tuple] = []
         # The teacher's probabilities of the candidates, scaled float16 (``Teacher``): [rows, C] is the
-        # biggest array learning holds, filled in place rather than gathered and concatenated.
+        # biggest array learning holds, filled in place rather than gathered and concatenated (the
+        # pages of rows never read are never touched).
         self._taught = np.empty((teacher, len(columns)), np.float16) if teacher else None
         self._teacher_parts: list[tuple[np.ndarray, np.ndarray]] = []
         self._at = 0
@@ -107,15 +114,17 @@ class RowReader:
         top = np.stack([mass[:, 0], mass.sum(axis=1)], 1)
         self._teacher_parts.append((np.take_along_axis(z, other_top, axis=1), top))
 
-    def rows(self, contexts: np.ndarray, targets: np.ndarray) -> Rows:
+    def rows(self, contexts: np.ndarray, targets: np.ndarray, index: np.ndarray | slice = slice(None)) -> Rows:
+        """The rows read, as ``Rows`` of ``contexts``; ``index``: the row read for each context."""
         features, lse, best = zip(*self.parts, strict=True) if self.parts else ((), (), ())
-        return Rows(np.concatenate(features), contexts, np.searchsorted(self.columns, targets),
-                    np.concatenate(lse), np.concatenate(best) if self.top else None)
+        return Rows(np.concatenate(features)[index], contexts, np.searchsorted(self.columns, targets),
+                    np.concatenate(lse)[index], np.concatenate(best)[index] if self.top else None)
 
-    def teacher_rows(self) -> Teacher:
-        assert self._taught is not None and self._at == len(self._taught), "teacher rows read but not filled"
+    def teacher_rows(self, index: np.ndarray) -> Teacher:
+        """The version's distribution on the rows read; ``index``: the row read for each context."""
+        assert self._taught is not None, "teacher rows asked of a reader made without them"
         rest, top = (np.concatenate(part) for part in zip(*self._teacher_parts, strict=True))
-        return Teacher(self._taught, rest, top)
+        return Teacher(self._taught[: self._at], rest[index], top[index], index)
 
 
 class Teacher(NamedTuple):
@@ -123,15 +132,27 @@ class Teacher(NamedTuple):
 
     ``columns`` is float16 times ``TEACHER_SCALE`` (read it with ``probs``): half the memory of
     float32 at a relative error of 5e-4, and the scale keeps probabilities down to 2e-9 out of
-    float16's subnormals, which numpy makes from float32 about 25 times slower.
+    float16's subnormals, which numpy makes from float32 about 25 times slower. Rows with the same
+    context share one row of ``columns`` (``at``): anchor text repeats a third of its contexts.
     """
 
-    columns: np.ndarray  # [N, C] float16: its probabilities of the candidate words, times TEACHER_SCALE
+    columns: np.ndarray  # [U, C] float16: its probabilities of the candidate words, times TEACHER_SCALE
     rest: np.ndarray  # [N, 3] ... of the three best other words (under the current head)
     top: np.ndarray  # [N, 2] its own expected top-1 and top-3: the mass of its best word and best three
+    at: np.ndarray | None = None  # [N] each row's row of ``columns``; None: its own (U = N)
 
     def take(self, index: np.ndarray | slice) -> Teacher:
-        return Teacher(self.columns[index], self.rest[index], self.top[index])
+        if self.at is None:
+            return Teacher(self.columns[index], self.rest[index], self.top[index])
+        return Teacher(self.columns, self.rest[index], self.top[index], self.at[index])
+
+    def narrowed(self, keep: np.ndarray) -> Teacher:
+        """Its probabilities of the candidates at positions ``keep`` only (``narrowed`` rows' teacher)."""
+        return self._replace(columns=self.columns[:, keep])
+
+    def row_of(self, index: np.ndarray | slice) -> np.ndarray | slice:
+        """The rows of ``columns`` that rows ``index`` read."""
+        return index if self.at is None else self.at[index]
 
     def probs(self, index: np.ndarray | slice = slice(None)) -> np.ndarray:
         """Its probabilities of the candidate words on rows ``index``, float32 ``[n, C]``.
@@ -140,11 +161,28 @@ class Teacher(NamedTuple):
         (exact for every float16 below infinity, subnormals included), ten times faster than
         numpy's float16 cast.
         """
-        bits = self.columns[index].view(np.uint16).astype(np.uint32)
+        bits = self.columns[self.row_of(index)].view(np.uint16).astype(np.uint32)
         bits <<= 13
         out = bits.view(np.float32)
         out *= np.float32(2.0 ** (127 - 15) / TEACHER_SCALE)
         return out
+
+
+def narrowed(rows: Rows, head: tuple[np.ndarray, np.ndarray], keep: np.ndarray) -> Rows:
+    """``rows`` over the candidate columns at positions ``keep`` (sorted; the targets among them): the
+    other candidates join the rest of the vocabulary, with their logits under ``head`` (the candidate
+    columns' weights ``([F, C], [C])``). No best three of the others (training reads none)."""
+    drop = np.setdiff1d(np.arange(len(head[1])), keep)
+    rest = rows.rest_lse.copy()
+    for start in range(0, len(rows) if len(drop) else 0, CHUNK):  # O(CHUNK x C) at a time
+        sl = slice(start, start + CHUNK)
+        z = rows.features[sl] @ head[0][:, drop]
+        z += head[1][drop]
+        peak = np.maximum(z.max(axis=1), rest[sl])
+        z -= peak[:, None]
+        np.exp(z, out=z)
+        rest[sl] = peak + np.log(z.sum(axis=1) + np.exp(rest[sl] - peak))
+    return Rows(rows.features, rows.contexts, np.searchsorted(keep, rows.targets), rest, None)
 
 
 def minus_inf(keep: np.ndarray) -> np.ndarray:
@@ -184,6 +222,7 @@ def teacher_mass(ids: np.ndarray, candidates: int, teacher: Teacher) -> np.ndarr
     """The teacher's mass ``[N, 2]`` on each row's best word and best three, ``ids [N, 3]``: a candidate's
     position, or ``candidates + k`` for the other words' ``k``-th best."""
     rows = np.arange(len(ids))[:, None]
-    mass = np.where(ids < candidates, Teacher(teacher.columns[rows, np.minimum(ids, candidates - 1)], teacher.rest,
-                                              teacher.top).probs(), teacher.rest[rows, np.maximum(ids - candidates, 0)])
+    taught = teacher.columns[teacher.row_of(rows), np.minimum(ids, candidates - 1)]
+    mass = np.where(ids < candidates, Teacher(taught, teacher.rest, teacher.top).probs(),
+                    teacher.rest[rows, np.maximum(ids - candidates, 0)])
     return np.stack([mass[:, 0], mass.sum(axis=1)], axis=1)

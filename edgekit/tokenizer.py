@@ -252,7 +252,8 @@ def text_lines(text: str | Path | Iterable[str]) -> Iterator[str]:
             raise TypeError(f"{text!r} is the name of a file, given as text: pass Path({text!r}) to read "
                             "the file (or a list of strings to use the name as text)")
         return iter(text.splitlines() or [text])
-    if isinstance(text, (bytes, bytearray)):
+    given: object = text  # not in the signature, but a file read in binary mode is a likely mistake
+    if isinstance(given, (bytes, bytearray)):
         raise TypeError("text given as bytes: decode it first (data.decode('utf-8')), or pass a Path to read a file")
     return _str_lines(text)
 

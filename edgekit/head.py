@@ -187,12 +187,21 @@ class Head:
 
     def logits(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """This head's logits from the interpreter's features and logits (the flatbuffer's head)."""
-        if not self.on_host:
+        change = self.logits_change(features)
+        if change is None:
             return logits
-        cols, dw, db = self.change()
         out = logits.copy()
-        out[:, cols] += features @ dw + db
+        out[:, change[0]] += change[1]
         return out
+
+    def logits_change(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(columns, values [N, len(columns)])``: this head's logits are the interpreter's plus ``values``
+        at ``columns`` (``None``: the interpreter's as they are). Learning adds them to the logits it
+        already works on in a new array, rather than copying ``[N, V]`` logits to change a few columns."""
+        if not self.on_host:
+            return None
+        cols, dw, db = self.change()
+        return cols, features @ dw + db
 
     def base_logits(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """The model version's logits (no personal delta) from the interpreter's features and logits."""

@@ -7,7 +7,7 @@ import pytest
 
 from edgekit.model import EdgeModel
 from edgekit.personal import anchor, rows
-from edgekit.personal.rows import TEACHER_SCALE, Teacher, best_of, candidate_rows, expected_top
+from edgekit.personal.rows import TEACHER_SCALE, Scored, Teacher, best_of, candidate_rows, expected_top
 from tests.fixtures.texts import user_lines
 
 _draw = anchor._draw
@@ -34,7 +34,8 @@ def test_rows_hold_the_other_words_share_and_best_three(model):
     words = m.vocab.suggestable_mask()
     columns = np.unique(targets)
     got = candidate_rows(m._p.features_scores, ctx, targets, columns, words)
-    _, logits, _ = m._p.features_scores(ctx)
+    scored = m._p.features_scores(ctx)
+    logits = m._p.head.logits(scored.features, scored.logits)
     other = words.copy()
     other[columns] = False
     z = logits[:, other].astype(np.float64)
@@ -70,7 +71,7 @@ def test_a_repeated_context_is_read_once(model):
     columns, words = np.unique(targets), m.vocab.suggestable_mask()
     read: list[int] = []
 
-    def score(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def score(ids: np.ndarray) -> Scored:
         read.append(len(ids))
         return m._p.features_scores(ids)
 
@@ -96,7 +97,7 @@ def test_teacher_is_the_versions_softmax(model):
     ctx, targets = _contexts(m, 10, seed=2)
     columns = np.unique(targets)
     an, teacher = anchor.anchor_rows(m._p.features_scores, m.vocab, m.context_length, columns, 256)
-    _, _, base = m._p.features_scores(an.contexts)
+    base = m._p.features_scores(an.contexts).base_logits
     z = np.where(m.vocab.suggestable_mask(), base.astype(np.float64), -np.inf)
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
@@ -125,8 +126,9 @@ def test_anchor_contexts_drawn_once_serve_the_next_learning(model, monkeypatch):
     assert draws
 
     def shifted(ids):  # another version: its logits differ
-        features, logits, base = m._p.features_scores(ids)
-        return features, logits, base + np.linspace(0, 1, base.shape[1], dtype=np.float32)
+        scored = m._p.features_scores(ids)
+        base = scored.base_logits
+        return scored._replace(base_logits=base + np.linspace(0, 1, base.shape[1], dtype=np.float32))
 
     draws.clear()
     anchor.anchor_rows(m._p.features_scores, *args, 256)  # seed 0 again: drawn again after seed 1's

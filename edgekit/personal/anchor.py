@@ -56,8 +56,9 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
         read += len(unique)
         nxt, draws = np.empty(SENTENCES, np.int64), rng.random((SENTENCES, 1))
         for s in range(0, len(unique), READ):
-            features, logits, base = score(unique[s : s + READ])
-            reader.add(features, logits, base)
+            scored = score(unique[s : s + READ])
+            reader.add(*scored)
+            base = scored.base_logits
             if step == s == 0:
                 origin = _origin(base[0], allowed, seed)
                 drawn = _DRAWN.get(origin)

@@ -33,6 +33,7 @@ from ..runtime import Runtime, Scores
 from ..vocab import Vocabulary
 from .gate import context_share, mix
 from .phrases import ORDER
+from .rows import Scored
 from .state import PersonalState
 from .train import softmax
 
@@ -155,10 +156,11 @@ class Predictor:
         return Scores(None, *merged, dense=lambda: self._dense(ids, values, True)) \
             if merged is not None else Scores(self._dense(ids, values, True))
 
-    def features_scores(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Features, this head's logits and the version's for contexts ``[N, T]``: what learning reads."""
+    def features_scores(self, ids: np.ndarray) -> Scored:
+        """Features, this head's logits (as the interpreter's and the change) and the version's for
+        contexts ``[N, T]``: what learning reads."""
         feats, logits = self.runtime.features_logits(ids)
-        return feats, self.head.logits(feats, logits), self.head.base_logits(feats, logits)
+        return Scored(feats, logits, self.head.base_logits(feats, logits), self.head.logits_change(feats))
 
     def _dense(self, ids: np.ndarray, logits: np.ndarray, phrases: bool) -> np.ndarray:
         """Every id's score from the head's logits: as they are, or with the phrase memory the log of the mixture."""

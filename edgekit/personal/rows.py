@@ -18,7 +18,18 @@ from ..runtime import BATCH
 CHUNK = 64  # rows per step of scoring over the candidate columns: memory O(CHUNK x C)
 TEACHER_SCALE = 2.0**15  # Teacher.columns' scale: a probability of 1 stays below float16's largest value
 READ = BATCH  # rows per interpreter pass when reading: every [rows, V] array (logits, softmax) is O(READ x V)
-Scorer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+class Scored(NamedTuple):
+    """What learning reads of a chunk of contexts (a ``Scorer``'s answer)."""
+
+    features: np.ndarray  # [N, F]
+    logits: np.ndarray  # [N, V] the interpreter's (the flatbuffer's head)
+    base_logits: np.ndarray  # [N, V] the model version's
+    change: tuple[np.ndarray, np.ndarray] | None  # the current head's logits: ``logits`` plus these at those columns
+
+
+Scorer = Callable[[np.ndarray], Scored]
 
 
 class Rows(NamedTuple):
@@ -42,8 +53,7 @@ def candidate_rows(score: Scorer, contexts: np.ndarray, targets: np.ndarray, col
                    words: np.ndarray, progress: bool = False, top: bool = True) -> Rows:
     """One pass of the interpreter over ``contexts``: features and the non-candidate words' share.
 
-    ``score(ids)`` gives ``(features, logits of the current head, logits of
-    the model version's head)`` for a chunk; ``columns`` are the candidate
+    ``score(ids)`` gives a chunk's ``Scored``; ``columns`` are the candidate
     ids (sorted), ``words`` the boolean mask of ids that can be suggested at
     all. ``top=False`` skips the others' best three (training needs none).
 
@@ -83,9 +93,16 @@ class RowReader:
         self._teacher_parts: list[tuple[np.ndarray, np.ndarray]] = []
         self._at = 0
 
-    def add(self, features: np.ndarray, logits: np.ndarray, base_logits: np.ndarray) -> None:
-        """One interpreter pass's output (``READ`` rows at most: its temporaries are ``[rows, V]``)."""
+    def add(self, features: np.ndarray, logits: np.ndarray, base_logits: np.ndarray,
+            change: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """One interpreter pass's output, ``Scored`` (``READ`` rows at most: its temporaries are ``[rows, V]``).
+
+        The current head's change is added after the mask: the same numbers as before it (a mask adds
+        ``0`` or ``-inf``), in the one new array.
+        """
         z = logits + self._other
+        if change is not None:
+            z[:, change[0]] += change[1]
         top_ids, best = best_of(z) if self.top or self._taught is not None else (None, None)
         peak = np.max(z, axis=1, keepdims=True) if best is None else best[:, :1]
         peak = np.maximum(peak, np.finfo(np.float32).min)  # every word a candidate: no others

@@ -91,8 +91,10 @@ class Vocabulary:
         return dict(self._personal)
 
     def assign_personal(self, words: Iterable[str]) -> dict[str, int]:
-        """Give each new word a free slot (until full); returns the full mapping."""
+        """Give each new word a free slot (until full); returns the full mapping. The indexes are
+        rebuilt only when a word was added (most learnings after the first add none)."""
         free = (i for i in range(self.first_slot, len(self.tokens)) if i not in self._personal.values())
+        before = len(self._personal)
         for w in words:
             if w in self.ids or w in self._personal:
                 continue
@@ -100,15 +102,17 @@ class Vocabulary:
             if slot is None:
                 break
             self._personal[w] = slot
-        self._rebuild_prefix_index()
+        if len(self._personal) != before:
+            self._rebuild_prefix_index()
         return self.personal_words
 
     def set_personal(self, mapping: dict[str, int]) -> None:
         bad = [s for s in mapping.values() if not self.first_slot <= s < len(self.tokens)]
         if bad:
             raise ValueError(f"personal slot ids {bad[:3]} are outside the reserved range")
-        self._personal = dict(mapping)
-        self._rebuild_prefix_index()
+        if mapping != self._personal:  # the same words: the indexes stand
+            self._personal = dict(mapping)
+            self._rebuild_prefix_index()
 
     # -- lookup -----------------------------------------------------------
     def id_of(self, token: str) -> int:

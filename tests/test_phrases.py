@@ -226,3 +226,14 @@ def test_a_gate_fitted_from_the_last_one_ends_near_a_fit_from_scratch(monkeypatc
     assert settled[3] > 0  # the memory's confidence earns it a share
     assert np.abs(gate.fit_gate(*rows, start=last) - settled).max() < 0.005
     assert np.abs(gate.fit_gate(*rows, start=last + 1.0) - settled).max() < 0.05
+
+
+def test_repeated_and_unknown_endings_read_as_their_own_rows():
+    """Rows sharing an ending are computed once; ids outside the vocabulary are unseen, whatever their value."""
+    mem, columns = memory(), np.array([3, 10, 12, 13, 20, 21])
+    contexts = np.array([[BOS, 10, 11], [5, 10, 11], [BOS, V + 7, 11], [BOS, -3, 11], [BOS, 30, 31], [1, 10, 11]])
+    got = mem.probs_columns(contexts, columns)
+    assert np.array_equal(got[0], got[1]) and np.array_equal(got[0], got[5]) and np.array_equal(got[2], got[3])
+    expected = np.stack([mem.probs(c)[columns] for c in contexts[[0, 4]]])
+    assert np.allclose(got[[0, 4]], expected, atol=1e-7)
+    assert np.array_equal(mem.best_columns(contexts, columns), got.max(axis=1))

@@ -373,7 +373,7 @@ class _Listed:
 
 def memory_best(rows: Rows, memory: PhraseMemory, columns: np.ndarray) -> np.ndarray:
     """The memory's best probability among the candidates, per row ``[N]`` (a gate input, ``gate``)."""
-    return np.concatenate([memory.probs_columns(rows.contexts[start : start + CHUNK], columns).max(axis=1)
+    return np.concatenate([memory.best_columns(rows.contexts[start : start + CHUNK], columns)
                            for start in range(0, len(rows), CHUNK)] or [np.zeros(0, np.float32)])
 
 

@@ -106,7 +106,7 @@ class Learner:
         except BaseException:
             self._drop_words(new_words)
             raise
-        self._add_contribution(trial.columns, trial.trained, trial.train_examples)
+        self._add_contribution(trial.columns, trial.learned, trial.train_examples)
         retired = self._keep_heldout(trial.held, trial.held_new)
         if trial.adopted:
             self._adopt(trial.columns, trial.head, trial.memory, trial.weight, trial.gate, retired)
@@ -187,7 +187,8 @@ class Learner:
         pick = choose(scored, anchored, float(teacher.top[:, 1].mean()), cfg.other_text_slack)
         head, weight = choices[pick - 1] if pick else (current, self.state.phrase_weight)
         lap("choice")
-        return _Trial(held, held_new, columns, trained, scored[0], scored[pick], pick > 0, weight, gate,
+        learned = (trained[0] - current[0], trained[1] - current[1])
+        return _Trial(held, held_new, columns, learned, scored[0], scored[pick], pick > 0, weight, gate,
                       head, memory, len(y_tr), len(y_ho), int(new_rows.sum()), lap.seconds)
 
     def _train(self, tr: Rows, held: Rows, an: Rows, teacher: Teacher, current: Weights, columns: np.ndarray,
@@ -252,12 +253,12 @@ class Learner:
             memory.add(self.vocab.encode(ln))
         return memory
 
-    def _add_contribution(self, columns: np.ndarray, trained: Weights, examples: int) -> None:
-        st, (w, b) = self.state, self.head.columns(columns)
+    def _add_contribution(self, columns: np.ndarray, learned: Weights, examples: int) -> None:
+        st = self.state
         if st.contrib_w is None or st.contrib_b is None:
             st.contrib_w, st.contrib_b = Columns.zeros(*st.delta_w.shape), np.zeros_like(st.delta_b)
-        st.contrib_w.put(columns, trained[0] - w, add=True)
-        st.contrib_b[columns] += trained[1] - b
+        st.contrib_w.put(columns, learned[0], add=True)
+        st.contrib_b[columns] += learned[1]
         st.n_examples += examples
 
     def _keep_heldout(self, held: list[list[str]], new: list[bool]) -> list[list[str]]:
@@ -290,7 +291,7 @@ class _Trial(NamedTuple):
     held: list[list[str]]  # this text's held-out lines
     held_new: list[bool]  # ... which of them the training part does not hold verbatim
     columns: np.ndarray  # the candidate words (ids) the head trained
-    trained: Weights  # the candidate columns trained on the rest
+    learned: Weights  # what training on the rest changed in the candidate columns (the contribution)
     before: Score2  # the current state's
     best: Score2  # the chosen option's
     adopted: bool

@@ -153,19 +153,15 @@ class PhraseMemory:
         return 0 if found is None else int(found[0].totals[found[1]])
 
     def followed_rows(self, contexts: np.ndarray, n: int) -> np.ndarray:
-        """``followed`` of the last ``n`` words of each row of ``contexts [N, T]``, all rows at once ``[N]``."""
-        ends = np.asarray(contexts, np.int64).reshape(len(contexts), -1)[:, -n:]
+        """``followed`` of the last ``n`` words of each row of ``contexts [N, T]``, all rows at once ``[N]``
+        (each distinct ending looked up once, as ``probs_columns`` does)."""
+        ends = np.asarray(contexts, np.int64).reshape(len(contexts), -1)
         if not 0 < n < ORDER or ends.shape[1] < n:
             return np.zeros(len(ends), np.int64)
-        valid = ((ends >= 0) & (ends < self.vocab_size)).all(axis=1)
-        code = np.zeros(len(ends), np.int64)
-        for k in range(n):
-            code = code * self.vocab_size + np.where(valid, ends[:, k], 0)
-        table = self._settled()[n - 1]
-        if not len(table.keys):
-            return np.zeros(len(ends), np.int64)
-        at = table.find(np.where(valid, code, -1))
-        return np.where(valid & (at >= 0), table.totals[np.maximum(at, 0)], 0)
+        totals = self._settled()[n - 1].totals
+        endings, row_of = self._endings(ends)
+        at = self._found(endings)[n - 1]  # a seen context's shorter endings were seen with it
+        return np.where(at >= 0, totals[np.maximum(at, 0)] if len(totals) else 0, 0)[row_of]
 
     def probs(self, context: Context) -> np.ndarray:
         """p(next | context) over the whole vocabulary ([V] float32, sums to 1 when any text was learned)."""

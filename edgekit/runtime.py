@@ -224,9 +224,9 @@ class Runtime:
         ids = self.body_ids(ids)
         return np.concatenate([f for f, _ in self._batches(ids, progress, keep_logits=False)])
 
-    def flat_head(self, columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The head inside the flatbuffer as float ``(W [F, V], b [V])``, dequantized (``columns``: theirs)."""
-        return self.stored_head().weights(columns)
+    def flat_head(self) -> tuple[np.ndarray, np.ndarray]:
+        """The head inside the flatbuffer as float ``(W [F, V], b [V])``, dequantized."""
+        return self.stored_head().weights()
 
     def stored_head(self) -> StoredHead:
         """The flatbuffer's head as the interpreter holds it (int8: a quarter of a float head)."""

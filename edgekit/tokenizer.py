@@ -275,6 +275,11 @@ def require_text_file(path: str | Path) -> Path:
     return p
 
 
+def not_utf8(name: str | Path, byte: int, line: int) -> TextFileError:
+    """The one wording of text that is not UTF-8, from a file or standard input."""
+    return TextFileError(f"{name}: not UTF-8 text (bad byte {byte:#04x} on line {line})")
+
+
 def read_text_lines(path: str | Path, max_line_chars: int = 100_000) -> Iterator[str]:
     """Lines of a UTF-8 text file, or of an ``.xz``-compressed one, streamed, with clear errors for bad input.
 
@@ -291,7 +296,7 @@ def read_text_lines(path: str | Path, max_line_chars: int = 100_000) -> Iterator
                     line = f.readline(max_line_chars)
                 except UnicodeDecodeError:  # decoded ahead in blocks: find the line the bad byte is on
                     bad_line, byte = _first_bad_byte(path)
-                    raise TextFileError(f"{path}: not UTF-8 text (bad byte {byte:#04x} on line {bad_line})") from None
+                    raise not_utf8(path, byte, bad_line) from None
                 if not line:
                     return
                 if "\x00" in line:

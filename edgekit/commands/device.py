@@ -74,15 +74,14 @@ def _typed_text(words: tuple[str, ...], text_file: str | None) -> str:
     source = text_file if text_file is not None else STDIN if words == (STDIN,) else None
     if source is None:
         return " ".join(words)
-    from ..tokenizer import require_text_file
+    from ..tokenizer import not_utf8, require_text_file
 
     data = sys.stdin.buffer.read() if source == STDIN else require_text_file(source).read_bytes()
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError as e:  # worded as read_text_lines words it for the other commands
+    except UnicodeDecodeError as e:
         name = "standard input" if source == STDIN else source
-        line = data[: e.start].count(b"\n") + 1
-        raise click.ClickException(f"{name}: not UTF-8 text (bad byte {data[e.start]:#04x} on line {line})") from None
+        raise not_utf8(name, data[e.start], data[: e.start].count(b"\n") + 1) from None
     return text.removesuffix("\n").removesuffix("\r")
 
 

@@ -271,3 +271,20 @@ def test_a_later_learning_trains_the_words_of_its_text_and_held_out_text_only(mo
     assert 0 < kept.sum() < len(kept)
     assert np.array_equal(w[:, ~kept], w0[:, ~kept]) and np.array_equal(b[~kept], b0[~kept])
     assert not np.array_equal(w[:, kept], w0[:, kept])
+
+
+def test_the_learners_windows_are_the_evaluations(trained_files):
+    """``Learner._examples`` cuts every line's windows at once: the same contexts and targets as
+    ``metrics.iter_windows`` one window at a time (words only), and the line each comes from."""
+    from edgekit.metrics import iter_windows
+    from edgekit.personal.learner import Learner
+
+    m = EdgeModel.load(trained_files["int8"], stateless=True, unsigned_local=True)
+    lines = list(m.tokenizer.iter_lines(user_lines(30) + ["", "w3", "w3 w4 <num> w5 zzunknown w6"]))
+    learner = Learner(m.vocab, m.context_length, m._p.features_scores, m._p.head, m.state)
+    contexts, targets, line_of = learner._examples(lines)
+    want = [(w.context, w.target, i) for i, ln in enumerate(lines)
+            for w in iter_windows([ln], m.vocab, m.context_length) if m.vocab.is_word_id(w.target)]
+    assert len(want) == len(targets) > 0
+    assert np.array_equal(contexts, np.stack([c for c, _, _ in want]))
+    assert np.array_equal(targets, [t for _, t, _ in want]) and np.array_equal(line_of, [i for _, _, i in want])

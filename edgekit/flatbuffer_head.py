@@ -132,14 +132,7 @@ def rank_slots(flatbuffer: bytes, logits: int, slots: tuple[int, int], end: int,
         elif kind not in RANKING and set(_inputs(op)) & set(widened):
             raise FlatHeadError(f"operator {kind} reads the word ranking: only the top-k and the sum of exps may")
     for t in widened:
-        tensor = graph.Tensors(t)
-        for length, start in ((tensor.ShapeLength(), tensor.ShapeStart), (tensor.ShapeSignatureLength(),
-                                                                           tensor.ShapeSignatureStart)):
-            if length:
-                at = start() + 4 * (length - 1)
-                if int(np.frombuffer(flatbuffer, "<i4", 1, at)[0]) != slots[0] - first:
-                    raise FlatHeadError(f"tensor {t} of the word ranking is not {slots[0] - first} words wide")
-                _put(out, at, np.array([end - first], "<i4"))
+        _set_width(out, graph.Tensors(t), slots[0] - first, end - first, f"tensor {t} of the word ranking")
     tables = [_slot(model, op.Inputs(0)) for kind, op in ops
               if kind == BuiltinOperator.GATHER and graph.Tensors(op.Inputs(0)).ShapeLength()
               and graph.Tensors(op.Inputs(0)).ShapeAsNumpy()[0] == slots[1]]
@@ -149,6 +142,53 @@ def rank_slots(flatbuffer: bytes, logits: int, slots: tuple[int, int], end: int,
     unk_row = flatbuffer[tables[0].data + unk * row : tables[0].data + (unk + 1) * row]
     out[tables[0].data + slots[0] * row : tables[0].data + slots[1] * row] = unk_row * (slots[1] - slots[0])
     return bytes(out)
+
+
+def narrow_ranking(flatbuffer: bytes, width: int) -> bytes:
+    """``flatbuffer`` whose top-k ranks only its ``width`` best words (no more than it ranks now).
+
+    The interpreter's top-k costs time in proportion to how many words it
+    keeps: a personal copy that merges the phrase memory over a few of the
+    best words need not rank a whole suggestion strip's worth. The k
+    constant and the static widths of the top-k's outputs (and of the
+    elementwise ops after them, up to the graph's outputs) are rewritten in
+    place. Raises ``FlatHeadError`` when the graph has no single top-k with a
+    constant k of its own (a small model's converter may share the constant
+    32 with a layer's width).
+    """
+    out, model = bytearray(flatbuffer), _model(flatbuffer)
+    graph = model.Subgraphs(0)
+    ops = [(_builtin(model, op), op) for op in map(graph.Operators, range(graph.OperatorsLength()))]
+    tops = [op for kind, op in ops if kind == BuiltinOperator.TOPK_V2]
+    if len(tops) != 1:
+        raise FlatHeadError(f"{len(tops)} top-k operators, the word ranking has one")
+    if sum(tops[0].Inputs(1) in _inputs(op) for _, op in ops) != 1:
+        raise FlatHeadError("the top-k's k is shared with other operators")
+    k = _slot(model, tops[0].Inputs(1))
+    if k.shape not in ((), (1,)) or k.dtype != np.dtype("<i4"):
+        raise FlatHeadError("the top-k's k is not an int32 constant")
+    old = int(np.frombuffer(flatbuffer, "<i4", 1, k.data)[0])
+    if not 1 <= width <= old:
+        raise FlatHeadError(f"cannot rank {width} words with a top-k of {old}")
+    _put(out, k.data, np.array([width], "<i4"))
+    ranked = [tops[0].Outputs(0), tops[0].Outputs(1)]
+    for kind, op in ops:
+        if kind in ELEMENTWISE | {BuiltinOperator.ADD} and op.Inputs(0) in ranked:
+            ranked.append(op.Outputs(0))
+    for t in ranked:
+        _set_width(out, graph.Tensors(t), old, width, f"tensor {t} of the top-k")
+    return bytes(out)
+
+
+def _set_width(out: bytearray, tensor: Any, old: int, new: int, what: str) -> None:
+    """Rewrite the last dimension of ``tensor``'s static shape (and shape signature) from ``old`` to ``new``."""
+    for length, start in ((tensor.ShapeLength(), tensor.ShapeStart),
+                          (tensor.ShapeSignatureLength(), tensor.ShapeSignatureStart)):
+        if length:
+            at = start() + 4 * (length - 1)
+            if int(np.frombuffer(out, "<i4", 1, at)[0]) != old:
+                raise FlatHeadError(f"{what} is not {old} wide")
+            _put(out, at, np.array([new], "<i4"))
 
 
 def default_int8_scale(W: np.ndarray) -> float:

@@ -24,7 +24,15 @@ import numpy as np
 
 from .errors import ModelFileError, RuntimeMissingError
 from .flatbuffer_check import BATCH
-from .flatbuffer_head import default_int8_scale, output_ceiling, per_tensor_int8_scale, rank_slots, write_head
+from .flatbuffer_head import (
+    FlatHeadError,
+    default_int8_scale,
+    narrow_ranking,
+    output_ceiling,
+    per_tensor_int8_scale,
+    rank_slots,
+    write_head,
+)
 from .modelfile import FIX, ModelFile, require_runnable
 from .progress import progress_bar
 from .vocab import Vocabulary
@@ -161,8 +169,10 @@ class Runtime:
         """The same runtime and threads on another version of the model (loaded before anything changes)."""
         return Runtime(file, self._vocab, self.name, self._num_threads)
 
-    def with_head(self, head: tuple[np.ndarray, np.ndarray], slots_end: int | None = None) -> Runtime:
-        """A runtime for single contexts whose flatbuffer holds ``head`` (``W [F, V]``, ``b [V]``) as its own.
+    def with_head(self, head: tuple[np.ndarray, np.ndarray] | None, slots_end: int | None = None,
+                  width: int | None = None) -> Runtime:
+        """A runtime for single contexts whose flatbuffer holds ``head`` (``W [F, V]``, ``b [V]``; ``None``:
+        the version's) as its own.
 
         The interpreter then ranks the words under that head itself, at the
         version's speed (a personal head, for suggestions). The copy lives in
@@ -171,17 +181,25 @@ class Runtime:
         exactly the version's logits. With ``slots_end``, its ranking (top
         ids, ``sum_exp``) also covers the personal slots below that id, free
         ones included, and it reads a slot id as ``<unk>`` by itself
-        (``flatbuffer_head.rank_slots``). Raises ``FlatHeadError`` when the head
-        cannot be written into this file. ``logit_ceiling`` says where its
+        (``flatbuffer_head.rank_slots``). With ``width``, its top-k keeps only
+        that many words (``narrow_ranking``). Raises ``FlatHeadError`` when the
+        head cannot be written into this file. ``logit_ceiling`` says where its
         logits saturate.
         """
-        scale = per_tensor_int8_scale(self.file)
-        if scale is not None:
-            scale = max(scale, default_int8_scale(head[0]))
-        flat = write_head(self.file, head, scale)
+        flat = self.file.flatbuffer
+        if head is not None:
+            scale = per_tensor_int8_scale(self.file)
+            if scale is not None:
+                scale = max(scale, default_int8_scale(head[0]))
+            flat = write_head(self.file, head, scale)
         if slots_end is not None:
             flat = rank_slots(flat, self.io.logits, (self._vocab.first_slot, len(self._vocab)), slots_end,
                               self._vocab.unk)
+        if width is not None and self.io.top_ids is not None and width < self.max_k:
+            try:
+                flat = narrow_ranking(flat, width)
+            except FlatHeadError:  # a top-k this file cannot narrow ranks as wide as the version's: still right
+                pass
         copy = ModelFile(flat, self.file.metadata, self.file.vocab,
                          extras=self.file.extras, origin=self.file.origin, path=self.file.path)
         return Runtime(copy, self._vocab, self.name, num_threads=1)

@@ -165,3 +165,46 @@ def test_a_ranking_not_ending_at_the_first_slot_is_not_widened(trained_files):
     slots = (m.vocab.first_slot + 1, len(m.vocab))
     with pytest.raises(FlatHeadError, match="first personal slot"):
         rank_slots(m.file.flatbuffer, m._runtime.io.logits, slots, len(m.vocab), m.vocab.unk)
+
+
+def test_a_narrowed_ranking_is_the_versions_first_words(trained_files):
+    """The personal copy's top-k keeps fewer words: the same first words, values and total as the version's.
+    A k the file shares with another layer (the tiny model's) is left alone."""
+    from edgekit.flatbuffer_head import FlatHeadError, narrow_ranking
+
+    m = EdgeModel.load(stateless=True)  # the bundled int8-mixed file
+    narrow = m._runtime.with_head(None, width=5)
+    ids = m.vocab.context_ids(m.tokenizer.split_partial("see you at the ")[0], m.context_length)[None]
+    wide, got = m._runtime.invoke(ids), narrow.invoke(ids)
+    assert narrow.max_k == 5 and got.top_ids == wide.top_ids[:5]
+    assert got.top_values == wide.top_values[:5] and got.sum_exp == wide.sum_exp
+    with pytest.raises(FlatHeadError, match="wide|cannot rank"):
+        narrow_ranking(narrow.file.flatbuffer, 6)
+    tiny = EdgeModel.load(trained_files["none"], stateless=True, unsigned_local=True)
+    with pytest.raises(FlatHeadError, match="shared"):
+        narrow_ranking(tiny.file.flatbuffer, 5)
+
+
+def test_the_merge_over_a_narrowed_ranking_is_the_full_softmax(tmp_path):
+    """On the bundled file the personal copy ranks ``RANKING_WIDTH`` words; suggestions, fewer or more
+    than it ranks, are still the full softmax's mixed with the phrase memory. (The head's change is left
+    out: an int8 personal head rounds as the version's does, and only then are the two exact.)"""
+    import dataclasses
+
+    from benchmarks.bench_runtime import PERSONAL_TEXT
+    from edgekit.head import Columns
+    from edgekit.personal.predict import RANKING_WIDTH
+
+    m = EdgeModel.load(state_dir=tmp_path)
+    lines = PERSONAL_TEXT.read_text(encoding="utf-8").splitlines()
+    m.personalize(lines[:300])
+    st = m.state
+    m._set_state(dataclasses.replace(st, delta_w=Columns.zeros(*st.delta_w.shape), delta_b=st.delta_b * 0))
+    assert m.state.phrase_weight > 0 and m._p._ranker().max_k == RANKING_WIDTH
+    for text in [" ".join(ln.split()[:n]) + " " for ln in lines[300:330] for n in (1, 3)]:
+        for k in (3, RANKING_WIDTH + 2):
+            m._suggester.clear()
+            got = m.suggest(text, k=k)
+            words, probs = _full_vocabulary_top(m, text, k)
+            assert [s.word for s in got] == words, text
+            assert np.allclose([s.probability for s in got], probs, rtol=1e-3, atol=1e-6), text

@@ -22,6 +22,7 @@ computed for every id on the host instead (``_dense``): exact, slower, rare.
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -37,8 +38,10 @@ from .rows import Scored
 from .state import PersonalState
 from .train import softmax
 
+RANKING_WIDTH = 8  # words the personal copy's interpreter ranks: a merge reads a few beyond those it settles
 RANKED = 4  # words a personalized context ranks unless asked for more: a keyboard shows three, one to spare
 MEMORY_TOP = 8  # the phrase memory's likeliest words kept per ending (a bound stands for the rest)
+_SECOND = itemgetter(1)
 ENDINGS = 4096  # context endings whose phrase-memory view is kept (a user's common word pairs)
 
 
@@ -88,6 +91,7 @@ class Predictor:
         self._parts: _Parts | None = None
         self._flat: Runtime | None = None  # the personal head's flatbuffer copy, made on first use
         self._flat_failed = False  # this head cannot be written into the file
+        self._ceiling = math.inf  # where the copy's logits saturate
         slots = self._slot_ids = np.array(sorted(self._vocab.personal_words.values()), np.int64)
         # Free slots below the last personal word (a forgotten word's) are in the ranker's ranking too.
         self._holes = np.setdiff1d(np.arange(self._vocab.first_slot, slots[-1] + 1), slots) if len(slots) else slots
@@ -110,11 +114,9 @@ class Predictor:
         the interpreter ranks (a merge with the personal state ranks no more than asked)."""
         if self.plain:
             return self.runtime.invoke(ids[None])
-        ranker = self._ranker()
+        ranker = self._flat or self._ranker()
         if ranker is not None:
-            parts = self._parts or self._make_parts()
-            scores = self._personal(ids, ranker.invoke(ids[None]), parts,
-                                    math.inf if ranker is self.runtime else ranker.logit_ceiling, ranked)
+            scores = self._personal(ids, ranker.invoke(ids[None]), self._parts or self._make_parts(), ranked)
             if scores is not None:
                 return scores
         feats, base = self.runtime.invoke_features(ids[None])  # the head's change on the host, every id
@@ -122,27 +124,30 @@ class Predictor:
         return Scores(self._dense(ids, logits, bool(self.state.phrase_weight and self.state.phrases.evidence(ids))))
 
     def _ranker(self) -> Runtime | None:
-        """The runtime whose flatbuffer holds this head and ranks every suggestable word: the version's
-        (no personal words, the head unchanged), or a copy with the personal head written in and the
-        personal words in its ranking (made on first use); ``None`` when this file cannot have one."""
-        if not (self.head.on_host or len(self._slot_ids)):
-            return self.runtime
-        if self._flat is None and not self._flat_failed:
-            try:
-                weights = self.head.weights
-                self.runtime.release()  # the copy ranks from now on: the version's interpreter is idle,
-                self._flat = self.runtime.with_head(weights,
-                                                    int(self._slot_ids[-1]) + 1 if len(self._slot_ids) else None)
-                self.head.release()  # and so are the float heads
-            except FlatHeadError:
-                self._flat_failed = True
+        """The personal copy of the flatbuffer (made on first use): the head written in where it differs
+        from the version's, the personal words in its ranking, and a top-k ``RANKING_WIDTH`` wide (a
+        merge reads a few words beyond those it settles, and a narrower top-k runs faster); ``None``
+        when this file cannot have one."""
+        if self._flat is not None or self._flat_failed:
+            return self._flat
+        try:
+            on_host = self.head.on_host
+            weights = self.head.weights if on_host else None
+            self.runtime.release()  # the copy ranks from now on: the version's interpreter is idle,
+            self._flat = self.runtime.with_head(weights, int(self._slot_ids[-1]) + 1 if len(self._slot_ids) else None,
+                                                RANKING_WIDTH)
+            self.head.release()  # and so are the float heads
+            # The version's own logits saturate where its base suggestions do: only a personal head is checked.
+            self._ceiling = self._flat.logit_ceiling if on_host else math.inf
+        except FlatHeadError:
+            self._flat_failed = True
         return self._flat
 
-    def _personal(self, ids: np.ndarray, own: Scores, parts: _Parts, ceiling: float, ranked: int) -> Scores | None:
+    def _personal(self, ids: np.ndarray, own: Scores, parts: _Parts, ranked: int) -> Scores | None:
         """Scores under the personal state, from the interpreter's under the personal head; ``None`` where
-        its ranking is missing or its best word reached the logits' ``ceiling``."""
+        its ranking is missing or its best word reached the logits' ceiling."""
         top_ids, top_values, values = own.top_ids, own.top_values, own.values
-        if top_ids is None or top_values is None or not top_values[0] < ceiling:
+        if top_ids is None or top_values is None or not top_values[0] < self._ceiling:
             return None
         if len(self._holes):  # free slots in the ranking: out of the total and the words
             free = set(self._holes.tolist())
@@ -178,38 +183,61 @@ class Predictor:
         exps over the suggestable words)``, or ``None`` when the merge cannot settle a word.
 
         The same mixture as ``_dense``: ``(1 - share) softmax(logits) + share memory`` over every id,
-        renormalized over the suggestable ones. A threshold merge (Fagin's): the memory's likeliest
-        words and the interpreter's are scored in turn, one of each, until the ``ranked``-th best so
-        far is at least what a word neither list has reached yet could score (the next memory
-        probability plus the next interpreter one: the floor). Every word left unscored is below it:
-        words above it are settled.
+        renormalized over the suggestable ones. A threshold merge (Fagin's) that scores as few words
+        as it can: the interpreter's first ``ranked``, then each of the memory's likeliest words and
+        each further interpreter word only while what it could score at most (its own part plus the
+        most the other list's next word adds) reaches the ``ranked``-th best so far. A word neither
+        list has reached scores at most the next of each (the floor): words above it are settled.
         """
         suggestable, top_ids, top_values, values = own.sum_exp, own.top_ids, own.top_values, own.values
         if not top_ids or top_values is None or not 0.0 < suggestable < math.inf:
             return None
-        lam, named, left, memory, bound = view.share, view.named, view.left, view.top, view.bound
-        unigram = parts.unigram
-        everything = suggestable + sum(map(math.exp, values[parts.banned].tolist()))  # the softmax's total
+        lam, named, left, memory, unigram, exp = view.share, view.named, view.left, view.top, parts.unigram, math.exp
+        everything = suggestable + sum(map(exp, values[parts.banned].tolist()))  # the softmax's total
         a = (1 - lam) / everything
+        # Plain loops, not comprehensions: each comprehension is a function call (Python 3.11), and this
+        # runs after every space.
         score: dict[int, float] = {}
-        for depth, (w, v) in enumerate(zip(top_ids, top_values, strict=True)):
-            if depth < len(memory):
-                u, m = memory[depth]
-                if u not in score:
-                    score[u] = a * math.exp(values.item(u)) + m
-            else:
-                m = bound
-            q = a * math.exp(v)
-            if w not in score:
-                score[w] = q + named.get(w, left * unigram.get(w, 0.0))
-            floor = m + q
-            if len(score) >= ranked and sorted(score.values())[-ranked] >= floor:
+        n, i = len(top_ids), 0
+        while i < ranked and i < n:
+            w = top_ids[i]
+            score[w] = a * exp(top_values[i]) + named.get(w, left * unigram.get(w, 0.0))
+            i += 1
+        least = min(score.values()) if i == ranked else 0.0  # the ranked-th best so far
+        below = a * exp(top_values[min(i, n - 1)])  # the most an interpreter word not yet read adds
+        held = view.bound  # the most a memory word not yet read adds
+        for u, m in memory:
+            if u in score:
+                continue
+            if m + below < least:
+                held = m
                 break
-        best = sorted(sorted(score), key=score.__getitem__, reverse=True)[:ranked]  # ties: the lower id first
-        settled = [w for w in best if score[w] >= floor]
-        if not settled:
+            score[u] = su = a * exp(values.item(u)) + m
+            if su > least and len(score) >= ranked:
+                least = sorted(score.values())[-ranked]
+        qw = below
+        while i < n:
+            w = top_ids[i]
+            qw = a * exp(top_values[i])
+            if qw + held < least:
+                break
+            if w not in score:
+                score[w] = sw = qw + named.get(w, left * unigram.get(w, 0.0))
+                if sw > least and len(score) >= ranked:
+                    least = sorted(score.values())[-ranked]
+            i += 1
+        floor = qw + held  # no word left unread scores more: words above it are settled
+        words: list[int] = []
+        logs: list[float] = []
+        # Ties keep the order scored in: the interpreter's (the lower id first), then the memory's.
+        for w, s in sorted(score.items(), key=_SECOND, reverse=True):
+            if len(words) == ranked or s < floor:
+                break
+            words.append(w)
+            logs.append(math.log(s))
+        if not words:
             return None
-        return settled, [math.log(score[w]) for w in settled], (1 - lam) * suggestable / everything + lam
+        return words, logs, (1 - lam) * suggestable / everything + lam
 
     def _view(self, ids: np.ndarray, parts: _Parts) -> _View:
         """The phrase memory's view of a context, kept for its ending (the last ``ENDINGS``)."""

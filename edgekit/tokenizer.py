@@ -40,9 +40,14 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": 
 _NUMBER = r"\d+(?:[.,:]\d+)*"
 _NUMBER_RE = re.compile(_NUMBER)
 _RULE_CHARS_RE = re.compile(r"[.!?\d]")  # text without these has only words for tokens
-# ASCII bytes -> themselves for word characters and "'", a space for the rest: ASCII text with no
-# sentence end, digit or apostrophe is then cut into its words by ``split``, several times faster than a regex.
-_ASCII_WORD_RUNS = bytes(c if chr(c).isalnum() or chr(c) == "'" else 32 for c in range(128)) + b" " * 128
+_DIGIT_RE = re.compile(r"[0-9]")
+# ASCII text with no digit is cut without the token pattern, several times faster (the keyboard's common
+# case): bytes -> themselves for word characters, "'" and sentence ends, a space for the rest; then an
+# apostrophe not between two word characters is a separator, and a run of sentence ends with only
+# separators between them is one ``</s>``; ``split`` then gives the tokens.
+_ASCII_TOKEN_CHARS = bytes(c if chr(c).isalnum() or chr(c) in "'.!?" else 32 for c in range(128)) + b" " * 128
+_LONE_APOSTROPHE_RE = re.compile(r"'(?![A-Za-z0-9])|(?<![A-Za-z0-9])'")
+_SENTENCE_ENDS_RE = re.compile(r"[.!?][.!? ]*")
 
 
 def _word(letter: str) -> str:
@@ -124,13 +129,14 @@ class Tokenizer:
         rules = _RULE_CHARS_RE.search(norm)
         if not norm.isascii():
             raw = _TOKEN_RE.findall(norm)
-        elif rules or "'" in norm:
+        elif not rules or not _DIGIT_RE.search(norm):  # no number to tell from a word: no pattern
+            raw = _ascii_words(norm, rules is not None)
+            rules = None  # its sentence ends are ``</s>`` already
+        else:
             raw = _ASCII_TOKEN_RE.findall(norm)
-        else:  # letters and separators only: the words are the runs of letters
-            raw = norm.encode().translate(_ASCII_WORD_RUNS).decode().split()
         if len(norm) > MAX_WORD_CHARS and max(map(len, raw), default=0) > MAX_WORD_CHARS:
             raw = [UNK if len(t) > MAX_WORD_CHARS else t for t in raw]
-        if not rules:  # no sentence ends or numbers: nothing to rewrite
+        if not rules:  # no sentence ends or numbers left to rewrite
             return raw
         out: list[str] = []
         numbers = self.config.numbers_as_token
@@ -206,6 +212,16 @@ class Tokenizer:
             if len(context) > keep:
                 return context[-keep:], prefix
             words *= 4
+
+
+def _ascii_words(norm: str, ends: bool) -> list[str]:
+    """The tokens of ASCII text with no digit (``ends``: it has sentence ends), as the token pattern cuts it."""
+    text = norm.encode().translate(_ASCII_TOKEN_CHARS).decode()
+    if "'" in text:
+        text = _LONE_APOSTROPHE_RE.sub(" ", text)
+    if ends:
+        text = _SENTENCE_ENDS_RE.sub(f" {EOS} ", text)
+    return text.split()
 
 
 def _partial_start(text: str) -> int | None:

@@ -79,6 +79,16 @@ def test_ascii_text_cuts_as_the_unicode_rules_do(text):
     assert tok.tokenize(text) == tok.tokenize(text + " \u00bf")
 
 
+@given(st.text(alphabet=st.sampled_from(list("aZq'`.!?_ ,;:-\"<>/\t")), max_size=60))
+def test_ascii_text_without_digits_cuts_as_the_pattern_does(text):
+    """ASCII text with no digit is cut without the pattern (apostrophes and sentence ends by substitution):
+    the tokens must be the pattern's (the Unicode one, forced by a trailing "¿")."""
+    for t in (tok, Tokenizer(TokenizerConfig(lowercase=False))):
+        assert t.tokenize(text) == t.tokenize(text + " \u00bf")
+    assert tok.tokenize("'Tis Bob's dogs' ... toys?! Yes. 'no'") == ["tis", "bob's", "dogs", EOS, "toys", EOS,
+                                                                      "yes", EOS, "no"]
+
+
 @given(st.text(alphabet=st.sampled_from(list("aZq_ ,;:-\"()@#/\\[]{}\t\n\r\x0b\x0c\x1c\x7f")), max_size=80))
 def test_ascii_words_cut_by_their_separators_as_the_pattern_does(text):
     """ASCII text with no sentence end, digit or apostrophe is cut at its separators without the

@@ -40,13 +40,14 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": 
 _NUMBER = r"\d+(?:[.,:]\d+)*"
 _NUMBER_RE = re.compile(_NUMBER)
 _RULE_CHARS_RE = re.compile(r"[.!?\d]")  # text without these has only words for tokens
-_DIGIT_RE = re.compile(r"[0-9]")
+_DIGITS = b"0123456789"
 # ASCII text with no digit is cut without the token pattern, several times faster (the keyboard's common
 # case): bytes -> themselves for word characters, "'" and sentence ends, a space for the rest; then an
 # apostrophe not between two word characters is a separator, and a run of sentence ends with only
 # separators between them is one ``</s>``; ``split`` then gives the tokens.
 _ASCII_TOKEN_CHARS = bytes(c if chr(c).isalnum() or chr(c) in "'.!?" else 32 for c in range(128)) + b" " * 128
-_LONE_APOSTROPHE_RE = re.compile(r"'(?![A-Za-z0-9])|(?<![A-Za-z0-9])'")
+# Written to start with the apostrophe: the regex engine then jumps from one to the next.
+_LONE_APOSTROPHE_RE = re.compile(r"'(?:(?<![A-Za-z0-9]')|(?![A-Za-z0-9]))")
 _SENTENCE_ENDS_RE = re.compile(r"[.!?][.!? ]*")
 
 
@@ -126,14 +127,13 @@ class Tokenizer:
         """Tokens of normalized text."""
         # findall (one C call) rather than finditer + group(): the keyboard
         # tokenizes the end of the message after every space.
-        rules = _RULE_CHARS_RE.search(norm)
-        if not norm.isascii():
-            raw = _TOKEN_RE.findall(norm)
-        elif not rules or not _DIGIT_RE.search(norm):  # no number to tell from a word: no pattern
-            raw = _ascii_words(norm, rules is not None)
-            rules = None  # its sentence ends are ``</s>`` already
+        data = norm.encode() if norm.isascii() else None
+        if data is None:
+            raw, rules = _TOKEN_RE.findall(norm), _RULE_CHARS_RE.search(norm) is not None
+        elif len(data.translate(None, _DIGITS)) == len(data):  # no number to tell from a word: no pattern
+            raw, rules = _ascii_words(data), False  # its sentence ends are ``</s>`` already
         else:
-            raw = _ASCII_TOKEN_RE.findall(norm)
+            raw, rules = _ASCII_TOKEN_RE.findall(norm), True
         if len(norm) > MAX_WORD_CHARS and max(map(len, raw), default=0) > MAX_WORD_CHARS:
             raw = [UNK if len(t) > MAX_WORD_CHARS else t for t in raw]
         if not rules:  # no sentence ends or numbers left to rewrite
@@ -214,12 +214,12 @@ class Tokenizer:
             words *= 4
 
 
-def _ascii_words(norm: str, ends: bool) -> list[str]:
-    """The tokens of ASCII text with no digit (``ends``: it has sentence ends), as the token pattern cuts it."""
-    text = norm.encode().translate(_ASCII_TOKEN_CHARS).decode()
+def _ascii_words(data: bytes) -> list[str]:
+    """The tokens of ASCII text (its bytes) with no digit, as the token pattern cuts it."""
+    text = data.translate(_ASCII_TOKEN_CHARS).decode()
     if "'" in text:
         text = _LONE_APOSTROPHE_RE.sub(" ", text)
-    if ends:
+    if "." in text or "!" in text or "?" in text:
         text = _SENTENCE_ENDS_RE.sub(f" {EOS} ", text)
     return text.split()
 

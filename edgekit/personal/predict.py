@@ -95,6 +95,7 @@ class Predictor:
         slots = self._slot_ids = np.array(sorted(self._vocab.personal_words.values()), np.int64)
         # Free slots below the last personal word (a forgotten word's) are in the ranker's ranking too.
         self._holes = np.setdiff1d(np.arange(self._vocab.first_slot, slots[-1] + 1), slots) if len(slots) else slots
+        self._has_holes = bool(len(self._holes))
 
     def release(self) -> None:
         """Drop what only suggestions use (the personal flatbuffer copy, the merge's views), made again
@@ -149,7 +150,7 @@ class Predictor:
         top_ids, top_values, values = own.top_ids, own.top_values, own.values
         if top_ids is None or top_values is None or not top_values[0] < self._ceiling:
             return None
-        if len(self._holes):  # free slots in the ranking: out of the total and the words
+        if self._has_holes:  # free slots in the ranking: out of the total and the words
             free = set(self._holes.tolist())
             kept = [(w, v) for w, v in zip(top_ids, top_values, strict=True) if w not in free]
             own = Scores(values, [w for w, _ in kept], [v for _, v in kept],

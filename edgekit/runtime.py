@@ -217,8 +217,8 @@ class Runtime:
         logits = interp.get_tensor(io.logits)[0]
         if io.top_ids is None:
             return Scores(logits)
-        return Scores(logits, interp.get_tensor(io.top_ids)[0].tolist(), interp.get_tensor(io.top_values)[0].tolist(),
-                      float(interp.get_tensor(io.sum_exp)[0, 0]))
+        return Scores(logits, interp.get_tensor(io.top_ids).tolist()[0], interp.get_tensor(io.top_values).tolist()[0],
+                      interp.get_tensor(io.sum_exp).item())
 
     def invoke_features(self, ids: np.ndarray) -> tuple[np.ndarray, Scores]:
         """``invoke`` on a context that may hold personal-slot ids, with the body's features ``[F]``."""

@@ -4,10 +4,11 @@
 
 For every ``.tflite`` in the folder, in fresh processes: suggest() latency
 p50/p95 next to a bare interpreter invoke on the same contexts, per-keystroke
-latency and load time; in the first process also personalization
-throughput, suggest() after personalization (and its ratio to the bare
-invoke, timed alternately in that process), learning two more lines (saved)
-and then fifty (each with its phases), and peak RSS. With ``--json``, the
+latency and load time, and personalized suggest()'s ratio to the bare invoke
+(timed alternately in the process, on the state the first process learned);
+in the first process also personalization throughput, suggest() after
+personalization, learning two more lines (saved) and then fifty (each with
+its phases), and peak RSS. With ``--json``, the
 learning figures of the results file it replaces are printed beside the new. For the bundled
 (int8) model, three more processes: the terminal keyboard
 (``examples/raspberry_pi/keyboard.py``, through a pseudo-terminal, with the
@@ -20,11 +21,10 @@ and the time to ``import edgekit``.
 
 Latency is measured in ``--repeats`` processes per file, in turn with the
 other files, and the table shows the quietest (the lowest bare p50) with the
-overhead's range over all of them. On this VM a process runs either at the
-usual pace (bare invoke ~165 us) or about 25% slower throughout, at random,
-and the slow kind slows the Python around an invoke more than the invoke
-(overhead ~20% against ~30%): one process says more about where it landed
-than about the SDK.
+overhead's and the personalized ratio's ranges over all of them. On this VM a
+process runs either at the usual pace or about 25% slower throughout, at
+random, and the slow kind slows the Python around an invoke more than the
+invoke: one process says more about where it landed than about the SDK.
 """
 from __future__ import annotations
 
@@ -147,9 +147,10 @@ def latency(path: Path) -> dict:
             "keystroke_us": percentiles(typing)}
 
 
-def personalized(path: Path) -> dict:
+def personalized(path: Path, learned: Path) -> dict:
     """Personalization throughput, suggest() with a personal state, and the process's peak memory;
-    for the bundled model also the keyboard's quit and a fresh process that learns a few lines."""
+    for the bundled model also the keyboard's quit and a fresh process that learns a few lines.
+    The state learned from the first 1,000 lines is copied to ``learned`` for the other processes."""
     from edgekit.model import EdgeModel
     from edgekit.personal.train import TrainConfig
 
@@ -160,27 +161,16 @@ def personalized(path: Path) -> dict:
         t = time.perf_counter()
         report = pm.personalize(lines[:1000], TrainConfig(epochs=2))
         train_s = time.perf_counter() - t
+        shutil.copytree(state, learned, dirs_exist_ok=True)
         personal = timed(pm.suggest, contexts())
-        texts = contexts()
-        ids = [pm.vocab.context_ids(pm.tokenizer.split_partial(c)[0], pm.context_length)[None] for c in texts]
-        runtime, suggester = pm._runtime, pm._suggester
-
-        def personal_call(c):
-            suggester.clear()
-            pm.suggest(c)
-
-        pairs = list(zip(ids, texts, strict=True))
-        bare, mine = paired(lambda x: runtime._run(runtime._interp, x), personal_call, pairs)
-        head_bare, head_mine = head_alone(pm, pairs, personal_call)
+        ratios = personal_ratios(pm)
         t = time.perf_counter()  # two new lines on top of what was learned (what the keyboard's quit learns)
         quick = pm.personalize(lines[1000:1002], save=True)
         quit_s = time.perf_counter() - t
         t = time.perf_counter()  # fifty more (a day's journal), not saved: the keyboard below starts from the two
         fifty = pm.personalize(lines[1010:1060], save=False)
         fifty_s = time.perf_counter() - t
-        out = {"personal_suggest_us": percentiles(personal),
-               "personal_over_bare": float(np.median(mine) / np.median(bare)),
-               "head_alone_over_bare": float(np.median(head_mine) / np.median(head_bare)),
+        out = {"personal_suggest_us": percentiles(personal), **ratios,
                "train_tokens_per_s": (report.train_examples + report.heldout_examples) / train_s,
                "phases_s": report.phases, "two_lines_s": quit_s, "two_lines_phases_s": quick.phases,
                "fifty_lines_s": fifty_s, "fifty_lines_phases_s": fifty.phases,
@@ -189,6 +179,37 @@ def personalized(path: Path) -> dict:
             out.update(keyboard_quit(path, state, lines[1002:1008]))
             out["learn_few_peak_mb"] = learn_few_peak(path, state, lines[1008:1010])
         return out
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def personal_ratios(pm) -> dict:
+    """Personalized suggest() against the bare invoke, timed alternately in this process: with the whole
+    learned state, and with the trained head's change alone."""
+    texts = contexts()
+    ids = [pm.vocab.context_ids(pm.tokenizer.split_partial(c)[0], pm.context_length)[None] for c in texts]
+    runtime, suggester = pm._runtime, pm._suggester
+
+    def personal_call(c):
+        suggester.clear()
+        pm.suggest(c)
+
+    pairs = list(zip(ids, texts, strict=True))
+    paired(lambda x: runtime._run(runtime._interp, x), personal_call, pairs, rounds=1)  # as latency(): warm
+    bare, mine = paired(lambda x: runtime._run(runtime._interp, x), personal_call, pairs)
+    head_bare, head_mine = head_alone(pm, pairs, personal_call)
+    return {"personal_over_bare": float(np.median(mine) / np.median(bare)),
+            "head_alone_over_bare": float(np.median(head_mine) / np.median(head_bare))}
+
+
+def learned_ratios(path: Path, learned: Path) -> dict:
+    """``personal_ratios`` in this process, on a copy of the state the first process learned."""
+    from edgekit.model import EdgeModel
+
+    state = Path(tempfile.mkdtemp())
+    try:
+        shutil.copytree(learned, state, dirs_exist_ok=True)
+        return personal_ratios(EdgeModel.load(path, state_dir=state, unsigned_local=True))
     finally:
         shutil.rmtree(state, ignore_errors=True)
 
@@ -305,10 +326,11 @@ def import_seconds() -> float:
     return sorted(runs)[1]
 
 
-def in_subprocess(path: Path, full: bool) -> dict:
-    """One process's measurements of ``path``: latency, and with ``full`` personalization and memory."""
-    cmd = [sys.executable, "-m", "benchmarks.bench_runtime", "--one", str(path)] + (["--full"] if full else [])
-    return json.loads(subprocess.check_output(cmd, cwd=ROOT).splitlines()[-1])
+def in_subprocess(path: Path, full: bool, learned: Path) -> dict:
+    """One process's measurements of ``path``: latency and the personalized ratios; with ``full`` also
+    personalization (learning the state into ``learned``) and memory, else on the state learned there."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_runtime", "--one", str(path), "--learned", str(learned)]
+    return json.loads(subprocess.check_output(cmd + (["--full"] if full else []), cwd=ROOT).splitlines()[-1])
 
 
 def overhead(run: dict) -> float:
@@ -317,10 +339,13 @@ def overhead(run: dict) -> float:
 
 
 def quietest(runs: list[dict]) -> dict:
-    """The latency run with the fastest bare invoke, and the overhead's range over all runs."""
+    """The latency run with the fastest bare invoke, and the overhead's and the personalized ratio's
+    ranges over all runs."""
     best = min(runs, key=lambda r: r["bare_us"][0])
-    keys = ("load_ms", "bare_us", "suggest_us", "keystroke_us")
-    return {**{k: best[k] for k in keys}, "overhead_range": (min(map(overhead, runs)), max(map(overhead, runs)))}
+    keys = ("load_ms", "bare_us", "suggest_us", "keystroke_us", "personal_over_bare", "head_alone_over_bare")
+    personal = [r["personal_over_bare"] for r in runs]
+    return {**{k: best[k] for k in keys}, "overhead_range": (min(map(overhead, runs)), max(map(overhead, runs))),
+            "personal_range": (min(personal), max(personal))}
 
 
 def recorded(run: dict) -> dict:
@@ -353,8 +378,10 @@ def table(rows: list[dict], keras: dict | None, import_s: float, before: list[di
         lines.append(f"{'keras float predict()':28} {'':5} {'':8} {keras['predict_us'][0]:7.0f}/{keras['predict_us'][1]:<8.0f}")
     lines.append(f"import edgekit.model: {import_s * 1e3:.0f} ms")
     for r in rows:
-        lines.append(f"{r['file']}: personalized suggest() / bare invoke, timed alternately in one process: "
-                     f"{r['personal_over_bare']:.2f}x (the learned state: head, phrase memory, personal words); "
+        low, high = r.get("personal_range", (math.nan, math.nan))
+        lines.append(f"{r['file']}: personalized suggest() / bare invoke, timed alternately in a process (the "
+                     f"quietest): {r['personal_over_bare']:.2f}x (the learned state: head, phrase memory, personal "
+                     f"words; {low:.2f}x..{high:.2f}x over all runs); "
                      f"{r.get('head_alone_over_bare', math.nan):.2f}x (the trained head's change alone)")
         lines.append(f"{r['file']}: personalize phases (s) {r['phases_s']}; learning two more lines "
                      f"{r['two_lines_s']:.2f} s {r['two_lines_phases_s']} (saved); fifty more "
@@ -388,13 +415,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10, help="latency runs per file; the quietest is shown (default: 10)")
     ap.add_argument("--one", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--learned", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     if args.one:
-        print(json.dumps({**latency(args.one), **(personalized(args.one) if args.full else {})}))
+        mine = personalized(args.one, args.learned) if args.full else learned_ratios(args.one, args.learned)
+        print(json.dumps({**latency(args.one), **mine}))
         return
     files = sorted(args.models.glob("*.tflite"))
-    runs = [[in_subprocess(p, full=i == 0) for p in files] for i in range(args.repeats)]
+    learned = Path(tempfile.mkdtemp())
+    try:  # each file's state, learned in its first process, measured again in the others
+        runs = [[in_subprocess(p, i == 0, learned / p.stem) for p in files] for i in range(args.repeats)]
+    finally:
+        shutil.rmtree(learned, ignore_errors=True)
     rows = [{**runs[0][i], **quietest([r[i] for r in runs])} for i in range(len(files))]
     try:
         keras = keras_latency(args.keras) if args.keras.exists() else None

@@ -174,9 +174,13 @@ def to_tflite(model: keras.Model, quantize: str, compat: str, calibration: np.nd
             if quantize == "int8":  # everything int8 except the normaliser's ops
                 return _selective(converter, tf, _FLOAT_OPS, [])
             # int8-mixed: the cell's gate arithmetic float too, then (named only once converted) the
-            # features projection, whose int8 rounding the head and personalization would both inherit.
+            # features projection, whose int8 rounding the head and personalization would both inherit:
+            # two conversions, each calibrated, so each bar says which it is.
             float_ops = _FLOAT_OPS + _GATE_OPS
-            return _selective(converter, tf, float_ops, _features_projection(_selective(converter, tf, float_ops, [])))
+            _calibrate(converter, calibration, progress, "int8 calibration (1/2, finding the features layer)")
+            projection = _features_projection(_selective(converter, tf, float_ops, []))
+            _calibrate(converter, calibration, progress, "int8 calibration (2/2)")
+            return _selective(converter, tf, float_ops, projection)
         except Exception as e:  # the converter raises ConverterError and plain exceptions alike
             raise _explain_converter_error(e) from None
 
@@ -224,7 +228,7 @@ def _configure_quantization(converter, tf, quantize: str, compat: str, calibrati
         # int8 builtins everywhere but the normaliser (_FLOAT_OPS); the int32
         # token input (feeding a gather) and the float32 outputs stay as they are.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        converter.representative_dataset = lambda: _representative(calibration, progress)
+        _calibrate(converter, calibration, progress, "int8 calibration")
         # Per-tensor scales. Per-channel dense layers store a float32 scale and an
         # int64 zero point per output row for the head weight and its int32 bias:
         # 240 KB (13% of the file) for a 10k-word head, for no accuracy (measured
@@ -238,14 +242,19 @@ def _configure_quantization(converter, tf, quantize: str, compat: str, calibrati
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
 
 
-def _representative(calibration: np.ndarray, progress: bool) -> Iterator[list[np.ndarray]]:
+def _calibrate(converter, calibration: np.ndarray | None, progress: bool, label: str) -> None:
+    """Calibrate ``converter`` on ``calibration``, behind a progress bar named ``label`` when ``progress``."""
+    converter.representative_dataset = lambda: _representative(calibration, progress, label)
+
+
+def _representative(calibration: np.ndarray, progress: bool, label: str) -> Iterator[list[np.ndarray]]:
     """One context per step, as the converter's calibration loop expects."""
     if not progress:
         yield from ([row[None, :]] for row in calibration)
         return
     import click  # the bar belongs to the command line; library use stays quiet
 
-    with click.progressbar(calibration, label="int8 calibration", file=sys.stderr) as rows:
+    with click.progressbar(calibration, label=label, file=sys.stderr) as rows:
         yield from ([row[None, :]] for row in rows)
 
 

@@ -275,3 +275,18 @@ for path in sorted(folder.glob("*.tflite")):
     np.save(folder / (path.stem + ".logits.npy"), model.features_logits(ids)[1])
     np.save(folder / (path.stem + ".head.npy"), model.base_head[0])
 """
+
+
+def test_each_calibration_says_which_it_is(tiny_model, tiny_vocab, tiny_text, tmp_path, capfd):
+    """int8-mixed converts twice, calibrating each time (the first finds the features layer): two bars,
+    each named, not the same bar twice; int8 shows one."""
+    from edgekit.converters.convert import convert
+
+    lines = tiny_text.read_text(encoding="utf-8").splitlines()[:50]
+    for mode in ("int8-mixed", "int8"):
+        convert(tiny_model, tiny_vocab, tmp_path / f"{mode}.tflite", quantize=mode, calibration_lines=lines,
+                name="tiny", progress=True)
+        bars = [line for line in capfd.readouterr().err.replace("\r", "\n").splitlines() if "calibration" in line]
+        labels = {line.split("[")[0].strip() for line in bars}
+        assert labels == ({"int8 calibration (1/2, finding the features layer)", "int8 calibration (2/2)"}
+                          if mode == "int8-mixed" else {"int8 calibration"}), labels

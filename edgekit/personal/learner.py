@@ -199,11 +199,13 @@ class Learner:
         weights: this text says nothing new about them, and after 1,000 SMS lines they were half the
         columns each step of learning fifty more paid for (a first learning has none)."""
         keep = np.flatnonzero(np.isin(columns, words))
-        if len(keep) < len(columns):
-            tr, held, an = (narrowed(r, current, keep) for r in (tr, held, an))
+        narrow = len(keep) < len(columns)
+        if narrow:
+            tr, an = narrowed(tr, current, keep), narrowed(an, current, keep)
             teacher = teacher.narrowed(keep)
         w, b = train_head(tr.features, tr.targets, current[0][:, keep], current[1][keep],
-                          for_small_text(cfg, len(tr)), progress, tr.rest_lse, held, (an, teacher), ANCHOR_WEIGHT)
+                          for_small_text(cfg, len(tr)), progress, tr.rest_lse,
+                          lambda: narrowed(held, current, keep) if narrow else held, (an, teacher), ANCHOR_WEIGHT)
         out = (current[0].copy(), current[1].copy())
         out[0][:, keep], out[1][keep] = w, b
         return out

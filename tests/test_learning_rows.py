@@ -207,6 +207,22 @@ def test_anchor_words_are_drawn_from_the_versions_softmax_over_allowed_ids():
     np.testing.assert_allclose(got, want, atol=0.01)
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 16])
+def test_anchor_words_are_where_each_rows_own_float32_running_sum_passes_the_draw(n):
+    """Rows summed two at a time draw what each row's sequential float32 sum and a search in it draw,
+    however many rows (odd counts too) and whichever rows the sentences read."""
+    from edgekit.personal.rows import minus_inf
+
+    rng = np.random.default_rng(n)
+    logits = (rng.standard_normal((n, 3001)) * rng.uniform(0.5, 8, (n, 1))).astype(np.float32)
+    allowed = minus_inf(rng.random(3001) < 0.9)
+    which, draws = rng.integers(0, n, 40), rng.random((40, 1))
+    z = np.exp((logits + allowed) - (logits + allowed).max(axis=1, keepdims=True))
+    cum = np.cumsum(z, axis=1)
+    want = [np.searchsorted(cum[w], d * cum[w, -1]) for w, d in zip(which, draws[:, 0], strict=True)]
+    assert _draw(draws, allowed, logits, which).tolist() == want
+
+
 def test_a_few_new_lines_train_half_the_minimum_steps_at_twice_the_rate(model, monkeypatch):
     from edgekit.personal import learner
 

@@ -91,6 +91,21 @@ def test_a_repeated_context_is_read_once(model):
     assert (teacher.probs(same) == teacher.probs(same[:1])).all() and (an.features[same] == an.features[0]).all()
 
 
+@pytest.mark.parametrize("high", [3, 10_069, 1 << 16, 1 << 20])
+def test_unique_rows_are_numpys_in_numpys_order(high):
+    """The distinct contexts in np.unique's order (which decides the interpreter's passes), ids past 2^16
+    and odd context lengths included; no rows, no distinct rows."""
+    rng = np.random.default_rng(high)
+    for t in (16, 5):
+        base = rng.integers(0, high, (300, t)).astype(np.int32)
+        contexts = base[rng.integers(0, 300, 700)]
+        unique, index = np.unique(contexts, axis=0, return_inverse=True)
+        got = rows.unique_rows(contexts)
+        assert np.array_equal(got[0], unique) and np.array_equal(got[1], index.reshape(-1))
+    empty = rows.unique_rows(np.zeros((0, 16), np.int32))
+    assert empty[0].shape == (0, 16) and not len(empty[1])
+
+
 def test_teacher_is_the_versions_softmax(model):
     """Teacher probabilities of the candidates (float16, scaled) match the version's softmax to 1e-3, small ones too."""
     m = model

@@ -19,7 +19,7 @@ import hashlib
 import numpy as np
 
 from ..vocab import Vocabulary
-from .rows import READ, RowReader, Rows, Scorer, Teacher, minus_inf
+from .rows import READ, RowReader, Rows, Scorer, Teacher, minus_inf, unique_rows
 
 SENTENCES = 256  # written side by side: one step of each is one word
 ANCHOR_ROWS = 3072  # 256 sentences x 12 words (rounded up to whole steps of 256)
@@ -51,7 +51,7 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
     ctx, seen, drawn, origin = np.tile(start, (SENTENCES, 1)), list[np.ndarray](), None, b""
     index, read = list[np.ndarray](), 0  # the row read for each context; rows read so far
     for step in range(steps):
-        unique, at = np.unique(ctx, axis=0, return_inverse=True)
+        unique, at = unique_rows(ctx)
         index.append(read + at)
         read += len(unique)
         nxt, draws = np.empty(SENTENCES, np.int64), rng.random((SENTENCES, 1))

@@ -251,8 +251,7 @@ class Learner:
 
     def _memory_with(self, lines: list[list[str]]) -> PhraseMemory:
         memory = self.state.phrases.copy()
-        for ln in lines:
-            memory.add(self.vocab.encode(ln))
+        memory.add_lines(self.vocab.encode(ln) for ln in lines)
         return memory
 
     def _add_contribution(self, columns: np.ndarray, learned: Weights, examples: int) -> None:
@@ -276,8 +275,7 @@ class Learner:
 
     def _adopt(self, columns: np.ndarray, head: Weights, memory: PhraseMemory, weight: float, gate: np.ndarray,
                retired: list[list[str]]) -> None:
-        for ln in retired:  # held-out text that no longer judges: remember it too
-            memory.add(self.vocab.encode(ln))
+        memory.add_lines(self.vocab.encode(ln) for ln in retired)  # held-out text that no longer judges: learned
         # Only the trained columns change: the delta is written there in place (a whole new head and a
         # difference of two were 5 MB more at the peak).
         w0, b0 = self.head.columns(columns, personal=False)

@@ -38,8 +38,9 @@ from .vocab import Vocabulary
 
 # BATCH (from flatbuffer_check, which bounds the arena at it): contexts per invoke when learning or
 # evaluating. Measured on the project's machine (int8 model, one thread): 16 or 32 per invoke ran
-# 23-26 us a context against 35 us at 256 and 50 us one at a time; at 16 the interpreter added
-# 6 MB to the process once used (8 MB at 32), and every [BATCH, V] array learning makes is 0.6 MB.
+# 23-26 us a context against 35 us at 256 and 50 us one at a time (13 us without the word ranking,
+# ``without_ranking``); at 16 the interpreter added 6 MB to the process once used (8 MB at 32), and
+# every [BATCH, V] array learning makes is 0.6 MB.
 RUNTIMES = {
     "litert": "ai_edge_litert.interpreter",
     "tflite-runtime": "tflite_runtime.interpreter",
@@ -140,7 +141,8 @@ class Runtime:
     contexts (one context is too little work to share, and a runtime's idle
     threads spin after each invoke, taking the core the app needs next), or
     one sized for ``BATCH`` contexts with ``num_threads`` for learning and
-    evaluation. Each interpreter packs the file's weights again (XNNPACK) and
+    evaluation (on a copy without the word ranking, which they never read).
+    Each interpreter packs the file's weights again (XNNPACK) and
     has its own arena: a second one cost a keyboard process 3.7 MB.
     ``release`` frees it; the next call makes it again.
     Personal-slot ids are fed to the body as ``<unk>``: the body was never

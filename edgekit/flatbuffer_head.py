@@ -5,7 +5,8 @@ the one inside the flatbuffer (the interpreter ranks the words), not a
 ``head.npz`` the device applies on the host. The same holds for a device's
 personal head, written into a copy of the flatbuffer kept in memory
 (``Runtime.with_head``; ``rank_slots`` then widens its word ranking to the
-personal words). Only the head's values change
+personal words). Learning's batches run a copy without the word ranking
+(``without_ranking``). Only the head's values change
 between versions, never its shape or type, so its constant buffers are
 overwritten byte for byte where they lie (located with
 ``flatbuffer_schema``), and the rest of the flatbuffer stays identical:
@@ -300,6 +301,10 @@ def _inputs(op: Any) -> list[int]:
     return [op.Inputs(i) for i in range(op.InputsLength())]
 
 
+def _outputs(op: Any) -> list[int]:
+    return [op.Outputs(i) for i in range(op.OutputsLength())]
+
+
 def output_ceiling(flatbuffer: bytes, output: int) -> float:
     """The largest value output tensor ``output`` can take: ``inf`` unless it is an int8 tensor dequantized.
 
@@ -318,3 +323,25 @@ def output_ceiling(flatbuffer: bytes, output: int) -> float:
         return math.inf
     zero = 0 if q.ZeroPointIsNone() else int(q.ZeroPointAsNumpy()[0])
     return float((INT8_MAX - zero) * q.ScaleAsNumpy()[0])
+
+
+def without_ranking(flatbuffer: bytes, features: int, logits: int) -> bytes | None:
+    """A copy of ``flatbuffer`` whose only outputs are tensors ``features`` and ``logits``, with the operators
+    after the last one that writes them cut off: what learning reads of a batch. ``None``: nothing to cut.
+
+    The word ranking (the slice of the logits, its exps and their sum, the
+    top-k) was half of each 16-context invoke, and learning reads none of it.
+    The copy is the checked graph with its operator vector and its output
+    vector shortened in place: a prefix of operators that read only what the
+    ones before them wrote, and two of its outputs, so it needs no check of its
+    own, and the outputs kept are computed by the same operators as before.
+    """
+    graph = _model(flatbuffer).Subgraphs(0)
+    n, wanted = graph.OperatorsLength(), {features, logits}
+    keep = next((i + 1 for i in reversed(range(n)) if wanted & set(_outputs(graph.Operators(i)))), 0)
+    if len(wanted) != 2 or not keep or graph.OutputsLength() < 2 or (keep == n and graph.OutputsLength() == 2):
+        return None
+    out = bytearray(flatbuffer)
+    _put(out, graph.OperatorsStart() - 4, np.array([keep], "<u4"))
+    _put(out, graph.OutputsStart() - 4, np.array([2, features, logits], "<u4"))
+    return bytes(out)

@@ -177,8 +177,8 @@ class Operator(_Node):
 class SubGraph(_Node):
     TensorsLength, Tensors = _length(0), _item(0, Tensor)
     InputsLength, InputsAsNumpy = _length(1), _numpy(1, types.Int32Flags)
-    OutputsLength, OutputsAsNumpy = _length(2), _numpy(2, types.Int32Flags)
-    OperatorsLength, Operators = _length(3), _item(3, Operator)
+    OutputsLength, OutputsAsNumpy, OutputsStart = _length(2), _numpy(2, types.Int32Flags), _start(2)
+    OperatorsLength, Operators, OperatorsStart = _length(3), _item(3, Operator), _start(3)
 
 
 class Metadata(_Node):

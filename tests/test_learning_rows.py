@@ -91,6 +91,21 @@ def test_a_repeated_context_is_read_once(model):
     assert (teacher.probs(same) == teacher.probs(same[:1])).all() and (an.features[same] == an.features[0]).all()
 
 
+@pytest.mark.parametrize("high", [3, 10_069, 1 << 16, 1 << 20])
+def test_unique_rows_are_numpys_in_numpys_order(high):
+    """The distinct contexts in np.unique's order (which decides the interpreter's passes), ids past 2^16
+    and odd context lengths included; no rows, no distinct rows."""
+    rng = np.random.default_rng(high)
+    for t in (16, 5):
+        base = rng.integers(0, high, (300, t)).astype(np.int32)
+        contexts = base[rng.integers(0, 300, 700)]
+        unique, index = np.unique(contexts, axis=0, return_inverse=True)
+        got = rows.unique_rows(contexts)
+        assert np.array_equal(got[0], unique) and np.array_equal(got[1], index.reshape(-1))
+    empty = rows.unique_rows(np.zeros((0, 16), np.int32))
+    assert empty[0].shape == (0, 16) and not len(empty[1])
+
+
 def test_teacher_is_the_versions_softmax(model):
     """Teacher probabilities of the candidates (float16, scaled) match the version's softmax to 1e-3, small ones too."""
     m = model
@@ -205,6 +220,22 @@ def test_anchor_words_are_drawn_from_the_versions_softmax_over_allowed_ids():
     want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     got = np.array([(drawn == i).mean() for i in np.flatnonzero(allowed)])
     np.testing.assert_allclose(got, want, atol=0.01)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 16])
+def test_anchor_words_are_where_each_rows_own_float32_running_sum_passes_the_draw(n):
+    """Rows summed two at a time draw what each row's sequential float32 sum and a search in it draw,
+    however many rows (odd counts too) and whichever rows the sentences read."""
+    from edgekit.personal.rows import minus_inf
+
+    rng = np.random.default_rng(n)
+    logits = (rng.standard_normal((n, 3001)) * rng.uniform(0.5, 8, (n, 1))).astype(np.float32)
+    allowed = minus_inf(rng.random(3001) < 0.9)
+    which, draws = rng.integers(0, n, 40), rng.random((40, 1))
+    z = np.exp((logits + allowed) - (logits + allowed).max(axis=1, keepdims=True))
+    cum = np.cumsum(z, axis=1)
+    want = [np.searchsorted(cum[w], d * cum[w, -1]) for w, d in zip(which, draws[:, 0], strict=True)]
+    assert _draw(draws, allowed, logits, which).tolist() == want
 
 
 def test_a_few_new_lines_train_half_the_minimum_steps_at_twice_the_rate(model, monkeypatch):

@@ -134,8 +134,9 @@ def test_a_small_text_trains_half_the_minimum_steps_at_twice_the_rate():
 
 
 def test_held_out_loss_is_read_only_to_compare_epochs(monkeypatch):
-    """A run whose only checked epoch is its last has nothing to compare that loss with: it is not computed,
-    and the weights are those trained without held-out rows. Longer runs still check every epoch."""
+    """A run whose only checked epoch is its last has nothing to compare that loss with: it is not computed
+    (nor its rows made), and the weights are those trained without held-out rows. Longer runs still check
+    every epoch, their rows made once."""
     rng = np.random.default_rng(0)
     columns = np.arange(5, V)
     rows = _rows(rng, columns)
@@ -145,8 +146,14 @@ def test_held_out_loss_is_read_only_to_compare_epochs(monkeypatch):
     monkeypatch.setattr(train, "heldout_loss", lambda *a: (calls.append(1), loss(*a))[1])
     cfg = TrainConfig(epochs=1, min_steps=0, batch_size=64)
     alone = train.train_head(rows.features, rows.targets, w0, b0, cfg, rest_lse=rows.rest_lse)
-    checked = train.train_head(rows.features, rows.targets, w0, b0, cfg, rest_lse=rows.rest_lse, heldout=rows)
-    assert not calls and all(np.array_equal(a, b) for a, b in zip(alone, checked, strict=True))
+    made = []
+
+    def held():
+        made.append(1)
+        return rows
+
+    checked = train.train_head(rows.features, rows.targets, w0, b0, cfg, rest_lse=rows.rest_lse, heldout=held)
+    assert not calls and not made and all(np.array_equal(a, b) for a, b in zip(alone, checked, strict=True))
     train.train_head(rows.features, rows.targets, w0, b0, TrainConfig(epochs=3, min_steps=0, batch_size=64),
-                     rest_lse=rows.rest_lse, heldout=rows)
-    assert len(calls) >= 2
+                     rest_lse=rows.rest_lse, heldout=held)
+    assert len(calls) >= 2 and made == [1]

@@ -168,6 +168,34 @@ def test_learning_in_steps_counts_what_learning_at_once_does():
     assert all(np.array_equal(a, b) for a, b in zip(once.to_arrays().values(), steps.to_arrays().values(), strict=True))
 
 
+def test_lines_learned_together_count_what_they_count_one_by_one():
+    """The same counts, phrases and order of first-seen words; skipped ids still count as context, short
+    lines add nothing; a batch with an id outside the vocabulary adds nothing at all."""
+    from collections import Counter
+
+    import pytest
+
+    lines = _random_lines(7) + [[], [BOS], [BOS, 1, 5, 0, 5], [BOS, 44, 44, 44, 1]]
+    words, phrases = Counter(), Counter()  # counted a word at a time, here
+    for ln in lines:
+        for i, w in enumerate(ln[1:], 1):
+            if w not in (0, 1, BOS):
+                words[w] += 1
+                phrases.update((tuple(ln[i - n : i]), w) for n in range(1, min(3, i + 1)))
+    one, many = PhraseMemory(V, [0, 1, BOS]), PhraseMemory(V, [0, 1, BOS])
+    for ln in lines:
+        one.add(ln)
+    many.add_lines(lines[:3])
+    many.add_lines(iter(lines[3:]))
+    for mem in (one, many):
+        rows = mem.to_arrays()["phrases_ngrams"].tolist()
+        assert {(tuple(c for c in r[:2] if c >= 0), r[2]): r[3] for r in rows} == phrases
+        assert list(mem.unigram.items()) == list(words.items()) and len(mem) == words.total()
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        many.add_lines([[BOS, 3, 4], [BOS, V]])
+    assert list(many.unigram.items()) == list(words.items()) and many.n_phrases == len(phrases)
+
+
 def test_a_saved_memory_loads_the_same_whatever_the_row_order():
     lines = _random_lines(5)
     mem = PhraseMemory(V, [0, 1, BOS])

@@ -8,15 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgekit.flatbuffer_head import without_ranking
 from edgekit.head import Columns
 from edgekit.model import EdgeModel
 from edgekit.modelfile import read_model_file
-from edgekit.runtime import Runtime
+from edgekit.runtime import Runtime, load_interpreter
 from edgekit.vocab import Vocabulary
 from tests.fixtures.texts import user_lines
 
 
-@pytest.mark.parametrize("mode", ["int8", "none"])
+@pytest.mark.parametrize("mode", ["int8", "dynamic", "none"])
 def test_one_interpreter_serves_contexts_and_batches_and_is_made_again_with_the_same_outputs(trained_files, mode):
     file = read_model_file(trained_files[mode])
     runtime = Runtime(file, Vocabulary(file.vocab, file.metadata["personal_slots"]))
@@ -24,14 +25,39 @@ def test_one_interpreter_serves_contexts_and_batches_and_is_made_again_with_the_
     one = runtime.invoke(ids[:1]).values.copy()
     single = runtime._live
     features, logits = runtime.features_logits(ids)
-    assert runtime._live is single  # resized for the batches, not a second interpreter
+    # Batches run a copy without the word ranking, made after the one-context interpreter is freed: one at a time.
+    assert runtime._live is not single and runtime._batched
+    assert {d["index"] for d in runtime._live.get_output_details()} == {runtime.io.features, runtime.io.logits}
     assert np.array_equal(logits[0], one)
+    assert np.array_equal(features[:1], runtime.invoke_features(ids[:1])[0][None])
     runtime.release()
     assert runtime._live is None
     assert np.array_equal(runtime.invoke(ids[:1]).values, one)  # a new one-context interpreter
     assert runtime._live is not single
     again = runtime.features_logits(ids)
     assert np.array_equal(again[0], features) and np.array_equal(again[1], logits)
+
+
+@pytest.mark.parametrize("mode", ["int8", "dynamic", "none"])
+def test_the_copy_without_the_word_ranking_outputs_what_the_whole_graph_does(trained_files, mode):
+    """Features and logits to the bit, the ranking's operators gone; a copy already cut has nothing left to cut."""
+    file = read_model_file(trained_files[mode])
+    runtime = Runtime(file, Vocabulary(file.vocab, file.metadata["personal_slots"]))
+    io = runtime.io
+    cut = without_ranking(file.flatbuffer, io.features, io.logits)
+    assert cut is not None and len(cut) == len(file.flatbuffer)
+    ids = np.random.default_rng(1).integers(5, 180, (16, file.metadata["context_length"])).astype(np.int32)
+    outputs = []
+    for content in (file.flatbuffer, cut):
+        interp, _ = load_interpreter(content)
+        interp.resize_tensor_input(io.tokens, list(ids.shape))
+        interp.allocate_tensors()
+        interp.set_tensor(io.tokens, ids)
+        interp.invoke()
+        outputs.append((interp.get_tensor(io.features), interp.get_tensor(io.logits), len(interp._get_ops_details())))
+    (f0, l0, ops0), (f1, l1, ops1) = outputs
+    assert np.array_equal(f0, f1) and np.array_equal(l0, l1) and ops1 < ops0
+    assert without_ranking(cut, io.features, io.logits) is None
 
 
 def test_while_a_personal_head_ranks_the_versions_interpreter_is_freed(trained_files, tmp_path):

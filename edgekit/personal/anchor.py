@@ -19,7 +19,7 @@ import hashlib
 import numpy as np
 
 from ..vocab import Vocabulary
-from .rows import READ, RowReader, Rows, Scorer, Teacher, minus_inf
+from .rows import READ, RowReader, Rows, Scorer, Teacher, minus_inf, unique_rows
 
 SENTENCES = 256  # written side by side: one step of each is one word
 ANCHOR_ROWS = 3072  # 256 sentences x 12 words (rounded up to whole steps of 256)
@@ -51,7 +51,7 @@ def anchor_rows(score: Scorer, vocab: Vocabulary, context_length: int, columns: 
     ctx, seen, drawn, origin = np.tile(start, (SENTENCES, 1)), list[np.ndarray](), None, b""
     index, read = list[np.ndarray](), 0  # the row read for each context; rows read so far
     for step in range(steps):
-        unique, at = np.unique(ctx, axis=0, return_inverse=True)
+        unique, at = unique_rows(ctx)
         index.append(read + at)
         read += len(unique)
         nxt, draws = np.empty(SENTENCES, np.int64), rng.random((SENTENCES, 1))
@@ -97,12 +97,16 @@ def _draw(draws: np.ndarray, allowed: np.ndarray, logits: np.ndarray, which: np.
 
     The running sum is float32 and sequential, as it always was: a faster one (by blocks of ids)
     rounds differently, and one word drawn differently makes a different sentence from there on,
-    hence different anchor text and slightly different learning.
+    hence different anchor text and slightly different learning. Two rows' sums are run at once, as
+    the real and imaginary parts of complex64 numbers: the same float32 additions in the same order,
+    in a little over half the time.
     """
     z = logits + allowed
     z -= z.max(axis=1, keepdims=True)
     np.exp(z, out=z)
-    cum = np.cumsum(z, axis=1)
-    limits = draws[:, 0] * cum[which, -1]
-    return np.array([np.searchsorted(cum[w], x) for w, x in zip(which.tolist(), limits.tolist(), strict=True)],
-                    np.int64)
+    pairs = np.zeros((-(-len(z) // 2), z.shape[1], 2), np.float32)  # rows 2i and 2i + 1 side by side
+    pairs[:, :, 0], pairs[: len(z) // 2, :, 1] = z[0::2], z[1::2]
+    cum = np.cumsum(pairs.view(np.complex64)[..., 0], axis=1).view(np.float32).reshape(pairs.shape)
+    limits = draws[:, 0] * cum[which // 2, -1, which % 2]
+    return np.array([np.searchsorted(cum[w // 2, :, w % 2], x)
+                     for w, x in zip(which.tolist(), limits.tolist(), strict=True)], np.int64)

@@ -199,11 +199,13 @@ class Learner:
         weights: this text says nothing new about them, and after 1,000 SMS lines they were half the
         columns each step of learning fifty more paid for (a first learning has none)."""
         keep = np.flatnonzero(np.isin(columns, words))
-        if len(keep) < len(columns):
-            tr, held, an = (narrowed(r, current, keep) for r in (tr, held, an))
+        narrow = len(keep) < len(columns)
+        if narrow:
+            tr, an = narrowed(tr, current, keep), narrowed(an, current, keep)
             teacher = teacher.narrowed(keep)
         w, b = train_head(tr.features, tr.targets, current[0][:, keep], current[1][keep],
-                          for_small_text(cfg, len(tr)), progress, tr.rest_lse, held, (an, teacher), ANCHOR_WEIGHT)
+                          for_small_text(cfg, len(tr)), progress, tr.rest_lse,
+                          lambda: narrowed(held, current, keep) if narrow else held, (an, teacher), ANCHOR_WEIGHT)
         out = (current[0].copy(), current[1].copy())
         out[0][:, keep], out[1][keep] = w, b
         return out
@@ -249,8 +251,7 @@ class Learner:
 
     def _memory_with(self, lines: list[list[str]]) -> PhraseMemory:
         memory = self.state.phrases.copy()
-        for ln in lines:
-            memory.add(self.vocab.encode(ln))
+        memory.add_lines(self.vocab.encode(ln) for ln in lines)
         return memory
 
     def _add_contribution(self, columns: np.ndarray, learned: Weights, examples: int) -> None:
@@ -274,8 +275,7 @@ class Learner:
 
     def _adopt(self, columns: np.ndarray, head: Weights, memory: PhraseMemory, weight: float, gate: np.ndarray,
                retired: list[list[str]]) -> None:
-        for ln in retired:  # held-out text that no longer judges: remember it too
-            memory.add(self.vocab.encode(ln))
+        memory.add_lines(self.vocab.encode(ln) for ln in retired)  # held-out text that no longer judges: learned
         # Only the trained columns change: the delta is written there in place (a whole new head and a
         # difference of two were 5 MB more at the peak).
         w0, b0 = self.head.columns(columns, personal=False)

@@ -61,13 +61,39 @@ def candidate_rows(score: Scorer, contexts: np.ndarray, targets: np.ndarray, col
     repeated message) is read once: the interpreter's rows do not depend on
     each other, and one in seven of the README's SMS contexts repeats another.
     """
-    unique, index = np.unique(contexts, axis=0, return_inverse=True)
+    unique, index = unique_rows(contexts)
     reader = RowReader(columns, words, top)
     with progress_bar(len(unique), "running model", progress) as bar:
         for start in range(0, len(unique), READ):
             reader.add(*score(unique[start : start + READ]))
             bar.update(min(READ, len(unique) - start))
     return reader.rows(contexts, targets, index)
+
+
+def unique_rows(contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(contexts, axis=0, return_inverse=True)`` for ``contexts [N, T]``: the same rows in the
+    same order, and the one each row is ``[N]``, a few times faster.
+
+    numpy compares the rows as records of ``T`` fields: 19 ms for 1,000 SMS lines' contexts. Ids below
+    2^16 pack four to a 64-bit key, the first most significant, so the keys sort as the rows do (3 ms).
+    The order is kept: it decides which contexts share an interpreter pass, and the head's change on
+    a pass of fewer rows than ``READ`` (the last) is a matrix product of another shape, rounded otherwise.
+    """
+    n, t = contexts.shape
+    if not n or contexts.min() < 0 or contexts.max() >= 1 << 16:
+        unique, index = np.unique(contexts, axis=0, return_inverse=True)
+        return unique, index.reshape(-1)
+    ids = np.zeros((n, -(-t // 4) * 4), np.uint64)
+    ids[:, :t] = contexts
+    ids = ids.reshape(n, -1, 4)
+    keys = ids[..., 0] << 48 | ids[..., 1] << 32 | ids[..., 2] << 16 | ids[..., 3]
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
+    first = np.ones(n, bool)
+    first[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    index = np.empty(n, np.intp)
+    index[order] = np.cumsum(first) - 1
+    return contexts[order[first]], index
 
 
 class RowReader:
@@ -122,14 +148,15 @@ class RowReader:
         z -= best[:, :1]
         np.exp(z, out=z)
         total = z.sum(axis=1, keepdims=True)
-        z /= total
+        # Normalized where read, not over every word: the same quotients, a tenth of the divisions.
         taught = z[:, self.columns]
+        taught /= total
         taught *= TEACHER_SCALE
         self._taught[self._at : self._at + len(z)] = taught
         self._at += len(z)
         mass = np.exp(best - best[:, :1]) / total
         top = np.stack([mass[:, 0], mass.sum(axis=1)], 1)
-        self._teacher_parts.append((np.take_along_axis(z, other_top, axis=1), top))
+        self._teacher_parts.append((np.take_along_axis(z, other_top, axis=1) / total, top))
 
     def rows(self, contexts: np.ndarray, targets: np.ndarray, index: np.ndarray | slice = slice(None)) -> Rows:
         """The rows read, as ``Rows`` of ``contexts``; ``index``: the row read for each context."""
@@ -164,8 +191,10 @@ class Teacher(NamedTuple):
         return Teacher(self.columns, self.rest[index], self.top[index], self.at[index])
 
     def narrowed(self, keep: np.ndarray) -> Teacher:
-        """Its probabilities of the candidates at positions ``keep`` only (``narrowed`` rows' teacher)."""
-        return self._replace(columns=self.columns[:, keep])
+        """Its probabilities of the candidates at positions ``keep`` only (``narrowed`` rows' teacher), row by
+        row in memory (``columns[:, keep]`` is column-major: each training step's rows read from it were
+        gathered seven times slower)."""
+        return self._replace(columns=np.take(self.columns, keep, axis=1))
 
     def row_of(self, index: np.ndarray | slice) -> np.ndarray | slice:
         """The rows of ``columns`` that rows ``index`` read."""

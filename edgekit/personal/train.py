@@ -16,7 +16,7 @@ never wrote do not move at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -88,14 +88,16 @@ def _probs(logits: np.ndarray, rest_lse: np.ndarray | None) -> tuple[np.ndarray,
 
 def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bias: np.ndarray,
                config: TrainConfig, progress: bool = False, rest_lse: np.ndarray | None = None,
-               heldout: Rows | None = None, anchor: tuple[Rows, Teacher] | None = None,
+               heldout: Callable[[], Rows] | None = None, anchor: tuple[Rows, Teacher] | None = None,
                anchor_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Adam on softmax cross-entropy; returns new ``(weight [F, C], bias [C])``.
 
     With ``rest_lse`` the columns are the candidates and the other words'
-    logits are fixed (``Rows``). With ``heldout`` (candidate rows), training
-    stops after an epoch that did not lower the held-out loss and returns
-    the best weights seen. With ``anchor``, each step also distils the
+    logits are fixed (``Rows``). With ``heldout`` (a function that makes the
+    candidate rows held out, called when first needed: a text whose only
+    checked epoch is its last never needs them), training stops after an
+    epoch that did not lower the held-out loss and returns the best weights
+    seen. With ``anchor``, each step also distils the
     model version's distribution on a batch of anchor rows
     (``personal.anchor``), weighted ``anchor_weight``.
     """
@@ -118,6 +120,7 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
     z = np.empty((min(bs, n) * (1 if anchor is None else 2), wb.shape[1]), np.float32)
     rest = np.full(len(z), -np.inf, np.float32)  # the other words' log-sum-exp per row; none: -inf
     best_loss, best = np.inf, (wb[:-1].copy(), wb[-1].copy())
+    held: Rows | None = None
     with progress_bar(epochs * steps_per_epoch, "personalizing", progress) as bar:
         for epoch in range(epochs):
             order = rng.permutation(n)
@@ -150,7 +153,8 @@ def train_head(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bi
                 bar.update(1)
             # The last epoch's loss matters only against an earlier one (a few lines: no earlier one).
             if heldout is not None and epoch + 1 >= min_epochs and (epoch + 1 < epochs or best_loss < np.inf):
-                loss = heldout_loss(heldout, wb[:-1], wb[-1])
+                held = heldout() if held is None else held
+                loss = heldout_loss(held, wb[:-1], wb[-1])
                 if loss >= best_loss:
                     return best
                 best_loss, best = loss, (wb[:-1].copy(), wb[-1].copy())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
@@ -84,11 +85,13 @@ class EdgeModel:
         self.tokenizer = Tokenizer(TokenizerConfig.from_dict(file.metadata["tokenizer"]))
         self.vocab = Vocabulary(file.vocab, file.metadata.get("personal_slots", 0))
         self._runtime = Runtime(file, self.vocab, runtime, num_threads)
+        # Through a weak reference: a model its app drops is freed at once, interpreters and all, not at the
+        # next cyclic garbage collection (the suggester calling back into the model would make a cycle).
+        model = weakref.ref(self)
+        self._suggester = Suggester(self.tokenizer, self.vocab, self.context_length,
+                                    lambda ids, k: model()._p.scores(ids, k))  # type: ignore[union-attr]
         self._blas = num_threads or 1  # host matrix products: see edgekit/blas.py
         self._p = Predictor(self._runtime, Head(self._runtime), self._empty_state(), self.vocab, self._blas)
-        # The predictor's own method, not a call back into the model: no reference cycle, so a model its app
-        # drops is freed at once, interpreters and all, not at the next cyclic garbage collection.
-        self._suggester = Suggester(self.tokenizer, self.vocab, self.context_length, self._p.scores)
         if self.state_file is not None and self.state_file.exists():
             self._set_state(load_state(self.state_file, self.fingerprint, self.feature_dim, len(self.vocab),
                                        self.vocab.special_ids, self.vocab.first_slot))

@@ -174,8 +174,11 @@ def narrow_ranking(flatbuffer: bytes, width: int) -> bytes:
     _put(out, k.data, np.array([width], "<i4"))
     ranked = [tops[0].Outputs(0), tops[0].Outputs(1)]
     for kind, op in ops:
-        if kind in ELEMENTWISE | {BuiltinOperator.ADD} and op.Inputs(0) in ranked:
-            ranked.append(op.Outputs(0))
+        if not set(_inputs(op)) & set(ranked):
+            continue
+        if kind not in ELEMENTWISE | {BuiltinOperator.ADD}:
+            raise FlatHeadError(f"operator {kind} reads the top-k: only elementwise ops and an id offset may")
+        ranked.append(op.Outputs(0))
     for t in ranked:
         _set_width(out, graph.Tensors(t), old, width, f"tensor {t} of the top-k")
     return bytes(out)

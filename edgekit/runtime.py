@@ -200,10 +200,14 @@ class Runtime:
                               self._vocab.unk)
         if width is not None and self.io.top_ids is not None and width < self.max_k:
             try:
-                flat = narrow_ranking(flat, width)
-            except FlatHeadError:  # a top-k this file cannot narrow ranks as wide as the version's: still right
+                return self._copy(narrow_ranking(flat, width))
+            except (FlatHeadError, ModelFileError):  # a top-k this file cannot narrow ranks as wide: still right
                 pass
-        copy = ModelFile(flat, self.file.metadata, self.file.vocab,
+        return self._copy(flat)
+
+    def _copy(self, flatbuffer: bytes) -> Runtime:
+        """A one-thread runtime on ``flatbuffer`` in place of this file's (checked again before it loads)."""
+        copy = ModelFile(flatbuffer, self.file.metadata, self.file.vocab,
                          extras=self.file.extras, origin=self.file.origin, path=self.file.path)
         return Runtime(copy, self._vocab, self.name, num_threads=1)
 

@@ -77,6 +77,7 @@ _REVERSED_PARTIAL_RE = re.compile(rf"'?{_word(_LETTER)}")  # a word reads the sa
 MAX_LINE_CHARS = 8192  # longer lines are cut into pieces (the corpora's longest line has 6,504)
 NFKC_CHUNK = 1024
 MAX_WORD_CHARS = 64
+_LONG_ENDS_RE = re.compile(rf"[.!?]{{{MAX_WORD_CHARS + 1}}}")  # a sentence-end token too long to be one
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,13 @@ class Tokenizer:
         # findall (one C call) rather than finditer + group(): the keyboard
         # tokenizes the end of the message after every space.
         data = norm.encode() if norm.isascii() else None
-        if data is None:
+        words = None
+        if data is not None and len(data.translate(None, _DIGITS)) == len(data):  # no number: no pattern
+            words = _ascii_words(data)
+        if words is not None:
+            raw, rules = words, False  # its sentence ends are ``</s>`` already
+        elif data is None:
             raw, rules = _TOKEN_RE.findall(norm), _RULE_CHARS_RE.search(norm) is not None
-        elif len(data.translate(None, _DIGITS)) == len(data):  # no number to tell from a word: no pattern
-            raw, rules = _ascii_words(data), False  # its sentence ends are ``</s>`` already
         else:
             raw, rules = _ASCII_TOKEN_RE.findall(norm), True
         if len(norm) > MAX_WORD_CHARS and max(map(len, raw), default=0) > MAX_WORD_CHARS:
@@ -214,12 +218,17 @@ class Tokenizer:
             words *= 4
 
 
-def _ascii_words(data: bytes) -> list[str]:
-    """The tokens of ASCII text (its bytes) with no digit, as the token pattern cuts it."""
+def _ascii_words(data: bytes) -> list[str] | None:
+    """The tokens of ASCII text (its bytes) with no digit, as the token pattern and the rewrite of its
+    sentence ends cut it (a run of them one ``</s>``); ``None`` for a run of more than ``MAX_WORD_CHARS``
+    sentence-end characters, which the pattern reads as one over-long token (``<unk>``)."""
     text = data.translate(_ASCII_TOKEN_CHARS).decode()
     if "'" in text:
         text = _LONE_APOSTROPHE_RE.sub(" ", text)
-    if "." in text or "!" in text or "?" in text:
+    ends = text.count(".") + text.count("!") + text.count("?")
+    if ends > MAX_WORD_CHARS and _LONG_ENDS_RE.search(text):
+        return None
+    if ends:
         text = _SENTENCE_ENDS_RE.sub(f" {EOS} ", text)
     return text.split()
 

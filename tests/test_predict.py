@@ -201,10 +201,63 @@ def test_the_merge_over_a_narrowed_ranking_is_the_full_softmax(tmp_path):
     st = m.state
     m._set_state(dataclasses.replace(st, delta_w=Columns.zeros(*st.delta_w.shape), delta_b=st.delta_b * 0))
     assert m.state.phrase_weight > 0 and m._p._ranker().max_k == RANKING_WIDTH
-    for text in [" ".join(ln.split()[:n]) + " " for ln in lines[300:330] for n in (1, 3)]:
-        for k in (3, RANKING_WIDTH + 2):
+    for k in (3, RANKING_WIDTH + 2):
+        for text in [" ".join(ln.split()[:n]) + " " for ln in lines[300:330] for n in (1, 3)]:
             m._suggester.clear()
             got = m.suggest(text, k=k)
             words, probs = _full_vocabulary_top(m, text, k)
             assert [s.word for s in got] == words, text
             assert np.allclose([s.probability for s in got], probs, rtol=1e-3, atol=1e-6), text
+        # More words than it ranked: the copy is made again, wider, and the interpreter still ranks.
+        assert m._p._ranker().max_k == max(RANKING_WIDTH, k + 3)
+        assert m._p.scores(m.vocab.context_ids(["i"], m.context_length), k + 1).top_ids is not None
+
+
+def test_the_merge_ranks_ties_lower_id_first():
+    """int8 logits tie often; two words the memory holds equally then tie in the mixture too: the lower id
+    first, as the full-vocabulary ranking does, whatever order the merge scored them in."""
+    import math
+
+    from edgekit.personal.predict import Predictor, _Parts, _View
+    from edgekit.runtime import Scores
+
+    logits = np.array([0, 0, 0, 0.5, 0, 0, 0, 5.0], np.float32)  # ids 0-2 never suggested
+    own = Scores(logits, [7, 3, 4, 5, 6], [5.0, 0.5, 0.0, 0.0, 0.0], float(np.exp(logits[3:].astype(np.float64)).sum()))
+    share, unigram = 0.5, {5: 0.4, 4: 0.4, 6: 0.2}  # 5 first in the memory's order
+    view = _View(share, {}, share, [(5, share * 0.4), (4, share * 0.4), (6, share * 0.2)], 0.0)
+    words, logs, _ = Predictor._merge(None, own, view, _Parts(slice(0, 3), unigram, [], True, None, {}), 2)
+    full = np.exp(logits.astype(np.float64))
+    mixed = {w: (1 - share) * full[w] / full.sum() + share * unigram.get(w, 0.0) for w in range(3, 8)}
+    assert words == sorted(mixed, key=lambda w: (-mixed[w], w))[:2] == [7, 4]
+    assert np.allclose([math.exp(v) for v in logs], [mixed[w] for w in words])
+
+
+def test_narrowing_follows_the_top_k_through_either_operand_and_refuses_other_readers():
+    """A graph that is not the converter's: the id offset added the other way round narrows all the same;
+    an operator other than an elementwise one or the offset reading the top-k is refused (the personal
+    copy then ranks as wide as the version: still right)."""
+    import dataclasses
+
+    from edgekit.flatbuffer_head import FlatHeadError, _builtin, _model, narrow_ranking
+    from edgekit.flatbuffer_schema import BuiltinOperator
+    from edgekit.runtime import Runtime
+
+    m = EdgeModel.load(stateless=True)
+    model = _model(m.file.flatbuffer)
+    ops = [model.Subgraphs(0).Operators(i) for i in range(model.Subgraphs(0).OperatorsLength())]
+    top = next(op for op in ops if _builtin(model, op) == BuiltinOperator.TOPK_V2)
+    add = next(op for op in ops if _builtin(model, op) == BuiltinOperator.ADD and op.Inputs(0) == top.Outputs(1))
+    mul = next(op for op in ops if _builtin(model, op) == BuiltinOperator.MUL)
+    ids = m.vocab.context_ids(m.tokenizer.split_partial("see you at the ")[0], m.context_length)[None]
+
+    swapped = bytearray(m.file.flatbuffer)
+    at = add._tab.Vector(add._tab.Offset(6))  # the operator's inputs
+    swapped[at : at + 8] = swapped[at + 4 : at + 8] + swapped[at : at + 4]
+    narrow = Runtime(dataclasses.replace(m.file, flatbuffer=bytes(swapped)), m.vocab).with_head(None, width=5)
+    assert narrow.max_k == 5 and narrow.invoke(ids).top_ids == m._runtime.invoke(ids).top_ids[:5]
+
+    relabelled = bytearray(m.file.flatbuffer)
+    at = add._tab.Pos + add._tab.Offset(4)  # the operator's code: the top-k's ids now go to a product
+    relabelled[at : at + 4] = np.uint32(mul.OpcodeIndex()).tobytes()
+    with pytest.raises(FlatHeadError, match="reads the top-k"):
+        narrow_ranking(bytes(relabelled), 5)

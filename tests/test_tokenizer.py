@@ -89,6 +89,14 @@ def test_ascii_text_without_digits_cuts_as_the_pattern_does(text):
                                                                       "yes", EOS, "no"]
 
 
+@given(st.text(alphabet=st.sampled_from(list(".!?.!?.!? a'")), min_size=60, max_size=200))
+def test_long_runs_of_sentence_ends_cut_as_the_pattern_does(text):
+    """A run of more than 64 sentence-end characters is one over-long token to the pattern (``<unk>``):
+    the no-digit path must not make it a sentence end."""
+    assert tok.tokenize(text) == tok.tokenize(text + " \u00bf")
+    assert tok.tokenize("hi " + "!" * 65 + " there") == ["hi", "<unk>", "there"]
+
+
 @given(st.text(alphabet=st.sampled_from(list("aZq_ ,;:-\"()@#/\\[]{}\t\n\r\x0b\x0c\x1c\x7f")), max_size=80))
 def test_ascii_words_cut_by_their_separators_as_the_pattern_does(text):
     """ASCII text with no sentence end, digit or apostrophe is cut at its separators without the

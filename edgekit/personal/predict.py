@@ -92,6 +92,7 @@ class Predictor:
         self._flat: Runtime | None = None  # the personal head's flatbuffer copy, made on first use
         self._flat_failed = False  # this head cannot be written into the file
         self._ceiling = math.inf  # where the copy's logits saturate
+        self._flat_width = 0  # the words the copy ranks (asked for: a file may rank fewer)
         slots = self._slot_ids = np.array(sorted(self._vocab.personal_words.values()), np.int64)
         # Free slots below the last personal word (a forgotten word's) are in the ranker's ranking too.
         self._holes = np.setdiff1d(np.arange(self._vocab.first_slot, slots[-1] + 1), slots) if len(slots) else slots
@@ -115,7 +116,7 @@ class Predictor:
         the interpreter ranks (a merge with the personal state ranks no more than asked)."""
         if self.plain:
             return self.runtime.invoke(ids[None])
-        ranker = self._flat or self._ranker()
+        ranker = self._flat if self._flat is not None and ranked + 2 <= self._flat_width else self._ranker(ranked)
         if ranker is not None:
             scores = self._personal(ids, ranker.invoke(ids[None]), self._parts or self._make_parts(), ranked)
             if scores is not None:
@@ -124,22 +125,26 @@ class Predictor:
         logits = self.head.logits(feats[None], base.values[None])[0]
         return Scores(self._dense(ids, logits, bool(self.state.phrase_weight and self.state.phrases.evidence(ids))))
 
-    def _ranker(self) -> Runtime | None:
+    def _ranker(self, ranked: int = RANKED) -> Runtime | None:
         """The personal copy of the flatbuffer (made on first use): the head written in where it differs
-        from the version's, the personal words in its ranking, and a top-k ``RANKING_WIDTH`` wide (a
-        merge reads a few words beyond those it settles, and a narrower top-k runs faster); ``None``
-        when this file cannot have one."""
-        if self._flat is not None or self._flat_failed:
+        from the version's, the personal words in its ranking, and a top-k ``RANKING_WIDTH`` wide, or two
+        more than the ``ranked`` words asked for (a merge reads a few words beyond those it settles, and
+        a narrower top-k runs faster; an app asking for more words makes it again, wider, once);
+        ``None`` when this file cannot have one."""
+        width = max(RANKING_WIDTH, ranked + 2)
+        if self._flat_failed or (self._flat is not None and width <= self._flat_width):
             return self._flat
         try:
             on_host = self.head.on_host
             weights = self.head.weights if on_host else None
+            self._flat = None  # a narrower copy is freed before the wider one is made
             self.runtime.release()  # the copy ranks from now on: the version's interpreter is idle,
-            self._flat = self.runtime.with_head(weights, int(self._slot_ids[-1]) + 1 if len(self._slot_ids) else None,
-                                                RANKING_WIDTH)
+            flat = self.runtime.with_head(weights, int(self._slot_ids[-1]) + 1 if len(self._slot_ids) else None,
+                                          width)
             self.head.release()  # and so are the float heads
             # The version's own logits saturate where its base suggestions do: only a personal head is checked.
-            self._ceiling = self._flat.logit_ceiling if on_host else math.inf
+            self._ceiling = flat.logit_ceiling if on_host else math.inf
+            self._flat, self._flat_width = flat, width
         except FlatHeadError:
             self._flat_failed = True
         return self._flat
@@ -227,12 +232,11 @@ class Predictor:
                 if sw > least and len(score) >= ranked:
                     least = sorted(score.values())[-ranked]
             i += 1
-        floor = qw + held  # no word left unread scores more: words above it are settled
+        floor = qw + held  # no word left unread scores more: words above it are settled (one at it may tie)
         words: list[int] = []
         logs: list[float] = []
-        # Ties keep the order scored in: the interpreter's (the lower id first), then the memory's.
-        for w, s in sorted(score.items(), key=_SECOND, reverse=True):
-            if len(words) == ranked or s < floor:
+        for w, s in sorted(sorted(score.items()), key=_SECOND, reverse=True):  # ties: the lower id first
+            if len(words) == ranked or s <= floor:
                 break
             words.append(w)
             logs.append(math.log(s))

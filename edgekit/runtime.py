@@ -293,7 +293,8 @@ class Runtime:
         """The live interpreter, sized for one context or ``BATCH``, made or resized when the other is asked.
 
         Batches run the flatbuffer without its word ranking when it can be
-        cut (``flatbuffer_head.without_ranking``: half the time per invoke).
+        cut (``flatbuffer_head.without_ranking``: half the time per invoke; that
+        copy of the flatbuffer lives as long as the batch interpreter).
         Otherwise a one-context interpreter becomes a batch one by resizing
         its input when the threads agree (one: the default). Going back to
         one context makes a new interpreter, as a resized arena never shrinks.

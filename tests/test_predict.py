@@ -261,3 +261,22 @@ def test_narrowing_follows_the_top_k_through_either_operand_and_refuses_other_re
     relabelled[at : at + 4] = np.uint32(mul.OpcodeIndex()).tobytes()
     with pytest.raises(FlatHeadError, match="reads the top-k"):
         narrow_ranking(bytes(relabelled), 5)
+
+
+def test_a_huge_logit_on_a_word_never_suggested_falls_back_to_the_full_softmax(personal_float):
+    """``<unk>``'s logit past float64's exp range (a damaged or hostile head): the merge cannot total the
+    softmax, and the scores come from the full softmax, which subtracts the largest logit first: three
+    words, none of them a special token, and no ``OverflowError``."""
+    m = personal_float
+    with _head_change(m, scale=0.0):
+        m.state.delta_b[m.vocab.unk] += 800.0
+        m._set_state(m.state)
+        dense = 0
+        for text in _contexts(m):
+            context = m.tokenizer.split_partial(text, keep=m.context_length)[0]
+            if m._p.scores(m.vocab.context_ids(context, m.context_length)).top_ids is None:  # no merge: every id
+                dense += 1
+                m._suggester.clear()
+                got = [s.word for s in m.suggest(text, k=3)]
+                assert len(got) == 3 and all(m.vocab.is_word_id(i) for i in m.vocab.encode(got)), text
+        assert dense  # the contexts the memory knows

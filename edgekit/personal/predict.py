@@ -199,7 +199,10 @@ class Predictor:
         if not top_ids or top_values is None or not 0.0 < suggestable < math.inf:
             return None
         lam, named, left, memory, unigram, exp = view.share, view.named, view.left, view.top, parts.unigram, math.exp
-        everything = suggestable + sum(map(exp, values[parts.banned].tolist()))  # the softmax's total
+        try:
+            everything = suggestable + sum(map(exp, values[parts.banned].tolist()))  # the softmax's total
+        except OverflowError:  # a never-suggested id's logit past exp's range: the full softmax copes
+            return None
         a = (1 - lam) / everything
         # Plain loops, not comprehensions: each comprehension is a function call (Python 3.11), and this
         # runs after every space.

@@ -38,8 +38,9 @@ from .rows import Scored
 from .state import PersonalState
 from .train import softmax
 
-RANKING_WIDTH = 6  # words the personal copy ranks: a merge reads a few beyond the four it settles (narrower: faster)
 RANKED = 4  # words a personalized context ranks unless asked for more: a keyboard shows three, one to spare
+SPARE = 2  # words the personal copy ranks beyond those a merge settles (its top-k: narrower runs faster)
+RANKING_WIDTH = RANKED + SPARE  # what the personal copy ranks unless more words are asked for
 MEMORY_TOP = 8  # the phrase memory's likeliest words kept per ending (a bound stands for the rest)
 _SECOND = itemgetter(1)
 ENDINGS = 4096  # context endings whose phrase-memory view is kept (a user's common word pairs)
@@ -96,7 +97,7 @@ class Predictor:
         slots = self._slot_ids = np.array(sorted(self._vocab.personal_words.values()), np.int64)
         # Free slots below the last personal word (a forgotten word's) are in the ranker's ranking too.
         self._holes = np.setdiff1d(np.arange(self._vocab.first_slot, slots[-1] + 1), slots) if len(slots) else slots
-        self._has_holes = bool(len(self._holes))
+        self._free = frozenset(self._holes.tolist())
 
     def release(self) -> None:
         """Drop what only suggestions use (the personal flatbuffer copy, the merge's views), made again
@@ -116,7 +117,7 @@ class Predictor:
         the interpreter ranks (a merge with the personal state ranks no more than asked)."""
         if self.plain:
             return self.runtime.invoke(ids[None])
-        ranker = self._flat if self._flat is not None and ranked + 2 <= self._flat_width else self._ranker(ranked)
+        ranker = self._flat if self._flat is not None and ranked + SPARE <= self._flat_width else self._ranker(ranked)
         if ranker is not None:
             scores = self._personal(ids, ranker.invoke(ids[None]), self._parts or self._make_parts(), ranked)
             if scores is not None:
@@ -127,11 +128,11 @@ class Predictor:
 
     def _ranker(self, ranked: int = RANKED) -> Runtime | None:
         """The personal copy of the flatbuffer (made on first use): the head written in where it differs
-        from the version's, the personal words in its ranking, and a top-k ``RANKING_WIDTH`` wide, or two
-        more than the ``ranked`` words asked for (a merge reads a few words beyond those it settles, and
-        a narrower top-k runs faster; an app asking for more words makes it again, wider, once);
-        ``None`` when this file cannot have one."""
-        width = max(RANKING_WIDTH, ranked + 2)
+        from the version's, the personal words in its ranking, and a top-k ``RANKING_WIDTH`` wide, or
+        ``SPARE`` more than the ``ranked`` words asked for (a merge reads a few words beyond those it
+        settles, and a narrower top-k runs faster; an app asking for more words makes it again, wider,
+        once); ``None`` when this file cannot have one."""
+        width = max(RANKING_WIDTH, ranked + SPARE)
         if self._flat_failed or (self._flat is not None and width <= self._flat_width):
             return self._flat
         try:
@@ -155,9 +156,8 @@ class Predictor:
         top_ids, top_values, values = own.top_ids, own.top_values, own.values
         if top_ids is None or top_values is None or not top_values[0] < self._ceiling:
             return None
-        if self._has_holes:  # free slots in the ranking: out of the total and the words
-            free = set(self._holes.tolist())
-            kept = [(w, v) for w, v in zip(top_ids, top_values, strict=True) if w not in free]
+        if self._free:  # free slots in the ranking: out of the total and the words
+            kept = [(w, v) for w, v in zip(top_ids, top_values, strict=True) if w not in self._free]
             own = Scores(values, [w for w, _ in kept], [v for _, v in kept],
                          own.sum_exp - float(np.exp(values[self._holes], dtype=np.float64).sum()))
         view = parts.views.get(ids[1 - ORDER :].tobytes()) or self._view(ids, parts)

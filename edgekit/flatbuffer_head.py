@@ -110,8 +110,7 @@ def rank_slots(flatbuffer: bytes, logits: int, slots: tuple[int, int], end: int,
     Raises ``FlatHeadError`` when the graph is not the converter's.
     """
     out, model = bytearray(flatbuffer), _model(flatbuffer)
-    graph = model.Subgraphs(0)
-    ops = [(_builtin(model, op), op) for op in map(graph.Operators, range(graph.OperatorsLength()))]
+    graph, ops = model.Subgraphs(0), _ops(model)
     sources = {logits, _dequantize_input(model, graph, logits)}  # the logits, or the int8 ones they come from
     cuts = [op for kind, op in ops if kind == BuiltinOperator.STRIDED_SLICE and op.Inputs(0) in sources]
     if len(cuts) != 1 or cuts[0].InputsLength() < 3:
@@ -123,15 +122,10 @@ def rank_slots(flatbuffer: bytes, logits: int, slots: tuple[int, int], end: int,
     last = int(np.frombuffer(flatbuffer, "<i4", stop.shape[0], stop.data)[-1])
     if last != slots[0] or not slots[0] <= end <= slots[1]:
         raise FlatHeadError(f"the word ranking does not end at the first personal slot ({slots[0]})")
-    if sum(cuts[0].Inputs(2) in _inputs(op) for _, op in ops) != 1:
-        raise FlatHeadError("the word ranking's end is shared with other operators")
+    _own(ops, cuts[0].Inputs(2), "the word ranking's end")
     _put(out, stop.data + 4 * (stop.shape[0] - 1), np.array([end], "<i4"))
-    widened = [cuts[0].Outputs(0)]
-    for kind, op in ops:
-        if kind in ELEMENTWISE and op.Inputs(0) in widened:
-            widened.append(op.Outputs(0))
-        elif kind not in RANKING and set(_inputs(op)) & set(widened):
-            raise FlatHeadError(f"operator {kind} reads the word ranking: only the top-k and the sum of exps may")
+    widened = _downstream(ops, [cuts[0].Outputs(0)], ELEMENTWISE, RANKING,
+                          "the word ranking: only the top-k and the sum of exps may")
     for t in widened:
         _set_width(out, graph.Tensors(t), slots[0] - first, end - first, f"tensor {t} of the word ranking")
     tables = [_slot(model, op.Inputs(0)) for kind, op in ops
@@ -158,13 +152,11 @@ def narrow_ranking(flatbuffer: bytes, width: int) -> bytes:
     32 with a layer's width).
     """
     out, model = bytearray(flatbuffer), _model(flatbuffer)
-    graph = model.Subgraphs(0)
-    ops = [(_builtin(model, op), op) for op in map(graph.Operators, range(graph.OperatorsLength()))]
+    graph, ops = model.Subgraphs(0), _ops(model)
     tops = [op for kind, op in ops if kind == BuiltinOperator.TOPK_V2]
     if len(tops) != 1:
         raise FlatHeadError(f"{len(tops)} top-k operators, the word ranking has one")
-    if sum(tops[0].Inputs(1) in _inputs(op) for _, op in ops) != 1:
-        raise FlatHeadError("the top-k's k is shared with other operators")
+    _own(ops, tops[0].Inputs(1), "the top-k's k")
     k = _slot(model, tops[0].Inputs(1))
     if k.shape not in ((), (1,)) or k.dtype != np.dtype("<i4"):
         raise FlatHeadError("the top-k's k is not an int32 constant")
@@ -172,16 +164,38 @@ def narrow_ranking(flatbuffer: bytes, width: int) -> bytes:
     if not 1 <= width <= old:
         raise FlatHeadError(f"cannot rank {width} words with a top-k of {old}")
     _put(out, k.data, np.array([width], "<i4"))
-    ranked = [tops[0].Outputs(0), tops[0].Outputs(1)]
-    for kind, op in ops:
-        if not set(_inputs(op)) & set(ranked):
-            continue
-        if kind not in ELEMENTWISE | {BuiltinOperator.ADD}:
-            raise FlatHeadError(f"operator {kind} reads the top-k: only elementwise ops and an id offset may")
-        ranked.append(op.Outputs(0))
+    ranked = _downstream(ops, [tops[0].Outputs(0), tops[0].Outputs(1)], ELEMENTWISE | {BuiltinOperator.ADD},
+                         set(), "the top-k: only elementwise ops and an id offset may")
     for t in ranked:
         _set_width(out, graph.Tensors(t), old, width, f"tensor {t} of the top-k")
     return bytes(out)
+
+
+def _ops(model: Any) -> list[tuple[int, Any]]:
+    """The first subgraph's operators, each with its builtin code, in order."""
+    graph = model.Subgraphs(0)
+    return [(_builtin(model, op), op) for op in map(graph.Operators, range(graph.OperatorsLength()))]
+
+
+def _own(ops: list[tuple[int, Any]], tensor: int, what: str) -> None:
+    """Refuse a constant ``tensor`` that more than one operator reads: rewriting it would change them all."""
+    if sum(tensor in _inputs(op) for _, op in ops) != 1:
+        raise FlatHeadError(f"{what} is shared with other operators")
+
+
+def _downstream(ops: list[tuple[int, Any]], tensors: list[int], passes: set[int], stops: set[int],
+                what: str) -> list[int]:
+    """``tensors`` and every tensor derived from them through operators in ``passes`` (as wide as their
+    input), in graph order; an operator in ``stops`` may read them, any other raises ``FlatHeadError``
+    (``what`` says which readers may)."""
+    derived = list(tensors)
+    for kind, op in ops:
+        if not set(_inputs(op)) & set(derived) or kind in stops:
+            continue
+        if kind not in passes:
+            raise FlatHeadError(f"operator {kind} reads {what}")
+        derived.append(op.Outputs(0))
+    return derived
 
 
 def _set_width(out: bytearray, tensor: Any, old: int, new: int, what: str) -> None:

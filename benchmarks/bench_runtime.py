@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -121,6 +122,30 @@ def paired(first, second, items: list, rounds: int = 3) -> tuple[list[float], li
     return a, b
 
 
+def bare_and_cold(m) -> tuple[Callable, Callable, list]:
+    """What suggest() is timed against: the bare invoke (set_tensor, invoke, get features and logits) on
+    a context's ids, ``suggest()`` on its text with the score cache emptied first (a new context each
+    call), and the ``(ids, text)`` pairs of ``contexts()``."""
+    texts = contexts()
+    ids = [m.vocab.context_ids(m.tokenizer.split_partial(c)[0], m.context_length)[None] for c in texts]
+    runtime, suggester = m._runtime, m._suggester  # the bare interpreter, and the cache to empty
+
+    def bare_call(x):
+        runtime._run(runtime._interp, x)
+
+    def cold_call(c):
+        suggester.clear()
+        m.suggest(c)
+
+    return bare_call, cold_call, list(zip(ids, texts, strict=True))
+
+
+def warm_paired(first, second, items: list) -> tuple[list[float], list[float]]:
+    """``paired`` after one untimed pass: the steady state (copies made, caches filled) before timing."""
+    paired(first, second, items, rounds=1)
+    return paired(first, second, items)
+
+
 def latency(path: Path) -> dict:
     """Load time and suggest() latency of one file, next to the bare invoke; runs in its own process."""
     from edgekit.model import EdgeModel
@@ -128,20 +153,9 @@ def latency(path: Path) -> dict:
     t = time.perf_counter()
     m = EdgeModel.load(path, stateless=True, unsigned_local=True)
     load_s = time.perf_counter() - t
-    texts = contexts()
-    ids = [m.vocab.context_ids(m.tokenizer.split_partial(c)[0], m.context_length)[None] for c in texts]
-    runtime, suggester = m._runtime, m._suggester  # the bare interpreter, and the cache to empty
-
-    def bare_call(x):
-        runtime._run(runtime._interp, x)  # the same work as before the split: set_tensor, invoke, get features and logits
-
-    def sdk_call(c):
-        suggester.clear()  # cold: a new context each time
-        m.suggest(c)
-
-    paired(bare_call, sdk_call, list(zip(ids, texts)), rounds=1)  # warm-up: steady state before timing
-    bare, sdk = paired(bare_call, sdk_call, list(zip(ids, texts)))
-    typing = timed(m.suggest, keystrokes(texts))
+    bare_call, sdk_call, pairs = bare_and_cold(m)
+    bare, sdk = warm_paired(bare_call, sdk_call, pairs)
+    typing = timed(m.suggest, keystrokes([text for _, text in pairs]))
     return {"file": path.name, "quantization": m.quantization, "bytes": path.stat().st_size,
             "load_ms": load_s * 1e3, "bare_us": percentiles(bare), "suggest_us": percentiles(sdk),
             "keystroke_us": percentiles(typing)}
@@ -186,18 +200,9 @@ def personalized(path: Path, learned: Path) -> dict:
 def personal_ratios(pm) -> dict:
     """Personalized suggest() against the bare invoke, timed alternately in this process: with the whole
     learned state, and with the trained head's change alone."""
-    texts = contexts()
-    ids = [pm.vocab.context_ids(pm.tokenizer.split_partial(c)[0], pm.context_length)[None] for c in texts]
-    runtime, suggester = pm._runtime, pm._suggester
-
-    def personal_call(c):
-        suggester.clear()
-        pm.suggest(c)
-
-    pairs = list(zip(ids, texts, strict=True))
-    paired(lambda x: runtime._run(runtime._interp, x), personal_call, pairs, rounds=1)  # as latency(): warm
-    bare, mine = paired(lambda x: runtime._run(runtime._interp, x), personal_call, pairs)
-    head_bare, head_mine = head_alone(pm, pairs, personal_call)
+    bare_call, personal_call, pairs = bare_and_cold(pm)
+    bare, mine = warm_paired(bare_call, personal_call, pairs)
+    head_bare, head_mine = head_alone(pm, lambda: warm_paired(bare_call, personal_call, pairs))
     return {"personal_over_bare": float(np.median(mine) / np.median(bare)),
             "head_alone_over_bare": float(np.median(head_mine) / np.median(head_bare))}
 
@@ -214,10 +219,10 @@ def learned_ratios(path: Path, learned: Path) -> dict:
         shutil.rmtree(state, ignore_errors=True)
 
 
-def head_alone(pm, pairs: list, call) -> tuple[list[float], list[float]]:
-    """The bare invoke and ``call`` timed alternately with the trained head's change as the whole state
-    (no phrase memory, no personal words): the personal head inside the interpreter, nothing merged on
-    the host. The state learned above is put back afterwards."""
+def head_alone(pm, timing: Callable[[], tuple[list[float], list[float]]]) -> tuple[list[float], list[float]]:
+    """``timing()`` (the bare invoke and personalized suggest() timed alternately) with the trained head's
+    change as the whole state (no phrase memory, no personal words): the personal head inside the
+    interpreter, nothing merged on the host. The state learned above is put back afterwards."""
     import dataclasses
 
     from edgekit.personal.phrases import PhraseMemory
@@ -233,10 +238,7 @@ def head_alone(pm, pairs: list, call) -> tuple[list[float], list[float]]:
                                 personal_words={}, phrase_weight=0.0)
     pm._set_state(alone)
     try:
-        runtime = pm._runtime
-        for x, c in pairs:  # the personal flatbuffer is made on first use: not timed
-            call(c)
-        return paired(lambda x: runtime._run(runtime._interp, x), call, pairs)
+        return timing()
     finally:
         pm._set_state(learned)
 
